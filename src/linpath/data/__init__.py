@@ -1,0 +1,31 @@
+"""Data sets, by name. Each loader returns a `Source` (see memory.py): training batches that
+are a pure function of (seed, step), and evaluation splits preloaded once on the device."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import mnist
+
+# name -> loader(root: Path) -> Source
+DATASETS = {
+    "mnist": mnist.load,
+}
+
+
+def default_data_root() -> Path:
+    """--data-root, else $LINPATH_DATA, else a cache folder in the user's home."""
+    env = os.environ.get("LINPATH_DATA")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "linpath" / "data"
+
+
+def load(name: str, root: str | Path | None):
+    from ..errors import LinpathError
+
+    if name not in DATASETS:
+        raise LinpathError(f"unknown dataset {name!r} (known: {', '.join(sorted(DATASETS))})")
+    root = Path(root).expanduser() if root else default_data_root()
+    return DATASETS[name](root)

@@ -1,0 +1,79 @@
+"""The stages as functions: create/open a run, train its replicates, sweep, report.
+
+The CLI is a thin layer over these; each stage reads what the previous one left on disk, so
+each can be run alone, re-run, or resumed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import data as datasets
+from .analysis import load_curves, metric_rows, write_metrics
+from .errors import LinpathError
+from .plots import all_figures
+from .report import CLAIMS, write_report
+from .spec import Spec
+from .store import RunDir
+from .sweep import SweepSetting, merge_paths, run_sweep
+from .train import train_replicate
+
+
+def open_run(spec: Spec, out: str | Path = "runs") -> RunDir:
+    """The run folder for `spec`, created if new; an existing one is reused (and its
+    replicate count raised if more are asked for)."""
+    run = RunDir(Path(out) / spec.run_name)
+    if run.spec_path.exists():
+        existing = run.read_spec()
+        if existing.replicates >= spec.replicates:
+            return run
+    run.write_spec(spec)
+    return run
+
+
+def train(spec: Spec, out: str | Path = "runs", data_root=None, device: str = "cpu", progress: bool = True) -> RunDir:
+    run = open_run(spec, out)
+    replicates = range(spec.replicates)
+    if all(run.done_marker(r).exists() for r in replicates):
+        return run
+    source = datasets.load(spec.data.dataset, data_root)
+    with run.lock("train"):
+        for r in replicates:
+            train_replicate(spec, run, r, source, device=device, progress=progress)
+    return run
+
+
+def sweep(run_dir: str | Path, setting: SweepSetting, data_root=None, device: str = "cpu",
+          from_steps: list[int] | None = None, progress: bool = True, rank: int = 0, world_size: int = 1) -> RunDir:
+    run = RunDir(run_dir)
+    spec = run.read_spec()
+    source = datasets.load(spec.data.dataset, data_root)
+    with run.lock(f"sweep-rank{rank}"):
+        run_sweep(run, setting, source, device=device, from_steps=from_steps, progress=progress,
+                  rank=rank, world_size=world_size)
+    if rank == 0:
+        merge_paths(run)
+    return run
+
+
+def report(run_dir: str | Path, split: str = "test", bn: str = "interpolate", metric: str = "rise_over_start") -> Path:
+    run = RunDir(run_dir)
+    spec = run.read_spec()
+    if not run.paths_csv.exists() and run.sweep_dir.exists():
+        merge_paths(run)
+    curves = load_curves(run, split, bn)
+    rows = metric_rows(curves)
+    write_metrics(run, rows)
+    claims = CLAIMS.get(spec.preset)
+    title = claims.setting if claims else spec.preset
+    figures = all_figures(curves, rows, title, run.figures_dir, metric)
+    write_report(run, curves, rows, figures, spec.preset, title)
+    return run.report
+
+
+def describe(run: RunDir) -> str:
+    return json.dumps(run.read_spec().to_json(), indent=2)
+
+
+__all__ = ["open_run", "train", "sweep", "report", "LinpathError"]

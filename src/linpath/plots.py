@@ -1,0 +1,126 @@
+"""The paper's three figures (matplotlib, PNG and PDF).
+
+Figure 1: loss and error along the path from t = 0, mean ± std over replicates.
+Figure 2: the same for several starting t, coloured by t.
+Figure 3: a path metric (default rise_over_start, the paper's "maximum increase") vs t on a
+log axis, t = 0 drawn at the left edge.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .analysis import Curves, aggregate  # noqa: E402
+
+FIGURE2_STEPS = (0, 16, 128, 1024, 2000, 8000)
+LABELS = {"loss": "test loss (cross-entropy)", "error": "test error"}
+
+
+def _label(quantity: str, split: str) -> str:
+    return LABELS[quantity].replace("test", split)
+
+
+def _save(fig, folder: Path, name: str) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in ("png", "pdf"):
+        path = folder / f"{name}.{ext}"
+        tmp = folder / f".{name}.tmp.{ext}"
+        fig.savefig(tmp, dpi=150, bbox_inches="tight")
+        tmp.replace(path)
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def _band(ax, x, mean, std, **kw):
+    line = ax.plot(x, mean, **kw)[0]
+    if np.any(std > 0):
+        ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+    return line
+
+
+def _finite_ylim(ax, arrays):
+    values = np.concatenate([a[np.isfinite(a)] for a in arrays]) if arrays else np.array([])
+    if values.size:
+        lo, hi = values.min(), values.max()
+        pad = 0.05 * (hi - lo or 1.0)
+        ax.set_ylim(lo - pad, hi + pad)
+
+
+def figure1(curves: Curves, title: str, folder: Path) -> list[Path]:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, q in zip(axes, ("loss", "error")):
+        x, mean, std = curves.mean_std(0, q)
+        _band(ax, x, mean, std, color="C0")
+        _finite_ylim(ax, [mean - std, mean + std])
+        ax.set_xlabel("interpolation x  (0 = initialization, 1 = final)")
+        ax.set_ylabel(_label(q, curves.split))
+        ax.grid(alpha=0.3)
+    n = len(curves.replicates)
+    fig.suptitle(f"{title}: the path from initialization (mean ± std over {n} replicate{'s' * (n != 1)}, BN {curves.bn})")
+    return _save(fig, folder, "figure1")
+
+
+def figure2_steps(curves: Curves) -> list[int]:
+    steps = curves.steps
+    chosen = [t for t in FIGURE2_STEPS if t in steps]
+    if steps and steps[-1] not in chosen:
+        chosen.append(steps[-1])  # the last kept t before the end
+    return chosen or steps[:1]
+
+
+def figure2(curves: Curves, title: str, folder: Path, steps: list[int] | None = None) -> list[Path]:
+    steps = steps or figure2_steps(curves)
+    cmap = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, q in zip(axes, ("loss", "error")):
+        arrays = []
+        for i, t in enumerate(steps):
+            x, mean, std = curves.mean_std(t, q)
+            _band(ax, x, mean, std, color=cmap(i / max(1, len(steps) - 1) * 0.9), label=f"t = {t}")
+            arrays += [mean - std, mean + std]
+        _finite_ylim(ax, arrays)
+        ax.set_xlabel("interpolation x  (0 = state at t, 1 = final)")
+        ax.set_ylabel(_label(q, curves.split))
+        ax.grid(alpha=0.3)
+    axes[1].legend(title="start", fontsize=8, loc="upper right")
+    fig.suptitle(f"{title}: paths from the state at iteration t to the final state")
+    return _save(fig, folder, "figure2")
+
+
+def figure3(curves: Curves, rows: list[dict], title: str, folder: Path, metric: str = "rise_over_start") -> list[Path]:
+    steps = curves.steps
+    positions = np.array([t if t > 0 else 0.5 for t in steps], float)  # t = 0 at the left edge
+    fig, axes = plt.subplots(2, 1, figsize=(7.5, 6.5), sharex=True)
+    for ax, q in zip(axes, ("loss", "error")):
+        stats = np.array([aggregate(rows, t, q, metric) for t in steps], float)
+        mean, std = stats[:, 0], stats[:, 1]
+        std = np.where(np.isfinite(std), std, 0.0)
+        _band(ax, positions, mean, std, color="C3", marker="o", markersize=3)
+        ax.axhline(0, color="gray", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_ylabel(f"{metric} of {q}")
+        ax.grid(alpha=0.3, which="both")
+    ticks = [p for p in (0.5, 1, 4, 16, 64, 256, 1024, 4096, 16384, 65536) if p <= positions.max()]
+    axes[1].set_xticks(ticks)
+    axes[1].set_xticklabels(["0" if p == 0.5 else f"{int(p)}" for p in ticks])
+    axes[1].set_xlabel("starting iteration t (log scale; t = 0 at the left edge)")
+    what = "maximum increase above the start, max f(x) - f(0)" if metric == "rise_over_start" else metric
+    fig.suptitle(f"{title}: {what}\nalong the path from t to the final state (mean ± std)")
+    return _save(fig, folder, "figure3")
+
+
+def all_figures(curves: Curves, rows: list[dict], title: str, folder: Path, metric: str = "rise_over_start") -> list[Path]:
+    paths = []
+    if 0 in curves.steps:
+        paths += figure1(curves, title, folder)
+    paths += figure2(curves, title, folder)
+    paths += figure3(curves, rows, title, folder, metric)
+    return paths

@@ -1,0 +1,208 @@
+"""Specifications of a run, the paper's presets, and the stable hash that names run folders.
+
+A spec is every hyperparameter that decides what a replicate's training computes. Its hash
+(over everything but the replicate count) names the run folder, so that the same settings
+always land in the same folder and are reused, and different settings never collide. The
+replicate count is left out of the hash on purpose: replicate r is determined by `seed + r`
+alone, so asking for more replicates later extends a run instead of starting a new one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+
+from .errors import LinpathError
+from .steps import Step, parse_step_list
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def _help(text: str, **kw):
+    return field(metadata={"help": text}, **kw)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    dataset: str = _help("data set: mnist, cifar10, imagenet", default="mnist")
+    batch_size: int = _help("training batch size (global, across all ranks)", default=128)
+    augment: bool = _help("training augmentation (CIFAR: crop+flip; ImageNet: resized crop+flip)", default=False)
+    image_size: int = _help("ImageNet pipeline: crop size (224; smaller for small images)", default=0)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    model: str = _help("model name, e.g. mnist_lenet_300_100", default="mnist_lenet_300_100")
+    init: str = _help("weight initializer for conv/linear layers", default="kaiming_normal")
+    bn_init: str = _help("BatchNorm weight initializer (uniform: U[0,1), as OpenLTH)", default="uniform")
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    optimizer: str = _help("optimizer: sgd", default="sgd")
+    lr: float = _help("learning rate", default=0.1)
+    momentum: float = _help("SGD momentum", default=0.0)
+    weight_decay: float = _help("L2 weight decay", default=0.0)
+    training_steps: str = _help("training length, e.g. 40ep, 18760it, 2ep100it", default="40ep")
+    milestone_steps: str = _help("steps where lr is multiplied by gamma, e.g. 80ep,120ep", default="")
+    gamma: float = _help("lr factor at each milestone", default=0.1)
+    warmup_steps: str = _help("linear lr warm-up from 0 over this many steps, e.g. 5ep", default="")
+    seed: int = _help("seed of replicate 0; replicate r uses seed + r", default=0)
+    precision: str = _help("training arithmetic: fp32 or bf16 (autocast)", default="fp32")
+
+
+@dataclass(frozen=True)
+class Spec:
+    preset: str
+    data: DataSpec = DataSpec()
+    model: ModelSpec = ModelSpec()
+    train: TrainSpec = TrainSpec()
+    replicates: int = 3
+
+    def validate(self) -> "Spec":
+        from .data import DATASETS
+        from .models import MODELS
+
+        d, m, t = self.data, self.model, self.train
+        if d.dataset not in DATASETS:
+            raise LinpathError(f"unknown dataset {d.dataset!r} (known: {', '.join(sorted(DATASETS))})")
+        if m.model not in MODELS:
+            raise LinpathError(f"unknown model {m.model!r} (known: {', '.join(sorted(MODELS))})")
+        _positive("batch-size", d.batch_size)
+        _positive("replicates", self.replicates)
+        if d.image_size < 0:
+            raise LinpathError(f"--image-size must be >= 0, got {d.image_size}")
+        for name, value in (("lr", t.lr), ("weight-decay", t.weight_decay)):
+            if not value >= 0 or value == float("inf"):
+                raise LinpathError(f"--{name} must be a finite number >= 0, got {value}")
+        if not 0 <= t.momentum < 1:
+            raise LinpathError(f"--momentum must be in [0, 1), got {t.momentum}")
+        if not t.gamma > 0:
+            raise LinpathError(f"--gamma must be > 0, got {t.gamma}")
+        if t.seed < 0:
+            raise LinpathError(f"--seed must be >= 0, got {t.seed}")
+        if t.optimizer != "sgd":
+            raise LinpathError(f"unknown optimizer {t.optimizer!r} (known: sgd)")
+        if t.precision not in PRECISIONS:
+            raise LinpathError(f"unknown precision {t.precision!r} (known: {', '.join(PRECISIONS)})")
+        if m.init not in ("kaiming_normal",):
+            raise LinpathError(f"unknown init {m.init!r} (known: kaiming_normal)")
+        if m.bn_init not in ("uniform", "ones"):
+            raise LinpathError(f"unknown bn-init {m.bn_init!r} (known: uniform, ones)")
+        Step.parse(t.training_steps)
+        parse_step_list(t.milestone_steps)
+        if t.warmup_steps:
+            Step.parse(t.warmup_steps)
+        return self
+
+    def seeds(self) -> list[int]:
+        return [self.train.seed + r for r in range(self.replicates)]
+
+    def hashed_part(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("replicates")
+        return d
+
+    @property
+    def hash(self) -> str:
+        text = json.dumps(self.hashed_part(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.preset}-{self.hash}"
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["hash"] = self.hash
+        d["seeds"] = self.seeds()
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict, where: str = "spec.json") -> "Spec":
+        try:
+            spec = cls(
+                preset=d["preset"],
+                data=DataSpec(**d["data"]),
+                model=ModelSpec(**d["model"]),
+                train=TrainSpec(**d["train"]),
+                replicates=d["replicates"],
+            )
+        except (KeyError, TypeError) as e:
+            raise LinpathError(f"{where} is not a linpath spec ({type(e).__name__}: {e})") from None
+        if "hash" in d and d["hash"] != spec.hash:
+            raise LinpathError(
+                f"{where} was edited: its settings hash to {spec.hash}, not the recorded {d['hash']};"
+                " start a new run with command-line overrides instead of editing spec.json"
+            )
+        return spec.validate()
+
+    def with_overrides(self, overrides: dict) -> "Spec":
+        """Apply {field_name: value} overrides; names are the fields of any section."""
+        sections = {"data": self.data, "model": self.model, "train": self.train}
+        top = {}
+        for name, value in overrides.items():
+            if value is None:
+                continue
+            if name == "replicates":
+                top["replicates"] = value
+                continue
+            for key, section in sections.items():
+                if name in {f.name for f in fields(section)}:
+                    sections[key] = dataclasses.replace(section, **{name: value})
+                    break
+            else:
+                raise LinpathError(f"unknown setting {name!r}")
+        return dataclasses.replace(self, **sections, **top).validate()
+
+
+def _positive(name: str, value: int) -> None:
+    if not isinstance(value, int) or value <= 0:
+        raise LinpathError(f"--{name} must be a positive integer, got {value}")
+
+
+def override_fields() -> list[dataclasses.Field]:
+    """Every field a user may override from the command line, across sections."""
+    return [f for section in (DataSpec, ModelSpec, TrainSpec) for f in fields(section)]
+
+
+PRESETS: dict[str, Spec] = {
+    # OpenLTH's defaults for LeNet-300-100 on MNIST: 40 epochs = 18,760 iterations at batch 128.
+    "mnist_lenet_300_100": Spec(
+        preset="mnist_lenet_300_100",
+        data=DataSpec(dataset="mnist", batch_size=128, augment=False),
+        model=ModelSpec(model="mnist_lenet_300_100"),
+        train=TrainSpec(lr=0.1, momentum=0.0, weight_decay=0.0, training_steps="40ep"),
+    ),
+    # CIFAR-10: 160 epochs = 62,560 iterations, lr x0.1 at epochs 80 and 120.
+    "cifar_resnet_20": Spec(
+        preset="cifar_resnet_20",
+        data=DataSpec(dataset="cifar10", batch_size=128, augment=True),
+        model=ModelSpec(model="cifar_resnet_20"),
+        train=TrainSpec(lr=0.1, momentum=0.9, weight_decay=1e-4, training_steps="160ep",
+                        milestone_steps="80ep,120ep", gamma=0.1),
+    ),
+    "cifar_vgg_16": Spec(
+        preset="cifar_vgg_16",
+        data=DataSpec(dataset="cifar10", batch_size=128, augment=True),
+        model=ModelSpec(model="cifar_vgg_16"),
+        train=TrainSpec(lr=0.1, momentum=0.9, weight_decay=1e-4, training_steps="160ep",
+                        milestone_steps="80ep,120ep", gamma=0.1),
+    ),
+    # ImageNet: batch 1024, 90 epochs, 5 warm-up epochs, lr x0.1 at epochs 30, 60, 80.
+    "imagenet_resnet_50": Spec(
+        preset="imagenet_resnet_50",
+        data=DataSpec(dataset="imagenet", batch_size=1024, augment=True, image_size=224),
+        model=ModelSpec(model="imagenet_resnet_50"),
+        train=TrainSpec(lr=0.4, momentum=0.9, weight_decay=1e-4, training_steps="90ep",
+                        milestone_steps="30ep,60ep,80ep", gamma=0.1, warmup_steps="5ep"),
+    ),
+}
+
+
+def preset(name: str) -> Spec:
+    if name not in PRESETS:
+        raise LinpathError(f"unknown preset {name!r} (known: {', '.join(PRESETS)}; see 'linpath presets')")
+    return PRESETS[name]

@@ -1,0 +1,136 @@
+"""The sweep: for each (replicate, t), evaluate the path from the state at t to the final one.
+
+Work items are independent; each finished item is written atomically to its own file under
+sweep/<setting>/, so a killed sweep resumes by skipping finished files, several processes (or
+torchrun ranks) can share the work without coordination, and paths.csv is rebuilt from the
+item files in a fixed order (so it is identical however the work was split).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm import tqdm
+
+from .errors import LinpathError
+from .evaluate import BN_POLICIES, PathEvaluator
+from .grids import Grid
+from .store import RunDir, atomic_write_text, load_state_dict
+from .train import Schedule, build_model, resolve_device
+
+PATH_COLUMNS = ["replicate", "t", "x", "split", "bn", "examples", "precision", "loss", "error"]
+
+
+@dataclass(frozen=True)
+class SweepSetting:
+    """What decides the numbers of a sweep, besides the checkpoints."""
+
+    split: str = "test"
+    bn: str = "interpolate"
+    grid: Grid = field(default_factory=Grid)
+    precision: str = "fp32"
+
+    def __post_init__(self):
+        if self.split not in ("test", "train"):
+            raise LinpathError(f"unknown split {self.split!r} (known: test, train)")
+        if self.bn not in BN_POLICIES:
+            raise LinpathError(f"unknown BatchNorm policy {self.bn!r} (known: {', '.join(BN_POLICIES)})")
+        if self.precision not in ("fp32", "bf16"):
+            raise LinpathError(f"unknown precision {self.precision!r} (known: fp32, bf16)")
+
+    @property
+    def key(self) -> str:
+        return f"{self.split}-{self.bn}-{self.grid.key}-{self.precision}"
+
+
+def parse_steps(text: str | None) -> list[int] | None:
+    if text is None or text == "":
+        return None
+    try:
+        return sorted({int(s) for s in text.split(",") if s.strip()})
+    except ValueError:
+        raise LinpathError(f"--from-steps takes iterations separated by commas (e.g. 0,16,1024), got {text!r}") from None
+
+
+def work_items(run: RunDir, replicates: list[int], from_steps: list[int] | None, final: int) -> list[tuple[int, int]]:
+    items = []
+    for r in replicates:
+        saved = run.saved_steps(r)
+        if final not in saved:
+            raise LinpathError(f"replicate {r} has no final checkpoint ({run.checkpoint(r, final)}); train it first")
+        wanted = [t for t in saved if t < final] if from_steps is None else from_steps
+        for t in wanted:
+            if t not in saved:
+                raise LinpathError(f"replicate {r} has no checkpoint at t={t} (kept: {', '.join(map(str, saved))})")
+            if t < final:
+                items.append((r, t))
+    return items
+
+
+def item_path(run: RunDir, setting: SweepSetting, r: int, t: int):
+    return run.sweep_dir / setting.key / f"r{r}-t{t:07d}.csv"
+
+
+def format_rows(rows: list[list]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(PATH_COLUMNS)
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def run_sweep(run: RunDir, setting: SweepSetting, source, device: str = "cpu", from_steps: list[int] | None = None,
+              replicates: list[int] | None = None, progress: bool = True, rank: int = 0, world_size: int = 1,
+              batch_size: int = 2000) -> int:
+    """Evaluate every unfinished item (this rank's share); returns the number evaluated."""
+    spec = run.read_spec()
+    schedule = Schedule.of(spec, source.num_train_examples)
+    replicates = run.replicates() if replicates is None else replicates
+    if not replicates:
+        raise LinpathError(f"{run.root} has no finished replicate to sweep; run 'linpath train' first")
+    items = work_items(run, replicates, from_steps, schedule.total)
+    todo = [it for it in items if not item_path(run, setting, *it).exists()][rank::world_size]
+    if not todo:
+        return 0
+    dev = resolve_device(device)
+    evalset = source.eval_set(setting.split, dev)
+    model = build_model(spec, source.num_classes, seed=0)
+    engine = PathEvaluator(model, evalset, batch_size=batch_size, precision=setting.precision)
+    xs = setting.grid.xs()
+    bar = tqdm(total=len(todo) * len(xs), desc="sweep", unit="net", disable=not progress, dynamic_ncols=True)
+    finals: dict[int, dict] = {}
+    for r, t in todo:
+        if r not in finals:
+            finals = {r: load_state_dict(run.checkpoint(r, schedule.total))}
+        start = load_state_dict(run.checkpoint(r, t))
+        results = engine.evaluate_path(start, finals[r], xs, bn=setting.bn)
+        rows = [[r, t, repr(x), setting.split, setting.bn, res.examples, setting.precision, repr(res.loss), repr(res.error)]
+                for x, res in zip(xs, results)]
+        atomic_write_text(item_path(run, setting, r, t), format_rows(rows))
+        bar.update(len(xs))
+    bar.close()
+    return len(todo)
+
+
+def read_csv_rows(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def merge_paths(run: RunDir) -> int:
+    """Rebuild paths.csv from every finished item file; returns the number of rows."""
+    rows = []
+    seen = set()
+    for path in sorted(run.sweep_dir.glob("*/r*-t*.csv")):
+        for d in read_csv_rows(path):
+            key = tuple(d[c] for c in PATH_COLUMNS[:7])
+            if key not in seen:
+                seen.add(key)
+                rows.append([d[c] for c in PATH_COLUMNS])
+    rows.sort(key=lambda row: (row[3], row[4], row[6], int(row[5]), int(row[0]), int(row[1]), float(row[2])))
+    atomic_write_text(run.paths_csv, format_rows(rows))
+    return len(rows)
