@@ -1,0 +1,38 @@
+"""Shared fixtures: the real data root, and one small trained MNIST run reused by many tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ROOT = Path(os.environ.get("LINPATH_TEST_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    if not (DATA_ROOT / "mnist").is_dir():
+        pytest.fail(f"test data not found at {DATA_ROOT} (set LINPATH_TEST_DATA to the folder holding mnist/)")
+    return DATA_ROOT
+
+
+@pytest.fixture(scope="session")
+def mnist(data_root):
+    from linpath.data import load
+
+    return load("mnist", data_root)
+
+
+SMALL = {"training_steps": "300it", "replicates": 2}
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory, data_root):
+    """Two replicates of LeNet trained for 300 iterations on real MNIST (kept t: 0,1,2,...,256,300)."""
+    from linpath import pipeline
+    from linpath.spec import preset
+
+    spec = preset("mnist_lenet_300_100").with_overrides(SMALL)
+    return pipeline.train(spec, tmp_path_factory.mktemp("runs"), data_root, device="cpu", progress=False)

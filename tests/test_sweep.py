@@ -1,0 +1,136 @@
+"""The sweep against independent computations: a plain loop, and the checkpoints themselves."""
+
+import csv
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from linpath import pipeline, sweep as sweep_module
+from linpath.evaluate import PathEvaluator, evaluate_model
+from linpath.grids import Grid
+from linpath.models import build
+from linpath.store import load_state_dict
+from linpath.sweep import SweepSetting
+
+STEPS = [0, 16, 256]
+POINTS = 7
+
+
+def rows_of(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def swept(small_run, data_root):
+    setting = SweepSetting(grid=Grid(points=POINTS))
+    pipeline.sweep(small_run.root, setting, data_root, "cpu", STEPS, progress=False)
+    return small_run, rows_of(small_run.paths_csv)
+
+
+def plain_loop(run, mnist, r, t, xs):
+    """What a user would write: mix the state dicts, load_state_dict, evaluate with a DataLoader."""
+    a = torch.load(run.checkpoint(r, t), weights_only=True)
+    b = torch.load(run.checkpoint(r, 300), weights_only=True)
+    images = mnist.test.images.float() / 255.0
+    inputs = (images - 0.1307) / 0.3081
+    loader = DataLoader(TensorDataset(inputs, mnist.test.labels), batch_size=128)
+    out = []
+    for x in xs:
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 300), torch.nn.ReLU(),
+                                    torch.nn.Linear(300, 100), torch.nn.ReLU(), torch.nn.Linear(100, 10))
+        names = ["fc_layers.0", "fc_layers.1", "fc"]
+        state = {}
+        for i, name in zip((1, 3, 5), names):
+            for p in ("weight", "bias"):
+                state[f"{i}.{p}"] = (1 - x) * a[f"{name}.{p}"] + x * b[f"{name}.{p}"]
+        model.load_state_dict(state)
+        model.eval()
+        loss, wrong = 0.0, 0
+        with torch.no_grad():
+            for xb, yb in loader:
+                logits = model(xb)
+                loss += F.cross_entropy(logits, yb, reduction="sum").item()
+                wrong += (logits.argmax(1) != yb).sum().item()
+        out.append((loss / len(inputs), wrong / len(inputs)))
+    return out
+
+
+def test_paths_csv_has_every_point_once(swept):
+    run, rows = swept
+    assert list(rows[0]) == ["replicate", "t", "x", "split", "bn", "examples", "precision", "loss", "error"]
+    keys = [(r["replicate"], r["t"], r["x"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 2 * len(STEPS) * POINTS
+    assert sorted({float(r["x"]) for r in rows}) == pytest.approx([i / (POINTS - 1) for i in range(POINTS)], abs=1e-15)
+
+
+def test_sweep_equals_an_independent_plain_loop(swept, mnist):
+    run, rows = swept
+    for r in (0, 1):
+        for t in (0, 256):
+            ours = sorted((float(d["x"]), float(d["loss"]), float(d["error"]))
+                          for d in rows if int(d["replicate"]) == r and int(d["t"]) == t)
+            reference = plain_loop(run, mnist, r, t, [x for x, _, _ in ours])
+            for (x, loss, error), (ref_loss, ref_error) in zip(ours, reference):
+                assert loss == pytest.approx(ref_loss, abs=1e-5), (r, t, x)
+                assert error == pytest.approx(ref_error, abs=2e-4), (r, t, x)  # at most 2 argmax ties flip
+
+
+def test_endpoints_equal_the_checkpoints_own_evaluation(swept, mnist):
+    run, rows = swept
+    evalset = mnist.eval_set("test")
+    for t in STEPS + [300]:
+        model = build("mnist_lenet_300_100", 10)
+        model.load_state_dict(load_state_dict(run.checkpoint(1, t)))
+        own = evaluate_model(model, evalset)
+        x = 0.0 if t < 300 else 1.0
+        row = next(d for d in rows if d["replicate"] == "1" and int(d["t"]) == (t if t < 300 else 0) and float(d["x"]) == x)
+        assert float(row["loss"]) == pytest.approx(own.loss, abs=1e-6)
+        assert float(row["error"]) == own.error
+
+
+def test_the_linear_stem_gives_the_plain_engine_result(small_run, mnist):
+    a = load_state_dict(small_run.checkpoint(0, 4))
+    b = load_state_dict(small_run.checkpoint(0, 300))
+    xs = [0.0, 0.3, 0.77, 1.0]
+    evalset = mnist.eval_set("test")
+    fast = PathEvaluator(build("mnist_lenet_300_100", 10), evalset, use_stem=True).evaluate_path(a, b, xs)
+    plain = PathEvaluator(build("mnist_lenet_300_100", 10), evalset, use_stem=False).evaluate_path(a, b, xs)
+    for f, p in zip(fast, plain):
+        assert f.loss == pytest.approx(p.loss, abs=1e-5)
+        assert f.error == pytest.approx(p.error, abs=2e-4)
+
+
+def test_an_interrupted_sweep_resumes_to_the_same_table(small_run, data_root, monkeypatch, tmp_path):
+    import shutil
+
+    from linpath.store import RunDir
+
+    setting = SweepSetting(grid=Grid(points=5))
+    reference = RunDir(tmp_path / "ref" / small_run.root.name)
+    interrupted = RunDir(tmp_path / "int" / small_run.root.name)
+    for run in (reference, interrupted):
+        shutil.copytree(small_run.root, run.root, ignore=shutil.ignore_patterns("sweep", "paths.csv", ".*lock"))
+    pipeline.sweep(reference.root, setting, data_root, "cpu", STEPS, progress=False)
+
+    real = sweep_module.PathEvaluator.evaluate_path
+    calls = {"n": 0}
+
+    def dies_on_the_third_item(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(sweep_module.PathEvaluator, "evaluate_path", dies_on_the_third_item)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.sweep(interrupted.root, setting, data_root, "cpu", STEPS, progress=False)
+    assert len(list((interrupted.sweep_dir / setting.key).glob("*.csv"))) == 2
+    monkeypatch.setattr(sweep_module.PathEvaluator, "evaluate_path", real)
+    evaluated = sweep_module.run_sweep(interrupted, setting, __import__("linpath.data", fromlist=["load"]).load("mnist", data_root),
+                                       from_steps=STEPS, progress=False)
+    assert evaluated == 2 * len(STEPS) - 2  # only the unfinished items
+    sweep_module.merge_paths(interrupted)
+    assert interrupted.paths_csv.read_text() == reference.paths_csv.read_text()
