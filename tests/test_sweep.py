@@ -115,7 +115,7 @@ def test_an_interrupted_sweep_resumes_to_the_same_table(small_run, data_root, mo
         shutil.copytree(small_run.root, run.root, ignore=shutil.ignore_patterns("sweep", "paths.csv", ".*lock"))
     pipeline.sweep(reference.root, setting, data_root, "cpu", STEPS, progress=False)
 
-    real = sweep_module.PathEvaluator.evaluate_path
+    real = sweep_module.PathEvaluator.path
     calls = {"n": 0}
 
     def dies_on_the_third_item(self, *args, **kwargs):
@@ -124,11 +124,11 @@ def test_an_interrupted_sweep_resumes_to_the_same_table(small_run, data_root, mo
             raise KeyboardInterrupt
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(sweep_module.PathEvaluator, "evaluate_path", dies_on_the_third_item)
+    monkeypatch.setattr(sweep_module.PathEvaluator, "path", dies_on_the_third_item)
     with pytest.raises(KeyboardInterrupt):
         pipeline.sweep(interrupted.root, setting, data_root, "cpu", STEPS, progress=False)
     assert len(list((interrupted.sweep_dir / setting.key).glob("*.csv"))) == 2
-    monkeypatch.setattr(sweep_module.PathEvaluator, "evaluate_path", real)
+    monkeypatch.setattr(sweep_module.PathEvaluator, "path", real)
     evaluated = sweep_module.run_sweep(interrupted, setting, __import__("linpath.data", fromlist=["load"]).load("mnist", data_root),
                                        from_steps=STEPS, progress=False)
     assert evaluated == 2 * len(STEPS) - 2  # only the unfinished items

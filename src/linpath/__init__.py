@@ -1,3 +1,25 @@
-"""linpath: neural-network optimization along linear paths in weight space."""
+"""linpath: neural-network optimization along linear paths in weight space.
+
+The public Python API (see api.py and docs/own_model.md):
+    linpath.path(model, start_state, end_state, data, ...) -> linpath.PathCurve
+It is imported on first use, so `import linpath` (and the CLI's start) stays light.
+"""
+
+from typing import TYPE_CHECKING
+
+from .errors import LinpathError
 
 __version__ = "0.1.0"
+
+__all__ = ["path", "PathCurve", "load_state", "LinpathError", "__version__"]
+
+if TYPE_CHECKING:
+    from .api import PathCurve, load_state, path
+
+
+def __getattr__(name: str):
+    if name in ("path", "PathCurve", "load_state"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'linpath' has no attribute {name!r}")

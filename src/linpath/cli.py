@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import typing
 from pathlib import Path
 
+from . import distributed
 from .errors import LinpathError
 from .evaluate import BN_POLICIES
 from .metrics import METRICS
@@ -49,6 +51,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def _add_sweep_options(p: argparse.ArgumentParser, precision_flag: str) -> None:
     g = p.add_argument_group("sweep")
     g.add_argument("--points", type=int, default=100, help="grid size: evenly spaced x in [0, 1], ends included (default 100)")
+    g.add_argument("--grid", default=None, help="grid of x, overrides --points: uniform:N[:A:B], dense-end:N[:A:B], "
+                   "dense-start:N[:A:B], adaptive[:N[:TOL[:A:B]]][:loss|error|both], values:X1,X2,... (see docs/engine.md)")
+    g.add_argument("--bn-batches", type=int, default=16, help="recompute policy: training batches per point (default 16)")
+    g.add_argument("--eval-examples", type=int, default=0, help="evaluate a fixed class-stratified subset of N examples, "
+                   "with standard errors (default: the whole split)")
     g.add_argument("--from-steps", default=None, help="starting iterations t, e.g. 0,16,1024 (default: every kept t)")
     g.add_argument("--split", choices=("test", "train"), default="test", help="evaluation split (default test)")
     g.add_argument("--bn", choices=BN_POLICIES, default="interpolate", help="BatchNorm policy along the path (default interpolate)")
@@ -89,7 +96,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("test", "train"), default="test")
     p.add_argument("--bn", choices=BN_POLICIES, default="interpolate")
     _add_report_options(p)
+    _add_own_model_commands(sub)
     return parser
+
+
+def _add_own_model_commands(sub) -> None:
+    """path, spawn, import-openlth: your own checkpoints, Frankle et al. 2020's spawning, OpenLTH."""
+    p = sub.add_parser("path", help="evaluate the path between any two saved states")
+    p.add_argument("start", help="state dict file at x = 0 (torch.save(model.state_dict(), ...))")
+    p.add_argument("end", help="state dict file at x = 1")
+    p.add_argument("--model", default=None, help="a preset or model name, or module:callable / file.py:callable "
+                   "returning the nn.Module (default: the run folder's, when START lies in one)")
+    p.add_argument("--data", default=None, help="a data set name (mnist, ...; read from --data-root) or a .pt file "
+                   "holding (inputs, targets) (default: the run folder's data set)")
+    p.add_argument("--split", choices=("test", "train"), default="test", help="split of a named data set (default test)")
+    p.add_argument("--num-classes", type=int, default=None, help="classes of a named model (default: the data's)")
+    p.add_argument("--points", type=int, default=100, help="evenly spaced x in [0, 1], ends included (default 100)")
+    p.add_argument("--bn", choices=BN_POLICIES, default="interpolate", help="BatchNorm policy (default interpolate)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--batch-size", type=int, default=1000, help="evaluation batch size (default 1000)")
+    p.add_argument("--out", default="path-out", help="output folder: paths.csv, metrics.json, path.png/.pdf (default path-out/)")
+    _add_common(p)
+
+    p = sub.add_parser("spawn", help="train children from a replicate's state at T, measure their instability")
+    p.add_argument("run_dir")
+    p.add_argument("--at", required=True, help="spawn steps T (kept iterations), e.g. 0,100,1000, or 2ep")
+    p.add_argument("--replicate", type=int, default=0, help="the parent replicate (default 0)")
+    p.add_argument("--children", type=int, default=2, help="children per spawn (default 2; every pair is evaluated)")
+    p.add_argument("--momentum-state", choices=("replay", "reset"), default="replay",
+                   help="the parent's momentum at T: replay the parent from step 0 (exact) or reset it to zero")
+    p.add_argument("--points", type=int, default=25, help="points on each children's path (default 25)")
+    p.add_argument("--split", choices=("test", "train"), default="test")
+    p.add_argument("--bn", choices=BN_POLICIES, default="interpolate")
+    _add_common(p)
+
+    p = sub.add_parser("import-openlth", help="import an OpenLTH run folder as a linpath run folder")
+    p.add_argument("source", help="an OpenLTH train_<hash> folder, or one replicate_<N>/main folder")
+    p.add_argument("--out", default="runs", help="folder that holds run folders (default runs/)")
+    p.add_argument("--iterations-per-epoch", type=int, default=None,
+                   help="override OpenLTH's ceil(training examples / batch size)")
 
 
 def _spec_from(args):
@@ -99,10 +144,12 @@ def _spec_from(args):
 
 
 def _setting(args):
-    from .grids import Grid
+    from .grids import Grid, parse_grid
     from .sweep import SweepSetting
 
-    return SweepSetting(split=args.split, bn=args.bn, grid=Grid(points=args.points), precision=args.sweep_precision)
+    grid = parse_grid(args.grid) if args.grid is not None else Grid(points=args.points)
+    return SweepSetting(split=args.split, bn=args.bn, grid=grid, precision=args.sweep_precision,
+                        bn_batches=args.bn_batches, eval_examples=args.eval_examples)
 
 
 def _dispatch(args) -> int:
@@ -118,28 +165,76 @@ def _dispatch(args) -> int:
         return 0
     if args.command in ("run", "train"):
         spec = _spec_from(args)
-        run = pipeline.train(spec, args.out, args.data_root, args.device, progress)
-        print(f"trained: {run.root}")
+        world = distributed.init(args.device)
+        run = pipeline.train(spec, args.out, args.data_root, args.device, progress, world)
+        say = print if world.is_main else (lambda *a: None)
+        say(f"trained: {run.root}")
         if args.command == "train":
             return 0
         setting = _setting(args)
-        pipeline.sweep(run.root, setting, args.data_root, args.device, parse_steps(args.from_steps), progress)
-        print(f"swept: {run.paths_csv}")
-        print(f"report: {pipeline.report(run.root, setting.split, setting.bn, args.metric)}")
+        pipeline.sweep(run.root, setting, args.data_root, args.device, parse_steps(args.from_steps), progress, world)
+        say(f"swept: {run.paths_csv}")
+        if world.is_main:
+            say(f"report: {pipeline.report(run.root, setting.split, setting.bn, args.metric)}")
         return 0
     if args.command == "sweep":
         if not Path(args.run_dir).is_dir():
             raise LinpathError(f"no run folder at {args.run_dir}")
         setting = _setting(args)
-        run = pipeline.sweep(args.run_dir, setting, args.data_root, args.device, parse_steps(args.from_steps), progress)
-        print(f"swept: {run.paths_csv}")
+        world = distributed.init(args.device)
+        run = pipeline.sweep(args.run_dir, setting, args.data_root, args.device, parse_steps(args.from_steps), progress, world)
+        if world.is_main:
+            print(f"swept: {run.paths_csv}")
         return 0
     if args.command == "report":
         if not Path(args.run_dir).is_dir():
             raise LinpathError(f"no run folder at {args.run_dir}")
         print(f"report: {pipeline.report(args.run_dir, args.split, args.bn, args.metric)}")
         return 0
+    if args.command in ("path", "spawn", "import-openlth"):
+        return _dispatch_own_model(args, progress)
     raise AssertionError(args.command)
+
+
+def _dispatch_own_model(args, progress: bool) -> int:
+    if args.command == "path":
+        from .api import path_between_files
+
+        curve, files = path_between_files(args.start, args.end, args.model, args.data, args.out, args.data_root,
+                                          args.split, args.points, args.bn, args.device, args.precision,
+                                          args.batch_size, args.num_classes)
+        for quantity, m in curve.metrics().items():
+            values = getattr(curve, quantity)
+            print(f"{quantity}: start {values[0]:.4f}, end {values[-1]:.4f}, max {values.max():.4f} at x = {m['argmax_x']:.3f}; "
+                  f"rise_over_start {m['rise_over_start']:.4f}, rise_over_chord {m['rise_over_chord']:.4f}")
+        print(f"wrote: {', '.join(str(f) for f in files)}")
+        return 0
+    if args.command == "spawn":
+        from . import data as datasets
+        from .grids import Grid
+        from .spawn import spawn, spawn_steps
+        from .store import RunDir
+
+        if not Path(args.run_dir).is_dir():
+            raise LinpathError(f"no run folder at {args.run_dir}")
+        run = RunDir(args.run_dir)
+        source = datasets.load(run.read_spec().data.dataset, args.data_root)
+        for t in spawn_steps(run, args.at, source):
+            rows = spawn(run.root, t, source, args.replicate, args.children, args.device, args.momentum_state,
+                         Grid(points=args.points), args.split, args.bn, progress)
+            for row in rows:
+                print(f"T={t} children {row['child_a']},{row['child_b']}: error barrier {row['error_barrier']:.4f} "
+                      f"(errors {row['error_a']:.4f}, {row['error_b']:.4f}), loss barrier {row['loss_barrier']:.4f}")
+        print(f"instability: {run.root / 'spawn' / 'instability.csv'}")
+        return 0
+    from .openlth import import_run
+
+    run, notes = import_run(args.source, args.out, args.iterations_per_epoch)
+    for note in notes:
+        print(f"note: {note}")
+    print(f"imported: {run.root}")
+    print(f"next: linpath sweep {run.root} && linpath report {run.root}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,8 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except LinpathError as e:
-        print(f"linpath: error: {e}", file=sys.stderr)
+        rank = os.environ.get("RANK", "0")
+        where = f" (rank {rank})" if rank != "0" else ""  # under torchrun, say which rank failed
+        print(f"linpath: error{where}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("linpath: interrupted; finished work is saved, rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()

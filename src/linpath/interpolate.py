@@ -37,11 +37,15 @@ def interpolate_state(start: dict, end: dict, x: float) -> dict:
 
 @torch.no_grad()
 def assign_interpolation(targets: dict[str, torch.Tensor], start: dict, end: dict, x: float) -> None:
-    """Write θ(x) into existing tensors (a model's parameters and buffers) without reallocating."""
+    """Write θ(x) into existing tensors (a model's parameters and buffers) without reallocating.
+
+    Fastest when start and end are laid out like the targets (e.g. all channels-last): then
+    one fused lerp writes each target; otherwise a temporary is copied in."""
     for k, target in targets.items():
-        if target.is_floating_point():
-            torch.lerp(start[k], end[k], x, out=target) if target.is_contiguous() else target.copy_(
-                torch.lerp(start[k], end[k], x)
-            )
+        a, b = start[k], end[k]
+        if not target.is_floating_point():
+            target.copy_(b)
+        elif a.stride() == target.stride() == b.stride() and a.dtype == target.dtype == b.dtype:
+            torch.lerp(a, b, x, out=target)
         else:
-            target.copy_(end[k])
+            target.copy_(torch.lerp(a.to(target.dtype), b.to(target.dtype), x))

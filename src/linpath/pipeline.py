@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import data as datasets
 from .analysis import load_curves, metric_rows, write_metrics
+from .distributed import World
 from .errors import LinpathError
 from .plots import all_figures
 from .report import CLAIMS, write_report
@@ -32,27 +33,34 @@ def open_run(spec: Spec, out: str | Path = "runs") -> RunDir:
     return run
 
 
-def train(spec: Spec, out: str | Path = "runs", data_root=None, device: str = "cpu", progress: bool = True) -> RunDir:
-    run = open_run(spec, out)
+def train(spec: Spec, out: str | Path = "runs", data_root=None, device: str = "cpu", progress: bool = True,
+          world: World = World()) -> RunDir:
+    """Train every replicate not yet finished (under torchrun: all ranks together, one
+    replicate at a time, with DistributedDataParallel)."""
+    run = open_run(spec, out) if world.is_main else RunDir(Path(out) / spec.run_name)
+    world.barrier()  # the run folder exists before any rank reads it
     replicates = range(spec.replicates)
-    if all(run.done_marker(r).exists() for r in replicates):
+    if world.broadcast(all(run.done_marker(r).exists() for r in replicates)):
         return run
-    source = datasets.load(spec.data.dataset, data_root)
-    with run.lock("train"):
+    source = datasets.load(spec.data.dataset, data_root, image_size=spec.data.image_size)
+    with run.lock(f"train-rank{world.rank}"):
         for r in replicates:
-            train_replicate(spec, run, r, source, device=device, progress=progress)
+            train_replicate(spec, run, r, source, device=world.device(device), progress=progress, world=world)
     return run
 
 
 def sweep(run_dir: str | Path, setting: SweepSetting, data_root=None, device: str = "cpu",
-          from_steps: list[int] | None = None, progress: bool = True, rank: int = 0, world_size: int = 1) -> RunDir:
+          from_steps: list[int] | None = None, progress: bool = True, world: World = World()) -> RunDir:
+    """Evaluate every unfinished path; under torchrun the items are shared among the ranks
+    and rank 0 merges paths.csv once all are done."""
     run = RunDir(run_dir)
     spec = run.read_spec()
-    source = datasets.load(spec.data.dataset, data_root)
-    with run.lock(f"sweep-rank{rank}"):
-        run_sweep(run, setting, source, device=device, from_steps=from_steps, progress=progress,
-                  rank=rank, world_size=world_size)
-    if rank == 0:
+    source = datasets.load(spec.data.dataset, data_root, image_size=spec.data.image_size)
+    with run.lock(f"sweep-rank{world.rank}"):
+        run_sweep(run, setting, source, device=world.device(device), from_steps=from_steps, progress=progress,
+                  world=world)
+    world.barrier()
+    if world.is_main:
         merge_paths(run)
     return run
 

@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
+from .distributed import World
 from .errors import LinpathError
-from .evaluate import BN_POLICIES, PathEvaluator
+from .evaluate import BN_POLICIES, PathEvaluator, class_counts, stratified_subset
 from .grids import Grid
 from .store import RunDir, atomic_write_text, load_state_dict
 from .train import Schedule, build_model, resolve_device
 
-PATH_COLUMNS = ["replicate", "t", "x", "split", "bn", "examples", "precision", "loss", "error"]
+PATH_COLUMNS = ["replicate", "t", "x", "split", "bn", "examples", "precision", "loss", "error", "loss_se", "error_se"]
+DEFAULT_BN_BATCHES = 16  # recompute: 16 training batches (2,048 examples at batch 128), see docs/engine.md
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class SweepSetting:
     bn: str = "interpolate"
     grid: Grid = field(default_factory=Grid)
     precision: str = "fp32"
+    bn_batches: int = DEFAULT_BN_BATCHES  # recompute only: training batches per point
+    eval_examples: int = 0  # a class-stratified subset of the split; 0: all of it
 
     def __post_init__(self):
         if self.split not in ("test", "train"):
@@ -41,10 +45,17 @@ class SweepSetting:
             raise LinpathError(f"unknown BatchNorm policy {self.bn!r} (known: {', '.join(BN_POLICIES)})")
         if self.precision not in ("fp32", "bf16"):
             raise LinpathError(f"unknown precision {self.precision!r} (known: fp32, bf16)")
+        if isinstance(self.bn_batches, bool) or not isinstance(self.bn_batches, int) or self.bn_batches < 1:
+            raise LinpathError(f"--bn-batches must be a positive integer, got {self.bn_batches}")
+        if isinstance(self.eval_examples, bool) or not isinstance(self.eval_examples, int) or self.eval_examples < 0:
+            raise LinpathError(f"--eval-examples must be a positive integer, got {self.eval_examples}")
 
     @property
     def key(self) -> str:
-        return f"{self.split}-{self.bn}-{self.grid.key}-{self.precision}"
+        """The sweep folder's name: everything that changes the numbers."""
+        bn = f"recompute{self.bn_batches}" if self.bn == "recompute" else self.bn
+        subset = f"-n{self.eval_examples}" if self.eval_examples else ""
+        return f"{self.split}-{bn}-{self.grid.key}-{self.precision}{subset}"
 
 
 def parse_steps(text: str | None) -> list[int] | None:
@@ -84,32 +95,47 @@ def format_rows(rows: list[list]) -> str:
 
 
 def run_sweep(run: RunDir, setting: SweepSetting, source, device: str = "cpu", from_steps: list[int] | None = None,
-              replicates: list[int] | None = None, progress: bool = True, rank: int = 0, world_size: int = 1,
-              batch_size: int = 2000) -> int:
-    """Evaluate every unfinished item (this rank's share); returns the number evaluated."""
+              replicates: list[int] | None = None, progress: bool = True, world: World = World(),
+              batch_size: int | None = None) -> int:
+    """Evaluate every unfinished item (this rank's share); returns the number evaluated.
+
+    Under torchrun rank 0 lists the unfinished items and every rank takes every size-th one
+    of that list, so ranks agree on the split even while files appear; items cost the same
+    (same grid, same data), so round-robin balances them."""
     spec = run.read_spec()
     schedule = Schedule.of(spec, source.num_train_examples)
     replicates = run.replicates() if replicates is None else replicates
     if not replicates:
         raise LinpathError(f"{run.root} has no finished replicate to sweep; run 'linpath train' first")
     items = work_items(run, replicates, from_steps, schedule.total)
-    todo = [it for it in items if not item_path(run, setting, *it).exists()][rank::world_size]
+    todo = world.broadcast([it for it in items if not item_path(run, setting, *it).exists()])[world.rank::world.size]
     if not todo:
         return 0
     dev = resolve_device(device)
     evalset = source.eval_set(setting.split, dev)
+    population = None
+    if setting.eval_examples and setting.eval_examples < len(evalset):
+        population = class_counts(evalset.labels)
+        evalset = evalset.subset(stratified_subset(evalset.labels, setting.eval_examples).to(dev))
+    bn_batches = None
+    if setting.bn == "recompute":
+        # the same training batches (no augmentation) at every x, t and replicate
+        stream = source.train_batches(spec.train.seed, spec.data.batch_size, device=dev, augment=False)
+        bn_batches = [next(stream)[0] for _ in range(setting.bn_batches)]
     model = build_model(spec, source.num_classes, seed=0)
-    engine = PathEvaluator(model, evalset, batch_size=batch_size, precision=setting.precision)
+    engine = PathEvaluator(model, evalset, batch_size=batch_size, precision=setting.precision, population=population)
     xs = setting.grid.xs()
-    bar = tqdm(total=len(todo) * len(xs), desc="sweep", unit="net", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(todo) * len(xs), desc=f"sweep (rank {world.rank})" if world.active else "sweep", unit="net",
+               disable=not progress, dynamic_ncols=True)
     finals: dict[int, dict] = {}
     for r, t in todo:
         if r not in finals:
             finals = {r: load_state_dict(run.checkpoint(r, schedule.total))}
         start = load_state_dict(run.checkpoint(r, t))
-        results = engine.evaluate_path(start, finals[r], xs, bn=setting.bn)
-        rows = [[r, t, repr(x), setting.split, setting.bn, res.examples, setting.precision, repr(res.loss), repr(res.error)]
-                for x, res in zip(xs, results)]
+        path = engine.path(start, finals[r], bn=setting.bn, bn_batches=bn_batches)
+        item_xs, results = setting.grid.run(path.evaluate)
+        rows = [[r, t, repr(x), setting.split, setting.bn, res.examples, setting.precision, repr(res.loss), repr(res.error),
+                 repr(res.loss_se), repr(res.error_se)] for x, res in zip(item_xs, results)]
         atomic_write_text(item_path(run, setting, r, t), format_rows(rows))
         bar.update(len(xs))
     bar.close()
@@ -130,7 +156,7 @@ def merge_paths(run: RunDir) -> int:
             key = tuple(d[c] for c in PATH_COLUMNS[:7])
             if key not in seen:
                 seen.add(key)
-                rows.append([d[c] for c in PATH_COLUMNS])
+                rows.append([d.get(c) or "" for c in PATH_COLUMNS])  # files from before loss_se: blank
     rows.sort(key=lambda row: (row[3], row[4], row[6], int(row[5]), int(row[0]), int(row[1]), float(row[2])))
     atomic_write_text(run.paths_csv, format_rows(rows))
     return len(rows)

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from . import models
 from .data.memory import derived_seed
+from .distributed import World
 from .errors import LinpathError
 from .evaluate import autocast, evaluate_model
 from .spec import Spec
@@ -58,6 +60,10 @@ class Schedule:
         factor = min(1.0, step / self.warmup) if self.warmup else 1.0
         return self.lr * factor * self.gamma ** sum(m <= step for m in self.milestones)
 
+    def batch_at(self, step: int, batch_size: int, num_examples: int) -> int:
+        """Size of the global batch of `step` (the last batch of an epoch may be short)."""
+        return min(batch_size, num_examples - (step % self.iterations_per_epoch) * batch_size)
+
     def kept(self) -> list[int]:
         return kept_steps(self.total)
 
@@ -78,16 +84,30 @@ def build_model(spec: Spec, num_classes: int, seed: int) -> torch.nn.Module:
 
 
 def train_replicate(spec: Spec, run: RunDir, r: int, source, device: str = "cpu", progress: bool = True,
-                    stop_after: int | None = None) -> None:
+                    stop_after: int | None = None, data_seed: int | None = None, start: dict | None = None,
+                    world: World = World()) -> None:
     """Train replicate r to the end (or, for tests, until `stop_after` steps), resuming
-    from its resume file if one exists. Writes checkpoints, the log and a DONE marker."""
-    if run.done_marker(r).exists():
+    from its resume file if one exists. Writes checkpoints, the log and a DONE marker.
+
+    For spawned children (spawn.py): `start` ({"model", "optimizer" (optional), "step"}) replaces
+    the initialization when there is no resume file, and `data_seed` replaces the replicate's
+    seed for the data order and augmentation.
+
+    Under torchrun (`world`), the model is wrapped in DistributedDataParallel, each rank takes
+    its share of every global batch, the loss is scaled so that the averaged gradient is the
+    global batch's mean gradient whatever the shares' sizes, and only rank 0 writes files."""
+    if world.broadcast(run.done_marker(r).exists()):
         return
     dev = resolve_device(device)
     seed = spec.train.seed + r
     schedule = Schedule.of(spec, source.num_train_examples)
     keep = set(schedule.kept())
     model = build_model(spec, source.num_classes, seed).to(dev)
+    net = model
+    # Convnets run faster with channels-last (NHWC) activations on CPU and GPU alike.
+    channels_last = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.train.lr, momentum=spec.train.momentum,
                                 weight_decay=spec.train.weight_decay)
     step, loss_sum, loss_count = 0, 0.0, 0
@@ -96,23 +116,38 @@ def train_replicate(spec: Spec, run: RunDir, r: int, source, device: str = "cpu"
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, loss_sum, loss_count = int(state["step"]), float(state["loss_sum"]), int(state["loss_count"])
-    _truncate_log(run, r, step)
-    if step == 0:
+    elif start is not None:
+        model.load_state_dict(start["model"])
+        if start.get("optimizer") is not None:
+            optimizer.load_state_dict(start["optimizer"])
+        step = int(start["step"])
+    main = world.is_main
+    if main:
+        _truncate_log(run, r, step)
+    if main and step == 0:
         save_tensors(run.checkpoint(r, 0), _cpu_state(model))
+    if world.active:
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
 
     evalset = source.eval_set("test", dev)
-    batches = source.train_batches(seed, spec.data.batch_size, start_step=step, device=dev, augment=spec.data.augment)
+    batches = source.train_batches(seed if data_seed is None else data_seed, spec.data.batch_size, start_step=step, device=dev, augment=spec.data.augment,
+                                   rank=world.rank, world_size=world.size)
     end = schedule.total if stop_after is None else min(schedule.total, stop_after)
     bar = tqdm(total=schedule.total, initial=step, desc=f"train replicate {r}", unit="it",
-               disable=not progress, dynamic_ncols=True, leave=False)
+               disable=not (progress and main), dynamic_ncols=True, leave=False)
     started = time.time()
     model.train()
     while step < end:
         inputs, labels = next(batches)
+        if channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
         for group in optimizer.param_groups:
             group["lr"] = schedule.lr_at(step)
         with autocast(dev, spec.train.precision):
-            loss = F.cross_entropy(model(inputs), labels)
+            if world.active:
+                loss = F.cross_entropy(net(inputs), labels, reduction="sum") * (world.size / schedule.batch_at(step, spec.data.batch_size, source.num_train_examples))
+            else:
+                loss = F.cross_entropy(net(inputs), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -120,6 +155,8 @@ def train_replicate(spec: Spec, run: RunDir, r: int, source, device: str = "cpu"
         loss_sum = loss_sum + loss.detach().float()  # stays on the device: no sync per step
         loss_count += 1
         bar.update(1)
+        if not main:
+            continue
         if step in keep:
             save_tensors(run.checkpoint(r, step), _cpu_state(model))
         epoch_end = step % schedule.iterations_per_epoch == 0 or step == schedule.total
@@ -136,13 +173,14 @@ def train_replicate(spec: Spec, run: RunDir, r: int, source, device: str = "cpu"
             save_tensors(run.resume_file(r), {"model": _cpu_state(model), "optimizer": optimizer.state_dict(),
                                               "step": step, "loss_sum": float(loss_sum), "loss_count": loss_count})
     bar.close()
-    if step == schedule.total:
+    if main and step == schedule.total:
         atomic_write_text(run.done_marker(r), f"{step}\n")
         run.resume_file(r).unlink(missing_ok=True)
+    world.barrier()
 
 
 def _cpu_state(model: torch.nn.Module) -> dict:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    return {k: v.detach().to("cpu", copy=True, memory_format=torch.contiguous_format) for k, v in model.state_dict().items()}
 
 
 def read_log(run: RunDir, r: int) -> list[dict]:

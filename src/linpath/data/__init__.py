@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import mnist
+from . import cifar10, imagenet, mnist
 
 # name -> loader(root: Path) -> Source
 DATASETS = {
     "mnist": mnist.load,
+    "cifar10": cifar10.load,
+    "imagenet": imagenet.load,
 }
 
 
@@ -22,10 +24,13 @@ def default_data_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "linpath" / "data"
 
 
-def load(name: str, root: str | Path | None):
+def load(name: str, root: str | Path | None, image_size: int = 0):
     from ..errors import LinpathError
 
     if name not in DATASETS:
         raise LinpathError(f"unknown dataset {name!r} (known: {', '.join(sorted(DATASETS))})")
     root = Path(root).expanduser() if root else default_data_root()
-    return DATASETS[name](root)
+    source = DATASETS[name](root)
+    if image_size and hasattr(source, "image_size"):  # the ImageNet pipeline's crop size
+        source.image_size = image_size
+    return source

@@ -54,7 +54,7 @@ class EvalSet:
         return EvalSet(self.inputs[indices], self.labels[indices], self.name)
 
 
-# augment(images_float (B,C,H,W), generator) -> images_float
+# augment(images uint8 (B,C,H,W), generator) -> images uint8 (before normalization)
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
@@ -110,8 +110,8 @@ class InMemorySource:
                 perm = torch.randperm(n, generator=generator(seed, "order", epoch)).to(device)
             offset = (step % per_epoch) * batch_size
             index = perm[offset : offset + batch_size][rank::world_size]
-            x = self.normalize(images[index])
-            if augment and self.augment_fn is not None:
+            x = images[index]
+            if augment and self.augment_fn is not None:  # on uint8: padding is black, as in OpenLTH
                 x = self.augment_fn(x, generator(seed, "augment", step))
-            yield x, labels[index]
+            yield self.normalize(x), labels[index]
             step += 1

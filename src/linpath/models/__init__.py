@@ -11,11 +11,17 @@ import torch
 from torch import nn
 
 from ..errors import LinpathError
+from .cifar_resnet import CifarResNet
+from .cifar_vgg import CifarVGG
+from .imagenet_resnet import ImageNetResNet
 from .lenet import LeNet
 
 # name -> constructor(num_classes) -> nn.Module
 MODELS = {
     "mnist_lenet_300_100": lambda num_classes: LeNet([300, 100], num_classes=num_classes),
+    "cifar_resnet_20": lambda num_classes: CifarResNet(20, 16, num_classes=num_classes),
+    "cifar_vgg_16": lambda num_classes: CifarVGG(num_classes=num_classes),
+    "imagenet_resnet_50": lambda num_classes: ImageNetResNet((3, 4, 6, 3), num_classes=num_classes),
 }
 
 

@@ -1,0 +1,401 @@
+"""The Python API: the paper's analysis on your own model and checkpoints.
+
+    import linpath
+    curve = linpath.path(model, "start.pt", "end.pt", (inputs, targets))
+    curve.x, curve.loss, curve.error          # numpy arrays (error None for regression)
+    curve.metrics()["loss"]["rise_over_start"]
+    curve.plot("path.png")
+
+It runs on the sweep engine (evaluate.PathEvaluator): the data is materialized once as two
+tensors on the device, and each point θ(x) is written into one copy of the model in place.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data.memory import EvalSet
+from .errors import LinpathError
+from .evaluate import BN_POLICIES, PathEvaluator, classification_score
+from .grids import Grid
+from .interpolate import check_compatible
+from .metrics import path_metrics
+from .store import atomic_write_text, load_state_dict
+
+StateLike = Union[Mapping[str, torch.Tensor], str, os.PathLike, nn.Module]
+DataLike = object  # (inputs, targets) tensors, a Dataset of pairs, a DataLoader of pairs, or an EvalSet
+# (outputs, targets) -> the mean over the batch, like torch.nn.functional's losses
+BatchFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+__all__ = ["PathCurve", "path", "evaluate_curve", "load_state", "as_evalset", "make_score"]
+
+
+@dataclass(frozen=True)
+class PathCurve:
+    """Loss (and error) at each x of θ(x) = (1 - x)·θ_start + x·θ_end."""
+
+    x: np.ndarray
+    loss: np.ndarray
+    error: np.ndarray | None  # None when there is no error function (e.g. regression)
+    examples: int
+    bn: str = "interpolate"
+    precision: str = "fp32"
+    split: str = "custom"
+    loss_se: np.ndarray | None = None  # standard errors, where the engine estimates them
+    error_se: np.ndarray | None = None
+
+    def metrics(self) -> dict[str, dict[str, float]]:
+        """linpath.metrics.path_metrics of the loss and, when present, the error curve."""
+        out = {"loss": path_metrics(self.x, self.loss)}
+        if self.error is not None:
+            out["error"] = path_metrics(self.x, self.error)
+        return out
+
+    def rows(self, replicate: int = 0, t: int = 0) -> list[list]:
+        """Rows in paths.csv's format (sweep.PATH_COLUMNS); the error is nan when absent."""
+        from .sweep import PATH_COLUMNS
+
+        n = len(self.x)
+        nan = [math.nan] * n
+        columns = {"x": self.x, "loss": self.loss, "error": self.error if self.error is not None else nan,
+                   "loss_se": self.loss_se if self.loss_se is not None else nan,
+                   "error_se": self.error_se if self.error_se is not None else nan}
+        fixed = {"replicate": replicate, "t": t, "split": self.split, "bn": self.bn, "examples": self.examples,
+                 "precision": self.precision}
+        return [[repr(float(columns[c][i])) if c in columns else fixed.get(c, "") for c in PATH_COLUMNS] for i in range(n)]
+
+    def to_csv(self, path: str | os.PathLike, replicate: int = 0, t: int = 0) -> Path:
+        """Write the curve as a paths.csv-style table (atomically)."""
+        from .sweep import format_rows
+
+        atomic_write_text(Path(path), format_rows(self.rows(replicate, t)))
+        return Path(path)
+
+    def plot(self, path: str | os.PathLike | None = None, title: str | None = None):
+        """A matplotlib Figure of loss (and error) against x; saved to `path` when given.
+
+        Built without pyplot, so it changes no global matplotlib state (safe in notebooks,
+        where the returned figure displays itself)."""
+        from matplotlib.figure import Figure
+
+        quantities = [("loss", self.loss)] + ([("error", self.error)] if self.error is not None else [])
+        fig = Figure(figsize=(5 * len(quantities), 3.8))
+        for i, (name, values) in enumerate(quantities):
+            ax = fig.add_subplot(1, len(quantities), i + 1)
+            ax.plot(self.x, values, color="C0", marker="o" if len(self.x) <= 30 else None, markersize=3)
+            ax.set_xlabel("interpolation x  (0 = start, 1 = end)")
+            ax.set_ylabel(name if self.split == "custom" else f"{self.split} {name}")
+            ax.grid(alpha=0.3)
+        fig.suptitle(title or f"linear path between two states (BN {self.bn}, {self.examples} examples)")
+        fig.tight_layout()
+        if path is not None:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path, dpi=150, bbox_inches="tight")
+        return fig
+
+
+def load_state(state: StateLike, name: str = "state") -> dict[str, torch.Tensor]:
+    """A state dict from a mapping, a module, or a file (loaded weights-only, never code)."""
+    if isinstance(state, nn.Module):
+        return dict(state.state_dict())
+    if isinstance(state, (str, os.PathLike)):
+        return load_state_dict(Path(state))
+    if isinstance(state, Mapping):
+        bad = next((k for k, v in state.items() if not isinstance(v, torch.Tensor)), None)
+        if bad is not None:
+            raise LinpathError(f"the {name} is not a state dict: entry {bad!r} is a {type(state[bad]).__name__}, not a tensor")
+        return dict(state)
+    raise LinpathError(f"the {name} must be a state dict, a module or a file path, got {type(state).__name__}")
+
+
+def _pair(batch, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+        raise LinpathError(f"{where} must be an (inputs, targets) pair, got {type(batch).__name__}")
+    inputs, targets = (torch.as_tensor(b) for b in batch)
+    return inputs, targets
+
+
+def as_evalset(data: DataLike, device: torch.device | str = "cpu", batch_size: int = 1000) -> EvalSet:
+    """Materialize evaluation data once, as two tensors on `device`.
+
+    Accepts an (inputs, targets) pair of tensors, a Dataset whose items are such pairs, a
+    DataLoader yielding such batches, or an EvalSet. The order does not matter (every result is
+    a mean), but random augmentation in a Dataset would be frozen at this one draw.
+    """
+    from torch.utils.data import DataLoader, Dataset
+
+    device = torch.device(device)
+    name = "custom"
+    if isinstance(data, EvalSet):
+        inputs, targets, name = data.inputs, data.labels, data.name
+    elif isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(d, torch.Tensor) for d in data):
+        inputs, targets = data
+    elif isinstance(data, (DataLoader, Dataset)):
+        loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size, shuffle=False)
+        parts = [_pair(batch, "each batch of the data") for batch in loader]
+        if not parts:
+            raise LinpathError("the data is empty")
+        inputs = torch.cat([p[0] for p in parts])
+        targets = torch.cat([p[1] for p in parts])
+    else:
+        raise LinpathError(
+            f"data must be an (inputs, targets) pair of tensors, a Dataset or a DataLoader, got {type(data).__name__}"
+        )
+    if len(inputs) != len(targets):
+        raise LinpathError(f"the data has {len(inputs)} inputs but {len(targets)} targets")
+    if len(inputs) == 0:
+        raise LinpathError("the data is empty")
+    return EvalSet(inputs.to(device), targets.to(device), name)
+
+
+def _is_classification(targets: torch.Tensor) -> bool:
+    return not targets.is_floating_point() and not targets.is_complex() and targets.dtype != torch.bool
+
+
+def make_score(loss_fn: BatchFn | None, error_fn: BatchFn | None, classification: bool):
+    """The engine's per-batch score from batch-mean loss and error functions.
+
+    Defaults: mean cross-entropy, and 1 - accuracy when the targets are class indices."""
+    if loss_fn is None and error_fn is None and classification:
+        return classification_score
+
+    def batch_mean(fn: BatchFn, outputs: torch.Tensor, targets: torch.Tensor, what: str) -> torch.Tensor:
+        value = torch.as_tensor(fn(outputs, targets))
+        if value.numel() != 1:
+            raise LinpathError(f"{what} must return the mean over the batch (one number), got shape {tuple(value.shape)}")
+        return value.double().reshape(())
+
+    def score(outputs: torch.Tensor, targets: torch.Tensor):
+        n = len(targets)
+        loss = batch_mean(loss_fn or F.cross_entropy, outputs, targets, "loss_fn") * n
+        if error_fn is not None:
+            errors = batch_mean(error_fn, outputs, targets, "error_fn") * n
+        elif classification:
+            errors = (outputs.argmax(1) != targets).sum()
+        else:
+            errors = math.nan
+        return loss, errors
+
+    return score
+
+
+def _grid_xs(grid: int | Grid | Sequence[float]) -> list[float]:
+    if isinstance(grid, bool):
+        raise LinpathError(f"grid must be a number of points, a Grid or a list of x, got {grid!r}")
+    if isinstance(grid, int):
+        return Grid(points=grid).xs()
+    if isinstance(grid, Grid):
+        return grid.xs()
+    xs = [float(x) for x in grid]
+    if not xs or not all(math.isfinite(x) for x in xs):
+        raise LinpathError("grid must hold at least one finite x")
+    return xs
+
+
+def _default_device(model: nn.Module) -> torch.device:
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def path(model: nn.Module, start_state: StateLike, end_state: StateLike, data: DataLike,
+         grid: int | Grid | Sequence[float] = 100, bn: str = "interpolate",
+         loss_fn: BatchFn | None = None, error_fn: BatchFn | None = None,
+         device: torch.device | str | None = None, batch_size: int = 1000, precision: str = "fp32",
+         bn_data: DataLike | None = None, bn_batches: int = 30, bn_batch_size: int = 128) -> PathCurve:
+    """Evaluate loss (and error) along θ(x) = (1 - x)·start + x·end.
+
+    model        any nn.Module whose state dict matches the states; it is not modified (a copy
+                 is evaluated).
+    start_state, end_state
+                 state dicts, modules, or files saved with torch.save(model.state_dict(), ...)
+                 (also {"model": state} wrappers); files are loaded weights-only.
+    data         (inputs, targets) tensors, a Dataset of pairs, or a DataLoader of pairs.
+    grid         a number of evenly spaced points in [0, 1] (ends included), a Grid, or x values.
+    bn           "interpolate" (BatchNorm statistics mixed with the weights, the paper's) or
+                 "recompute" (re-estimated at each x from up to `bn_batches` batches of
+                 `bn_batch_size` inputs of `bn_data`, by default the evaluation inputs).
+    loss_fn      (outputs, targets) -> batch-mean loss; default cross-entropy.
+    error_fn     (outputs, targets) -> batch-mean error; default 1 - accuracy when the targets
+                 are class indices, else no error (curve.error is None).
+    device       default: the model's device. precision "fp32" or "bf16" (autocast).
+    """
+    if not isinstance(model, nn.Module):
+        raise LinpathError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if bn not in BN_POLICIES:
+        raise LinpathError(f"unknown BatchNorm policy {bn!r} (known: {', '.join(BN_POLICIES)})")
+    if precision not in ("fp32", "bf16"):
+        raise LinpathError(f"unknown precision {precision!r} (known: fp32, bf16)")
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise LinpathError(f"batch_size must be a positive integer, got {batch_size!r}")
+    xs = _grid_xs(grid)
+    if device is None:
+        dev = _default_device(model)
+    else:
+        from .train import resolve_device
+
+        dev = resolve_device(str(device))
+
+    start = load_state(start_state, "start state")
+    end = load_state(end_state, "end state")
+    check_compatible(start, end, "the start state", "the end state")
+    work = copy.deepcopy(model)
+    own = work.state_dict()
+    check_compatible(own, start, "the model", "the start state")
+    # the engine mixes in the model's own dtypes (e.g. fp16 checkpoints into an fp32 model)
+    start = {k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in start.items()}
+    end = {k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in end.items()}
+
+    evalset = as_evalset(data, dev, batch_size)
+    batches = None
+    if bn == "recompute":
+        source = evalset if bn_data is None else as_evalset(bn_data, dev, batch_size)
+        batches = [inputs for inputs, _ in source.batches(bn_batch_size)][:bn_batches]
+    return evaluate_curve(work, start, end, evalset, xs, bn=bn, loss_fn=loss_fn, error_fn=error_fn,
+                          batch_size=batch_size, precision=precision, bn_batches=batches)
+
+
+def evaluate_curve(model: nn.Module, start: dict, end: dict, evalset: EvalSet, xs: Sequence[float],
+                   bn: str = "interpolate", loss_fn: BatchFn | None = None, error_fn: BatchFn | None = None,
+                   batch_size: int = 1000, precision: str = "fp32",
+                   bn_batches: list[torch.Tensor] | None = None) -> PathCurve:
+    """path() after its conversions: `model` is overwritten in place, `evalset` is on the
+    device, `bn_batches` are input tensors. For callers that hold these already (spawn.py)."""
+    classification = _is_classification(evalset.labels)
+    score = make_score(loss_fn, error_fn, classification)
+    engine = PathEvaluator(model, evalset, batch_size=batch_size, precision=precision, score=score)
+    results = engine.evaluate_path(start, end, xs, bn=bn, bn_batches=bn_batches)
+    return PathCurve(
+        x=np.array(xs, dtype=float),
+        loss=np.array([r.loss for r in results], dtype=float),
+        error=np.array([r.error for r in results], dtype=float) if (error_fn is not None or classification) else None,
+        examples=len(evalset),
+        bn=bn,
+        precision=precision,
+        split=evalset.name,
+        loss_se=np.array([getattr(r, "loss_se", math.nan) for r in results], dtype=float),
+        error_se=np.array([getattr(r, "error_se", math.nan) for r in results], dtype=float)
+        if (error_fn is not None or classification) else None,
+    )
+
+
+# --- for the `linpath path` command -------------------------------------------------------
+
+def find_run_spec(checkpoint: str | os.PathLike):
+    """The spec of the linpath run folder holding `checkpoint`, or None when it is elsewhere."""
+    from .store import RunDir
+
+    for folder in list(Path(checkpoint).resolve().parents)[:4]:
+        if (folder / "spec.json").is_file():
+            return RunDir(folder).read_spec()
+    return None
+
+
+def resolve_model(text: str, num_classes: int | None) -> nn.Module:
+    """--model: a preset or model name (linpath's models), or module:callable / file.py:callable
+    returning an nn.Module (called with no arguments; a class is instantiated)."""
+    import importlib
+    import importlib.util
+
+    from . import models
+    from .spec import PRESETS
+
+    name = PRESETS[text].model.model if text in PRESETS else text
+    if name in models.MODELS:
+        if num_classes is None:
+            raise LinpathError(f"--model {text} needs the number of classes: give --num-classes")
+        return models.build(name, num_classes, seed=0)
+    if ":" not in text:
+        raise LinpathError(f"--model {text!r} is neither a preset or model ({', '.join(sorted(models.MODELS))}) "
+                           "nor module:callable")
+    module_name, _, attr = text.rpartition(":")
+    try:
+        if module_name.endswith(".py"):
+            file = Path(module_name)
+            if not file.is_file():
+                raise LinpathError(f"--model: no file {file}")
+            spec = importlib.util.spec_from_file_location(file.stem, file)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise LinpathError(f"--model: cannot import {module_name}: {e}") from None
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        raise LinpathError(f"--model: {module_name} has no callable {attr!r}")
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise LinpathError(f"--model: {text}() returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def load_data(text: str, data_root=None, split: str = "test", device="cpu") -> tuple[EvalSet, int | None]:
+    """--data: a data set name (see linpath.data; read from --data-root) or a .pt file holding
+    an (inputs, targets) pair or {"inputs": ..., "targets": ...} (loaded weights-only).
+    Returns the evaluation set and its number of classes (None where unknown)."""
+    from . import data as datasets
+    from .store import load_tensors
+
+    if text in datasets.DATASETS:
+        source = datasets.load(text, data_root)
+        return source.eval_set(split, device), source.num_classes
+    if not Path(text).is_file():
+        raise LinpathError(f"--data {text!r} is neither a data set ({', '.join(sorted(datasets.DATASETS))}) nor a file")
+    obj = load_tensors(Path(text))
+    if isinstance(obj, dict) and set(obj) >= {"inputs", "targets"}:
+        obj = (obj["inputs"], obj["targets"])
+    if not (isinstance(obj, (tuple, list)) and len(obj) == 2 and all(isinstance(o, torch.Tensor) for o in obj)):
+        raise LinpathError(f"{text} must hold an (inputs, targets) pair of tensors or a dict with those keys")
+    evalset = as_evalset(tuple(obj), device)
+    evalset.name = Path(text).stem
+    classes = int(evalset.labels.max()) + 1 if _is_classification(evalset.labels) else None
+    return evalset, classes
+
+
+def path_between_files(start: str | os.PathLike, end: str | os.PathLike, model: str | None = None,
+                       data: str | None = None, out: str | os.PathLike = "path-out", data_root=None,
+                       split: str = "test", points: int = 100, bn: str = "interpolate", device: str = "auto",
+                       precision: str = "fp32", batch_size: int = 1000, num_classes: int | None = None
+                       ) -> tuple[PathCurve, list[Path]]:
+    """`linpath path`: the path between two saved states, written to `out` as paths.csv (the
+    sweep's columns), metrics.json and path.png/.pdf. Without `model`/`data`, both come from the
+    linpath run folder holding `start` (if it lies in one)."""
+    from .train import resolve_device
+
+    spec = find_run_spec(start) if model is None or data is None else None
+    if model is None:
+        if spec is None:
+            raise LinpathError(f"--model is needed: {start} is not inside a linpath run folder")
+        model = spec.model.model
+    if data is None:
+        if spec is None:
+            raise LinpathError(f"--data is needed: {start} is not inside a linpath run folder")
+        data = spec.data.dataset
+    dev = resolve_device(device)
+    evalset, classes = load_data(data, data_root, split, dev)
+    net = resolve_model(model, num_classes or classes)
+    curve = path(net, start, end, evalset, grid=points, bn=bn, device=dev, batch_size=batch_size, precision=precision)
+    out = Path(out)
+    files = [curve.to_csv(out / "paths.csv")]
+    atomic_write_text(out / "metrics.json", json.dumps({"start": str(start), "end": str(end), "model": model,
+                                                        "data": data, "split": evalset.name, "bn": bn,
+                                                        "examples": curve.examples, **curve.metrics()}, indent=2) + "\n")
+    files.append(out / "metrics.json")
+    title = f"{Path(start).name} → {Path(end).name} ({model}, {evalset.name}, BN {bn})"
+    for ext in ("png", "pdf"):
+        curve.plot(out / f"path.{ext}", title=title)
+        files.append(out / f"path.{ext}")
+    return curve, files

@@ -1,0 +1,97 @@
+"""Spawning children from a replicate's state at T (Frankle et al. 2020's instability)."""
+
+import csv
+
+import pytest
+import torch
+
+from linpath import pipeline
+from linpath.cli import main
+from linpath.errors import LinpathError
+from linpath.grids import Grid
+from linpath.spawn import SpawnDir, barrier, child_seed, parent_state, spawn, spawn_dir
+from linpath.spec import preset
+from linpath.store import load_state_dict
+from linpath.sweep import PATH_COLUMNS
+from linpath.train import train_replicate
+
+T, TOTAL = 16, 40
+
+
+@pytest.fixture(scope="module")
+def momentum_run(tmp_path_factory, data_root):
+    """One replicate of LeNet with momentum 0.9, 40 iterations (kept t: 0,1,2,4,8,16,32,40)."""
+    spec = preset("mnist_lenet_300_100").with_overrides({"training_steps": f"{TOTAL}it", "momentum": 0.9,
+                                                         "replicates": 1})
+    return pipeline.train(spec, tmp_path_factory.mktemp("spawnruns"), data_root, device="cpu", progress=False)
+
+
+def test_replay_rebuilds_the_exact_optimizer_state(momentum_run, mnist, tmp_path):
+    spec = momentum_run.read_spec()
+    start, info = parent_state(spec, momentum_run, 0, T, mnist, SpawnDir(tmp_path / "s"))
+    assert info["replay_max_abs_weight_difference"] == 0.0
+    buffers = [s["momentum_buffer"] for s in start["optimizer"]["state"].values()]
+    assert len(buffers) == 6 and all(b.abs().sum() > 0 for b in buffers)
+    assert not (tmp_path / "s" / "replay").exists()  # the scratch replay is removed
+
+
+def test_child_on_the_parents_data_order_reproduces_the_parent(momentum_run, mnist, tmp_path):
+    """Replayed momentum + resumed schedule + the parent's seed = the parent's own run, bitwise."""
+    spec = momentum_run.read_spec()
+    sdir = SpawnDir(tmp_path / "s")
+    start, _ = parent_state(spec, momentum_run, 0, T, mnist, sdir)
+    train_replicate(spec, sdir, 0, mnist, progress=False, data_seed=spec.train.seed, start=start)
+    child = load_state_dict(sdir.checkpoint(0, TOTAL))
+    parent = load_state_dict(momentum_run.checkpoint(0, TOTAL))
+    assert all(torch.equal(child[k], parent[k]) for k in parent)
+
+
+def test_spawn_trains_children_and_measures_instability(momentum_run, mnist):
+    rows = spawn(momentum_run.root, T, mnist, children=2, grid=Grid(points=5), progress=False)
+    assert len(rows) == 1 and (rows[0]["child_a"], rows[0]["child_b"]) == (0, 1)
+    sdir = spawn_dir(momentum_run, 0, T)
+    a, b = (load_state_dict(sdir.checkpoint(k, TOTAL)) for k in (0, 1))
+    assert not torch.equal(a["fc.weight"], b["fc.weight"])  # different data orders
+    with open(sdir.pair_csv(0, 1), newline="") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == PATH_COLUMNS and len(table) == 5
+    assert {(d["replicate"], d["t"]) for d in table} == {("0", str(T))}
+    errors = [float(d["error"]) for d in table]
+    assert rows[0]["error_barrier"] == pytest.approx(barrier(errors))
+    assert (momentum_run.root / "spawn" / "instability.csv").is_file()
+    assert (momentum_run.root / "spawn" / "instability.png").is_file()
+    assert sdir.pair_csv(0, 1).with_suffix(".png").is_file()
+    assert (sdir.root / "spawn.json").is_file()
+    # a second call reuses the finished children (same numbers, no retraining)
+    before = sdir.checkpoint(0, TOTAL).stat().st_mtime_ns
+    again = spawn(momentum_run.root, T, mnist, children=2, grid=Grid(points=5), progress=False)
+    assert again == rows and sdir.checkpoint(0, TOTAL).stat().st_mtime_ns == before
+
+
+def test_child_seeds_differ():
+    assert len({child_seed(0, k) for k in range(4)} | {0}) == 5
+
+
+def test_barrier():
+    assert barrier([0.1, 0.5, 0.3]) == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"t": 5}, "no checkpoint at T=5"),
+    ({"t": TOTAL}, "end of training"),
+    ({"t": T, "children": 1}, "at least 2"),
+    ({"t": T, "momentum_state": "guess"}, "unknown momentum state"),
+])
+def test_spawn_errors(momentum_run, mnist, kwargs, message):
+    with pytest.raises(LinpathError, match=message):
+        spawn(momentum_run.root, source=mnist, progress=False, **kwargs)
+
+
+def test_cli_spawn(momentum_run, data_root, capsys):
+    code = main(["spawn", str(momentum_run.root), "--at", "32", "--children", "2", "--points", "3",
+                 "--momentum-state", "reset", "--data-root", str(data_root), "--device", "cpu", "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "T=32" in out and "error barrier" in out
+    info = (spawn_dir(momentum_run, 0, 32).root / "spawn.json").read_text()
+    assert "reset" in info
