@@ -40,6 +40,9 @@ SEED = int(os.environ.get("LINPATH_FAULT_SEED", random.SystemRandom().randrange(
 RNG = random.Random(SEED)
 STEPS = "0,16,256"
 POINTS = 5
+# The quick set (CI) kills each command twice; LINPATH_FAULTS_FULL=1 (used by
+# tests/reliability_report.py) adds kills inside the resume file, DONE marker and paths.csv writes.
+FULL = os.environ.get("LINPATH_FAULTS_FULL") == "1"
 
 # Runs linpath's CLI; with STALL="pattern|n|marker" it stops for good inside the n-th fsync of a
 # file whose name contains `pattern`, after writing the file's name to `marker`.
@@ -161,7 +164,8 @@ def test_training_killed_at_random_moments_resumes_bitwise(small_run, data_root,
     assert not run.checkpoint(0, 4).exists() and run.checkpoint(0, 2).exists()
     # 2. during the write of the resume file (its 2nd write in this process), after the lock
     #    holder above was killed: no stale lock, this process proceeds
-    stall_and_kill(args, "resume.pt|1", tmp_path, "during the write of resume.pt (training)")
+    if FULL:
+        stall_and_kill(args, "resume.pt|1", tmp_path, "during the write of resume.pt (training)")
     record("fault", "new process after kill -9 of the lock holder (training)", "proceeded: the kernel released the flock")
     # 3. after a random delay once training has visibly resumed
     n_before = len(list(ckpts.glob("iter-*.pt")))
@@ -173,7 +177,7 @@ def test_training_killed_at_random_moments_resumes_bitwise(small_run, data_root,
     record("fault", f"kill -9 at a random moment of training ({delay:.2f} s after a new checkpoint; seed {SEED})",
            "rerun resumed; results bitwise identical" if landed else "the run had already finished (no fault landed)",
            injected=int(landed))
-    if not run.done_marker(0).exists():
+    if FULL and not run.done_marker(0).exists():
         # 4. during the write of the DONE marker, with every checkpoint already saved
         stall_and_kill(args, "DONE|1", tmp_path, "during the write of the DONE marker (training)")
         assert not run.done_marker(0).exists()
@@ -221,15 +225,17 @@ def test_sweep_killed_resumes_to_the_same_table(small_run, reference_sweep, data
                    check_lock=lock_refusal(args, "a sweep"))
     assert len(list(items.glob("*.csv"))) == 1  # r0-t0 only
     record("fault", "new process after kill -9 of the lock holder (sweep)", "proceeded: the kernel released the flock")
-    proc = start(args)
-    wait_for(lambda: len(list(items.glob("*.csv"))) > 1, proc)
-    delay = RNG.uniform(0.0, 1.0)
-    time.sleep(delay)
-    landed = kill9(proc)
-    record("fault", f"kill -9 at a random moment of a sweep ({delay:.2f} s after a new item; seed {SEED})",
-           "rerun resumed; paths.csv identical" if landed else "the sweep had already finished (no fault landed)",
-           injected=int(landed))
-    stall_and_kill(args, "paths.csv|1", tmp_path, "during the write of paths.csv (the merge)")
+    if FULL:
+        proc = start(args)
+        wait_for(lambda: len(list(items.glob("*.csv"))) > 1, proc)
+        delay = RNG.uniform(0.0, 1.0)
+        time.sleep(delay)
+        landed = kill9(proc)
+        record("fault", f"kill -9 at a random moment of a sweep ({delay:.2f} s after a new item; seed {SEED})",
+               "rerun resumed; paths.csv identical" if landed else "the sweep had already finished (no fault landed)",
+               injected=int(landed))
+    if FULL:
+        stall_and_kill(args, "paths.csv|1", tmp_path, "during the write of paths.csv (the merge)")
     finish(args)
     compare_tables(run, reference_sweep, "sweep after kills")
 

@@ -60,7 +60,9 @@ def plain_loop(run, mnist, r, t, xs):
 
 def test_paths_csv_has_every_point_once(swept):
     run, rows = swept
-    assert list(rows[0]) == ["replicate", "t", "x", "split", "bn", "examples", "precision", "loss", "error"]
+    assert list(rows[0]) == ["replicate", "t", "x", "split", "bn", "examples", "precision", "loss", "error",
+                             "loss_se", "error_se"]
+    assert {r["loss_se"] for r in rows} == {"0.0"}  # the whole split: exact
     keys = [(r["replicate"], r["t"], r["x"]) for r in rows]
     assert len(keys) == len(set(keys)) == 2 * len(STEPS) * POINTS
     assert sorted({float(r["x"]) for r in rows}) == pytest.approx([i / (POINTS - 1) for i in range(POINTS)], abs=1e-15)
@@ -134,3 +136,17 @@ def test_an_interrupted_sweep_resumes_to_the_same_table(small_run, data_root, mo
     assert evaluated == 2 * len(STEPS) - 2  # only the unfinished items
     sweep_module.merge_paths(interrupted)
     assert interrupted.paths_csv.read_text() == reference.paths_csv.read_text()
+
+
+def test_a_sweep_with_recompute_an_adaptive_grid_and_a_subset(small_run, data_root):
+    from linpath.data import load
+    from linpath.grids import parse_grid
+
+    setting = SweepSetting(bn="recompute", bn_batches=2, grid=parse_grid("adaptive:5:0.1"), eval_examples=500)
+    assert setting.key == "test-recompute2-adaptive5-tol0.1-loss-fp32-n500"
+    assert sweep_module.run_sweep(small_run, setting, load("mnist", data_root), from_steps=[0], replicates=[0],
+                                  progress=False) == 1
+    rows = rows_of(sweep_module.item_path(small_run, setting, 0, 0))
+    xs = [float(d["x"]) for d in rows]
+    assert xs == sorted(xs) and len(xs) > 5 and xs[0] == 0.0 and xs[-1] == 1.0
+    assert all(d["bn"] == "recompute" and d["examples"] == "500" and float(d["loss_se"]) > 0 for d in rows)

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .analysis import Curves, aggregate  # noqa: E402
+from .errors import LinpathError  # noqa: E402
 
 FIGURE2_STEPS = (0, 16, 128, 1024, 2000, 8000)
 LABELS = {"loss": "test loss (cross-entropy)", "error": "test error"}
@@ -27,15 +28,21 @@ def _label(quantity: str, split: str) -> str:
 
 
 def _save(fig, folder: Path, name: str) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for ext in ("png", "pdf"):
-        path = folder / f"{name}.{ext}"
-        tmp = folder / f".{name}.tmp.{ext}"
-        fig.savefig(tmp, dpi=150, bbox_inches="tight")
-        tmp.replace(path)
-        paths.append(path)
-    plt.close(fig)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for ext in ("png", "pdf"):
+            path = folder / f"{name}.{ext}"
+            tmp = folder / f".{name}.tmp.{ext}"
+            try:
+                fig.savefig(tmp, dpi=150, bbox_inches="tight")
+                tmp.replace(path)
+            except OSError as e:
+                tmp.unlink(missing_ok=True)
+                raise LinpathError(f"cannot write figure {path}: {e.strerror or e}") from None
+            paths.append(path)
+    finally:
+        plt.close(fig)
     return paths
 
 

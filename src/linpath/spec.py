@@ -66,6 +66,7 @@ class Spec:
         from .models import MODELS
 
         d, m, t = self.data, self.model, self.train
+        _check_types(self)
         if d.dataset not in DATASETS:
             raise LinpathError(f"unknown dataset {d.dataset!r} (known: {', '.join(sorted(DATASETS))})")
         if m.model not in MODELS:
@@ -137,7 +138,10 @@ class Spec:
                 f"{where} was edited: its settings hash to {spec.hash}, not the recorded {d['hash']};"
                 " start a new run with command-line overrides instead of editing spec.json"
             )
-        return spec.validate()
+        try:
+            return spec.validate()
+        except LinpathError as e:
+            raise LinpathError(f"{where}: {e}") from None
 
     def with_overrides(self, overrides: dict) -> "Spec":
         """Apply {field_name: value} overrides; names are the fields of any section."""
@@ -161,6 +165,23 @@ class Spec:
 def _positive(name: str, value: int) -> None:
     if not isinstance(value, int) or value <= 0:
         raise LinpathError(f"--{name} must be a positive integer, got {value}")
+
+
+def _check_types(spec: "Spec") -> None:
+    """Every field has its declared type (int, float, str, bool): a clear error, not a TypeError later."""
+    import typing
+
+    for section in (spec.data, spec.model, spec.train):
+        hints = typing.get_type_hints(type(section))
+        for f in fields(section):
+            value, kind = getattr(section, f.name), hints[f.name]
+            ok = (isinstance(value, bool) if kind is bool else
+                  isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else
+                  isinstance(value, int) and not isinstance(value, bool) if kind is int else isinstance(value, kind))
+            if not ok:
+                raise LinpathError(f"--{f.name.replace('_', '-')} must be of type {kind.__name__}, got {value!r}")
+    if isinstance(spec.replicates, bool) or not isinstance(spec.replicates, int):
+        raise LinpathError(f"--replicates must be a positive integer, got {spec.replicates!r}")
 
 
 def override_fields() -> list[dataclasses.Field]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .errors import LinpathError
 
-_STEP = re.compile(r"^\s*(?:(\d+)\s*ep)?\s*(?:(\d+)\s*it)?\s*$")
+_STEP = re.compile(r"^\s*(?:(\d+)\s*ep)?\s*(?:(\d+)\s*it)?\s*$", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -30,9 +30,9 @@ class Step:
                 raise LinpathError(f"a step cannot be negative: {text}")
             return cls(0, text)
         s = str(text)
-        if s.strip().isdigit():
-            return cls(0, int(s))
-        m = _STEP.match(s)
+        if s.strip().isascii() and s.strip().isdigit():
+            return cls(0, int(s.strip()))
+        m = _STEP.match(s.strip())
         if not s.strip() or m is None or (m.group(1) is None and m.group(2) is None):
             raise LinpathError(
                 f"not a step: {s!r} (write e.g. '40ep', '18760it', '2ep100it' or a number of iterations)"

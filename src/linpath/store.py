@@ -65,10 +65,16 @@ def load_tensors(path: Path) -> object:
     path = Path(path)
     if not path.is_file():
         raise LinpathError(f"checkpoint not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(b"PK") and not head.startswith(b"\x80"):  # neither a zip nor a legacy pickle
+        raise LinpathError(f"corrupt or truncated checkpoint {path}: not a file written by torch.save")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        # torch's message: a paragraph of advice, then the reason ("Unsupported global: ...")
+        first = next((line for line in lines if "Unsupported" in line), lines[0] if lines else "unsafe content")
         raise LinpathError(f"refusing to load {path}: it is not plain tensor data ({first})") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

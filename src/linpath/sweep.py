@@ -132,7 +132,10 @@ def run_sweep(run: RunDir, setting: SweepSetting, source, device: str = "cpu", f
         if r not in finals:
             finals = {r: load_state_dict(run.checkpoint(r, schedule.total))}
         start = load_state_dict(run.checkpoint(r, t))
-        path = engine.path(start, finals[r], bn=setting.bn, bn_batches=bn_batches)
+        try:
+            path = engine.path(start, finals[r], bn=setting.bn, bn_batches=bn_batches)
+        except LinpathError as e:
+            raise LinpathError(f"{run.checkpoint(r, t)} and {run.checkpoint(r, schedule.total)}: {e}") from None
         item_xs, results = setting.grid.run(path.evaluate)
         rows = [[r, t, repr(x), setting.split, setting.bn, res.examples, setting.precision, repr(res.loss), repr(res.error),
                  repr(res.loss_se), repr(res.error_se)] for x, res in zip(item_xs, results)]

@@ -30,6 +30,8 @@ def load(name: str, root: str | Path | None, image_size: int = 0):
     if name not in DATASETS:
         raise LinpathError(f"unknown dataset {name!r} (known: {', '.join(sorted(DATASETS))})")
     root = Path(root).expanduser() if root else default_data_root()
+    if root.exists() and not root.is_dir():
+        raise LinpathError(f"the data root {root} is a file, not a folder (set --data-root or $LINPATH_DATA to a folder)")
     source = DATASETS[name](root)
     if image_size and hasattr(source, "image_size"):  # the ImageNet pipeline's crop size
         source.image_size = image_size
