@@ -121,7 +121,10 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=10, help="measured iterations per loop (VGG-16 runs a third as many on CPU)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the plain loop")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     source = cifar_source(args.data_root)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, ours {args.precision} channels-last vs plain fp32")

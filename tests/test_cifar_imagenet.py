@@ -121,9 +121,12 @@ def test_bad_cifar_data_gives_one_line(tmp_path, monkeypatch, data_root, content
     assert expected in message
 
 
+@pytest.mark.slow
 def test_cli_run_cifar_resnet_20(tmp_path, data_root, cifar, capsys):
+    # bf16 halves the seven passes over the 10,000 test images on a CPU with bf16 units.
     rc = main(["run", "cifar_resnet_20", "--training-steps", "20it", "--replicates", "1", "--points", "3",
-               "--from-steps", "0,16", "--data-root", str(data_root), "--out", str(tmp_path), "--device", "cpu", "--quiet"])
+               "--from-steps", "0,16", "--precision", "bf16", "--sweep-precision", "bf16",
+               "--data-root", str(data_root), "--out", str(tmp_path), "--device", "cpu", "--quiet"])
     assert rc == 0, capsys.readouterr().err
     (run,) = tmp_path.iterdir()
     with open(run / "paths.csv", newline="") as f:
@@ -145,6 +148,7 @@ def test_imagenet_pipeline_reads_tiny_imagenet(tiny_imagenet, data_root):
     assert test.inputs.shape == (500, 3, 32, 32) and test.labels.bincount().tolist() == [50] * 10
 
 
+@pytest.mark.slow
 def test_imagenet_resnet_50_trains_on_tiny_imagenet(tiny_imagenet, tmp_path, data_root, capsys):
     rc = main(["train", "imagenet_resnet_50", "--training-steps", "3it", "--batch-size", "8", "--image-size", "32",
                "--replicates", "1", "--data-root", str(data_root),

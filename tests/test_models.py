@@ -41,7 +41,7 @@ def test_forward_shape_stem_and_init(name, shape):
     model = build(name, 10, seed=0).eval()
     assert model.get_submodule(model.linear_stem).in_channels == 3
     bn = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert all(0 <= float(m.weight.min()) and float(m.weight.max()) < 1 and not m.bias.any() for m in bn)
+    assert all(0 <= float(m.weight.detach().min()) and float(m.weight.detach().max()) < 1 and not m.bias.any() for m in bn)
     x = torch.randn(shape)
     with torch.no_grad():
         out = model(x)
