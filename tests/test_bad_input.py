@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from linpath import cli
-from linpath.cli import main
+
 from linpath.data import mnist
 from linpath.errors import LinpathError
 from linpath.grids import parse_grid
@@ -97,7 +97,7 @@ def test_a_truncated_idx_archive_through_the_cli(capsys, data_root, tmp_path, mo
     data = bad.read_bytes()
     bad.unlink()
     bad.write_bytes(data[: len(data) // 2])
-    line = refused(capsys, TRAIN + ["--training-steps", "2it", "--data-root", str(root), "--out", str(tmp_path / "runs")],
+    refused(capsys, TRAIN + ["--training-steps", "2it", "--data-root", str(root), "--out", str(tmp_path / "runs")],
                    "t10k-labels-idx1-ubyte", "a truncated t10k-labels-idx1-ubyte.gz in the data root")
     assert bad.read_bytes() == data[: len(data) // 2]  # not "repaired" behind the user's back
 

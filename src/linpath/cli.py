@@ -165,13 +165,13 @@ def _dispatch(args) -> int:
         return 0
     if args.command in ("run", "train"):
         spec = _spec_from(args)
+        setting = _setting(args) if args.command == "run" else None  # bad sweep options fail before training
         world = distributed.init(args.device)
         run = pipeline.train(spec, args.out, args.data_root, args.device, progress, world)
         say = print if world.is_main else (lambda *a: None)
         say(f"trained: {run.root}")
         if args.command == "train":
             return 0
-        setting = _setting(args)
         pipeline.sweep(run.root, setting, args.data_root, args.device, parse_steps(args.from_steps), progress, world)
         say(f"swept: {run.paths_csv}")
         if world.is_main:

@@ -189,6 +189,11 @@ def override_fields() -> list[dataclasses.Field]:
     return [f for section in (DataSpec, ModelSpec, TrainSpec) for f in fields(section)]
 
 
+# CIFAR-10 (both networks): 160 epochs = 62,560 iterations, lr x0.1 at epochs 80 and 120.
+_CIFAR_DATA = DataSpec(dataset="cifar10", batch_size=128, augment=True)
+_CIFAR_TRAIN = TrainSpec(lr=0.1, momentum=0.9, weight_decay=1e-4, training_steps="160ep",
+                         milestone_steps="80ep,120ep", gamma=0.1)
+
 PRESETS: dict[str, Spec] = {
     # OpenLTH's defaults for LeNet-300-100 on MNIST: 40 epochs = 18,760 iterations at batch 128.
     "mnist_lenet_300_100": Spec(
@@ -197,21 +202,10 @@ PRESETS: dict[str, Spec] = {
         model=ModelSpec(model="mnist_lenet_300_100"),
         train=TrainSpec(lr=0.1, momentum=0.0, weight_decay=0.0, training_steps="40ep"),
     ),
-    # CIFAR-10: 160 epochs = 62,560 iterations, lr x0.1 at epochs 80 and 120.
-    "cifar_resnet_20": Spec(
-        preset="cifar_resnet_20",
-        data=DataSpec(dataset="cifar10", batch_size=128, augment=True),
-        model=ModelSpec(model="cifar_resnet_20"),
-        train=TrainSpec(lr=0.1, momentum=0.9, weight_decay=1e-4, training_steps="160ep",
-                        milestone_steps="80ep,120ep", gamma=0.1),
-    ),
-    "cifar_vgg_16": Spec(
-        preset="cifar_vgg_16",
-        data=DataSpec(dataset="cifar10", batch_size=128, augment=True),
-        model=ModelSpec(model="cifar_vgg_16"),
-        train=TrainSpec(lr=0.1, momentum=0.9, weight_decay=1e-4, training_steps="160ep",
-                        milestone_steps="80ep,120ep", gamma=0.1),
-    ),
+    "cifar_resnet_20": Spec(preset="cifar_resnet_20", data=_CIFAR_DATA, model=ModelSpec(model="cifar_resnet_20"),
+                            train=_CIFAR_TRAIN),
+    "cifar_vgg_16": Spec(preset="cifar_vgg_16", data=_CIFAR_DATA, model=ModelSpec(model="cifar_vgg_16"),
+                         train=_CIFAR_TRAIN),
     # ImageNet: batch 1024, 90 epochs, 5 warm-up epochs, lr x0.1 at epochs 30, 60, 80.
     "imagenet_resnet_50": Spec(
         preset="imagenet_resnet_50",

@@ -31,12 +31,22 @@ from .errors import LinpathError
 from .spec import Spec
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def atomic_write(path: Path, write: Callable[[object], None], mode: str = "wb") -> None:
     """Call write(file) on a temporary file beside `path`, fsync, then rename onto `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results should read like any file
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()

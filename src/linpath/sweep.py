@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 from dataclasses import dataclass, field
 
-import torch
 from tqdm import tqdm
 
 from .distributed import World

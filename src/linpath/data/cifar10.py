@@ -15,7 +15,6 @@ import io
 import os
 import pickle
 import tarfile
-import tempfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -166,14 +165,12 @@ def _check(arrays: dict, where: Path, counts: dict) -> None:
 
 def _save_cache(path: Path, arrays: dict) -> None:
     """Best effort: an unwritable cache folder only costs decoding again next time."""
+    from ..store import save_tensors
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            torch.save({f"{s}_{k}": torch.from_numpy(np.ascontiguousarray(a)) for s, (i, l) in arrays.items()
-                        for k, a in (("images", i), ("labels", l))}, f)
-        os.replace(tmp, path)
-    except OSError:
+        save_tensors(path, {f"{s}_{k}": torch.from_numpy(np.ascontiguousarray(a)) for s, (i, l) in arrays.items()
+                            for k, a in (("images", i), ("labels", l))})
+    except (LinpathError, OSError):
         pass
 
 
