@@ -30,7 +30,7 @@ from linpath.models import MODELS, build
 
 SHAPES = {"mnist_lenet_300_100": (1, 28, 28), "cifar_resnet_20": (3, 32, 32), "cifar_vgg_16": (3, 32, 32)}
 # (examples timed, points per path) for the default run; the paper's sets have 10,000 test images
-DEFAULTS = {"mnist_lenet_300_100": (10000, 10), "cifar_resnet_20": (1000, 2), "cifar_vgg_16": (500, 1)}
+DEFAULTS = {"mnist_lenet_300_100": (10000, 100), "cifar_resnet_20": (1000, 2), "cifar_vgg_16": (500, 1)}
 
 
 def best_of(fn, repeats: int) -> float:
@@ -135,7 +135,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default=",".join(SHAPES), help="comma-separated model names")
     p.add_argument("--examples", type=int, default=None, help="examples timed (default per model: 10000 / 1000 / 500)")
-    p.add_argument("--points", type=int, default=None, help="points per path (default per model: 10 / 2 / 1)")
+    p.add_argument("--points", type=int, default=None, help="points per path (default per model: 100 / 2 / 1)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()

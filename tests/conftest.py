@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("LINPATH_TEST_DATA", REPO.parent / "shared" / "data"))
+DATA_ROOT = Path(os.environ.get("LINPATH_TEST_DATA", REPO.parent / "shared" / "data")).resolve()
 
 
 @pytest.fixture(scope="session")

@@ -92,7 +92,7 @@ def test_a_truncated_idx_archive_through_the_cli(capsys, data_root, tmp_path, mo
     root = tmp_path / "data"
     (root / "mnist").mkdir(parents=True)
     for p in (data_root / "mnist").iterdir():
-        (root / "mnist" / p.name).symlink_to(p)
+        (root / "mnist" / p.name).symlink_to(p.resolve())
     bad = root / "mnist" / "t10k-labels-idx1-ubyte.gz"
     data = bad.read_bytes()
     bad.unlink()

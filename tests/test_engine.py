@@ -166,3 +166,111 @@ def test_standard_error_of_a_subset():
     assert 0 < res.error_se < 0.03
     full = evaluate_model(torch.nn.Identity(), EvalSet(logits, labels))
     assert full.loss_se == 0.0 and full.examples == 2000
+
+
+# BatchNorm folding: the folded engine (fold_bn, the default) against the plain loop, for the
+# two BatchNorm convnets, both policies, fp32; small sets so that it takes seconds.
+FOLD_CASES = {"cifar_resnet_20": 64, "cifar_vgg_16": 40}
+
+
+@pytest.fixture(scope="module", params=list(FOLD_CASES))
+def fold_case(request):
+    name = request.param
+    n = FOLD_CASES[name]
+    inputs, labels = data((3, 32, 32), n, 3)
+    bn_batches = [data((3, 32, 32), 16, 20 + i)[0] for i in range(2)]
+    start, end = random_endpoint(name, 3), random_endpoint(name, 4)
+    refs = {bn: plain_loop(name, start, end, inputs, labels, XS, bn, bn_batches) for bn in ("interpolate", "recompute")}
+    return name, inputs, labels, bn_batches, start, end, refs
+
+
+@pytest.mark.parametrize("bn", ["interpolate", "recompute"])
+def test_folded_engine_equals_the_plain_loop_in_fp32(fold_case, bn):
+    name, inputs, labels, bn_batches, start, end, refs = fold_case
+    engine = PathEvaluator(build(name, 10, seed=0), EvalSet(inputs, labels), batch_size=32)
+    assert engine.folds_bn and not engine.uses_stem
+    bns = sum(isinstance(m, torch.nn.BatchNorm2d) for m in engine.model.modules())
+    assert len(engine.folding.pairs) == bns  # every BatchNorm follows a convolution
+    results = engine.evaluate_path(start, end, XS, bn=bn, bn_batches=bn_batches)
+    for x, res, (loss, error) in zip(XS, results, refs[bn]):
+        assert res.loss == pytest.approx(loss, abs=1e-5), (name, x, bn)
+        assert abs(res.error - error) <= 1.5 / len(labels), (name, x, bn)
+    # the engine's model still holds θ(x) unfolded (with BatchNorm), as without folding
+    assert all(isinstance(m, torch.nn.BatchNorm2d) for n_, m in engine.model.named_modules() if n_.endswith("bn"))
+
+
+def test_folding_keeps_the_mixed_stem_unfolded():
+    name = "cifar_resnet_20"
+    inputs, labels = data((3, 32, 32), 48, 5)
+    start, end = random_endpoint(name, 5), random_endpoint(name, 6)
+    ref = plain_loop(name, start, end, inputs, labels, XS, "interpolate", None)
+    engine = PathEvaluator(build(name, 10, seed=0), EvalSet(inputs, labels), use_stem=True)
+    assert engine.uses_stem and engine.folds_bn
+    assert "conv" not in [c for c, _ in _pair_names(engine)]  # the stem's BatchNorm stays
+    for res, (loss, _) in zip(engine.evaluate_path(start, end, XS), ref):
+        assert res.loss == pytest.approx(loss, abs=1e-5)
+
+
+def _pair_names(engine):
+    names = {id(m): n for n, m in engine.model.named_modules()}
+    return [(names[id(conv)], names[id(bn)]) for conv, bn, _ in engine.folding.pairs]
+
+
+class SharedConvOutput(torch.nn.Module):
+    """conv1's output feeds its BatchNorm and also a skip connection: folding it would change
+    the skip, so only conv2→bn2 may be folded."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(8)
+        self.conv2 = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.bn2 = torch.nn.BatchNorm2d(8)
+        self.fc = torch.nn.Linear(8, 10)
+
+    def forward(self, x):
+        h = self.conv1(x)
+        y = F.relu(self.bn1(h)) + h
+        y = F.relu(self.bn2(self.conv2(y)))
+        return self.fc(y.mean((2, 3)))
+
+
+class Untraceable(SharedConvOutput):
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent control flow: torch.fx cannot trace it
+            x = x * 1.0
+        return super().forward(x)
+
+
+def _random_state(cls, seed):
+    torch.manual_seed(seed)
+    model = cls()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(8, generator=g) * 0.3)
+                m.running_var.copy_(torch.rand(8, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(8, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(8, generator=g) * 0.3)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("cls", [SharedConvOutput, Untraceable])
+def test_folding_is_skipped_where_not_exact(cls):
+    inputs, labels = data((3, 8, 8), 64, 7)
+    start, end = _random_state(cls, 1), _random_state(cls, 2)
+    folded = PathEvaluator(cls(), EvalSet(inputs, labels), batch_size=16)
+    plain = PathEvaluator(cls(), EvalSet(inputs, labels), batch_size=16, fold_bn=False)
+    assert not plain.folds_bn
+    if cls is SharedConvOutput:
+        assert _pair_names(folded) == [("conv2", "bn2")]
+    else:
+        assert not folded.folds_bn
+    for a, b in zip(folded.evaluate_path(start, end, XS), plain.evaluate_path(start, end, XS)):
+        assert a.loss == pytest.approx(b.loss, abs=1e-5)
+    # and both equal loading the mixed state into the model
+    model = cls()
+    for x, res in zip(XS, plain.evaluate_path(start, end, XS)):
+        model.load_state_dict({k: torch.lerp(start[k], end[k], x) if start[k].is_floating_point() else end[k] for k in start})
+        assert res.loss == pytest.approx(evaluate_model(model, EvalSet(inputs, labels)).loss, abs=1e-5)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
@@ -21,6 +22,7 @@ from .grids import Grid
 from .store import RunDir, atomic_write_text, load_state_dict
 from .train import Schedule, build_model, resolve_device
 
+MERGE_EVERY_S = 30.0  # how often a single-process sweep refreshes paths.csv from the finished items
 PATH_COLUMNS = ["replicate", "t", "x", "split", "bn", "examples", "precision", "loss", "error", "loss_se", "error_se"]
 DEFAULT_BN_BATCHES = 16  # recompute: 16 training batches (2,048 examples at batch 128), see docs/engine.md
 
@@ -123,6 +125,7 @@ def run_sweep(run: RunDir, setting: SweepSetting, source, device: str = "cpu", f
     model = build_model(spec, source.num_classes, seed=0)
     engine = PathEvaluator(model, evalset, batch_size=batch_size, precision=setting.precision, population=population)
     xs = setting.grid.xs()
+    last_merge = time.monotonic()
     bar = tqdm(total=len(todo) * len(xs), desc=f"sweep (rank {world.rank})" if world.active else "sweep", unit="net",
                disable=not progress, dynamic_ncols=True)
     finals: dict[int, dict] = {}
@@ -139,6 +142,9 @@ def run_sweep(run: RunDir, setting: SweepSetting, source, device: str = "cpu", f
                  repr(res.loss_se), repr(res.error_se)] for x, res in zip(item_xs, results)]
         atomic_write_text(item_path(run, setting, r, t), format_rows(rows))
         bar.update(len(xs))
+        if not world.active and time.monotonic() - last_merge > MERGE_EVERY_S:
+            merge_paths(run)  # keep paths.csv current during long sweeps (ranks: rank 0 merges at the end)
+            last_merge = time.monotonic()
     bar.close()
     return len(todo)
 
