@@ -150,3 +150,18 @@ def test_a_sweep_with_recompute_an_adaptive_grid_and_a_subset(small_run, data_ro
     xs = [float(d["x"]) for d in rows]
     assert xs == sorted(xs) and len(xs) > 5 and xs[0] == 0.0 and xs[-1] == 1.0
     assert all(d["bn"] == "recompute" and d["examples"] == "500" and float(d["loss_se"]) > 0 for d in rows)
+
+
+def test_the_report_prefers_full_fp32_rows_where_sweeps_overlap(tmp_path):
+    from linpath.analysis import load_curves
+    from linpath.store import RunDir, atomic_write_text
+    from linpath.sweep import format_rows
+
+    run = RunDir(tmp_path)
+    rows = [[0, 0, "0.0", "test", "interpolate", 10000, "bf16", "1.5", "0.5", "0.0", "0.0"],
+            [0, 0, "0.0", "test", "interpolate", 10000, "fp32", "1.0", "0.4", "0.0", "0.0"],
+            [0, 0, "0.0", "test", "interpolate", 1000, "fp32", "9.0", "0.9", "0.1", "0.01"],
+            [0, 0, "1.0", "test", "interpolate", 1000, "fp32", "2.0", "0.2", "0.1", "0.01"]]
+    atomic_write_text(run.paths_csv, format_rows(rows))
+    curve = load_curves(run).by_item[(0, 0)]
+    assert curve["loss"].tolist() == [1.0, 2.0] and curve["error"].tolist() == [0.4, 0.2]

@@ -52,15 +52,16 @@ class Curves:
 def load_curves(run: RunDir, split: str = "test", bn: str = "interpolate", precision: str | None = None) -> Curves:
     if not run.paths_csv.exists():
         raise LinpathError(f"{run.paths_csv} does not exist; run 'linpath sweep {run.root}' first")
-    points: dict[tuple[int, int], dict[float, tuple[float, float, int]]] = defaultdict(dict)
+    points: dict[tuple[int, int], dict[float, tuple[float, float, tuple[int, bool]]]] = defaultdict(dict)
     with open(run.paths_csv, newline="") as f:
         for d in csv.DictReader(f):
             if d["split"] != split or d["bn"] != bn or (precision and d["precision"] != precision):
                 continue
-            key, x, n = (int(d["replicate"]), int(d["t"])), float(d["x"]), int(d["examples"])
-            # several sweeps may cover the same x: prefer the one on more examples
-            if x not in points[key] or points[key][x][2] < n:
-                points[key][x] = (float(d["loss"]), float(d["error"]), n)
+            key, x = (int(d["replicate"]), int(d["t"])), float(d["x"])
+            # several sweeps may cover the same x: prefer more examples, then fp32 over bf16
+            rank = (int(d["examples"]), d["precision"] == "fp32")
+            if x not in points[key] or points[key][x][2] < rank:
+                points[key][x] = (float(d["loss"]), float(d["error"]), rank)
     if not points:
         raise LinpathError(f"{run.paths_csv} has no rows for split={split}, bn={bn}; sweep with those options first")
     by_item = {}
