@@ -44,6 +44,9 @@ def train(spec: Spec, out: str | Path = "runs", data_root=None, device: str = "c
         return run
     source = datasets.load(spec.data.dataset, data_root, image_size=spec.data.image_size)
     with run.lock(f"train-rank{world.rank}"):
+        if world.is_main:
+            for r in replicates:
+                run.remove_stale_temporaries(run.replicate_dir(r))
         for r in replicates:
             train_replicate(spec, run, r, source, device=world.device(device), progress=progress, world=world)
     return run
@@ -57,6 +60,8 @@ def sweep(run_dir: str | Path, setting: SweepSetting, data_root=None, device: st
     spec = run.read_spec()
     source = datasets.load(spec.data.dataset, data_root, image_size=spec.data.image_size)
     with run.lock(f"sweep-rank{world.rank}"):
+        if world.is_main:  # other ranks write nothing before rank 0 has listed the work
+            run.remove_stale_temporaries(run.sweep_dir / setting.key)
         run_sweep(run, setting, source, device=world.device(device), from_steps=from_steps, progress=progress,
                   world=world)
     world.barrier()

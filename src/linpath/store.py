@@ -172,6 +172,16 @@ class RunDir:
                     out.append(r)
         return sorted(out)
 
+    def remove_stale_temporaries(self, folder: Path) -> int:
+        """Delete temporary files that killed writes left in `folder` (never read, only
+        clutter). Call it while holding the lock of the stage that writes there."""
+        removed = 0
+        for p in Path(folder).rglob(".*.tmp") if Path(folder).is_dir() else []:
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed += 1
+        return removed
+
     # --- the spec -------------------------------------------------------------------
     def write_spec(self, spec: Spec) -> None:
         d = spec.to_json()
