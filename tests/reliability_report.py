@@ -1,6 +1,6 @@
 """Run the fault and bad-input suite and write docs/reliability.md from what it recorded.
 
-    python -m tests.reliability_report            # the full fault set (LINPATH_FAULTS_FULL=1)
+    python -m tests.reliability_report            # the full fault set (the default)
     python -m tests.reliability_report --quick    # the CI set
 
 Every case appends a JSON line (tests/_reliability.py); the totals below are counted from
