@@ -1,7 +1,7 @@
 """Run the fault and bad-input suite and write docs/reliability.md from what it recorded.
 
     python -m tests.reliability_report            # the full fault set (the default)
-    python -m tests.reliability_report --quick    # the CI set
+    python -m tests.reliability_report --quick    # two kills per command only
 
 Every case appends a JSON line (tests/_reliability.py); the totals below are counted from
 those lines, and the page is only written when every test passed.
