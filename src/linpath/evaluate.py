@@ -25,17 +25,9 @@ activations of θ(x) have their own mean and variance (typically smaller varianc
 "variance collapse"), so `interpolate` normalizes them with the wrong statistics and
 overstates the barrier; `recompute` measures the network θ(x) as it would be deployed.
 
-BatchNorm folding: in eval mode a BatchNorm is a per-channel affine map, so a convolution
-whose output feeds only a BatchNorm equals one convolution with W' = W·γ/√(var+eps) (per
-output channel) and b' = (b - μ)·γ/√(var+eps) + β. The engine finds such pairs once (torch.fx
-trace; each module called once, the convolution's output used by the BatchNorm alone), keeps
-a second, "folded" copy of the model (sharing every other tensor) whose BatchNorms are
-Identity, and checks at construction that the copy computes what the model does (with
-randomized BatchNorm entries); any failure means no folding. At each x, after θ(x) is
-written (and, under `recompute`, the statistics re-estimated on the unfolded model), the
-folded weights are recomputed (one pass over the convolutions' weights) and the folded copy
-evaluates. The stem convolution is not folded when the stem is mixed. `fold_bn=False` turns
-folding off.
+BatchNorm folding (bnfold.py): in eval mode a convolution followed only by a BatchNorm is one
+convolution with rescaled weights; the engine evaluates a folded copy of the model, refolded at
+each x. `fold_bn=False` turns it off.
 
 Standard errors: every Result carries the standard error of its loss and error as an
 estimate of the whole split's value, stratified by class (see `Tally`); it is 0 when the whole
@@ -45,15 +37,14 @@ split is evaluated.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
-from collections import Counter
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .bnfold import Folding, conv_bn_pairs, set_submodule
 from .errors import LinpathError
 from .interpolate import assign_interpolation, check_compatible
 
@@ -191,12 +182,6 @@ def _get_submodule(model: nn.Module, name: str) -> nn.Module:
         raise LinpathError(f"model has no module {name!r} (named as its linear stem)") from None
 
 
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
-
-
 def _bn_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
@@ -226,102 +211,6 @@ def _profile(model: nn.Module, example: torch.Tensor, stem: nn.Module | None) ->
     total = sum(macs.values())
     in_stem = sum(v for m, v in macs.items() if stem is not None and any(m is s for s in stem.modules()))
     return (in_stem / total if total else 0.0), stem_numel[0]
-
-
-def _conv_bn_pairs(model: nn.Module, exclude: str | None = None) -> list[tuple[str, str]]:
-    """(conv, BatchNorm) module names where the convolution's output feeds only that
-    BatchNorm, each called once in the traced forward (empty when the model does not trace)."""
-    try:
-        graph = torch.fx.symbolic_trace(model).graph
-    except Exception:
-        return []
-    modules = dict(model.named_modules())
-    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
-    attrs = [n.target for n in graph.nodes if n.op == "get_attr"]
-
-    def inside(name, prefix):
-        return name is not None and prefix is not None and (name == prefix or name.startswith(prefix + "."))
-
-    pairs = []
-    for node in graph.nodes:
-        conv = modules.get(node.target) if node.op == "call_module" else None
-        if not isinstance(conv, nn.modules.conv._ConvNd) or conv.transposed or calls[node.target] != 1:
-            continue
-        if len(node.users) != 1:
-            continue
-        (user,) = node.users
-        bn = modules.get(user.target) if user.op == "call_module" else None
-        if (not isinstance(bn, nn.modules.batchnorm._BatchNorm) or calls[user.target] != 1 or not bn.track_running_stats
-                or bn.num_features != conv.out_channels or tuple(user.args) != (node,) or user.kwargs):
-            continue
-        if inside(node.target, exclude) or inside(user.target, exclude) or inside(exclude, node.target):
-            continue
-        if any(inside(a, node.target) or inside(a, user.target) for a in attrs):
-            continue
-        if not conv.weight.is_floating_point():
-            continue
-        pairs.append((node.target, user.target))
-    return pairs
-
-
-class _Folding:
-    """A copy of `model` (sharing all its tensors except the folded convolutions' weight and
-    bias) whose conv→BatchNorm pairs are single convolutions; `apply()` recomputes the folded
-    weights from the model's current state."""
-
-    def __init__(self, model: nn.Module, pairs: list[tuple[str, str]]):
-        memo = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
-        self.model = copy.deepcopy(model, memo)
-        self.pairs = []
-        for conv_name, bn_name in pairs:
-            conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
-            folded = self.model.get_submodule(conv_name)
-            w = conv.weight
-            folded.weight = nn.Parameter(torch.empty_like(w), requires_grad=False)
-            folded.bias = nn.Parameter(torch.zeros(w.shape[0], dtype=w.dtype, device=w.device), requires_grad=False)
-            _set_submodule(self.model, bn_name, nn.Identity())
-            self.pairs.append((conv, bn, folded))
-        self.model.eval()
-
-    @torch.no_grad()
-    def apply(self) -> None:
-        for conv, bn, folded in self.pairs:
-            scale = torch.rsqrt(bn.running_var + bn.eps)
-            if bn.weight is not None:
-                scale = scale * bn.weight
-            w = conv.weight
-            torch.mul(w, scale.view(-1, *([1] * (w.dim() - 1))).to(w.dtype), out=folded.weight)
-            shift = -bn.running_mean * scale
-            if conv.bias is not None:
-                shift = shift + conv.bias * scale
-            if bn.bias is not None:
-                shift = shift + bn.bias
-            folded.bias.copy_(shift)
-
-    @torch.no_grad()
-    def check(self, model: nn.Module, targets: dict, example: torch.Tensor) -> bool:
-        """Whether the folded copy computes what `model` does on `example`, with every
-        folded BatchNorm's entries randomized (then restored)."""
-        saved = {k: v.clone() for k, v in targets.items()}
-        g = torch.Generator().manual_seed(0)
-        try:
-            for _, bn, _ in self.pairs:
-                for t, lo, hi in ((bn.running_mean, -0.5, 0.5), (bn.running_var, 0.3, 2.0),
-                                  (bn.weight, 0.5, 1.5), (bn.bias, -0.5, 0.5)):
-                    if t is not None:
-                        t.copy_(torch.rand(t.shape, generator=g, dtype=torch.float64).mul(hi - lo).add(lo))
-            self.apply()
-            model.eval()
-            a, b = model(example), self.model(example)
-            if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.shape != b.shape:
-                return False
-            a, b = a.double(), b.double()
-            return bool(torch.isfinite(a).all()) and bool(((a - b).abs().max() <= 1e-4 * (1 + a.abs().max())))
-        except Exception:
-            return False
-        finally:
-            for k, v in saved.items():
-                targets[k].copy_(v)
 
 
 class PathEvaluator:
@@ -366,12 +255,12 @@ class PathEvaluator:
             self.stem_share, self.stem_numel = _profile(self.model, self.inputs[:1], stem)
             if use_stem == "auto" and self.stem_share < STEM_SHARE:
                 self.stem_name = None
-        self.folding: _Folding | None = None
+        self.folding: Folding | None = None
         if fold_bn and len(self.labels) and _bn_modules(self.model):
-            pairs = _conv_bn_pairs(self.model, self.stem_name)
+            pairs = conv_bn_pairs(self.model, self.stem_name)
             if pairs:
                 try:
-                    folding = _Folding(self.model, pairs)
+                    folding = Folding(self.model, pairs)
                 except Exception:
                     folding = None
                 if folding is not None and folding.check(self.model, self.targets, self.inputs[:8]):
@@ -487,7 +376,7 @@ class Path:
                 if per_chunk >= n:
                     self._stems = (h_start, h_end)
             given = _Given()
-            _set_submodule(net, e.stem_name, given)
+            set_submodule(net, e.stem_name, given)
             try:
                 for x, bn_state, tally in zip(xs, bn_states, tallies):
                     self._set(x, bn_state)
@@ -498,7 +387,7 @@ class Path:
                             outputs = net(inputs)
                         tally.add(outputs, labels, e.score)
             finally:
-                _set_submodule(net, e.stem_name, net_stem)
+                set_submodule(net, e.stem_name, net_stem)
         return [t.result() for t in tallies]
 
     @torch.no_grad()
