@@ -87,7 +87,7 @@ def baseline(name: str, start: dict, end: dict, inputs, labels, xs) -> list[floa
     return losses
 
 
-def run_model(name: str, examples: int, points: int, repeats: int, peak: dict) -> dict:
+def run_model(name: str, examples: int, points: int, repeats: int, peak: dict, compile: bool = False) -> dict:
     g = torch.Generator().manual_seed(0)
     inputs = torch.randn(examples, *SHAPES[name], generator=g)
     labels = torch.randint(0, 10, (examples,), generator=g)
@@ -100,7 +100,7 @@ def run_model(name: str, examples: int, points: int, repeats: int, peak: dict) -
     t = best_of(lambda: ref.__setitem__(slice(None), baseline(name, start, end, inputs, labels, xs)), repeats)
     row["baseline_ms"] = t / points * 1e3 * scale
     for precision in ("fp32", "bf16"):
-        engine = PathEvaluator(build(name, 10), EvalSet(inputs, labels), precision=precision)
+        engine = PathEvaluator(build(name, 10), EvalSet(inputs, labels), precision=precision, compile=compile)
         res = []
         t = best_of(lambda: res.__setitem__(slice(None), engine.evaluate_path(start, end, xs)), repeats)
         row[f"{precision}_ms"] = t / points * 1e3 * scale
@@ -138,6 +138,7 @@ def main() -> None:
     p.add_argument("--points", type=int, default=None, help="points per path (default per model: 100 / 2 / 1)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--compile", action="store_true", help="the engine with torch.compile (compilation is in the warm-up, not timed)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -146,14 +147,15 @@ def main() -> None:
     print(f"peak (best of matmul / conv): fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s")
     header = (f"{'model':22s} {'n':>6s} {'pts':>3s} {'plain ms':>9s} {'fp32 ms':>8s} {'x':>5s} {'bf16 ms':>8s} {'x':>5s} "
               f"{'fp32 GF/s':>9s} {'%peak':>6s} {'bf16 GF/s':>9s} {'%peak':>6s} {'dloss fp32':>10s} {'dloss bf16':>10s} stem")
-    print("ms per interpolated network on 10,000 examples (scaled when fewer are timed)")
+    print("ms per interpolated network on 10,000 examples (scaled when fewer are timed)"
+          + ("; engine with torch.compile" if args.compile else ""))
     print(header)
     for name in [m for m in args.models.split(",") if m]:
         if name not in MODELS:
             print(f"{name:22s} not registered in linpath.models; skipped")
             continue
         examples, points = DEFAULTS.get(name, (1000, 2))
-        r = run_model(name, args.examples or examples, args.points or points, args.repeats, peak)
+        r = run_model(name, args.examples or examples, args.points or points, args.repeats, peak, args.compile)
         print(f"{name:22s} {r['examples']:6d} {r['points']:3d} {r['baseline_ms']:9.1f} {r['fp32_ms']:8.1f} "
               f"{r['fp32_speedup']:5.2f} {r['bf16_ms']:8.1f} {r['bf16_speedup']:5.2f} {r['fp32_gflops']:9.1f} "
               f"{100 * r['fp32_peak_share']:5.0f}% {r['bf16_gflops']:9.1f} {100 * r['bf16_peak_share']:5.0f}% "

@@ -274,3 +274,48 @@ def test_folding_is_skipped_where_not_exact(cls):
     for x, res in zip(XS, plain.evaluate_path(start, end, XS)):
         model.load_state_dict({k: torch.lerp(start[k], end[k], x) if start[k].is_floating_point() else end[k] for k in start})
         assert res.loss == pytest.approx(evaluate_model(model, EvalSet(inputs, labels)).loss, abs=1e-5)
+
+
+def _tiny_convnet():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10))
+
+
+def _tiny_states():
+    a, b = _tiny_convnet(), _tiny_convnet()
+    with torch.no_grad():
+        for p in b.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+        b[1].running_mean.uniform_(-0.5, 0.5)
+        b[1].running_var.uniform_(0.5, 2.0)
+    return a.state_dict(), b.state_dict()
+
+
+def test_compiled_engine_equals_the_eager_engine():
+
+    g = torch.Generator().manual_seed(1)
+    evalset = EvalSet(torch.randn(48, 3, 8, 8, generator=g), torch.randint(0, 10, (48,), generator=g))
+    start, end = _tiny_states()
+    xs = [0.0, 0.4, 1.0]
+    eager = PathEvaluator(_tiny_convnet(), evalset, batch_size=16).evaluate_path(start, end, xs)
+    compiled = PathEvaluator(_tiny_convnet(), evalset, batch_size=16, compile=True).evaluate_path(start, end, xs)
+    for a, b in zip(eager, compiled):
+        assert b.loss == pytest.approx(a.loss, abs=1e-5) and b.error == a.error
+    assert eager[0].loss != pytest.approx(eager[1].loss, abs=1e-3)  # in-place updates reach the compiled graph
+
+
+def test_a_failing_compile_falls_back_to_eager(monkeypatch):
+
+    class Broken(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: Broken())
+    g = torch.Generator().manual_seed(1)
+    evalset = EvalSet(torch.randn(16, 3, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g))
+    start, end = _tiny_states()
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        got = PathEvaluator(_tiny_convnet(), evalset, compile=True).evaluate_path(start, end, [0.5])
+    want = PathEvaluator(_tiny_convnet(), evalset).evaluate_path(start, end, [0.5])
+    assert got[0].loss == want[0].loss

@@ -54,6 +54,8 @@ def _add_sweep_options(p: argparse.ArgumentParser, precision_flag: str) -> None:
     g.add_argument("--grid", default=None, help="grid of x, overrides --points: uniform:N[:A:B], dense-end:N[:A:B], "
                    "dense-start:N[:A:B], adaptive[:N[:TOL[:A:B]]][:loss|error|both], values:X1,X2,... (see docs/engine.md)")
     g.add_argument("--bn-batches", type=int, default=16, help="recompute policy: training batches per point (default 16)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the evaluated network (convnets: about "
+                   "1.3x faster in fp32 after a one-off compilation of ~30-60 s; worth it for long sweeps)")
     g.add_argument("--eval-examples", type=int, default=0, help="evaluate a fixed class-stratified subset of N examples, "
                    "with standard errors (default: the whole split)")
     g.add_argument("--from-steps", default=None, help="starting iterations t, e.g. 0,16,1024 (default: every kept t)")
@@ -172,7 +174,8 @@ def _dispatch(args) -> int:
         say(f"trained: {run.root}")
         if args.command == "train":
             return 0
-        pipeline.sweep(run.root, setting, args.data_root, args.device, parse_steps(args.from_steps), progress, world)
+        pipeline.sweep(run.root, setting, args.data_root, args.device, parse_steps(args.from_steps), progress, world,
+                       args.compile)
         say(f"swept: {run.paths_csv}")
         if world.is_main:
             say(f"report: {pipeline.report(run.root, setting.split, setting.bn, args.metric)}")
@@ -182,7 +185,8 @@ def _dispatch(args) -> int:
             raise LinpathError(f"no run folder at {args.run_dir}")
         setting = _setting(args)
         world = distributed.init(args.device)
-        run = pipeline.sweep(args.run_dir, setting, args.data_root, args.device, parse_steps(args.from_steps), progress, world)
+        run = pipeline.sweep(args.run_dir, setting, args.data_root, args.device, parse_steps(args.from_steps), progress,
+                             world, args.compile)
         if world.is_main:
             print(f"swept: {run.paths_csv}")
         return 0

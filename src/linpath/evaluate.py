@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -228,7 +229,7 @@ class PathEvaluator:
     def __init__(self, model: nn.Module, evalset, batch_size: int | None = None, precision: str = "fp32",
                  use_stem: bool | str = "auto", stem_memory: int = 1 << 30, score=classification_score,
                  population: torch.Tensor | None = None, channels_last: bool | None = None,
-                 fold_bn: bool = True):
+                 fold_bn: bool = True, compile: bool = False):
         if precision not in ("fp32", "bf16"):
             raise LinpathError(f"unknown precision {precision!r} (known: fp32, bf16)")
         self.device = evalset.inputs.device
@@ -265,6 +266,9 @@ class PathEvaluator:
                     folding = None
                 if folding is not None and folding.check(self.model, self.targets, self.inputs[:8]):
                     self.folding = folding
+        # torch.compile treats parameters and buffers as inputs, so writing θ(x) in place needs
+        # no recompilation; it is not used with the mixed stem (LeNet), whose tail is tiny.
+        self._compiled = torch.compile(self.net, dynamic=False) if compile and not self.stem_name else None
 
     @property
     def folds_bn(self) -> bool:
@@ -275,6 +279,16 @@ class PathEvaluator:
     def net(self) -> nn.Module:
         """The module that evaluates: the folded copy, or the model itself."""
         return self.folding.model if self.folding is not None else self.model
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The evaluating module's output; the compiled one when asked for and it works."""
+        if self._compiled is not None:
+            try:
+                return self._compiled(inputs)
+            except Exception as e:  # no compiler, an unsupported op: evaluate eagerly instead
+                warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); evaluating eagerly")
+                self._compiled = None
+        return self.net(inputs)
 
     def _fold(self) -> None:
         if self.folding is not None:
@@ -352,11 +366,10 @@ class Path:
                 if self.bn == "recompute":
                     recompute_bn_statistics(e.model, self.bn_batches, e.precision)
                 e._fold()
-                net = e.net
                 tally = _tally(e.labels, e.population)
                 for inputs, labels in e._batches():
                     with autocast(e.device, e.precision):
-                        outputs = net(inputs)
+                        outputs = e.forward(inputs)
                     tally.add(outputs, labels, e.score)
                 results.append(tally.result())
             return results

@@ -53,7 +53,8 @@ def train(spec: Spec, out: str | Path = "runs", data_root=None, device: str = "c
 
 
 def sweep(run_dir: str | Path, setting: SweepSetting, data_root=None, device: str = "cpu",
-          from_steps: list[int] | None = None, progress: bool = True, world: World = World()) -> RunDir:
+          from_steps: list[int] | None = None, progress: bool = True, world: World = World(),
+          compile: bool = False) -> RunDir:
     """Evaluate every unfinished path; under torchrun the items are shared among the ranks
     and rank 0 merges paths.csv once all are done."""
     run = RunDir(run_dir)
@@ -62,7 +63,7 @@ def sweep(run_dir: str | Path, setting: SweepSetting, data_root=None, device: st
     with run.lock(f"sweep-rank{world.rank}"):
         if world.is_main:  # other ranks write nothing before rank 0 has listed the work
             run.remove_stale_temporaries(run.sweep_dir / setting.key)
-        run_sweep(run, setting, source, device=world.device(device), from_steps=from_steps, progress=progress,
+        run_sweep(run, setting, source, device=world.device(device), from_steps=from_steps, progress=progress, compile=compile,
                   world=world)
     world.barrier()
     if world.is_main:

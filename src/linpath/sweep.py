@@ -96,7 +96,7 @@ def format_rows(rows: list[list]) -> str:
 
 def run_sweep(run: RunDir, setting: SweepSetting, source, device: str = "cpu", from_steps: list[int] | None = None,
               replicates: list[int] | None = None, progress: bool = True, world: World = World(),
-              batch_size: int | None = None) -> int:
+              batch_size: int | None = None, compile: bool = False) -> int:
     """Evaluate every unfinished item (this rank's share); returns the number evaluated.
 
     Under torchrun rank 0 lists the unfinished items and every rank takes every size-th one
@@ -123,7 +123,8 @@ def run_sweep(run: RunDir, setting: SweepSetting, source, device: str = "cpu", f
         stream = source.train_batches(spec.train.seed, spec.data.batch_size, device=dev, augment=False)
         bn_batches = [next(stream)[0] for _ in range(setting.bn_batches)]
     model = build_model(spec, source.num_classes, seed=0)
-    engine = PathEvaluator(model, evalset, batch_size=batch_size, precision=setting.precision, population=population)
+    engine = PathEvaluator(model, evalset, batch_size=batch_size, precision=setting.precision, population=population,
+                            compile=compile)
     xs = setting.grid.xs()
     last_merge = time.monotonic()
     bar = tqdm(total=len(todo) * len(xs), desc=f"sweep (rank {world.rank})" if world.active else "sweep", unit="net",
