@@ -6,7 +6,6 @@ each can be run alone, re-run, or resumed.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from . import data as datasets
@@ -84,10 +83,6 @@ def report(run_dir: str | Path, split: str = "test", bn: str = "interpolate", me
     figures = all_figures(curves, rows, title, run.figures_dir, metric)
     write_report(run, curves, rows, figures, spec.preset, title)
     return run.report
-
-
-def describe(run: RunDir) -> str:
-    return json.dumps(run.read_spec().to_json(), indent=2)
 
 
 __all__ = ["open_run", "train", "sweep", "report", "LinpathError"]
