@@ -104,7 +104,7 @@ def verdicts(run: RunDir, curves: Curves, rows: list[dict], preset: str) -> list
         half = loss[-1] + 0.5 * (loss[0] - loss[-1])
         x_half = float(x[np.argmax(loss <= half)]) if np.any(loss <= half) else math.nan
         lines.append(f"- Along the path from initialization the loss falls halfway to its final value at x = {x_half:.2f}"
-                     " (the paper: near 0.5 or before on MNIST; close to 1 on the larger settings).")
+                     " (for the larger settings the paper reports the loss staying high until close to the optimum, i.e. a value near 1).")
     found = barrier_steps(curves)
     steps = curves.steps
     def rise(t):
