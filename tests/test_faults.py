@@ -104,6 +104,18 @@ def finish(args: list[str]) -> subprocess.CompletedProcess:
     return done
 
 
+def kill_at_random(args, ready, max_delay: float, what: str, event: str, survived: str, subject: str) -> None:
+    """Start the child, wait until ready() (the work is visibly under way), then kill -9 after
+    a random delay of up to max_delay seconds; record whether the kill landed."""
+    proc = start(args)
+    wait_for(ready, proc)
+    delay = RNG.uniform(0.0, max_delay)
+    time.sleep(delay)
+    landed = kill9(proc)
+    record("fault", f"kill -9 at a random moment of {what} ({delay:.2f} s after {event}; seed {SEED})",
+           survived if landed else f"{subject} had already finished (no fault landed)", injected=int(landed))
+
+
 def stall_and_kill(args, stall: str, tmp_path: Path, what: str, check_lock=None) -> str:
     """Start the child, wait until it stops inside the chosen write, (check the lock), kill -9."""
     marker = tmp_path / f"marker-{RNG.randrange(10**9)}"
@@ -169,14 +181,8 @@ def test_training_killed_at_random_moments_resumes_bitwise(small_run, data_root,
     record("fault", "new process after kill -9 of the lock holder (training)", "proceeded: the kernel released the flock")
     # 3. after a random delay once training has visibly resumed
     n_before = len(list(ckpts.glob("iter-*.pt")))
-    proc = start(args)
-    wait_for(lambda: len(list(ckpts.glob("iter-*.pt"))) > n_before, proc)
-    delay = RNG.uniform(0.0, 1.5)
-    time.sleep(delay)
-    landed = kill9(proc)
-    record("fault", f"kill -9 at a random moment of training ({delay:.2f} s after a new checkpoint; seed {SEED})",
-           "rerun resumed; results bitwise identical" if landed else "the run had already finished (no fault landed)",
-           injected=int(landed))
+    kill_at_random(args, lambda: len(list(ckpts.glob("iter-*.pt"))) > n_before, 1.5, "training", "a new checkpoint",
+                   "rerun resumed; results bitwise identical", "the run")
     if FULL and not run.done_marker(0).exists():
         # 4. during the write of the DONE marker, with every checkpoint already saved
         stall_and_kill(args, "DONE|1", tmp_path, "during the write of the DONE marker (training)")
@@ -227,14 +233,8 @@ def test_sweep_killed_resumes_to_the_same_table(small_run, reference_sweep, data
     assert len(list(items.glob("*.csv"))) == 1  # r0-t0 only
     record("fault", "new process after kill -9 of the lock holder (sweep)", "proceeded: the kernel released the flock")
     if FULL:
-        proc = start(args)
-        wait_for(lambda: len(list(items.glob("*.csv"))) > 1, proc)
-        delay = RNG.uniform(0.0, 1.0)
-        time.sleep(delay)
-        landed = kill9(proc)
-        record("fault", f"kill -9 at a random moment of a sweep ({delay:.2f} s after a new item; seed {SEED})",
-               "rerun resumed; paths.csv identical" if landed else "the sweep had already finished (no fault landed)",
-               injected=int(landed))
+        kill_at_random(args, lambda: len(list(items.glob("*.csv"))) > 1, 1.0, "a sweep", "a new item",
+                       "rerun resumed; paths.csv identical", "the sweep")
     if FULL:
         stall_and_kill(args, "paths.csv|1", tmp_path, "during the write of paths.csv (the merge)")
     finish(args)

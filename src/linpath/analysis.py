@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ import numpy as np
 
 from .errors import LinpathError
 from .metrics import METRICS, mean_std, path_metrics
-from .store import RunDir, atomic_write_text
+from .store import RunDir, write_csv
 
 QUANTITIES = ("loss", "error")
 METRIC_COLUMNS = ["stat", "replicate", "t", "split", "bn", "quantity", *METRICS, "start_value", "end_value", "max_value"]
@@ -101,9 +100,4 @@ def aggregate(rows: list[dict], t: int, quantity: str, metric: str) -> tuple[flo
 
 
 def write_metrics(run: RunDir, rows: list[dict]) -> None:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=METRIC_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (repr(float(v)) if isinstance(v, (float, np.floating)) else v) for k, v in row.items()})
-    atomic_write_text(run.metrics_csv, out.getvalue())
+    write_csv(run.metrics_csv, METRIC_COLUMNS, rows)

@@ -285,8 +285,8 @@ def evaluate_curve(model: nn.Module, start: dict, end: dict, evalset: EvalSet, x
         bn=bn,
         precision=precision,
         split=evalset.name,
-        loss_se=np.array([getattr(r, "loss_se", math.nan) for r in results], dtype=float),
-        error_se=np.array([getattr(r, "error_se", math.nan) for r in results], dtype=float)
+        loss_se=np.array([r.loss_se for r in results], dtype=float),
+        error_se=np.array([r.error_se for r in results], dtype=float)
         if (error_fn is not None or classification) else None,
     )
 
@@ -395,7 +395,8 @@ def path_between_files(start: str | os.PathLike, end: str | os.PathLike, model: 
                                                         "examples": curve.examples, **curve.metrics()}, indent=2) + "\n")
     files.append(out / "metrics.json")
     title = f"{Path(start).name} → {Path(end).name} ({model}, {evalset.name}, BN {bn})"
+    fig = curve.plot(title=title)
     for ext in ("png", "pdf"):
-        curve.plot(out / f"path.{ext}", title=title)
+        fig.savefig(out / f"path.{ext}", dpi=150, bbox_inches="tight")
         files.append(out / f"path.{ext}")
     return curve, files

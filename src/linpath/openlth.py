@@ -22,8 +22,6 @@ torchvision-based ImageNet ResNet (model.conv1, model.layer1.0.downsample.0, ...
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import re
@@ -35,7 +33,7 @@ from . import models
 from .errors import LinpathError
 from .spec import PRESETS, DataSpec, ModelSpec, Spec, TrainSpec
 from .steps import Step, parse_step_list
-from .store import RunDir, atomic_write_text, load_state_dict, save_tensors
+from .store import RunDir, atomic_write_text, load_state_dict, save_tensors, write_csv
 from .train import LOG_COLUMNS
 
 NUM_TRAIN_EXAMPLES = {"mnist": 60000, "cifar10": 50000, "imagenet": 1281167}
@@ -235,12 +233,7 @@ def import_run(source: str | Path, out: str | Path = "runs", iterations_per_epoc
             files = model_files(folder, ipe)
             for t, path in files.items():
                 save_tensors(run.checkpoint(r, t), map_state(load_state_dict(path), ours, str(path)))
-            rows = _log_rows(folder, ipe)
-            text = io.StringIO()
-            writer = csv.writer(text, lineterminator="\n")
-            writer.writerow(LOG_COLUMNS)
-            writer.writerows(rows)
-            atomic_write_text(run.train_log(r), text.getvalue())
+            write_csv(run.train_log(r), LOG_COLUMNS, _log_rows(folder, ipe))
             if total in files:
                 atomic_write_text(run.done_marker(r), f"{total}\n")
             else:

@@ -25,7 +25,6 @@ the difference recorded). `momentum_state="reset"` restarts the momentum at zero
 from __future__ import annotations
 
 import csv
-import io
 import json
 import shutil
 from itertools import combinations
@@ -38,7 +37,7 @@ from .data.memory import derived_seed
 from .errors import LinpathError
 from .grids import Grid
 from .steps import Step
-from .store import RunDir, atomic_write_text, load_state_dict, load_tensors, save_tensors
+from .store import RunDir, atomic_write_text, load_state_dict, load_tensors, save_tensors, write_csv
 from .train import Schedule, build_model, resolve_device, train_replicate
 
 MOMENTUM_STATES = ("replay", "reset")
@@ -205,12 +204,7 @@ def _row(curve: PathCurve, r: int, t: int, a: int, b: int, grid: Grid) -> dict:
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=INSTABILITY_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in row.items()})
-    atomic_write_text(path, out.getvalue())
+    write_csv(path, INSTABILITY_COLUMNS, rows)
 
 
 def write_summary(run: RunDir) -> Path | None:
@@ -223,11 +217,7 @@ def write_summary(run: RunDir) -> Path | None:
     if not rows:
         return None
     rows.sort(key=lambda d: (d["split"], d["bn"], int(d["t"]), int(d["replicate"]), int(d["child_a"]), int(d["child_b"])))
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=INSTABILITY_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(folder / "instability.csv", out.getvalue())
+    write_csv(folder / "instability.csv", INSTABILITY_COLUMNS, rows)
     _figure(rows, folder / "instability.png")
     return folder / "instability.csv"
 

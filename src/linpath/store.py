@@ -16,7 +16,9 @@ the old file or the new one, never half of one.
 from __future__ import annotations
 
 import contextlib
+import csv
 import fcntl
+import io
 import json
 import os
 import pickle
@@ -25,6 +27,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 
 from .errors import LinpathError
@@ -64,6 +67,22 @@ def atomic_write(path: Path, write: Callable[[object], None], mode: str = "wb") 
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+def csv_text(columns: list[str], rows) -> str:
+    """A CSV table with a header; rows are lists (in column order) or dicts. Floats are
+    written with repr, which reads back to the same number."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        cells = [row.get(c, "") for c in columns] if isinstance(row, dict) else row
+        writer.writerow([repr(float(v)) if isinstance(v, (float, np.floating)) else v for v in cells])
+    return out.getvalue()
+
+
+def write_csv(path: Path, columns: list[str], rows) -> None:
+    atomic_write_text(path, csv_text(columns, rows))
 
 
 def save_tensors(path: Path, obj) -> None:

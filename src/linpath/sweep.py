@@ -9,7 +9,6 @@ item files in a fixed order (so it is identical however the work was split).
 from __future__ import annotations
 
 import csv
-import io
 import time
 from dataclasses import dataclass, field
 
@@ -19,7 +18,7 @@ from .distributed import World
 from .errors import LinpathError
 from .evaluate import BN_POLICIES, PathEvaluator, class_counts, stratified_subset
 from .grids import Grid
-from .store import RunDir, atomic_write_text, load_state_dict
+from .store import RunDir, atomic_write_text, csv_text, load_state_dict
 from .train import Schedule, build_model, resolve_device
 
 MERGE_EVERY_S = 30.0  # how often a single-process sweep refreshes paths.csv from the finished items
@@ -87,11 +86,7 @@ def item_path(run: RunDir, setting: SweepSetting, r: int, t: int):
 
 
 def format_rows(rows: list[list]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(PATH_COLUMNS)
-    writer.writerows(rows)
-    return out.getvalue()
+    return csv_text(PATH_COLUMNS, rows)
 
 
 def run_sweep(run: RunDir, setting: SweepSetting, source, device: str = "cpu", from_steps: list[int] | None = None,

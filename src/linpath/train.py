@@ -11,7 +11,6 @@ step and every epoch end.
 from __future__ import annotations
 
 import csv
-import io
 import time
 from dataclasses import dataclass
 
@@ -27,7 +26,7 @@ from .errors import LinpathError
 from .evaluate import autocast, evaluate_model
 from .spec import Spec
 from .steps import Step, iterations_per_epoch, kept_steps, parse_step_list
-from .store import RunDir, atomic_write_text, load_tensors, save_tensors
+from .store import RunDir, atomic_write_text, load_tensors, save_tensors, write_csv
 
 LOG_COLUMNS = ["iteration", "epoch", "lr", "train_loss", "test_loss", "test_accuracy", "seconds"]
 
@@ -103,11 +102,11 @@ def train_replicate(spec: Spec, run: RunDir, r: int, source, device: str = "cpu"
     schedule = Schedule.of(spec, source.num_train_examples)
     keep = set(schedule.kept())
     model = build_model(spec, source.num_classes, seed).to(dev)
-    net = model
     # Convnets run faster with channels-last (NHWC) activations on CPU and GPU alike.
     channels_last = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    net = model  # what the forward pass calls: the model, or its DDP wrapper under torchrun
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.train.lr, momentum=spec.train.momentum,
                                 weight_decay=spec.train.weight_decay)
     step, loss_sum, loss_count = 0, 0.0, 0
@@ -192,11 +191,7 @@ def read_log(run: RunDir, r: int) -> list[dict]:
 
 
 def _write_log(run: RunDir, r: int, rows: list[list]) -> None:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(LOG_COLUMNS)
-    writer.writerows(rows)
-    atomic_write_text(run.train_log(r), out.getvalue())
+    write_csv(run.train_log(r), LOG_COLUMNS, rows)
 
 
 def _append_log(run: RunDir, r: int, row: list) -> None:

@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import LinpathError
+from ..steps import iterations_per_epoch
 from .imagefolder import Tree, is_archive, read_tree
 from .memory import EvalSet, derived_seed, generator
 
@@ -129,7 +130,7 @@ class _StepBatches:
         self.augment, self.rank, self.world_size = augment, rank, world_size
 
     def __iter__(self):
-        per_epoch = -(-self.n // self.batch_size)
+        per_epoch = iterations_per_epoch(self.n, self.batch_size)
         step, epoch, perm = self.start, -1, None
         while True:
             if step // per_epoch != epoch:

@@ -13,6 +13,8 @@ from typing import Callable, Iterator
 
 import torch
 
+from ..steps import iterations_per_epoch
+
 
 def derived_seed(*parts) -> int:
     """A 63-bit seed derived from its parts, so independent streams never share a seed."""
@@ -101,7 +103,7 @@ class InMemorySource:
         images = self.train.images.to(device)
         labels = self.train.labels.to(device)
         n = len(labels)
-        per_epoch = -(-n // batch_size)
+        per_epoch = iterations_per_epoch(n, batch_size)
         step = start_step
         epoch, perm = -1, None
         while True:
