@@ -15,7 +15,17 @@ install: $(VENV)/.installed
 mnist: $(VENV)/.installed
 	$(VENV)/bin/linpath run mnist_lenet_300_100 --data-root $(DATA) --out $(OUT)
 
-test: $(VENV)/.installed
+# Everything: lint, the import layers, then every test (end-to-end and fault tests included).
+test: $(VENV)/.installed lint
 	LINPATH_TEST_DATA=$(DATA) $(VENV)/bin/python -m pytest -q
 
-.PHONY: install mnist test
+# The fast unit tests only (no end-to-end training, subprocesses or torchrun): under a minute.
+test-fast: $(VENV)/.installed
+	LINPATH_TEST_DATA=$(DATA) $(VENV)/bin/python -m pytest -q -m "not slow and not cuda"
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	cd src && ../$(VENV)/bin/lint-imports --config ../pyproject.toml
+
+.PHONY: install mnist test test-fast lint

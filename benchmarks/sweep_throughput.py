@@ -7,7 +7,7 @@ For each model, on random data of the model's input shape (timing does not depen
 images show), between two random endpoints:
   (a) baseline: what an OpenLTH user would write: for each x, build the state dict, load it
       with load_state_dict, evaluate with a DataLoader at batch 128 in fp32;
-  (b) the engine (linpath.evaluate.PathEvaluator) in fp32 and in bf16.
+  (b) the engine (linpath.engine.evaluator.PathEvaluator) in fp32 and in bf16.
 Printed: ms per interpolated network (scaled to 10,000 examples when fewer are timed), the
 ratios, achieved GFLOP/s (2 x multiply-adds of the convolutions and linear layers) and its
 share of the machine's peak measured in the same run (a large matmul and convolution per
@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from linpath.data.memory import EvalSet
-from linpath.evaluate import PathEvaluator
+from linpath.data.source import EvalSet
+from linpath.engine.evaluator import PathEvaluator
 from linpath.models import MODELS, build
 
 SHAPES = {"mnist_lenet_300_100": (1, 28, 28), "cifar_resnet_20": (3, 32, 32), "cifar_vgg_16": (3, 32, 32)}
@@ -78,7 +78,9 @@ def baseline(name: str, start: dict, end: dict, inputs, labels, xs) -> list[floa
     loader = DataLoader(TensorDataset(inputs, labels), batch_size=128)
     losses = []
     for x in xs:
-        model.load_state_dict({k: torch.lerp(start[k], end[k], x) if start[k].is_floating_point() else end[k] for k in start})
+        model.load_state_dict(
+            {k: torch.lerp(start[k], end[k], x) if start[k].is_floating_point() else end[k] for k in start}
+        )
         model.eval()
         total = 0.0
         for xb, yb in loader:
@@ -134,32 +136,51 @@ def count_macs(name: str, example) -> int:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default=",".join(SHAPES), help="comma-separated model names")
-    p.add_argument("--examples", type=int, default=None, help="examples timed (default per model: 10000 / 1000 / 500)")
-    p.add_argument("--points", type=int, default=None, help="points per path (default per model: 100 / 2 / 1)")
+    p.add_argument(
+        "--examples", type=int, default=None, help="examples timed (default per model: 10000 / 1000 / 500)"
+    )
+    p.add_argument(
+        "--points", type=int, default=None, help="points per path (default per model: 100 / 2 / 1)"
+    )
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--compile", action="store_true", help="the engine with torch.compile (compilation is in the warm-up, not timed)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="the engine with torch.compile (compilation is in the warm-up, not timed)",
+    )
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}"
+    )
     peak = peak_gflops(args.repeats)
     print(f"peak (best of matmul / conv): fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s")
-    header = (f"{'model':22s} {'n':>6s} {'pts':>3s} {'plain ms':>9s} {'fp32 ms':>8s} {'x':>5s} {'bf16 ms':>8s} {'x':>5s} "
-              f"{'fp32 GF/s':>9s} {'%peak':>6s} {'bf16 GF/s':>9s} {'%peak':>6s} {'dloss fp32':>10s} {'dloss bf16':>10s} stem")
-    print("ms per interpolated network on 10,000 examples (scaled when fewer are timed)"
-          + ("; engine with torch.compile" if args.compile else ""))
+    header = (
+        f"{'model':22s} {'n':>6s} {'pts':>3s} {'plain ms':>9s} {'fp32 ms':>8s} {'x':>5s} {'bf16 ms':>8s} {'x':>5s} "
+        f"{'fp32 GF/s':>9s} {'%peak':>6s} {'bf16 GF/s':>9s} {'%peak':>6s} {'dloss fp32':>10s} {'dloss bf16':>10s} stem"
+    )
+    print(
+        "ms per interpolated network on 10,000 examples (scaled when fewer are timed)"
+        + ("; engine with torch.compile" if args.compile else "")
+    )
     print(header)
     for name in [m for m in args.models.split(",") if m]:
         if name not in MODELS:
             print(f"{name:22s} not registered in linpath.models; skipped")
             continue
         examples, points = DEFAULTS.get(name, (1000, 2))
-        r = run_model(name, args.examples or examples, args.points or points, args.repeats, peak, args.compile)
-        print(f"{name:22s} {r['examples']:6d} {r['points']:3d} {r['baseline_ms']:9.1f} {r['fp32_ms']:8.1f} "
-              f"{r['fp32_speedup']:5.2f} {r['bf16_ms']:8.1f} {r['bf16_speedup']:5.2f} {r['fp32_gflops']:9.1f} "
-              f"{100 * r['fp32_peak_share']:5.0f}% {r['bf16_gflops']:9.1f} {100 * r['bf16_peak_share']:5.0f}% "
-              f"{r['fp32_max_loss_diff']:10.1e} {r['bf16_max_loss_diff']:10.1e} {r['fp32_stem']}", flush=True)
+        r = run_model(
+            name, args.examples or examples, args.points or points, args.repeats, peak, args.compile
+        )
+        print(
+            f"{name:22s} {r['examples']:6d} {r['points']:3d} {r['baseline_ms']:9.1f} {r['fp32_ms']:8.1f} "
+            f"{r['fp32_speedup']:5.2f} {r['bf16_ms']:8.1f} {r['bf16_speedup']:5.2f} {r['fp32_gflops']:9.1f} "
+            f"{100 * r['fp32_peak_share']:5.0f}% {r['bf16_gflops']:9.1f} {100 * r['bf16_peak_share']:5.0f}% "
+            f"{r['fp32_max_loss_diff']:10.1e} {r['bf16_max_loss_diff']:10.1e} {r['fp32_stem']}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from linpath.data.memory import InMemorySource, Split
-from linpath.evaluate import autocast
+from linpath.data.memory import InMemorySource
+from linpath.data.source import Split
 from linpath.models import build
-from linpath.train import resolve_device
+from linpath.runtime.device import autocast, resolve_device
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -38,7 +38,9 @@ def cifar_source(data_root: str | None) -> InMemorySource:
         except LinpathError as e:
             print(f"(no CIFAR-10: {e}; using random images)")
     g = torch.Generator().manual_seed(0)
-    split = Split(torch.randint(0, 256, (50000, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(50000) % 10)
+    split = Split(
+        torch.randint(0, 256, (50000, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(50000) % 10
+    )
     return InMemorySource("random", split, split, MEAN, STD, 10, augment_fn=cifar10.crop_flip(4))
 
 
@@ -55,7 +57,7 @@ class PerImage(Dataset):
     def __getitem__(self, i):
         x = F.pad(self.split.images[i], (4, 4, 4, 4))
         dy, dx = torch.randint(0, 9, (2,)).tolist()
-        x = x[:, dy:dy + 32, dx:dx + 32]
+        x = x[:, dy : dy + 32, dx : dx + 32]
         if torch.rand(()) < 0.5:
             x = x.flip(2)
         return (x.float() / 255 - self.mean) / self.std, self.split.labels[i]
@@ -93,14 +95,22 @@ def ours(name, source, device, precision, warmup, iterations) -> float:
         loss.backward()
         opt.step()
 
-    return measure(step, source.train_batches(0, 128, device=device, augment=True), warmup, iterations, device)
+    return measure(
+        step, source.train_batches(0, 128, device=device, augment=True), warmup, iterations, device
+    )
 
 
 def plain(name, source, device, workers, warmup, iterations) -> float:
     model = build(name, 10, seed=0).to(device).train()
     opt = sgd(model)
-    loader = DataLoader(PerImage(source.train), batch_size=128, shuffle=True, num_workers=workers,
-                        pin_memory=device.type == "cuda", drop_last=True)
+    loader = DataLoader(
+        PerImage(source.train),
+        batch_size=128,
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        drop_last=True,
+    )
 
     def step(x, y):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -116,9 +126,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-root", default=None, help="folder holding cifar10/ (default: random images)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="bf16", choices=("fp32", "bf16"), help="our loop's precision (plain is fp32)")
+    p.add_argument(
+        "--precision", default="bf16", choices=("fp32", "bf16"), help="our loop's precision (plain is fp32)"
+    )
     p.add_argument("--models", default="cifar_resnet_20,cifar_vgg_16")
-    p.add_argument("--iterations", type=int, default=10, help="measured iterations per loop (VGG-16 runs a third as many on CPU)")
+    p.add_argument(
+        "--iterations",
+        type=int,
+        default=10,
+        help="measured iterations per loop (VGG-16 runs a third as many on CPU)",
+    )
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the plain loop")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
@@ -127,12 +144,21 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     source = cifar_source(args.data_root)
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, ours {args.precision} channels-last vs plain fp32")
+    print(
+        f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, ours {args.precision} channels-last vs plain fp32"
+    )
     for name in args.models.split(","):
-        its = args.iterations if name != "cifar_vgg_16" or device.type == "cuda" else max(2, args.iterations // 3)
+        its = (
+            args.iterations
+            if name != "cifar_vgg_16" or device.type == "cuda"
+            else max(2, args.iterations // 3)
+        )
         a = ours(name, source, device, args.precision, args.warmup, its)
         b = plain(name, source, device, args.workers, args.warmup, its)
-        print(f"{name:16s} ours {a:8.0f} img/s   plain {b:8.0f} img/s   ratio {a / b:5.2f}x   ({its} iterations each)", flush=True)
+        print(
+            f"{name:16s} ours {a:8.0f} img/s   plain {b:8.0f} img/s   ratio {a / b:5.2f}x   ({its} iterations each)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -77,8 +77,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"test error: {curve.error[0]:.3f} at initialization, {curve.error[-1]:.3f} after training")
     for quantity in ("loss", "error"):
         m = metrics[quantity]
-        print(f"{quantity:5s} rise_over_start {m['rise_over_start']:.4f}  monotonicity_gap {m['monotonicity_gap']:.4f}"
-              f"  convexity_gap {m['convexity_gap']:.4f}")
+        print(
+            f"{quantity:5s} rise_over_start {m['rise_over_start']:.4f}  monotonicity_gap {m['monotonicity_gap']:.4f}"
+            f"  convexity_gap {m['convexity_gap']:.4f}"
+        )
     curve.plot(out / "path.png", title="SmallMLP: initialization to trained")
     curve.to_csv(out / "path.csv")
     print(f"wrote {out / 'path.png'} and {out / 'path.csv'}")

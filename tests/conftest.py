@@ -14,7 +14,9 @@ DATA_ROOT = Path(os.environ.get("LINPATH_TEST_DATA", REPO.parent / "shared" / "d
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     if not (DATA_ROOT / "mnist").is_dir():
-        pytest.fail(f"test data not found at {DATA_ROOT} (set LINPATH_TEST_DATA to the folder holding mnist/)")
+        pytest.fail(
+            f"test data not found at {DATA_ROOT} (set LINPATH_TEST_DATA to the folder holding mnist/)"
+        )
     return DATA_ROOT
 
 
@@ -32,7 +34,7 @@ SMALL = {"training_steps": "300it", "replicates": 2}
 def small_run(tmp_path_factory, data_root):
     """Two replicates of LeNet trained for 300 iterations on real MNIST (kept t: 0,1,2,...,256,300)."""
     from linpath import pipeline
-    from linpath.spec import preset
+    from linpath.config.presets import preset
 
     spec = preset("mnist_lenet_300_100").with_overrides(SMALL)
     return pipeline.train(spec, tmp_path_factory.mktemp("runs"), data_root, device="cpu", progress=False)

@@ -13,12 +13,14 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import linpath
 from linpath.cli import main
+from linpath.config.presets import preset
+from linpath.config.spec import write_spec
+from linpath.engine.interpolate import interpolate_state
 from linpath.errors import LinpathError
-from linpath.interpolate import interpolate_state
+from linpath.io.rundir import RunDir
 from linpath.models import build
-from linpath.spec import preset
-from linpath.store import RunDir
-from linpath.sweep import PATH_COLUMNS
+from linpath.sweep.merge import PATH_COLUMNS
+from tests.oracle import plain_path
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,15 +54,7 @@ def data():
 
 
 def plain_loop(start, end, inputs, targets, xs, loss_fn=F.cross_entropy):
-    out = []
-    for x in xs:
-        net = TinyNet()
-        net.load_state_dict(interpolate_state(start, end, x))
-        net.eval()
-        with torch.no_grad():
-            logits = net(inputs)
-        out.append((float(loss_fn(logits, targets)), int((logits.argmax(1) != targets).sum()) / len(targets)))
-    return out
+    return plain_path(TinyNet, start, end, inputs, targets, xs, loss_fn=loss_fn, batch_size=len(targets))
 
 
 def test_path_matches_a_plain_loop(data):
@@ -100,16 +94,30 @@ def test_regression_with_a_custom_loss():
     g = torch.Generator().manual_seed(2)
     inputs, targets = torch.randn(90, 5, generator=g), torch.randn(90, 2, generator=g)
     a, b = nn.Linear(5, 2), nn.Linear(5, 2)
-    curve = linpath.path(nn.Linear(5, 2), a.state_dict(), b.state_dict(), (inputs, targets), grid=4,
-                         loss_fn=F.mse_loss, batch_size=32)
+    curve = linpath.path(
+        nn.Linear(5, 2),
+        a.state_dict(),
+        b.state_dict(),
+        (inputs, targets),
+        grid=4,
+        loss_fn=F.mse_loss,
+        batch_size=32,
+    )
     assert curve.error is None and set(curve.metrics()) == {"loss"}
     for x, loss in zip(curve.x, curve.loss):
         net = nn.Linear(5, 2)
         net.load_state_dict(interpolate_state(a.state_dict(), b.state_dict(), float(x)))
         with torch.no_grad():
             assert loss == pytest.approx(float(F.mse_loss(net(inputs), targets)), rel=1e-5)
-    with_error = linpath.path(nn.Linear(5, 2), a.state_dict(), b.state_dict(), (inputs, targets), grid=4,
-                              loss_fn=F.mse_loss, error_fn=lambda out, y: (out - y).abs().gt(1).float().mean())
+    with_error = linpath.path(
+        nn.Linear(5, 2),
+        a.state_dict(),
+        b.state_dict(),
+        (inputs, targets),
+        grid=4,
+        loss_fn=F.mse_loss,
+        error_fn=lambda out, y: (out - y).abs().gt(1).float().mean(),
+    )
     assert with_error.error is not None and ((with_error.error >= 0) & (with_error.error <= 1)).all()
     row = dict(zip(PATH_COLUMNS, curve.rows()[0]))
     assert row["error"] == "nan" and len(curve.rows()[0]) == len(PATH_COLUMNS)
@@ -119,7 +127,9 @@ def test_metrics_plot_and_table(data, tmp_path):
     start, end = trained_states()
     curve = linpath.path(TinyNet(), start, end, data, grid=6)
     m = curve.metrics()
-    assert set(m) == {"loss", "error"} and m["loss"]["rise_over_start"] == pytest.approx(curve.loss.max() - curve.loss[0])
+    assert set(m) == {"loss", "error"} and m["loss"]["rise_over_start"] == pytest.approx(
+        curve.loss.max() - curve.loss[0]
+    )
     fig = curve.plot(tmp_path / "fig.png")
     assert (tmp_path / "fig.png").stat().st_size > 1000 and len(fig.axes) == 2
     with open(curve.to_csv(tmp_path / "path.csv"), newline="") as f:
@@ -141,7 +151,9 @@ def test_mismatched_states_name_the_key_and_shapes(data):
     with pytest.raises(LinpathError) as e:
         linpath.path(TinyNet(), start, other, data)
     message = str(e.value)
-    assert "'head.weight'" in message and "(3, 144)" in message and "(5, 144)" in message and "\n" not in message
+    assert (
+        "'head.weight'" in message and "(3, 144)" in message and "(5, 144)" in message and "\n" not in message
+    )
     missing = {k: v for k, v in start.items() if k != "norm.running_var"}
     with pytest.raises(LinpathError, match="'norm.running_var' is only in the start state"):
         linpath.path(TinyNet(), start, missing, data)
@@ -149,11 +161,14 @@ def test_mismatched_states_name_the_key_and_shapes(data):
         linpath.path(nn.Linear(3, 3), start, start, data)
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"bn": "freeze"}, "unknown BatchNorm policy"),
-    ({"grid": 1}, "at least 2 points"),
-    ({"batch_size": 0}, "batch_size must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"bn": "freeze"}, "unknown BatchNorm policy"),
+        ({"grid": 1}, "at least 2 points"),
+        ({"batch_size": 0}, "batch_size must be a positive integer"),
+    ],
+)
 def test_bad_arguments(data, kwargs, message):
     start, end = trained_states()
     with pytest.raises(LinpathError, match=message):
@@ -173,18 +188,23 @@ def test_example_script(tmp_path, capsys):
     spec.loader.exec_module(example)
     metrics = example.main(["--out", str(tmp_path), "--steps", "60", "--points", "5", "--examples", "800"])
     assert set(metrics) == {"loss", "error"}
-    assert (tmp_path / "path.png").is_file() and (tmp_path / "init.pt").is_file() and (tmp_path / "final.pt").is_file()
+    assert (
+        (tmp_path / "path.png").is_file()
+        and (tmp_path / "init.pt").is_file()
+        and (tmp_path / "final.pt").is_file()
+    )
     assert "rise_over_start" in capsys.readouterr().out
 
 
 # --- linpath path ------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def lenet_run(tmp_path_factory):
     """A run folder holding two LeNet states (no training needed for path tests)."""
     spec = preset("mnist_lenet_300_100")
     run = RunDir(tmp_path_factory.mktemp("pathrun") / spec.run_name)
-    run.write_spec(spec)
+    write_spec(run, spec)
     for r in (0, 1):
         run.checkpoint(r, 0).parent.mkdir(parents=True)
         torch.save(build("mnist_lenet_300_100", 10, seed=r).state_dict(), run.checkpoint(r, 0))
@@ -193,8 +213,21 @@ def lenet_run(tmp_path_factory):
 
 def test_cli_path_in_a_run_folder(lenet_run, data_root, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["path", str(lenet_run.checkpoint(0, 0)), str(lenet_run.checkpoint(1, 0)), "--points", "3",
-                 "--data-root", str(data_root), "--out", str(out), "--device", "cpu"])
+    code = main(
+        [
+            "path",
+            str(lenet_run.checkpoint(0, 0)),
+            str(lenet_run.checkpoint(1, 0)),
+            "--points",
+            "3",
+            "--data-root",
+            str(data_root),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     assert "rise_over_chord" in capsys.readouterr().out
     with open(out / "paths.csv", newline="") as f:
@@ -206,8 +239,13 @@ def test_cli_path_in_a_run_folder(lenet_run, data_root, tmp_path, capsys):
     from linpath.data import load
 
     evalset = load("mnist", data_root).eval_set("test")
-    curve = linpath.path(build("mnist_lenet_300_100", 10), lenet_run.checkpoint(0, 0), lenet_run.checkpoint(1, 0),
-                         evalset, grid=3)
+    curve = linpath.path(
+        build("mnist_lenet_300_100", 10),
+        lenet_run.checkpoint(0, 0),
+        lenet_run.checkpoint(1, 0),
+        evalset,
+        grid=3,
+    )
     assert [float(r["loss"]) for r in rows] == pytest.approx(curve.loss.tolist(), rel=1e-6)
 
 
@@ -215,14 +253,30 @@ def test_cli_path_with_a_user_module_and_tensor_file(tmp_path, capsys):
     (tmp_path / "mynet.py").write_text(
         "import torch\n"
         "def make():\n"
-        "    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))\n")
+        "    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))\n"
+    )
     torch.manual_seed(0)
     make = lambda: nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))  # noqa: E731
     torch.save(make().state_dict(), tmp_path / "a.pt")
     torch.save(make().state_dict(), tmp_path / "b.pt")
     torch.save((torch.randn(50, 4), torch.randint(0, 3, (50,))), tmp_path / "data.pt")
-    code = main(["path", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--model", f"{tmp_path / 'mynet.py'}:make",
-                 "--data", str(tmp_path / "data.pt"), "--points", "4", "--out", str(tmp_path / "out"), "--device", "cpu"])
+    code = main(
+        [
+            "path",
+            str(tmp_path / "a.pt"),
+            str(tmp_path / "b.pt"),
+            "--model",
+            f"{tmp_path / 'mynet.py'}:make",
+            "--data",
+            str(tmp_path / "data.pt"),
+            "--points",
+            "4",
+            "--out",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     with open(tmp_path / "out" / "paths.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -240,11 +294,35 @@ def test_cli_path_errors(tmp_path, capsys, lenet_run):
     torch.save(nn.Linear(4, 3).state_dict(), tmp_path / "a.pt")
     torch.save(nn.Linear(5, 3).state_dict(), tmp_path / "b.pt")
     torch.save((torch.randn(5, 4), torch.randint(0, 3, (5,))), tmp_path / "d.pt")
-    line = one_line_error(capsys, ["path", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--model", "torch.nn:Identity",
-                                   "--data", str(tmp_path / "d.pt"), "--out", str(tmp_path / "o")])
+    line = one_line_error(
+        capsys,
+        [
+            "path",
+            str(tmp_path / "a.pt"),
+            str(tmp_path / "b.pt"),
+            "--model",
+            "torch.nn:Identity",
+            "--data",
+            str(tmp_path / "d.pt"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert "'weight' has shape (3, 4) vs (3, 5)" in line
-    line = one_line_error(capsys, ["path", str(tmp_path / "a.pt"), str(tmp_path / "a.pt"), "--data", str(tmp_path / "d.pt")])
+    line = one_line_error(
+        capsys, ["path", str(tmp_path / "a.pt"), str(tmp_path / "a.pt"), "--data", str(tmp_path / "d.pt")]
+    )
     assert "--model is needed" in line
-    line = one_line_error(capsys, ["path", str(tmp_path / "a.pt"), str(tmp_path / "a.pt"), "--model", "nosuchmodel",
-                                   "--data", str(tmp_path / "d.pt")])
+    line = one_line_error(
+        capsys,
+        [
+            "path",
+            str(tmp_path / "a.pt"),
+            str(tmp_path / "a.pt"),
+            "--model",
+            "nosuchmodel",
+            "--data",
+            str(tmp_path / "d.pt"),
+        ],
+    )
     assert "neither a preset or model" in line

@@ -23,14 +23,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from linpath import cli
-
+from linpath.config.presets import preset
+from linpath.config.spec import override_fields, read_spec, write_spec
+from linpath.config.steps import Step
 from linpath.data import mnist
 from linpath.errors import LinpathError
-from linpath.grids import parse_grid
-from linpath.spec import override_fields, preset
-from linpath.steps import Step
-from linpath.store import RunDir, load_state_dict, load_tensors
-from linpath.train import train_replicate
+from linpath.io.rundir import RunDir
+from linpath.io.tensors import load_state_dict, load_tensors
+from linpath.sweep.grids import parse_grid
+from linpath.train.loop import train_replicate
 
 from ._reliability import record
 from .test_cli import one_line_error
@@ -49,41 +50,55 @@ def refused(capsys, argv, message, case) -> str:
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and not p.name.endswith(".lock")}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.endswith(".lock")
+    }
 
 
 # --- overrides ------------------------------------------------------------------------------
-@pytest.mark.parametrize("extra,message", [
-    (["--lernrate", "0.1"], "unrecognized arguments: --lernrate"),
-    (["--batch-size", "12.5"], "invalid int value: '12.5'"),
-    (["--augment", "maybe"], "expected true or false, got 'maybe'"),
-    (["--replicates", "0"], "--replicates must be a positive integer, got 0"),
-    (["--momentum", "1.5"], "--momentum must be in [0, 1), got 1.5"),
-    (["--lr", "inf"], "--lr must be a finite number >= 0"),
-    (["--lr", "nan"], "--lr must be a finite number >= 0"),
-    (["--milestone-steps", "80ep,xx"], "not a step: 'xx'"),
-    (["--warmup-steps", "-5"], "not a step: '-5'"),
-    (["--precision", "fp16"], "unknown precision 'fp16'"),
-    (["--model", "resnet_7"], "unknown model 'resnet_7'"),
-    (["--dataset", "svhn"], "unknown dataset 'svhn'"),
-    (["--seed", "-1"], "--seed must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--lernrate", "0.1"], "unrecognized arguments: --lernrate"),
+        (["--batch-size", "12.5"], "invalid int value: '12.5'"),
+        (["--augment", "maybe"], "expected true or false, got 'maybe'"),
+        (["--replicates", "0"], "--replicates must be a positive integer, got 0"),
+        (["--momentum", "1.5"], "--momentum must be in [0, 1), got 1.5"),
+        (["--lr", "inf"], "--lr must be a finite number >= 0"),
+        (["--lr", "nan"], "--lr must be a finite number >= 0"),
+        (["--milestone-steps", "80ep,xx"], "not a step: 'xx'"),
+        (["--warmup-steps", "-5"], "not a step: '-5'"),
+        (["--precision", "fp16"], "unknown precision 'fp16'"),
+        (["--model", "resnet_7"], "unknown model 'resnet_7'"),
+        (["--dataset", "svhn"], "unknown dataset 'svhn'"),
+        (["--seed", "-1"], "--seed must be >= 0"),
+    ],
+)
 def test_malformed_overrides(capsys, extra, message):
     refused(capsys, TRAIN + extra, message, f"train override {' '.join(extra)}")
 
 
 def test_zero_training_steps(capsys, data_root, tmp_path):
-    refused(capsys, TRAIN + ["--training-steps", "0ep", "--data-root", str(data_root), "--out", str(tmp_path)],
-            "--training-steps 0ep is zero iterations", "train --training-steps 0ep")
+    refused(
+        capsys,
+        TRAIN + ["--training-steps", "0ep", "--data-root", str(data_root), "--out", str(tmp_path)],
+        "--training-steps 0ep is zero iterations",
+        "train --training-steps 0ep",
+    )
 
 
 # --- data -----------------------------------------------------------------------------------
 def test_data_root_that_is_a_file(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("LINPATH_MNIST_MIRRORS", "http://127.0.0.1:9")
     (tmp_path / "file").write_text("not a folder")
-    line = refused(capsys, TRAIN + ["--data-root", str(tmp_path / "file"), "--out", str(tmp_path / "runs")],
-                   "file", "--data-root pointing at a file")
+    line = refused(
+        capsys,
+        TRAIN + ["--data-root", str(tmp_path / "file"), "--out", str(tmp_path / "runs")],
+        "file",
+        "--data-root pointing at a file",
+    )
     assert "--data-root" in line or "mnist" in line
 
 
@@ -97,8 +112,12 @@ def test_a_truncated_idx_archive_through_the_cli(capsys, data_root, tmp_path, mo
     data = bad.read_bytes()
     bad.unlink()
     bad.write_bytes(data[: len(data) // 2])
-    refused(capsys, TRAIN + ["--training-steps", "2it", "--data-root", str(root), "--out", str(tmp_path / "runs")],
-                   "t10k-labels-idx1-ubyte", "a truncated t10k-labels-idx1-ubyte.gz in the data root")
+    refused(
+        capsys,
+        TRAIN + ["--training-steps", "2it", "--data-root", str(root), "--out", str(tmp_path / "runs")],
+        "t10k-labels-idx1-ubyte",
+        "a truncated t10k-labels-idx1-ubyte.gz in the data root",
+    )
     assert bad.read_bytes() == data[: len(data) // 2]  # not "repaired" behind the user's back
 
 
@@ -121,7 +140,17 @@ def victim(small_run, tmp_path):
 
 
 def sweep_argv(run: RunDir, data_root, steps="16"):
-    return ["sweep", str(run.root), "--points", "3", "--from-steps", steps, "--quiet", "--data-root", str(data_root)]
+    return [
+        "sweep",
+        str(run.root),
+        "--points",
+        "3",
+        "--from-steps",
+        steps,
+        "--quiet",
+        "--data-root",
+        str(data_root),
+    ]
 
 
 def _random_bytes(path):
@@ -154,27 +183,45 @@ def _empty_dict(path):
     torch.save({}, path)
 
 
-@pytest.mark.parametrize("damage,message", [
-    (_random_bytes, "corrupt or truncated checkpoint"),
-    (_empty, "corrupt or truncated checkpoint"),
-    (_other_shapes, "fc_layers.1.weight"),
-    (_other_architecture, "weight"),
-    (_a_list, "is not a state dict"),
-    (_ints, "is not a state dict"),
-    (_empty_dict, "is not a state dict"),
-])
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (_random_bytes, "corrupt or truncated checkpoint"),
+        (_empty, "corrupt or truncated checkpoint"),
+        (_other_shapes, "fc_layers.1.weight"),
+        (_other_architecture, "weight"),
+        (_a_list, "is not a state dict"),
+        (_ints, "is not a state dict"),
+        (_empty_dict, "is not a state dict"),
+    ],
+)
 def test_bad_checkpoints_in_a_run_folder(capsys, victim, data_root, damage, message):
     path = victim.checkpoint(0, 16)
     damage(path)
     before = snapshot(victim.root)
-    line = refused(capsys, sweep_argv(victim, data_root), message, f"sweep with a checkpoint: {damage.__name__.strip('_')}")
+    line = refused(
+        capsys,
+        sweep_argv(victim, data_root),
+        message,
+        f"sweep with a checkpoint: {damage.__name__.strip('_')}",
+    )
     assert "iter-0000016" in line
     assert snapshot(victim.root) == before  # nothing lost, nothing written
 
 
 def test_from_steps_not_kept_or_malformed(capsys, victim, data_root):
-    refused(capsys, sweep_argv(victim, data_root, "17"), "no checkpoint at t=17", "sweep --from-steps 17 (not kept)")
-    refused(capsys, sweep_argv(victim, data_root, "16,abc"), "--from-steps takes iterations", "sweep --from-steps 16,abc")
+    refused(
+        capsys,
+        sweep_argv(victim, data_root, "17"),
+        "no checkpoint at t=17",
+        "sweep --from-steps 17 (not kept)",
+    )
+    refused(
+        capsys,
+        sweep_argv(victim, data_root, "16,abc"),
+        "--from-steps takes iterations",
+        "sweep --from-steps 16,abc",
+    )
 
 
 # --- spec.json edited by hand ---------------------------------------------------------------
@@ -184,7 +231,8 @@ def _lr_changed(d):
 
 def _hash_and_lr_changed(d):
     d["train"]["lr"] = 0.2
-    from linpath.spec import Spec
+    from linpath.config.spec import Spec
+
     d["hash"] = Spec.from_json({k: v for k, v in d.items() if k != "hash"}).hash
 
 
@@ -201,14 +249,17 @@ def _not_an_object(d):
     return [1, 2]
 
 
-@pytest.mark.parametrize("edit,message", [
-    (_lr_changed, "was edited"),
-    (_hash_and_lr_changed, "does not match its folder"),
-    (_wrong_type, "--lr must be of type float, got 'fast'"),
-    (_unknown_key, "learning_rate"),
-    (_not_an_object, "is not a linpath spec"),
-    ("{ not json", "cannot read"),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (_lr_changed, "was edited"),
+        (_hash_and_lr_changed, "does not match its folder"),
+        (_wrong_type, "--lr must be of type float, got 'fast'"),
+        (_unknown_key, "learning_rate"),
+        (_not_an_object, "is not a linpath spec"),
+        ("{ not json", "cannot read"),
+    ],
+)
 def test_spec_json_edited_by_hand(capsys, victim, data_root, edit, message):
     d = json.loads(victim.spec_path.read_text())
     if isinstance(edit, str):
@@ -217,21 +268,26 @@ def test_spec_json_edited_by_hand(capsys, victim, data_root, edit, message):
         victim.spec_path.write_text(json.dumps(edit(d) or d))
     before = snapshot(victim.root)
     what = edit if isinstance(edit, str) else edit.__name__.strip("_")
-    line = refused(capsys, sweep_argv(victim, data_root), message, f"sweep of a run whose spec.json was edited: {what}")
+    line = refused(
+        capsys, sweep_argv(victim, data_root), message, f"sweep of a run whose spec.json was edited: {what}"
+    )
     assert "spec.json" in line
     assert snapshot(victim.root) == before
 
 
 # --- grids ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("text,message", [
-    ("values:", "no points"),
-    ("values:0.5,0.2,1", "strictly increasing"),
-    ("0,0.5,0.5,1", "strictly increasing"),
-    ("uniform:1", "at least 2 points"),
-    ("uniform:10:1:0", "finite and increasing"),
-    ("", "empty"),
-    ("zigzag:10", "unknown grid"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("values:", "no points"),
+        ("values:0.5,0.2,1", "strictly increasing"),
+        ("0,0.5,0.5,1", "strictly increasing"),
+        ("uniform:1", "at least 2 points"),
+        ("uniform:10:1:0", "finite and increasing"),
+        ("", "empty"),
+        ("zigzag:10", "unknown grid"),
+    ],
+)
 def test_bad_grids(text, message):
     with pytest.raises(LinpathError, match=re.escape(message)) as e:
         parse_grid(text)
@@ -279,9 +335,37 @@ def test_fuzz_step_strings(text):
     assert Step.parse(str(step)) == step
 
 
-GRIDLIKE = st.lists(st.sampled_from(["uniform", "dense-end", "dense-start", "adaptive", "values", ":", ",", ";", "0",
-                                     "1", "2", "100", "-1", "0.5", "1e400", "nan", "inf", "loss", "both", " ", "x",
-                                     "1e-300", "-0", "٣"]), max_size=10).map("".join)
+GRIDLIKE = st.lists(
+    st.sampled_from(
+        [
+            "uniform",
+            "dense-end",
+            "dense-start",
+            "adaptive",
+            "values",
+            ":",
+            ",",
+            ";",
+            "0",
+            "1",
+            "2",
+            "100",
+            "-1",
+            "0.5",
+            "1e400",
+            "nan",
+            "inf",
+            "loss",
+            "both",
+            " ",
+            "x",
+            "1e-300",
+            "-0",
+            "٣",
+        ]
+    ),
+    max_size=10,
+).map("".join)
 
 
 @FUZZ
@@ -298,9 +382,28 @@ def test_fuzz_grids(text):
 
 
 FIELDS = [f.name for f in override_fields()] + ["replicates", "no_such_setting"]
-VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
-                   st.text(max_size=8), st.sampled_from(["40ep", "2ep100it", "12xx", "80ep,120ep", "fp32", "bf16",
-                                                         "mnist", "cifar10", "mnist_lenet_300_100", "sgd", ""]))
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True),
+    st.text(max_size=8),
+    st.sampled_from(
+        [
+            "40ep",
+            "2ep100it",
+            "12xx",
+            "80ep,120ep",
+            "fp32",
+            "bf16",
+            "mnist",
+            "cifar10",
+            "mnist_lenet_300_100",
+            "sgd",
+            "",
+        ]
+    ),
+)
 
 
 @FUZZ
@@ -317,10 +420,14 @@ FLAGS = ["--" + f.name.replace("_", "-") for f in override_fields()] + ["--repli
 
 
 @FUZZ
-@given(st.lists(st.tuples(st.sampled_from(FLAGS), st.one_of(st.text(max_size=8), VALUES.map(str))), max_size=3))
+@given(
+    st.lists(st.tuples(st.sampled_from(FLAGS), st.one_of(st.text(max_size=8), VALUES.map(str))), max_size=3)
+)
 def test_fuzz_the_command_line_overrides(pairs):
     _count("the CLI parser (train overrides)")
-    argv = TRAIN + [x for flag, value in pairs for x in (flag, value) if not value.startswith("-") or x == flag]
+    argv = TRAIN + [
+        x for flag, value in pairs for x in (flag, value) if not value.startswith("-") or x == flag
+    ]
     try:
         args = cli.build_parser().parse_args([a for a in argv if a])
     except SystemExit as e:
@@ -351,7 +458,9 @@ def payloads(marker: Path):
     }
 
 
-@pytest.mark.parametrize("kind", ["open() creating a file", "exec() of Python code", "os.system of a shell command"])
+@pytest.mark.parametrize(
+    "kind", ["open() creating a file", "exec() of Python code", "os.system of a shell command"]
+)
 def test_pickles_carrying_code_are_refused(capsys, tmp_path, victim, data_root, mnist, kind):
     control_marker = tmp_path / "control-ran"
     torch.save({"model": payloads(control_marker)[kind]}, tmp_path / "control.pt")
@@ -371,32 +480,57 @@ def test_pickles_carrying_code_are_refused(capsys, tmp_path, victim, data_root, 
     victim.checkpoint(0, 16).write_bytes(evil.read_bytes())
     line = one_line_error(capsys, sweep_argv(victim, data_root))
     assert "refusing to load" in line and "iter-0000016" in line
-    line = one_line_error(capsys, ["path", str(evil), str(victim.checkpoint(0, 300)), "--model", "mnist_lenet_300_100", "--data", "mnist",
-                                   "--data-root", str(data_root),
-                                   "--out", str(tmp_path / "out")])
+    line = one_line_error(
+        capsys,
+        [
+            "path",
+            str(evil),
+            str(victim.checkpoint(0, 300)),
+            "--model",
+            "mnist_lenet_300_100",
+            "--data",
+            "mnist",
+            "--data-root",
+            str(data_root),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert "refusing to load" in line
     # a poisoned resume file
-    spec = victim.read_spec()
+    spec = read_spec(victim)
     fresh = RunDir(tmp_path / "fresh" / spec.run_name)
-    fresh.write_spec(spec)
+    write_spec(fresh, spec)
     fresh.resume_file(0).parent.mkdir(parents=True)
     fresh.resume_file(0).write_bytes(evil.read_bytes())
     with pytest.raises(LinpathError, match="refusing to load"):
         train_replicate(spec, fresh, 0, mnist, progress=False)
     assert not marker.exists()
-    record("security", f"a checkpoint whose pickle runs {kind}",
-           "refused by load_tensors, load_state_dict, `linpath sweep`, `linpath path` and training's resume: "
-           f"one line ({line.split(': ', 1)[1][:60]}...); the code did not run")
+    record(
+        "security",
+        f"a checkpoint whose pickle runs {kind}",
+        "refused by load_tensors, load_state_dict, `linpath sweep`, `linpath path` and training's resume: "
+        f"one line ({line.split(': ', 1)[1][:60]}...); the code did not run",
+    )
 
 
 def test_no_shell_strings_and_only_safe_loads_in_the_source():
     sources = {p: p.read_text() for p in (REPO / "src" / "linpath").rglob("*.py")}
     for path, text in sources.items():
-        for pattern in (r"shell\s*=\s*True", r"os\.system\(", r"os\.popen\(", r"pickle\.loads?\(", r"(?<![\w.])eval\(",
-                        r"(?<![\w.])exec\("):
+        for pattern in (
+            r"shell\s*=\s*True",
+            r"os\.system\(",
+            r"os\.popen\(",
+            r"pickle\.loads?\(",
+            r"(?<![\w.])eval\(",
+            r"(?<![\w.])exec\(",
+        ):
             assert not re.search(pattern, text), f"{path}: {pattern}"
         for call in re.findall(r"torch\.load\([^)]*\)", text):
             assert "weights_only=True" in call, f"{path}: {call}"
-    record("security", "source scan of src/linpath",
-           f"{len(sources)} files: no shell=True, os.system, os.popen, eval/exec or pickle.loads; "
-           "every torch.load has weights_only=True")
+    record(
+        "security",
+        "source scan of src/linpath",
+        f"{len(sources)} files: no shell=True, os.system, os.popen, eval/exec or pickle.loads; "
+        "every torch.load has weights_only=True",
+    )

@@ -65,16 +65,21 @@ def test_crop_flip_matches_a_per_image_reference():
     shifts, flips = torch.randint(0, 9, (2, 8), generator=g), torch.rand(8, generator=g) < 0.5
     for i in range(8):
         padded = torch.nn.functional.pad(x[i], (4, 4, 4, 4))
-        crop = padded[:, shifts[0, i]:shifts[0, i] + 32, shifts[1, i]:shifts[1, i] + 32]
+        crop = padded[:, shifts[0, i] : shifts[0, i] + 32, shifts[1, i] : shifts[1, i] + 32]
         assert torch.equal(out[i], crop.flip(2) if flips[i] else crop)
 
 
 def _fake_batches_archive(path, counts, payload=None):
     rng = np.random.default_rng(0)
     with tarfile.open(path, "w:gz") as tar:
-        names = [(f"data_batch_{i}", counts["train"] // 5) for i in range(1, 6)] + [("test_batch", counts["test"])]
+        names = [(f"data_batch_{i}", counts["train"] // 5) for i in range(1, 6)] + [
+            ("test_batch", counts["test"])
+        ]
         for name, n in names:
-            d = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": [i % 10 for i in range(n)]}
+            d = {
+                b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                b"labels": [i % 10 for i in range(n)],
+            }
             raw = payload if payload is not None else pickle.dumps(d, protocol=2)
             info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
             info.size = len(raw)
@@ -87,7 +92,9 @@ def test_canonical_python_archive_reads(tmp_path, monkeypatch):
     counts = {"train": 50, "test": 20}
     _fake_batches_archive(tmp_path / "cifar10" / "cifar-10-python.tar.gz", counts)
     source = cifar10.load(tmp_path, counts)
-    assert source.train.images.shape == (50, 3, 32, 32) and source.test.labels.tolist() == [i % 10 for i in range(20)]
+    assert source.train.images.shape == (50, 3, 32, 32) and source.test.labels.tolist() == [
+        i % 10 for i in range(20)
+    ]
     assert list((tmp_path / "cache").glob("cifar10-*.pt"))  # cached
     assert torch.equal(cifar10.load(tmp_path, counts).train.images, source.train.images)
 
@@ -96,7 +103,9 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("LINPATH_CACHE", str(tmp_path / "cache"))
     (tmp_path / "cifar10").mkdir()
     evil = pickle.dumps(shutil.rmtree)
-    _fake_batches_archive(tmp_path / "cifar10" / "cifar-10-python.tar.gz", {"train": 50, "test": 10}, payload=evil)
+    _fake_batches_archive(
+        tmp_path / "cifar10" / "cifar-10-python.tar.gz", {"train": 50, "test": 10}, payload=evil
+    )
     with pytest.raises(LinpathError, match="not a CIFAR-10 batch.*not allowed"):
         cifar10.load(tmp_path)
 
@@ -116,24 +125,54 @@ def test_bad_cifar_data_gives_one_line(tmp_path, monkeypatch, data_root, content
         cifar10.load(tmp_path)
     message = str(e.value)
     assert "\n" not in message and str(folder) in message
-    expected = {"missing": "no CIFAR-10 folder", "empty": "no CIFAR-10 data", "truncated": "cannot read archive",
-                "wrong-counts": "expected 50000"}[content]
+    expected = {
+        "missing": "no CIFAR-10 folder",
+        "empty": "no CIFAR-10 data",
+        "truncated": "cannot read archive",
+        "wrong-counts": "expected 50000",
+    }[content]
     assert expected in message
 
 
 @pytest.mark.slow
 def test_cli_run_cifar_resnet_20(tmp_path, data_root, cifar, capsys):
-    # bf16 halves the seven passes over the 10,000 test images on a CPU with bf16 units.
-    rc = main(["run", "cifar_resnet_20", "--training-steps", "20it", "--replicates", "1", "--points", "3",
-               "--from-steps", "0,16", "--precision", "bf16", "--sweep-precision", "bf16",
-               "--data-root", str(data_root), "--out", str(tmp_path), "--device", "cpu", "--quiet"])
+    # fp32: a CPU without bf16 units (AVX2 only) emulates bf16 at a fraction of fp32's speed.
+    rc = main(
+        [
+            "run",
+            "cifar_resnet_20",
+            "--training-steps",
+            "20it",
+            "--replicates",
+            "1",
+            "--points",
+            "3",
+            "--from-steps",
+            "0,16",
+            "--eval-examples",
+            "1000",
+            "--data-root",
+            str(data_root),
+            "--out",
+            str(tmp_path),
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     (run,) = tmp_path.iterdir()
     with open(run / "paths.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert sorted({(r["t"], r["x"]) for r in rows}) == [(t, x) for t in ("0", "16") for x in ("0.0", "0.5", "1.0")]
+    assert sorted({(r["t"], r["x"]) for r in rows}) == [
+        (t, x) for t in ("0", "16") for x in ("0.0", "0.5", "1.0")
+    ]
     assert (run / "report.md").is_file()
-    assert {p.name for p in (run / "replicate-0" / "checkpoints").iterdir()} >= {"iter-0000000.pt", "iter-0000016.pt", "iter-0000020.pt"}
+    assert {p.name for p in (run / "replicate-0" / "checkpoints").iterdir()} >= {
+        "iter-0000000.pt",
+        "iter-0000016.pt",
+        "iter-0000020.pt",
+    }
 
 
 def test_imagenet_pipeline_reads_tiny_imagenet(tiny_imagenet, data_root):
@@ -150,9 +189,27 @@ def test_imagenet_pipeline_reads_tiny_imagenet(tiny_imagenet, data_root):
 
 @pytest.mark.slow
 def test_imagenet_resnet_50_trains_on_tiny_imagenet(tiny_imagenet, tmp_path, data_root, capsys):
-    rc = main(["train", "imagenet_resnet_50", "--training-steps", "3it", "--batch-size", "8", "--image-size", "32",
-               "--replicates", "1", "--data-root", str(data_root),
-               "--out", str(tmp_path), "--device", "cpu", "--quiet"])
+    rc = main(
+        [
+            "train",
+            "imagenet_resnet_50",
+            "--training-steps",
+            "3it",
+            "--batch-size",
+            "8",
+            "--image-size",
+            "32",
+            "--replicates",
+            "1",
+            "--data-root",
+            str(data_root),
+            "--out",
+            str(tmp_path),
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     (run,) = tmp_path.iterdir()
     with open(run / "replicate-0" / "train_log.csv", newline="") as f:

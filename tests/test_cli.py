@@ -30,16 +30,31 @@ def test_unknown_preset(capsys):
 
 def test_missing_data_folder(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("LINPATH_MNIST_MIRRORS", "http://127.0.0.1:9")  # no network in tests
-    line = one_line_error(capsys, ["train", "mnist_lenet_300_100", "--data-root", str(tmp_path / "nowhere"),
-                                   "--out", str(tmp_path / "runs"), "--training-steps", "5it", "--quiet"])
+    line = one_line_error(
+        capsys,
+        [
+            "train",
+            "mnist_lenet_300_100",
+            "--data-root",
+            str(tmp_path / "nowhere"),
+            "--out",
+            str(tmp_path / "runs"),
+            "--training-steps",
+            "5it",
+            "--quiet",
+        ],
+    )
     assert "MNIST files missing" in line and "nowhere" in line and "--data-root" in line
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["train", "mnist_lenet_300_100", "--batch-size", "-3"], "batch-size must be a positive integer"),
-    (["train", "mnist_lenet_300_100", "--training-steps", "12xx"], "not a step: '12xx'"),
-    (["train", "mnist_lenet_300_100", "--lr", "fast"], "invalid float value"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "mnist_lenet_300_100", "--batch-size", "-3"], "batch-size must be a positive integer"),
+        (["train", "mnist_lenet_300_100", "--training-steps", "12xx"], "not a step: '12xx'"),
+        (["train", "mnist_lenet_300_100", "--lr", "fast"], "invalid float value"),
+    ],
+)
 def test_malformed_overrides(capsys, argv, message):
     assert message in one_line_error(capsys, argv)
 
@@ -49,8 +64,10 @@ def test_corrupt_checkpoint(capsys, small_run, data_root, tmp_path):
     shutil.copytree(small_run.root, run, ignore=shutil.ignore_patterns("sweep", "paths.csv", ".*lock"))
     ckpt = run / "replicate-0" / "checkpoints" / "iter-0000016.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:300])
-    line = one_line_error(capsys, ["sweep", str(run), "--data-root", str(data_root), "--from-steps", "16",
-                                   "--points", "3", "--quiet"])
+    line = one_line_error(
+        capsys,
+        ["sweep", str(run), "--data-root", str(data_root), "--from-steps", "16", "--points", "3", "--quiet"],
+    )
     assert "corrupt or truncated checkpoint" in line and "iter-0000016.pt" in line
 
 
@@ -68,14 +85,38 @@ def test_presets_lists_the_four_settings(capsys):
 def test_end_to_end_through_the_cli(tmp_path, data_root):
     """A short run: a few hundred iterations, a few t, a coarse grid, in a subprocess."""
     env = {**os.environ, "LINPATH_DATA": str(data_root)}
-    cmd = [sys.executable, "-m", "linpath", "run", "mnist_lenet_300_100", "--out", str(tmp_path / "runs"),
-           "--training-steps", "200it", "--replicates", "2", "--points", "5", "--from-steps", "0,16,128", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "linpath",
+        "run",
+        "mnist_lenet_300_100",
+        "--out",
+        str(tmp_path / "runs"),
+        "--training-steps",
+        "200it",
+        "--replicates",
+        "2",
+        "--points",
+        "5",
+        "--from-steps",
+        "0,16,128",
+        "--quiet",
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     (run,) = (tmp_path / "runs").iterdir()
     assert run.name.startswith("mnist_lenet_300_100-")
-    for name in ("spec.json", "paths.csv", "metrics.csv", "report.md", "replicate-1/train_log.csv",
-                 "figures/figure1.png", "figures/figure2.pdf", "figures/figure3.png"):
+    for name in (
+        "spec.json",
+        "paths.csv",
+        "metrics.csv",
+        "report.md",
+        "replicate-1/train_log.csv",
+        "figures/figure1.png",
+        "figures/figure2.pdf",
+        "figures/figure3.png",
+    ):
         assert (run / name).is_file(), name
     with open(run / "paths.csv") as f:
         rows = list(csv.DictReader(f))
@@ -83,7 +124,8 @@ def test_end_to_end_through_the_cli(tmp_path, data_root):
     report = (run / "report.md").read_text()
     assert "Final test accuracy" in report and "monotone" in report
     # the same command again reuses everything: nothing is retrained or re-evaluated
-    before = (run / "paths.csv").stat().st_mtime_ns, (run / "replicate-0" / "checkpoints" / "iter-0000200.pt").stat().st_mtime_ns
+    items = sorted((run / "sweep").glob("*/r*-t*.csv"))
+    before = {p: p.stat().st_mtime_ns for p in [*items, run / "replicate-0" / "checkpoints" / "iter-0000200.pt"]}
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
-    assert (run / "replicate-0" / "checkpoints" / "iter-0000200.pt").stat().st_mtime_ns == before[1]
+    assert items and {p: p.stat().st_mtime_ns for p in before} == before  # no checkpoint or path rewritten

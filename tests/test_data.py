@@ -30,8 +30,10 @@ def tiny_mnist_files(n_train=6, n_test=4, seed=0) -> dict[str, bytes]:
 
 def tiny_spec(files: dict[str, bytes], n_train=6, n_test=4) -> dict:
     counts = {"train": n_train, "t10k": n_test}
-    return {stem: (3 if "images" in stem else 1, counts[stem.split("-")[0]], hashlib.md5(data).hexdigest())
-            for stem, data in files.items()}
+    return {
+        stem: (3 if "images" in stem else 1, counts[stem.split("-")[0]], hashlib.md5(data).hexdigest())
+        for stem, data in files.items()
+    }
 
 
 def test_real_mnist_loads_with_the_right_counts(mnist):
@@ -65,11 +67,14 @@ def _write(folder: Path, files: dict[str, bytes]) -> None:
         (folder / (stem + ".gz")).write_bytes(gzip.compress(data))
 
 
-@pytest.mark.parametrize("corruption,message", [
-    (lambda b: b[:-100], "truncated or corrupt"),
-    (lambda b: b"\x00\x00\x08\x04" + b[4:], "magic"),
-    (lambda b: b[:10], "too short"),
-])
+@pytest.mark.parametrize(
+    "corruption,message",
+    [
+        (lambda b: b[:-100], "truncated or corrupt"),
+        (lambda b: b"\x00\x00\x08\x04" + b[4:], "magic"),
+        (lambda b: b[:10], "too short"),
+    ],
+)
 def test_corrupt_idx_files_are_named(tmp_path, corruption, message):
     files = tiny_mnist_files()
     spec = tiny_spec(files)
@@ -107,7 +112,11 @@ def test_missing_files_without_network_name_folder_files_and_option(tmp_path):
     with pytest.raises(LinpathError) as e:
         mnist.load(tmp_path, mirrors=["http://127.0.0.1:9"])  # nothing listens on port 9
     message = str(e.value)
-    assert str(tmp_path / "mnist") in message and "train-images-idx3-ubyte" in message and "--data-root" in message
+    assert (
+        str(tmp_path / "mnist") in message
+        and "train-images-idx3-ubyte" in message
+        and "--data-root" in message
+    )
     assert "\n" not in message
 
 

@@ -26,12 +26,14 @@ import torch
 
 from linpath import pipeline
 from linpath.cli import main
+from linpath.config.presets import preset
+from linpath.config.spec import read_spec, write_spec
 from linpath.errors import LinpathError
-from linpath.grids import Grid
-from linpath.spec import preset
-from linpath.store import RunDir
-from linpath.sweep import SweepSetting
-from linpath.train import read_log, train_replicate
+from linpath.io.rundir import RunDir
+from linpath.sweep.grids import Grid
+from linpath.sweep.setting import SweepSetting
+from linpath.train.log import read_log
+from linpath.train.loop import train_replicate
 
 from ._reliability import record
 from .conftest import SMALL
@@ -72,8 +74,13 @@ def start(args: list[str], stall: str | None = None, marker: Path | None = None)
     env = {k: v for k, v in os.environ.items() if k != "STALL"}
     if stall:
         env["STALL"] = f"{stall}|{marker}"
-    return subprocess.Popen([sys.executable, "-c", BOOT, *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", BOOT, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(condition, proc: subprocess.Popen, timeout: float = 180.0) -> bool:
@@ -98,8 +105,13 @@ def kill9(proc: subprocess.Popen) -> bool:
 
 
 def finish(args: list[str]) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-c", BOOT, *args], capture_output=True, text=True, timeout=600,
-                          env={k: v for k, v in os.environ.items() if k != "STALL"})
+    done = subprocess.run(
+        [sys.executable, "-c", BOOT, *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={k: v for k, v in os.environ.items() if k != "STALL"},
+    )
     assert done.returncode == 0, done.stderr
     return done
 
@@ -112,8 +124,12 @@ def kill_at_random(args, ready, max_delay: float, what: str, event: str, survive
     delay = RNG.uniform(0.0, max_delay)
     time.sleep(delay)
     landed = kill9(proc)
-    record("fault", f"kill -9 at a random moment of {what} ({delay:.2f} s after {event}; seed {SEED})",
-           survived if landed else f"{subject} had already finished (no fault landed)", injected=int(landed))
+    record(
+        "fault",
+        f"kill -9 at a random moment of {what} ({delay:.2f} s after {event}; seed {SEED})",
+        survived if landed else f"{subject} had already finished (no fault landed)",
+        injected=int(landed),
+    )
 
 
 def stall_and_kill(args, stall: str, tmp_path: Path, what: str, check_lock=None) -> str:
@@ -132,21 +148,31 @@ def stall_and_kill(args, stall: str, tmp_path: Path, what: str, check_lock=None)
 
 def lock_refusal(args: list[str], what: str):
     """A second process on the same run folder while the first holds it: refused, one line."""
+
     def check():
         t0 = time.monotonic()
-        second = subprocess.run([sys.executable, "-m", "linpath", *args], capture_output=True, text=True, timeout=300)
+        second = subprocess.run(
+            [sys.executable, "-m", "linpath", *args], capture_output=True, text=True, timeout=300
+        )
         lines = [line for line in second.stderr.splitlines() if line.strip()]
         assert second.returncode == 2, second.stderr
         assert len(lines) == 1 and "in use by another linpath process" in lines[0], second.stderr
-        record("fault", f"second process on the same run folder during {what}",
-               f"refused in {time.monotonic() - t0:.1f} s, exit 2: {lines[0]}")
+        record(
+            "fault",
+            f"second process on the same run folder during {what}",
+            f"refused in {time.monotonic() - t0:.1f} s, exit 2: {lines[0]}",
+        )
+
     return check
 
 
 def copy_run(src: RunDir, dest: Path) -> RunDir:
     run = RunDir(dest / src.root.name)
-    shutil.copytree(src.root, run.root, ignore=shutil.ignore_patterns("sweep", "paths.csv", "metrics.csv", "figures",
-                                                                      "report.md", ".*lock"))
+    shutil.copytree(
+        src.root,
+        run.root,
+        ignore=shutil.ignore_patterns("sweep", "paths.csv", "metrics.csv", "figures", "report.md", ".*lock"),
+    )
     return run
 
 
@@ -165,24 +191,51 @@ def test_training_killed_at_random_moments_resumes_bitwise(small_run, data_root,
     spec = preset("mnist_lenet_300_100").with_overrides({**SMALL, "replicates": 1})
     assert spec.run_name == small_run.root.name  # replicate 0 is the same computation
     out = tmp_path / "runs"
-    args = ["train", "mnist_lenet_300_100", "--training-steps", "300it", "--replicates", "1", "--quiet",
-            "--data-root", str(data_root), "--out", str(out)]
+    args = [
+        "train",
+        "mnist_lenet_300_100",
+        "--training-steps",
+        "300it",
+        "--replicates",
+        "1",
+        "--quiet",
+        "--data-root",
+        str(data_root),
+        "--out",
+        str(out),
+    ]
     run = RunDir(out / spec.run_name)
     ckpts = run.checkpoint_dir(0)
 
     # 1. during the write of a checkpoint; meanwhile a second process is refused by the lock
-    stall_and_kill(args, "iter-0000004|1", tmp_path, "during the write of checkpoint iter-4 (training)",
-                   check_lock=lock_refusal(args, "training"))
+    stall_and_kill(
+        args,
+        "iter-0000004|1",
+        tmp_path,
+        "during the write of checkpoint iter-4 (training)",
+        check_lock=lock_refusal(args, "training"),
+    )
     assert not run.checkpoint(0, 4).exists() and run.checkpoint(0, 2).exists()
     # 2. during the write of the resume file (its 2nd write in this process), after the lock
     #    holder above was killed: no stale lock, this process proceeds
     if FULL:
         stall_and_kill(args, "resume.pt|1", tmp_path, "during the write of resume.pt (training)")
-    record("fault", "new process after kill -9 of the lock holder (training)", "proceeded: the kernel released the flock")
+    record(
+        "fault",
+        "new process after kill -9 of the lock holder (training)",
+        "proceeded: the kernel released the flock",
+    )
     # 3. after a random delay once training has visibly resumed
     n_before = len(list(ckpts.glob("iter-*.pt")))
-    kill_at_random(args, lambda: len(list(ckpts.glob("iter-*.pt"))) > n_before, 1.5, "training", "a new checkpoint",
-                   "rerun resumed; results bitwise identical", "the run")
+    kill_at_random(
+        args,
+        lambda: len(list(ckpts.glob("iter-*.pt"))) > n_before,
+        1.5,
+        "training",
+        "a new checkpoint",
+        "rerun resumed; results bitwise identical",
+        "the run",
+    )
     if FULL and not run.done_marker(0).exists():
         # 4. during the write of the DONE marker, with every checkpoint already saved
         stall_and_kill(args, "DONE|1", tmp_path, "during the write of the DONE marker (training)")
@@ -197,17 +250,27 @@ def test_training_killed_at_random_moments_resumes_bitwise(small_run, data_root,
     assert strip(read_log(run, 0)) == strip(read_log(small_run, 0))
     leftovers = [p.name for p in run.root.rglob("*.tmp")]
     assert leftovers == []  # the rerun removed what the killed writes left
-    record("check", "training after kills", f"{len(run.saved_steps(0))} checkpoints bitwise equal to the uninterrupted "
-           "run; train_log equal; the temporary files of killed writes removed by the rerun",
-           checkpoints=len(run.saved_steps(0)))
+    record(
+        "check",
+        "training after kills",
+        f"{len(run.saved_steps(0))} checkpoints bitwise equal to the uninterrupted "
+        "run; train_log equal; the temporary files of killed writes removed by the rerun",
+        checkpoints=len(run.saved_steps(0)),
+    )
 
 
 # --- the sweep ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def reference_sweep(small_run, data_root, tmp_path_factory):
     run = copy_run(small_run, tmp_path_factory.mktemp("ref"))
-    pipeline.sweep(run.root, SweepSetting(grid=Grid(points=POINTS)), data_root, "cpu",
-                   [int(t) for t in STEPS.split(",")], progress=False)
+    pipeline.sweep(
+        run.root,
+        SweepSetting(grid=Grid(points=POINTS)),
+        data_root,
+        "cpu",
+        [int(t) for t in STEPS.split(",")],
+        progress=False,
+    )
     return run
 
 
@@ -219,22 +282,53 @@ def compare_tables(run: RunDir, reference: RunDir, what: str) -> None:
     lost = len(ref_rows - {tuple(d.items()) for d in ours})
     assert lost == 0 and len(ours) == len(ref) == 2 * 3 * POINTS
     assert run.paths_csv.read_text() == reference.paths_csv.read_text()
-    record("check", what, f"paths.csv: {len(ours)} rows, each exactly once, byte-identical to the uninterrupted sweep",
-           rows=len(ours), rows_lost=lost)
+    record(
+        "check",
+        what,
+        f"paths.csv: {len(ours)} rows, each exactly once, byte-identical to the uninterrupted sweep",
+        rows=len(ours),
+        rows_lost=lost,
+    )
 
 
 def test_sweep_killed_resumes_to_the_same_table(small_run, reference_sweep, data_root, tmp_path):
     run = copy_run(small_run, tmp_path)
-    args = ["sweep", str(run.root), "--points", str(POINTS), "--from-steps", STEPS, "--quiet", "--data-root", str(data_root)]
+    args = [
+        "sweep",
+        str(run.root),
+        "--points",
+        str(POINTS),
+        "--from-steps",
+        STEPS,
+        "--quiet",
+        "--data-root",
+        str(data_root),
+    ]
     items = run.sweep_dir / SweepSetting(grid=Grid(points=POINTS)).key
 
-    stall_and_kill(args, "r0-t0000016|1", tmp_path, "during the write of a sweep item file",
-                   check_lock=lock_refusal(args, "a sweep"))
+    stall_and_kill(
+        args,
+        "r0-t0000016|1",
+        tmp_path,
+        "during the write of a sweep item file",
+        check_lock=lock_refusal(args, "a sweep"),
+    )
     assert len(list(items.glob("*.csv"))) == 1  # r0-t0 only
-    record("fault", "new process after kill -9 of the lock holder (sweep)", "proceeded: the kernel released the flock")
+    record(
+        "fault",
+        "new process after kill -9 of the lock holder (sweep)",
+        "proceeded: the kernel released the flock",
+    )
     if FULL:
-        kill_at_random(args, lambda: len(list(items.glob("*.csv"))) > 1, 1.0, "a sweep", "a new item",
-                       "rerun resumed; paths.csv identical", "the sweep")
+        kill_at_random(
+            args,
+            lambda: len(list(items.glob("*.csv"))) > 1,
+            1.0,
+            "a sweep",
+            "a new item",
+            "rerun resumed; paths.csv identical",
+            "the sweep",
+        )
     if FULL:
         stall_and_kill(args, "paths.csv|1", tmp_path, "during the write of paths.csv (the merge)")
     finish(args)
@@ -247,14 +341,29 @@ def no_space(real, when):
         if when(*args):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(*args, **kwargs)
+
     return fails
 
 
-def test_a_full_disk_during_a_sweep_loses_nothing(small_run, reference_sweep, data_root, tmp_path, monkeypatch, capsys):
+def test_a_full_disk_during_a_sweep_loses_nothing(
+    small_run, reference_sweep, data_root, tmp_path, monkeypatch, capsys
+):
     run = copy_run(small_run, tmp_path)
-    argv = ["sweep", str(run.root), "--points", str(POINTS), "--from-steps", STEPS, "--quiet", "--data-root", str(data_root)]
+    argv = [
+        "sweep",
+        str(run.root),
+        "--points",
+        str(POINTS),
+        "--from-steps",
+        STEPS,
+        "--quiet",
+        "--data-root",
+        str(data_root),
+    ]
     calls = []
-    monkeypatch.setattr(os, "replace", no_space(os.replace, lambda src, dst: calls.append(dst) or len(calls) == 3))
+    monkeypatch.setattr(
+        os, "replace", no_space(os.replace, lambda src, dst: calls.append(dst) or len(calls) == 3)
+    )
     assert main(argv) == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and "cannot write" in lines[0] and "No space left on device" in lines[0], lines
@@ -262,16 +371,19 @@ def test_a_full_disk_during_a_sweep_loses_nothing(small_run, reference_sweep, da
     items = sorted((run.sweep_dir / SweepSetting(grid=Grid(points=POINTS)).key).iterdir())
     assert [p.name for p in items] == ["r0-t0000000.csv", "r0-t0000016.csv"]  # the two finished items, whole
     assert all(len(rows_of(p)) == POINTS for p in items) and not list(run.root.rglob("*.tmp"))
-    record("fault", "disk full (ENOSPC on rename) during the 3rd item of a sweep", f"exit 2: {lines[0]}; "
-           "the 2 finished items intact, no temporary file left")
+    record(
+        "fault",
+        "disk full (ENOSPC on rename) during the 3rd item of a sweep",
+        f"exit 2: {lines[0]}; the 2 finished items intact, no temporary file left",
+    )
     assert main(argv) == 0
     compare_tables(run, reference_sweep, "sweep after a full disk")
 
 
 def test_a_full_disk_during_training_resumes_bitwise(small_run, mnist, tmp_path, monkeypatch):
-    spec = small_run.read_spec()
+    spec = read_spec(small_run)
     run = RunDir(tmp_path / spec.run_name)
-    run.write_spec(spec)
+    write_spec(run, spec)
     seen = []
 
     def full_at_resume_file(fd):
@@ -285,14 +397,26 @@ def test_a_full_disk_during_training_resumes_bitwise(small_run, mnist, tmp_path,
         train_replicate(spec, run, 0, mnist, progress=False)
     monkeypatch.undo()
     message = str(e.value)
-    assert "cannot write" in message and "resume.pt" in message and "No space left" in message and "\n" not in message
+    assert (
+        "cannot write" in message
+        and "resume.pt" in message
+        and "No space left" in message
+        and "\n" not in message
+    )
     assert run.saved_steps(0) == [0, 1, 2, 4, 8, 16] and not list(run.root.rglob("*.tmp"))
     assert torch.load(run.resume_file(0), weights_only=True)["step"] == 8  # the previous resume file, intact
-    record("fault", "disk full (ENOSPC on fsync) while writing resume.pt during training",
-           f"LinpathError: {message}; earlier checkpoints and resume file intact")
+    record(
+        "fault",
+        "disk full (ENOSPC on fsync) while writing resume.pt during training",
+        f"LinpathError: {message}; earlier checkpoints and resume file intact",
+    )
     train_replicate(spec, run, 0, mnist, progress=False)
     assert all(same_state(run.checkpoint(0, t), small_run.checkpoint(0, t)) for t in small_run.saved_steps(0))
-    record("check", "training after a full disk", "resumed; every checkpoint bitwise equal to the uninterrupted run")
+    record(
+        "check",
+        "training after a full disk",
+        "resumed; every checkpoint bitwise equal to the uninterrupted run",
+    )
 
 
 def test_a_failing_figure_write_is_one_line(small_run, reference_sweep, tmp_path, monkeypatch, capsys):
@@ -315,11 +439,31 @@ def test_a_diverging_path_is_recorded_and_reported(small_run, data_root, tmp_pat
     run = copy_run(small_run, tmp_path)
     huge = {k: v * 1e30 for k, v in torch.load(run.checkpoint(1, 16), weights_only=True).items()}
     torch.save(huge, run.checkpoint(1, 16))  # a start state whose logits overflow
-    assert main(["sweep", str(run.root), "--points", str(POINTS), "--from-steps", "0,16", "--quiet",
-                 "--data-root", str(data_root)]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                str(run.root),
+                "--points",
+                str(POINTS),
+                "--from-steps",
+                "0,16",
+                "--quiet",
+                "--data-root",
+                str(data_root),
+            ]
+        )
+        == 0
+    )
     # and an extrapolated grid: x far below 0 blows the weights up for every replicate
-    pipeline.sweep(run.root, SweepSetting(grid=Grid(kind="values", values=(-1e36, 0.0, 0.5, 1.0))), data_root,
-                   "cpu", [0], progress=False)
+    pipeline.sweep(
+        run.root,
+        SweepSetting(grid=Grid(kind="values", values=(-1e36, 0.0, 0.5, 1.0))),
+        data_root,
+        "cpu",
+        [0],
+        progress=False,
+    )
     rows = rows_of(run.paths_csv)
     bad = [d for d in rows if not math.isfinite(float(d["loss"]))]
     assert {(d["replicate"], d["t"]) for d in bad} >= {("1", "16"), ("0", "0"), ("1", "0")}
@@ -328,9 +472,15 @@ def test_a_diverging_path_is_recorded_and_reported(small_run, data_root, tmp_pat
     assert main(["report", str(run.root)]) == 0
     capsys.readouterr()
     metrics = rows_of(run.metrics_csv)
-    row = next(d for d in metrics if d["stat"] == "replicate" and d["replicate"] == "1" and d["t"] == "16"
-               and d["quantity"] == "loss")
+    row = next(
+        d
+        for d in metrics
+        if d["stat"] == "replicate" and d["replicate"] == "1" and d["t"] == "16" and d["quantity"] == "loss"
+    )
     assert row["rise_over_start"] in ("inf", "nan")
     assert all((run.figures_dir / f"figure{i}.png").stat().st_size > 0 for i in (1, 2, 3))
-    record("fault", "a diverging path (start state x 1e30, and an extrapolated grid at x = -1e36)",
-           f"{len(bad)} points recorded as inf/nan in paths.csv; metrics inf/nan; figures and report written, no crash")
+    record(
+        "fault",
+        "a diverging path (start state x 1e30, and an extrapolated grid at x = -1e36)",
+        f"{len(bad)} points recorded as inf/nan in paths.csv; metrics inf/nan; figures and report written, no crash",
+    )

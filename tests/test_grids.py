@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from linpath.analysis.metrics import rise_over_start
 from linpath.errors import LinpathError
-from linpath.grids import Grid, parse_grid
-from linpath.metrics import rise_over_start
+from linpath.sweep.grids import Grid, parse_grid
 
 
 def test_uniform_and_points_agree():
@@ -35,16 +35,44 @@ def test_values_grids():
 
 
 def test_keys_identify_grids():
-    specs = ["uniform:100", "uniform:50:-0.5:1.5", "dense-end:100", "dense-start:100", "adaptive",
-             "adaptive:11:0.005", "adaptive:11:0.01:error", "values:0,0.5,1", "values:0,0.4,1"]
+    specs = [
+        "uniform:100",
+        "uniform:50:-0.5:1.5",
+        "dense-end:100",
+        "dense-start:100",
+        "adaptive",
+        "adaptive:11:0.005",
+        "adaptive:11:0.01:error",
+        "values:0,0.5,1",
+        "values:0,0.4,1",
+    ]
     keys = [parse_grid(s).key for s in specs]
     assert len(set(keys)) == len(keys)
     assert all("/" not in k for k in keys)
 
 
-@pytest.mark.parametrize("bad", ["", "uniform", "uniform:", "uniform:1", "uniform:0", "uniform:x", "uniform:10:1:0",
-                                 "uniform:10:0:nan", "uniform:10:0", "values:", "values:1,0", "values:0,nan",
-                                 "0,0,1", "adaptive:11:-1", "adaptive:11:0.01:0", "bogus:3", "uniform:10:0:inf"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "uniform",
+        "uniform:",
+        "uniform:1",
+        "uniform:0",
+        "uniform:x",
+        "uniform:10:1:0",
+        "uniform:10:0:nan",
+        "uniform:10:0",
+        "values:",
+        "values:1,0",
+        "values:0,nan",
+        "0,0,1",
+        "adaptive:11:-1",
+        "adaptive:11:0.01:0",
+        "bogus:3",
+        "uniform:10:0:inf",
+    ],
+)
 def test_bad_grids_are_one_line_errors(bad):
     with pytest.raises(LinpathError) as e:
         parse_grid(bad)
@@ -79,8 +107,15 @@ def run_grid(grid, f):
 
 
 @settings(max_examples=200, deadline=None)
-@given(peak_x=st.floats(0.05, 0.95), width=st.floats(0.1, 0.5), height=st.floats(0.01, 3.0), slope=st.floats(0, 2.0))
-def test_adaptive_finds_the_barrier_of_the_100_point_grid_with_under_30_percent_of_the_points(peak_x, width, height, slope):
+@given(
+    peak_x=st.floats(0.05, 0.95),
+    width=st.floats(0.1, 0.5),
+    height=st.floats(0.01, 3.0),
+    slope=st.floats(0, 2.0),
+)
+def test_adaptive_finds_the_barrier_of_the_100_point_grid_with_under_30_percent_of_the_points(
+    peak_x, width, height, slope
+):
     f = curve(peak_x, width, height, slope)
     xs100, f100, _ = run_grid(Grid(points=100), f)
     xs, fa, evaluations = run_grid(parse_grid("adaptive"), f)
@@ -91,4 +126,6 @@ def test_adaptive_finds_the_barrier_of_the_100_point_grid_with_under_30_percent_
     dense = np.linspace(0, 1, 100_001)
     true = rise_over_start(dense, f(dense))
     # within 1 % (or 0.002) of the 100-point grid's, or closer than it to the true height
-    assert abs(ours - reference) <= max(0.01 * abs(reference), 0.002) or abs(ours - true) <= abs(reference - true)
+    assert abs(ours - reference) <= max(0.01 * abs(reference), 0.002) or abs(ours - true) <= abs(
+        reference - true
+    )

@@ -3,8 +3,14 @@ import math
 import numpy as np
 import pytest
 
-from linpath.metrics import (convexity_gap, monotonicity_gap, path_metrics, rise_over_chord,
-                             rise_over_endpoints, rise_over_start)
+from linpath.analysis.metrics import (
+    convexity_gap,
+    monotonicity_gap,
+    path_metrics,
+    rise_over_chord,
+    rise_over_endpoints,
+    rise_over_start,
+)
 
 X5 = [0.0, 0.25, 0.5, 0.75, 1.0]
 

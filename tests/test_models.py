@@ -26,8 +26,17 @@ def test_resnet50_classes_follow_the_data():
 
 def test_openlth_module_names():
     resnet = dict(MODELS["cifar_resnet_20"](10).named_parameters())
-    for key in ["conv.weight", "bn.weight", "blocks.0.conv1.weight", "blocks.0.bn1.bias", "blocks.0.conv2.weight",
-                "blocks.3.shortcut.0.weight", "blocks.3.shortcut.1.weight", "blocks.8.bn2.weight", "fc.weight"]:
+    for key in [
+        "conv.weight",
+        "bn.weight",
+        "blocks.0.conv1.weight",
+        "blocks.0.bn1.bias",
+        "blocks.0.conv2.weight",
+        "blocks.3.shortcut.0.weight",
+        "blocks.3.shortcut.1.weight",
+        "blocks.8.bn2.weight",
+        "fc.weight",
+    ]:
         assert key in resnet, key
     assert "blocks.0.shortcut.0.weight" not in resnet and "conv.bias" not in resnet
     vgg = dict(MODELS["cifar_vgg_16"](10).named_parameters())
@@ -35,13 +44,22 @@ def test_openlth_module_names():
     assert sum(k.endswith("conv.weight") for k in vgg) == 13
 
 
-@pytest.mark.parametrize("name,shape", [("cifar_resnet_20", (2, 3, 32, 32)), ("cifar_vgg_16", (2, 3, 32, 32)),
-                                        ("imagenet_resnet_50", (2, 3, 64, 64))])
+@pytest.mark.parametrize(
+    "name,shape",
+    [
+        ("cifar_resnet_20", (2, 3, 32, 32)),
+        ("cifar_vgg_16", (2, 3, 32, 32)),
+        ("imagenet_resnet_50", (2, 3, 64, 64)),
+    ],
+)
 def test_forward_shape_stem_and_init(name, shape):
     model = build(name, 10, seed=0).eval()
     assert model.get_submodule(model.linear_stem).in_channels == 3
     bn = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert all(0 <= float(m.weight.detach().min()) and float(m.weight.detach().max()) < 1 and not m.bias.any() for m in bn)
+    assert all(
+        0 <= float(m.weight.detach().min()) and float(m.weight.detach().max()) < 1 and not m.bias.any()
+        for m in bn
+    )
     x = torch.randn(shape)
     with torch.no_grad():
         out = model(x)

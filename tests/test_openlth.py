@@ -8,12 +8,13 @@ import torch
 
 from linpath import pipeline
 from linpath.cli import main
+from linpath.commands.openlth import find_replicate_folders, import_run, map_state, parse_hparams
+from linpath.config.spec import read_spec
 from linpath.errors import LinpathError
-from linpath.grids import Grid
+from linpath.io.tensors import load_state_dict
 from linpath.models import build
-from linpath.openlth import find_replicate_folders, import_run, map_state, parse_hparams
-from linpath.store import load_state_dict
-from linpath.sweep import SweepSetting
+from linpath.sweep.grids import Grid
+from linpath.sweep.setting import SweepSetting
 
 # What OpenLTH's Desc.save writes: one section per hparams object, the set fields only, no final newline.
 HPARAMS = """Dataset Hyperparameters
@@ -35,8 +36,14 @@ FILES = {(0, 0): 0, (0, 100): 100, (1, 5): 474, (2, 0): 938}
 def openlth_lenet_state(seed: int) -> dict:
     """OpenLTH's LeNet-300-100 keys: fc_layers.0/1 and fc."""
     g = torch.Generator().manual_seed(seed)
-    shapes = {"fc_layers.0.weight": (300, 784), "fc_layers.0.bias": (300,), "fc_layers.1.weight": (100, 300),
-              "fc_layers.1.bias": (100,), "fc.weight": (10, 100), "fc.bias": (10,)}
+    shapes = {
+        "fc_layers.0.weight": (300, 784),
+        "fc_layers.0.bias": (300,),
+        "fc_layers.1.weight": (100, 300),
+        "fc_layers.1.bias": (100,),
+        "fc.weight": (10, 100),
+        "fc.bias": (10,),
+    }
     return {k: torch.randn(s, generator=g) * 0.05 for k, s in shapes.items()}
 
 
@@ -49,9 +56,18 @@ def openlth_run(tmp_path):
         (main_dir / "hparams.log").write_text(HPARAMS)
         for (ep, it), t in FILES.items():
             torch.save(openlth_lenet_state(100 * replicate + t), main_dir / f"model_ep{ep}_it{it}.pth")
-        (main_dir / "logger").write_text("\n".join([
-            "train_loss,469,0.31", "test_loss,469,0.2", "test_accuracy,469,0.95",
-            "train_loss,938,0.2", "test_loss,938,0.1", f"test_accuracy,938,0.9{replicate}"]))
+        (main_dir / "logger").write_text(
+            "\n".join(
+                [
+                    "train_loss,469,0.31",
+                    "test_loss,469,0.2",
+                    "test_accuracy,469,0.95",
+                    "train_loss,938,0.2",
+                    "test_loss,938,0.1",
+                    f"test_accuracy,938,0.9{replicate}",
+                ]
+            )
+        )
         torch.save({"optimizer_state_dict": {}, "ep": 2, "it": 0}, main_dir / "checkpoint.pth")  # ignored
     return root
 
@@ -69,8 +85,10 @@ def test_parse_hparams():
 def test_import_writes_a_linpath_run(openlth_run, tmp_path):
     run, notes = import_run(openlth_run, tmp_path / "runs")
     assert notes == [] and run.root.name.startswith("openlth-mnist_lenet_300_100-")
-    spec = run.read_spec()  # validates, and the folder name matches its hash
-    assert spec.preset == "mnist_lenet_300_100" and spec.train.training_steps == "938it" and spec.replicates == 2
+    spec = read_spec(run)  # validates, and the folder name matches its hash
+    assert (
+        spec.preset == "mnist_lenet_300_100" and spec.train.training_steps == "938it" and spec.replicates == 2
+    )
     assert spec.data.batch_size == 128 and spec.train.lr == 0.1 and not spec.data.augment
     assert run.replicates() == [0, 1]
     for r, replicate in enumerate((1, 2)):
@@ -83,7 +101,10 @@ def test_import_writes_a_linpath_run(openlth_run, tmp_path):
         log = list(csv.DictReader(f))
     assert [row["iteration"] for row in log] == ["469", "938"] and log[-1]["test_accuracy"] == "0.92"
     info = json.loads((run.root / "openlth.json").read_text())
-    assert info["iterations_per_epoch"] == IPE and info["hparams"]["model"]["model_name"] == "mnist_lenet_300_100"
+    assert (
+        info["iterations_per_epoch"] == IPE
+        and info["hparams"]["model"]["model_name"] == "mnist_lenet_300_100"
+    )
     again, _ = import_run(openlth_run, tmp_path / "runs")  # re-importing is idempotent
     assert again.root == run.root
 
@@ -106,7 +127,9 @@ def test_lottery_layout_imports_level_0_only(tmp_path):
         (folder / "hparams.log").write_text(HPARAMS)
         torch.save(openlth_lenet_state(0), folder / "model_ep0_it0.pth")
     assert find_replicate_folders(root) == [root / "replicate_1" / "level_0" / "main"]
-    assert find_replicate_folders(root / "replicate_1" / "level_1" / "main") == [root / "replicate_1" / "level_1" / "main"]
+    assert find_replicate_folders(root / "replicate_1" / "level_1" / "main") == [
+        root / "replicate_1" / "level_1" / "main"
+    ]
 
 
 def test_resnet_keys():
@@ -120,7 +143,9 @@ def test_resnet_keys():
         parts = key.split(".")
         if parts[0] == "blocks":
             n = int(parts[1])
-            parts = [f"layer{n // 3 + 1}", str(n % 3)] + ["downsample" if p == "shortcut" else p for p in parts[2:]]
+            parts = [f"layer{n // 3 + 1}", str(n % 3)] + [
+                "downsample" if p == "shortcut" else p for p in parts[2:]
+            ]
         else:
             parts = [{"conv": "conv1", "bn": "bn1"}.get(parts[0], parts[0])] + parts[1:]
         return "model." + ".".join(parts)
@@ -135,7 +160,10 @@ def test_mismatched_architecture_names_the_key(tmp_path):
     ours = build("mnist_lenet_300_100", 10, seed=0).state_dict()
     theirs = openlth_lenet_state(0)
     theirs["fc_layers.1.weight"] = torch.zeros(50, 300)
-    with pytest.raises(LinpathError, match=r"'fc_layers.1.weight' \(50, 300\) onto linpath's 'fc_layers.1.weight' \(100, 300\)"):
+    with pytest.raises(
+        LinpathError,
+        match=r"'fc_layers.1.weight' \(50, 300\) onto linpath's 'fc_layers.1.weight' \(100, 300\)",
+    ):
         map_state(theirs, ours, "model_ep0_it0.pth")
     short = {k: v for k, v in openlth_lenet_state(0).items() if not k.startswith("fc.")}
     with pytest.raises(LinpathError, match="first unmatched: fc.weight"):
@@ -160,4 +188,9 @@ def test_cli_import(openlth_run, tmp_path, capsys):
     (openlth_run / "replicate_2" / "main" / "model_ep2_it0.pth").unlink()
     assert main(["import-openlth", str(openlth_run), "--out", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
-    assert "imported:" in out and "linpath sweep" in out and "replicate 1" in out and "no final checkpoint" in out
+    assert (
+        "imported:" in out
+        and "linpath sweep" in out
+        and "replicate 1" in out
+        and "no final checkpoint" in out
+    )

@@ -7,13 +7,14 @@ import torch
 
 from linpath import pipeline
 from linpath.cli import main
+from linpath.commands.spawn import SpawnDir, barrier, child_seed, parent_state, spawn, spawn_dir
+from linpath.config.presets import preset
+from linpath.config.spec import read_spec
 from linpath.errors import LinpathError
-from linpath.grids import Grid
-from linpath.spawn import SpawnDir, barrier, child_seed, parent_state, spawn, spawn_dir
-from linpath.spec import preset
-from linpath.store import load_state_dict
-from linpath.sweep import PATH_COLUMNS
-from linpath.train import train_replicate
+from linpath.io.tensors import load_state_dict
+from linpath.sweep.grids import Grid
+from linpath.sweep.merge import PATH_COLUMNS
+from linpath.train.loop import train_replicate
 
 T, TOTAL = 16, 40
 
@@ -21,13 +22,14 @@ T, TOTAL = 16, 40
 @pytest.fixture(scope="module")
 def momentum_run(tmp_path_factory, data_root):
     """One replicate of LeNet with momentum 0.9, 40 iterations (kept t: 0,1,2,4,8,16,32,40)."""
-    spec = preset("mnist_lenet_300_100").with_overrides({"training_steps": f"{TOTAL}it", "momentum": 0.9,
-                                                         "replicates": 1})
+    spec = preset("mnist_lenet_300_100").with_overrides(
+        {"training_steps": f"{TOTAL}it", "momentum": 0.9, "replicates": 1}
+    )
     return pipeline.train(spec, tmp_path_factory.mktemp("spawnruns"), data_root, device="cpu", progress=False)
 
 
 def test_replay_rebuilds_the_exact_optimizer_state(momentum_run, mnist, tmp_path):
-    spec = momentum_run.read_spec()
+    spec = read_spec(momentum_run)
     start, info = parent_state(spec, momentum_run, 0, T, mnist, SpawnDir(tmp_path / "s"))
     assert info["replay_max_abs_weight_difference"] == 0.0
     buffers = [s["momentum_buffer"] for s in start["optimizer"]["state"].values()]
@@ -37,7 +39,7 @@ def test_replay_rebuilds_the_exact_optimizer_state(momentum_run, mnist, tmp_path
 
 def test_child_on_the_parents_data_order_reproduces_the_parent(momentum_run, mnist, tmp_path):
     """Replayed momentum + resumed schedule + the parent's seed = the parent's own run, bitwise."""
-    spec = momentum_run.read_spec()
+    spec = read_spec(momentum_run)
     sdir = SpawnDir(tmp_path / "s")
     start, _ = parent_state(spec, momentum_run, 0, T, mnist, sdir)
     train_replicate(spec, sdir, 0, mnist, progress=False, data_seed=spec.train.seed, start=start)
@@ -76,20 +78,40 @@ def test_barrier():
     assert barrier([0.1, 0.5, 0.3]) == pytest.approx(0.3)
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"t": 5}, "no checkpoint at T=5"),
-    ({"t": TOTAL}, "end of training"),
-    ({"t": T, "children": 1}, "at least 2"),
-    ({"t": T, "momentum_state": "guess"}, "unknown momentum state"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"t": 5}, "no checkpoint at T=5"),
+        ({"t": TOTAL}, "end of training"),
+        ({"t": T, "children": 1}, "at least 2"),
+        ({"t": T, "momentum_state": "guess"}, "unknown momentum state"),
+    ],
+)
 def test_spawn_errors(momentum_run, mnist, kwargs, message):
     with pytest.raises(LinpathError, match=message):
         spawn(momentum_run.root, source=mnist, progress=False, **kwargs)
 
 
 def test_cli_spawn(momentum_run, data_root, capsys):
-    code = main(["spawn", str(momentum_run.root), "--at", "32", "--children", "2", "--points", "3",
-                 "--momentum-state", "reset", "--data-root", str(data_root), "--device", "cpu", "--quiet"])
+    code = main(
+        [
+            "spawn",
+            str(momentum_run.root),
+            "--at",
+            "32",
+            "--children",
+            "2",
+            "--points",
+            "3",
+            "--momentum-state",
+            "reset",
+            "--data-root",
+            str(data_root),
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "T=32" in out and "error barrier" in out

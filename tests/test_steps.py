@@ -2,8 +2,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from linpath.config.steps import Step, kept_steps
+from linpath.data.source import iterations_per_epoch
 from linpath.errors import LinpathError
-from linpath.steps import Step, iterations_per_epoch, kept_steps
 
 
 def test_mnist_schedule_has_the_papers_30_states():
@@ -25,8 +26,16 @@ def test_iterations_per_epoch_rounds_up():
     assert Step.parse("40ep").to_iterations(469) == 18760
 
 
-@pytest.mark.parametrize("text,expected", [("40ep", (40, 0)), ("18760it", (0, 18760)), ("2ep100it", (2, 100)),
-                                           ("300", (0, 300)), (" 3ep ", (3, 0))])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("40ep", (40, 0)),
+        ("18760it", (0, 18760)),
+        ("2ep100it", (2, 100)),
+        ("300", (0, 300)),
+        (" 3ep ", (3, 0)),
+    ],
+)
 def test_step_strings(text, expected):
     s = Step.parse(text)
     assert (s.epochs, s.iterations) == expected

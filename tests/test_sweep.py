@@ -4,15 +4,16 @@ import csv
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
 
-from linpath import pipeline, sweep as sweep_module
-from linpath.evaluate import PathEvaluator, evaluate_model
-from linpath.grids import Grid
+from linpath import pipeline
+from linpath.engine.evaluator import PathEvaluator
+from linpath.engine.scoring import evaluate_model
+from linpath.io.tensors import load_state_dict
 from linpath.models import build
-from linpath.store import load_state_dict
-from linpath.sweep import SweepSetting
+from linpath.sweep import run as sweep_module
+from linpath.sweep.grids import Grid
+from linpath.sweep.setting import SweepSetting
+from tests.oracle import plain_path
 
 STEPS = [0, 16, 256]
 POINTS = 7
@@ -31,49 +32,61 @@ def swept(small_run, data_root):
 
 
 def plain_loop(run, mnist, r, t, xs):
-    """What a user would write: mix the state dicts, load_state_dict, evaluate with a DataLoader."""
+    """The oracle on an nn.Sequential written here (not linpath's LeNet), on inputs normalized here."""
     a = torch.load(run.checkpoint(r, t), weights_only=True)
     b = torch.load(run.checkpoint(r, 300), weights_only=True)
-    images = mnist.test.images.float() / 255.0
-    inputs = (images - 0.1307) / 0.3081
-    loader = DataLoader(TensorDataset(inputs, mnist.test.labels), batch_size=128)
-    out = []
-    for x in xs:
-        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 300), torch.nn.ReLU(),
-                                    torch.nn.Linear(300, 100), torch.nn.ReLU(), torch.nn.Linear(100, 10))
-        names = ["fc_layers.0", "fc_layers.1", "fc"]
-        state = {}
-        for i, name in zip((1, 3, 5), names):
-            for p in ("weight", "bias"):
-                state[f"{i}.{p}"] = (1 - x) * a[f"{name}.{p}"] + x * b[f"{name}.{p}"]
-        model.load_state_dict(state)
-        model.eval()
-        loss, wrong = 0.0, 0
-        with torch.no_grad():
-            for xb, yb in loader:
-                logits = model(xb)
-                loss += F.cross_entropy(logits, yb, reduction="sum").item()
-                wrong += (logits.argmax(1) != yb).sum().item()
-        out.append((loss / len(inputs), wrong / len(inputs)))
-    return out
+    inputs = (mnist.test.images.float() / 255.0 - 0.1307) / 0.3081
+    layers = {"fc_layers.0": "1", "fc_layers.1": "3", "fc": "5"}
+
+    def sequential():
+        return torch.nn.Sequential(
+            torch.nn.Flatten(),
+            torch.nn.Linear(784, 300),
+            torch.nn.ReLU(),
+            torch.nn.Linear(300, 100),
+            torch.nn.ReLU(),
+            torch.nn.Linear(100, 10),
+        )
+
+    def rename(key):
+        layer, _, param = key.rpartition(".")
+        return f"{layers[layer]}.{param}"
+
+    return plain_path(sequential, a, b, inputs, mnist.test.labels, xs, rename=rename, batch_size=128)
 
 
 def test_paths_csv_has_every_point_once(swept):
     run, rows = swept
-    assert list(rows[0]) == ["replicate", "t", "x", "split", "bn", "examples", "precision", "loss", "error",
-                             "loss_se", "error_se"]
+    assert list(rows[0]) == [
+        "replicate",
+        "t",
+        "x",
+        "split",
+        "bn",
+        "examples",
+        "precision",
+        "loss",
+        "error",
+        "loss_se",
+        "error_se",
+    ]
     assert {r["loss_se"] for r in rows} == {"0.0"}  # the whole split: exact
     keys = [(r["replicate"], r["t"], r["x"]) for r in rows]
     assert len(keys) == len(set(keys)) == 2 * len(STEPS) * POINTS
-    assert sorted({float(r["x"]) for r in rows}) == pytest.approx([i / (POINTS - 1) for i in range(POINTS)], abs=1e-15)
+    assert sorted({float(r["x"]) for r in rows}) == pytest.approx(
+        [i / (POINTS - 1) for i in range(POINTS)], abs=1e-15
+    )
 
 
 def test_sweep_equals_an_independent_plain_loop(swept, mnist):
     run, rows = swept
     for r in (0, 1):
         for t in (0, 256):
-            ours = sorted((float(d["x"]), float(d["loss"]), float(d["error"]))
-                          for d in rows if int(d["replicate"]) == r and int(d["t"]) == t)
+            ours = sorted(
+                (float(d["x"]), float(d["loss"]), float(d["error"]))
+                for d in rows
+                if int(d["replicate"]) == r and int(d["t"]) == t
+            )
             reference = plain_loop(run, mnist, r, t, [x for x, _, _ in ours])
             for (x, loss, error), (ref_loss, ref_error) in zip(ours, reference):
                 assert loss == pytest.approx(ref_loss, abs=1e-5), (r, t, x)
@@ -88,7 +101,11 @@ def test_endpoints_equal_the_checkpoints_own_evaluation(swept, mnist):
         model.load_state_dict(load_state_dict(run.checkpoint(1, t)))
         own = evaluate_model(model, evalset)
         x = 0.0 if t < 300 else 1.0
-        row = next(d for d in rows if d["replicate"] == "1" and int(d["t"]) == (t if t < 300 else 0) and float(d["x"]) == x)
+        row = next(
+            d
+            for d in rows
+            if d["replicate"] == "1" and int(d["t"]) == (t if t < 300 else 0) and float(d["x"]) == x
+        )
         assert float(row["loss"]) == pytest.approx(own.loss, abs=1e-6)
         assert float(row["error"]) == own.error
 
@@ -108,13 +125,15 @@ def test_the_linear_stem_gives_the_plain_engine_result(small_run, mnist):
 def test_an_interrupted_sweep_resumes_to_the_same_table(small_run, data_root, monkeypatch, tmp_path):
     import shutil
 
-    from linpath.store import RunDir
+    from linpath.io.rundir import RunDir
 
     setting = SweepSetting(grid=Grid(points=5))
     reference = RunDir(tmp_path / "ref" / small_run.root.name)
     interrupted = RunDir(tmp_path / "int" / small_run.root.name)
     for run in (reference, interrupted):
-        shutil.copytree(small_run.root, run.root, ignore=shutil.ignore_patterns("sweep", "paths.csv", ".*lock"))
+        shutil.copytree(
+            small_run.root, run.root, ignore=shutil.ignore_patterns("sweep", "paths.csv", ".*lock")
+        )
     pipeline.sweep(reference.root, setting, data_root, "cpu", STEPS, progress=False)
 
     real = sweep_module.PathEvaluator.path
@@ -131,8 +150,13 @@ def test_an_interrupted_sweep_resumes_to_the_same_table(small_run, data_root, mo
         pipeline.sweep(interrupted.root, setting, data_root, "cpu", STEPS, progress=False)
     assert len(list((interrupted.sweep_dir / setting.key).glob("*.csv"))) == 2
     monkeypatch.setattr(sweep_module.PathEvaluator, "path", real)
-    evaluated = sweep_module.run_sweep(interrupted, setting, __import__("linpath.data", fromlist=["load"]).load("mnist", data_root),
-                                       from_steps=STEPS, progress=False)
+    evaluated = sweep_module.run_sweep(
+        interrupted,
+        setting,
+        __import__("linpath.data", fromlist=["load"]).load("mnist", data_root),
+        from_steps=STEPS,
+        progress=False,
+    )
     assert evaluated == 2 * len(STEPS) - 2  # only the unfinished items
     sweep_module.merge_paths(interrupted)
     assert interrupted.paths_csv.read_text() == reference.paths_csv.read_text()
@@ -140,12 +164,16 @@ def test_an_interrupted_sweep_resumes_to_the_same_table(small_run, data_root, mo
 
 def test_a_sweep_with_recompute_an_adaptive_grid_and_a_subset(small_run, data_root):
     from linpath.data import load
-    from linpath.grids import parse_grid
+    from linpath.sweep.grids import parse_grid
 
     setting = SweepSetting(bn="recompute", bn_batches=2, grid=parse_grid("adaptive:5:0.1"), eval_examples=500)
     assert setting.key == "test-recompute2-adaptive5-tol0.1-loss-fp32-n500"
-    assert sweep_module.run_sweep(small_run, setting, load("mnist", data_root), from_steps=[0], replicates=[0],
-                                  progress=False) == 1
+    assert (
+        sweep_module.run_sweep(
+            small_run, setting, load("mnist", data_root), from_steps=[0], replicates=[0], progress=False
+        )
+        == 1
+    )
     rows = rows_of(sweep_module.item_path(small_run, setting, 0, 0))
     xs = [float(d["x"]) for d in rows]
     assert xs == sorted(xs) and len(xs) > 5 and xs[0] == 0.0 and xs[-1] == 1.0
@@ -153,15 +181,18 @@ def test_a_sweep_with_recompute_an_adaptive_grid_and_a_subset(small_run, data_ro
 
 
 def test_the_report_prefers_full_fp32_rows_where_sweeps_overlap(tmp_path):
-    from linpath.analysis import load_curves
-    from linpath.store import RunDir, atomic_write_text
-    from linpath.sweep import format_rows
+    from linpath.analysis.curves import load_curves
+    from linpath.io.files import atomic_write_text
+    from linpath.io.rundir import RunDir
+    from linpath.sweep.merge import format_rows
 
     run = RunDir(tmp_path)
-    rows = [[0, 0, "0.0", "test", "interpolate", 10000, "bf16", "1.5", "0.5", "0.0", "0.0"],
-            [0, 0, "0.0", "test", "interpolate", 10000, "fp32", "1.0", "0.4", "0.0", "0.0"],
-            [0, 0, "0.0", "test", "interpolate", 1000, "fp32", "9.0", "0.9", "0.1", "0.01"],
-            [0, 0, "1.0", "test", "interpolate", 1000, "fp32", "2.0", "0.2", "0.1", "0.01"]]
+    rows = [
+        [0, 0, "0.0", "test", "interpolate", 10000, "bf16", "1.5", "0.5", "0.0", "0.0"],
+        [0, 0, "0.0", "test", "interpolate", 10000, "fp32", "1.0", "0.4", "0.0", "0.0"],
+        [0, 0, "0.0", "test", "interpolate", 1000, "fp32", "9.0", "0.9", "0.1", "0.01"],
+        [0, 0, "1.0", "test", "interpolate", 1000, "fp32", "2.0", "0.2", "0.1", "0.01"],
+    ]
     atomic_write_text(run.paths_csv, format_rows(rows))
     curve = load_curves(run).by_item[(0, 0)]
     assert curve["loss"].tolist() == [1.0, 2.0] and curve["error"].tolist() == [0.4, 0.2]

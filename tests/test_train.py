@@ -5,10 +5,13 @@ import shutil
 import torch
 
 from linpath import pipeline
+from linpath.config.presets import preset
+from linpath.config.schedule import Schedule
+from linpath.config.spec import read_spec, write_spec
+from linpath.io.rundir import RunDir
 from linpath.models import build, count_parameters
-from linpath.spec import preset
-from linpath.store import RunDir
-from linpath.train import LOG_COLUMNS, Schedule, read_log, train_replicate
+from linpath.train.log import LOG_COLUMNS, read_log
+from linpath.train.loop import train_replicate
 
 from .conftest import SMALL
 
@@ -22,7 +25,12 @@ def test_mnist_preset_is_openlths_default():
     s = Schedule.of(spec, 60000)
     assert (s.iterations_per_epoch, s.total) == (469, 18760)
     assert {s.lr_at(0), s.lr_at(18759)} == {0.1}
-    assert (spec.train.momentum, spec.train.weight_decay, spec.data.batch_size, spec.data.augment) == (0.0, 0.0, 128, False)
+    assert (spec.train.momentum, spec.train.weight_decay, spec.data.batch_size, spec.data.augment) == (
+        0.0,
+        0.0,
+        128,
+        False,
+    )
     assert len(s.kept()) == 30
 
 
@@ -42,16 +50,16 @@ def test_replicates_differ_and_are_reproducible(small_run, tmp_path, mnist):
     init = torch.load(small_run.checkpoint(1, 0), weights_only=True)
     spec = preset("mnist_lenet_300_100").with_overrides({**SMALL, "training_steps": "2it"})
     run = RunDir(tmp_path / spec.run_name)
-    run.write_spec(spec)
+    write_spec(run, spec)
     train_replicate(spec, run, 1, mnist, progress=False)
     again = torch.load(run.checkpoint(1, 0), weights_only=True)
     assert all(torch.equal(init[k], again[k]) for k in init)
 
 
 def test_training_resumed_after_an_interruption_is_bitwise_identical(small_run, mnist, tmp_path):
-    spec = small_run.read_spec()
+    spec = read_spec(small_run)
     run = RunDir(tmp_path / spec.run_name)
-    run.write_spec(spec)
+    write_spec(run, spec)
     train_replicate(spec, run, 0, mnist, progress=False, stop_after=150)  # "killed" at 150
     assert not run.done_marker(0).exists() and run.resume_file(0).exists()
     assert torch.load(run.resume_file(0), weights_only=True)["step"] == 128  # the last save before the kill
@@ -66,7 +74,7 @@ def test_training_resumed_after_an_interruption_is_bitwise_identical(small_run, 
 
 
 def test_an_existing_run_is_reused_not_retrained(small_run, data_root):
-    spec = small_run.read_spec()
+    spec = read_spec(small_run)
     before = small_run.checkpoint(0, 300).stat().st_mtime_ns
     run = pipeline.train(spec, small_run.root.parent, data_root, progress=False)
     assert run.root == small_run.root
@@ -79,7 +87,8 @@ def test_overrides_enter_the_hash_but_the_replicate_count_does_not():
     assert base.with_overrides({"training_steps": "2ep"}).hash != base.hash
     assert base.with_overrides({"seed": 7}).hash != base.hash
     assert base.with_overrides({"replicates": 1}).hash == base.hash
-    assert base.hash == preset("mnist_lenet_300_100").hash  # stable
+    # pinned: the same settings must name the same folder in every version (runs made before stay found)
+    assert base.hash == "63e0742d57"
     assert len(base.hash) == 10
 
 
@@ -96,4 +105,4 @@ def test_an_edited_spec_is_refused(small_run, tmp_path):
     d["train"]["lr"] = 0.5
     copy.spec_path.write_text(json.dumps(d))
     with pytest.raises(LinpathError, match="edited"):
-        copy.read_spec()
+        read_spec(copy)

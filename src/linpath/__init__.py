@@ -7,19 +7,18 @@ It is imported on first use, so `import linpath` (and the CLI's start) stays lig
 
 from typing import TYPE_CHECKING
 
-from .errors import LinpathError
-
-__version__ = "0.1.0"
+from linpath._version import __version__
+from linpath.errors import LinpathError
 
 __all__ = ["path", "PathCurve", "load_state", "LinpathError", "__version__"]
 
 if TYPE_CHECKING:
-    from .api import PathCurve, load_state, path
+    from linpath.api import PathCurve, load_state, path
 
 
 def __getattr__(name: str):
     if name in ("path", "PathCurve", "load_state"):
-        from . import api
+        from linpath import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'linpath' has no attribute {name!r}")

@@ -13,25 +13,31 @@ tensors on the device, and each point θ(x) is written into one copy of the mode
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence, Union
+from typing import Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
-from .data.memory import EvalSet
-from .errors import LinpathError
-from .evaluate import BN_POLICIES, PathEvaluator, classification_score
-from .grids import Grid
-from .interpolate import check_compatible
-from .metrics import path_metrics
-from .store import atomic_write_text, load_state_dict
+from linpath.analysis.metrics import path_metrics
+from linpath.data.source import EvalSet
+from linpath.engine.bn_stats import DEFAULT_BN_BATCHES, check_bn_policy
+from linpath.engine.evaluator import PathEvaluator
+from linpath.engine.interpolate import check_compatible
+from linpath.engine.scoring import classification_score
+from linpath.errors import LinpathError
+from linpath.io.files import atomic_write_text
+from linpath.io.tensors import load_state_dict
+from linpath.runtime.device import check_precision, resolve_device
+from linpath.sweep.grids import Grid
+from linpath.sweep.merge import PATH_COLUMNS, format_rows
 
 StateLike = Union[Mapping[str, torch.Tensor], str, os.PathLike, nn.Module]
 DataLike = object  # (inputs, targets) tensors, a Dataset of pairs, a DataLoader of pairs, or an EvalSet
@@ -63,22 +69,31 @@ class PathCurve:
         return out
 
     def rows(self, replicate: int = 0, t: int = 0) -> list[list]:
-        """Rows in paths.csv's format (sweep.PATH_COLUMNS); the error is nan when absent."""
-        from .sweep import PATH_COLUMNS
-
+        """Rows in paths.csv's format (sweep.merge.PATH_COLUMNS); the error is nan when absent."""
         n = len(self.x)
         nan = [math.nan] * n
-        columns = {"x": self.x, "loss": self.loss, "error": self.error if self.error is not None else nan,
-                   "loss_se": self.loss_se if self.loss_se is not None else nan,
-                   "error_se": self.error_se if self.error_se is not None else nan}
-        fixed = {"replicate": replicate, "t": t, "split": self.split, "bn": self.bn, "examples": self.examples,
-                 "precision": self.precision}
-        return [[repr(float(columns[c][i])) if c in columns else fixed.get(c, "") for c in PATH_COLUMNS] for i in range(n)]
+        columns = {
+            "x": self.x,
+            "loss": self.loss,
+            "error": self.error if self.error is not None else nan,
+            "loss_se": self.loss_se if self.loss_se is not None else nan,
+            "error_se": self.error_se if self.error_se is not None else nan,
+        }
+        fixed = {
+            "replicate": replicate,
+            "t": t,
+            "split": self.split,
+            "bn": self.bn,
+            "examples": self.examples,
+            "precision": self.precision,
+        }
+        return [
+            [repr(float(columns[c][i])) if c in columns else fixed.get(c, "") for c in PATH_COLUMNS]
+            for i in range(n)
+        ]
 
     def to_csv(self, path: str | os.PathLike, replicate: int = 0, t: int = 0) -> Path:
         """Write the curve as a paths.csv-style table (atomically)."""
-        from .sweep import format_rows
-
         atomic_write_text(Path(path), format_rows(self.rows(replicate, t)))
         return Path(path)
 
@@ -115,9 +130,13 @@ def load_state(state: StateLike, name: str = "state") -> dict[str, torch.Tensor]
     if isinstance(state, Mapping):
         bad = next((k for k, v in state.items() if not isinstance(v, torch.Tensor)), None)
         if bad is not None:
-            raise LinpathError(f"the {name} is not a state dict: entry {bad!r} is a {type(state[bad]).__name__}, not a tensor")
+            raise LinpathError(
+                f"the {name} is not a state dict: entry {bad!r} is a {type(state[bad]).__name__}, not a tensor"
+            )
         return dict(state)
-    raise LinpathError(f"the {name} must be a state dict, a module or a file path, got {type(state).__name__}")
+    raise LinpathError(
+        f"the {name} must be a state dict, a module or a file path, got {type(state).__name__}"
+    )
 
 
 def _pair(batch, where: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,16 +153,18 @@ def as_evalset(data: DataLike, device: torch.device | str = "cpu", batch_size: i
     DataLoader yielding such batches, or an EvalSet. The order does not matter (every result is
     a mean), but random augmentation in a Dataset would be frozen at this one draw.
     """
-    from torch.utils.data import DataLoader, Dataset
-
     device = torch.device(device)
     name = "custom"
     if isinstance(data, EvalSet):
         inputs, targets, name = data.inputs, data.labels, data.name
-    elif isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(d, torch.Tensor) for d in data):
+    elif (
+        isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(d, torch.Tensor) for d in data)
+    ):
         inputs, targets = data
     elif isinstance(data, (DataLoader, Dataset)):
-        loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size, shuffle=False)
+        loader = (
+            data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size, shuffle=False)
+        )
         parts = [_pair(batch, "each batch of the data") for batch in loader]
         if not parts:
             raise LinpathError("the data is empty")
@@ -160,7 +181,7 @@ def as_evalset(data: DataLike, device: torch.device | str = "cpu", batch_size: i
     return EvalSet(inputs.to(device), targets.to(device), name)
 
 
-def _is_classification(targets: torch.Tensor) -> bool:
+def is_classification(targets: torch.Tensor) -> bool:
     return not targets.is_floating_point() and not targets.is_complex() and targets.dtype != torch.bool
 
 
@@ -174,7 +195,9 @@ def make_score(loss_fn: BatchFn | None, error_fn: BatchFn | None, classification
     def batch_mean(fn: BatchFn, outputs: torch.Tensor, targets: torch.Tensor, what: str) -> torch.Tensor:
         value = torch.as_tensor(fn(outputs, targets))
         if value.numel() != 1:
-            raise LinpathError(f"{what} must return the mean over the batch (one number), got shape {tuple(value.shape)}")
+            raise LinpathError(
+                f"{what} must return the mean over the batch (one number), got shape {tuple(value.shape)}"
+            )
         return value.double().reshape(())
 
     def score(outputs: torch.Tensor, targets: torch.Tensor):
@@ -210,11 +233,22 @@ def _default_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def path(model: nn.Module, start_state: StateLike, end_state: StateLike, data: DataLike,
-         grid: int | Grid | Sequence[float] = 100, bn: str = "interpolate",
-         loss_fn: BatchFn | None = None, error_fn: BatchFn | None = None,
-         device: torch.device | str | None = None, batch_size: int = 1000, precision: str = "fp32",
-         bn_data: DataLike | None = None, bn_batches: int = 30, bn_batch_size: int = 128) -> PathCurve:
+def path(
+    model: nn.Module,
+    start_state: StateLike,
+    end_state: StateLike,
+    data: DataLike,
+    grid: int | Grid | Sequence[float] = 100,
+    bn: str = "interpolate",
+    loss_fn: BatchFn | None = None,
+    error_fn: BatchFn | None = None,
+    device: torch.device | str | None = None,
+    batch_size: int = 1000,
+    precision: str = "fp32",
+    bn_data: DataLike | None = None,
+    bn_batches: int = DEFAULT_BN_BATCHES,
+    bn_batch_size: int = 128,
+) -> PathCurve:
     """Evaluate loss (and error) along θ(x) = (1 - x)·start + x·end.
 
     model        any nn.Module whose state dict matches the states; it is not modified (a copy
@@ -234,18 +268,14 @@ def path(model: nn.Module, start_state: StateLike, end_state: StateLike, data: D
     """
     if not isinstance(model, nn.Module):
         raise LinpathError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if bn not in BN_POLICIES:
-        raise LinpathError(f"unknown BatchNorm policy {bn!r} (known: {', '.join(BN_POLICIES)})")
-    if precision not in ("fp32", "bf16"):
-        raise LinpathError(f"unknown precision {precision!r} (known: fp32, bf16)")
+    check_bn_policy(bn)
+    check_precision(precision)
     if not isinstance(batch_size, int) or batch_size <= 0:
         raise LinpathError(f"batch_size must be a positive integer, got {batch_size!r}")
     xs = _grid_xs(grid)
     if device is None:
         dev = _default_device(model)
     else:
-        from .train import resolve_device
-
         dev = resolve_device(str(device))
 
     start = load_state(start_state, "start state")
@@ -263,140 +293,52 @@ def path(model: nn.Module, start_state: StateLike, end_state: StateLike, data: D
     if bn == "recompute":
         source = evalset if bn_data is None else as_evalset(bn_data, dev, batch_size)
         batches = [inputs for inputs, _ in source.batches(bn_batch_size)][:bn_batches]
-    return evaluate_curve(work, start, end, evalset, xs, bn=bn, loss_fn=loss_fn, error_fn=error_fn,
-                          batch_size=batch_size, precision=precision, bn_batches=batches)
+    return evaluate_curve(
+        work,
+        start,
+        end,
+        evalset,
+        xs,
+        bn=bn,
+        loss_fn=loss_fn,
+        error_fn=error_fn,
+        batch_size=batch_size,
+        precision=precision,
+        bn_batches=batches,
+    )
 
 
-def evaluate_curve(model: nn.Module, start: dict, end: dict, evalset: EvalSet, xs: Sequence[float],
-                   bn: str = "interpolate", loss_fn: BatchFn | None = None, error_fn: BatchFn | None = None,
-                   batch_size: int = 1000, precision: str = "fp32",
-                   bn_batches: list[torch.Tensor] | None = None) -> PathCurve:
+def evaluate_curve(
+    model: nn.Module,
+    start: dict,
+    end: dict,
+    evalset: EvalSet,
+    xs: Sequence[float],
+    bn: str = "interpolate",
+    loss_fn: BatchFn | None = None,
+    error_fn: BatchFn | None = None,
+    batch_size: int = 1000,
+    precision: str = "fp32",
+    bn_batches: list[torch.Tensor] | None = None,
+) -> PathCurve:
     """path() after its conversions: `model` is overwritten in place, `evalset` is on the
     device, `bn_batches` are input tensors. For callers that hold these already (spawn.py)."""
-    classification = _is_classification(evalset.labels)
+    classification = is_classification(evalset.labels)
     score = make_score(loss_fn, error_fn, classification)
     engine = PathEvaluator(model, evalset, batch_size=batch_size, precision=precision, score=score)
     results = engine.evaluate_path(start, end, xs, bn=bn, bn_batches=bn_batches)
     return PathCurve(
         x=np.array(xs, dtype=float),
         loss=np.array([r.loss for r in results], dtype=float),
-        error=np.array([r.error for r in results], dtype=float) if (error_fn is not None or classification) else None,
+        error=np.array([r.error for r in results], dtype=float)
+        if (error_fn is not None or classification)
+        else None,
         examples=len(evalset),
         bn=bn,
         precision=precision,
         split=evalset.name,
         loss_se=np.array([r.loss_se for r in results], dtype=float),
         error_se=np.array([r.error_se for r in results], dtype=float)
-        if (error_fn is not None or classification) else None,
+        if (error_fn is not None or classification)
+        else None,
     )
-
-
-# --- for the `linpath path` command -------------------------------------------------------
-
-def find_run_spec(checkpoint: str | os.PathLike):
-    """The spec of the linpath run folder holding `checkpoint`, or None when it is elsewhere."""
-    from .store import RunDir
-
-    for folder in list(Path(checkpoint).resolve().parents)[:4]:
-        if (folder / "spec.json").is_file():
-            return RunDir(folder).read_spec()
-    return None
-
-
-def resolve_model(text: str, num_classes: int | None) -> nn.Module:
-    """--model: a preset or model name (linpath's models), or module:callable / file.py:callable
-    returning an nn.Module (called with no arguments; a class is instantiated)."""
-    import importlib
-    import importlib.util
-
-    from . import models
-    from .spec import PRESETS
-
-    name = PRESETS[text].model.model if text in PRESETS else text
-    if name in models.MODELS:
-        if num_classes is None:
-            raise LinpathError(f"--model {text} needs the number of classes: give --num-classes")
-        return models.build(name, num_classes, seed=0)
-    if ":" not in text:
-        raise LinpathError(f"--model {text!r} is neither a preset or model ({', '.join(sorted(models.MODELS))}) "
-                           "nor module:callable")
-    module_name, _, attr = text.rpartition(":")
-    try:
-        if module_name.endswith(".py"):
-            file = Path(module_name)
-            if not file.is_file():
-                raise LinpathError(f"--model: no file {file}")
-            spec = importlib.util.spec_from_file_location(file.stem, file)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise LinpathError(f"--model: cannot import {module_name}: {e}") from None
-    factory = getattr(module, attr, None)
-    if factory is None or not callable(factory):
-        raise LinpathError(f"--model: {module_name} has no callable {attr!r}")
-    model = factory()
-    if not isinstance(model, nn.Module):
-        raise LinpathError(f"--model: {text}() returned a {type(model).__name__}, not a torch.nn.Module")
-    return model
-
-
-def load_data(text: str, data_root=None, split: str = "test", device="cpu") -> tuple[EvalSet, int | None]:
-    """--data: a data set name (see linpath.data; read from --data-root) or a .pt file holding
-    an (inputs, targets) pair or {"inputs": ..., "targets": ...} (loaded weights-only).
-    Returns the evaluation set and its number of classes (None where unknown)."""
-    from . import data as datasets
-    from .store import load_tensors
-
-    if text in datasets.DATASETS:
-        source = datasets.load(text, data_root)
-        return source.eval_set(split, device), source.num_classes
-    if not Path(text).is_file():
-        raise LinpathError(f"--data {text!r} is neither a data set ({', '.join(sorted(datasets.DATASETS))}) nor a file")
-    obj = load_tensors(Path(text))
-    if isinstance(obj, dict) and set(obj) >= {"inputs", "targets"}:
-        obj = (obj["inputs"], obj["targets"])
-    if not (isinstance(obj, (tuple, list)) and len(obj) == 2 and all(isinstance(o, torch.Tensor) for o in obj)):
-        raise LinpathError(f"{text} must hold an (inputs, targets) pair of tensors or a dict with those keys")
-    evalset = as_evalset(tuple(obj), device)
-    evalset.name = Path(text).stem
-    classes = int(evalset.labels.max()) + 1 if _is_classification(evalset.labels) else None
-    return evalset, classes
-
-
-def path_between_files(start: str | os.PathLike, end: str | os.PathLike, model: str | None = None,
-                       data: str | None = None, out: str | os.PathLike = "path-out", data_root=None,
-                       split: str = "test", points: int = 100, bn: str = "interpolate", device: str = "auto",
-                       precision: str = "fp32", batch_size: int = 1000, num_classes: int | None = None
-                       ) -> tuple[PathCurve, list[Path]]:
-    """`linpath path`: the path between two saved states, written to `out` as paths.csv (the
-    sweep's columns), metrics.json and path.png/.pdf. Without `model`/`data`, both come from the
-    linpath run folder holding `start` (if it lies in one)."""
-    from .train import resolve_device
-
-    spec = find_run_spec(start) if model is None or data is None else None
-    if model is None:
-        if spec is None:
-            raise LinpathError(f"--model is needed: {start} is not inside a linpath run folder")
-        model = spec.model.model
-    if data is None:
-        if spec is None:
-            raise LinpathError(f"--data is needed: {start} is not inside a linpath run folder")
-        data = spec.data.dataset
-    dev = resolve_device(device)
-    evalset, classes = load_data(data, data_root, split, dev)
-    net = resolve_model(model, num_classes or classes)
-    curve = path(net, start, end, evalset, grid=points, bn=bn, device=dev, batch_size=batch_size, precision=precision)
-    out = Path(out)
-    files = [curve.to_csv(out / "paths.csv")]
-    atomic_write_text(out / "metrics.json", json.dumps({"start": str(start), "end": str(end), "model": model,
-                                                        "data": data, "split": evalset.name, "bn": bn,
-                                                        "examples": curve.examples, **curve.metrics()}, indent=2) + "\n")
-    files.append(out / "metrics.json")
-    title = f"{Path(start).name} → {Path(end).name} ({model}, {evalset.name}, BN {bn})"
-    fig = curve.plot(title=title)
-    for ext in ("png", "pdf"):
-        fig.savefig(out / f"path.{ext}", dpi=150, bbox_inches="tight")
-        files.append(out / f"path.{ext}")
-    return curve, files

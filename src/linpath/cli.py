@@ -1,4 +1,5 @@
-"""Command line: parse arguments, call pipeline.py, print. Errors are one line, exit 2."""
+"""The command line: parse arguments, call the stages (pipeline.py, commands/), print.
+Errors are one line and exit 2."""
 
 from __future__ import annotations
 
@@ -8,11 +9,21 @@ import sys
 import typing
 from pathlib import Path
 
-from . import distributed
-from .errors import LinpathError
-from .evaluate import BN_POLICIES
-from .metrics import METRICS
-from .spec import PRESETS, override_fields, preset
+from linpath import data as datasets
+from linpath import pipeline
+from linpath.analysis.metrics import METRICS
+from linpath.commands.openlth import import_run
+from linpath.commands.path import path_between_files
+from linpath.commands.spawn import spawn, spawn_steps
+from linpath.config.presets import PRESETS, preset
+from linpath.config.spec import DataSpec, ModelSpec, TrainSpec, override_fields, read_spec
+from linpath.engine.bn_stats import BN_POLICIES, DEFAULT_BN_BATCHES
+from linpath.errors import LinpathError
+from linpath.io.rundir import RunDir
+from linpath.runtime import distributed
+from linpath.runtime.device import PRECISIONS
+from linpath.sweep.grids import Grid, parse_grid
+from linpath.sweep.setting import SweepSetting, parse_steps
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,44 +43,104 @@ def _bool(text: str) -> bool:
 
 def _add_overrides(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("overrides of the preset (they enter spec.json and the run's hash)")
-    from .spec import DataSpec, ModelSpec, TrainSpec
 
-    hints = {**typing.get_type_hints(DataSpec), **typing.get_type_hints(ModelSpec), **typing.get_type_hints(TrainSpec)}
+    hints = {
+        **typing.get_type_hints(DataSpec),
+        **typing.get_type_hints(ModelSpec),
+        **typing.get_type_hints(TrainSpec),
+    }
     for f in override_fields():
         kind = hints[f.name]
-        g.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
-                       type=_bool if kind is bool else kind, metavar=kind.__name__.upper(), help=f.metadata["help"])
-    g.add_argument("--replicates", type=int, default=None, help="number of replicates (seeds seed..seed+R-1); default 3")
+        g.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            default=None,
+            type=_bool if kind is bool else kind,
+            metavar=kind.__name__.upper(),
+            help=f.metadata["help"],
+        )
+    g.add_argument(
+        "--replicates", type=int, default=None, help="number of replicates (seeds seed..seed+R-1); default 3"
+    )
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-root", default=None, help="folder holding mnist/, cifar10/, imagenet/ (default $LINPATH_DATA or ~/.cache/linpath/data)")
+    p.add_argument(
+        "--data-root",
+        default=None,
+        help="folder holding mnist/, cifar10/, imagenet/ (default $LINPATH_DATA or ~/.cache/linpath/data)",
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _add_sweep_options(p: argparse.ArgumentParser, precision_flag: str) -> None:
     g = p.add_argument_group("sweep")
-    g.add_argument("--points", type=int, default=100, help="grid size: evenly spaced x in [0, 1], ends included (default 100)")
-    g.add_argument("--grid", default=None, help="grid of x, overrides --points: uniform:N[:A:B], dense-end:N[:A:B], "
-                   "dense-start:N[:A:B], adaptive[:N[:TOL[:A:B]]][:loss|error|both], values:X1,X2,... (see docs/engine.md)")
-    g.add_argument("--bn-batches", type=int, default=16, help="recompute policy: training batches per point (default 16)")
-    g.add_argument("--compile", action="store_true", help="torch.compile the evaluated network (convnets: about "
-                   "1.3x faster in fp32 after a one-off compilation of ~30-60 s; worth it for long sweeps)")
-    g.add_argument("--eval-examples", type=int, default=0, help="evaluate a fixed class-stratified subset of N examples, "
-                   "with standard errors (default: the whole split)")
-    g.add_argument("--from-steps", default=None, help="starting iterations t, e.g. 0,16,1024 (default: every kept t)")
-    g.add_argument("--split", choices=("test", "train"), default="test", help="evaluation split (default test)")
-    g.add_argument("--bn", choices=BN_POLICIES, default="interpolate", help="BatchNorm policy along the path (default interpolate)")
-    g.add_argument(precision_flag, dest="sweep_precision", choices=("fp32", "bf16"), default="fp32", help="evaluation arithmetic (default fp32)")
+    g.add_argument(
+        "--points",
+        type=int,
+        default=100,
+        help="grid size: evenly spaced x in [0, 1], ends included (default 100)",
+    )
+    g.add_argument(
+        "--grid",
+        default=None,
+        help="grid of x, overrides --points: uniform:N[:A:B], dense-end:N[:A:B], "
+        "dense-start:N[:A:B], adaptive[:N[:TOL[:A:B]]][:loss|error|both], values:X1,X2,... (see docs/engine.md)",
+    )
+    g.add_argument(
+        "--bn-batches",
+        type=int,
+        default=DEFAULT_BN_BATCHES,
+        help=f"recompute policy: training batches per point (default {DEFAULT_BN_BATCHES})",
+    )
+    g.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the evaluated network (convnets: about "
+        "1.3x faster in fp32 after a one-off compilation of ~30-60 s; worth it for long sweeps)",
+    )
+    g.add_argument(
+        "--eval-examples",
+        type=int,
+        default=0,
+        help="evaluate a fixed class-stratified subset of N examples, "
+        "with standard errors (default: the whole split)",
+    )
+    g.add_argument(
+        "--from-steps", default=None, help="starting iterations t, e.g. 0,16,1024 (default: every kept t)"
+    )
+    g.add_argument(
+        "--split", choices=("test", "train"), default="test", help="evaluation split (default test)"
+    )
+    g.add_argument(
+        "--bn",
+        choices=BN_POLICIES,
+        default="interpolate",
+        help="BatchNorm policy along the path (default interpolate)",
+    )
+    g.add_argument(
+        precision_flag,
+        dest="sweep_precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="evaluation arithmetic (default fp32)",
+    )
 
 
 def _add_report_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--metric", choices=METRICS[:-1], default="rise_over_start", help="the metric of Figure 3 (default rise_over_start, the paper's)")
+    p.add_argument(
+        "--metric",
+        choices=METRICS[:-1],
+        default="rise_over_start",
+        help="the metric of Figure 3 (default rise_over_start, the paper's)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="linpath", description="Loss and error along linear paths in weight space (Frankle 2020).")
+    parser = _Parser(
+        prog="linpath", description="Loss and error along linear paths in weight space (Frankle 2020)."
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sub.add_parser("presets", help="list the presets")
@@ -107,26 +178,54 @@ def _add_own_model_commands(sub) -> None:
     p = sub.add_parser("path", help="evaluate the path between any two saved states")
     p.add_argument("start", help="state dict file at x = 0 (torch.save(model.state_dict(), ...))")
     p.add_argument("end", help="state dict file at x = 1")
-    p.add_argument("--model", default=None, help="a preset or model name, or module:callable / file.py:callable "
-                   "returning the nn.Module (default: the run folder's, when START lies in one)")
-    p.add_argument("--data", default=None, help="a data set name (mnist, ...; read from --data-root) or a .pt file "
-                   "holding (inputs, targets) (default: the run folder's data set)")
-    p.add_argument("--split", choices=("test", "train"), default="test", help="split of a named data set (default test)")
-    p.add_argument("--num-classes", type=int, default=None, help="classes of a named model (default: the data's)")
-    p.add_argument("--points", type=int, default=100, help="evenly spaced x in [0, 1], ends included (default 100)")
-    p.add_argument("--bn", choices=BN_POLICIES, default="interpolate", help="BatchNorm policy (default interpolate)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="a preset or model name, or module:callable / file.py:callable "
+        "returning the nn.Module (default: the run folder's, when START lies in one)",
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="a data set name (mnist, ...; read from --data-root) or a .pt file "
+        "holding (inputs, targets) (default: the run folder's data set)",
+    )
+    p.add_argument(
+        "--split", choices=("test", "train"), default="test", help="split of a named data set (default test)"
+    )
+    p.add_argument(
+        "--num-classes", type=int, default=None, help="classes of a named model (default: the data's)"
+    )
+    p.add_argument(
+        "--points", type=int, default=100, help="evenly spaced x in [0, 1], ends included (default 100)"
+    )
+    p.add_argument(
+        "--bn", choices=BN_POLICIES, default="interpolate", help="BatchNorm policy (default interpolate)"
+    )
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--batch-size", type=int, default=1000, help="evaluation batch size (default 1000)")
-    p.add_argument("--out", default="path-out", help="output folder: paths.csv, metrics.json, path.png/.pdf (default path-out/)")
+    p.add_argument(
+        "--out",
+        default="path-out",
+        help="output folder: paths.csv, metrics.json, path.png/.pdf (default path-out/)",
+    )
     _add_common(p)
 
-    p = sub.add_parser("spawn", help="train children from a replicate's state at T, measure their instability")
+    p = sub.add_parser(
+        "spawn", help="train children from a replicate's state at T, measure their instability"
+    )
     p.add_argument("run_dir")
     p.add_argument("--at", required=True, help="spawn steps T (kept iterations), e.g. 0,100,1000, or 2ep")
     p.add_argument("--replicate", type=int, default=0, help="the parent replicate (default 0)")
-    p.add_argument("--children", type=int, default=2, help="children per spawn (default 2; every pair is evaluated)")
-    p.add_argument("--momentum-state", choices=("replay", "reset"), default="replay",
-                   help="the parent's momentum at T: replay the parent from step 0 (exact) or reset it to zero")
+    p.add_argument(
+        "--children", type=int, default=2, help="children per spawn (default 2; every pair is evaluated)"
+    )
+    p.add_argument(
+        "--momentum-state",
+        choices=("replay", "reset"),
+        default="replay",
+        help="the parent's momentum at T: replay the parent from step 0 (exact) or reset it to zero",
+    )
     p.add_argument("--points", type=int, default=25, help="points on each children's path (default 25)")
     p.add_argument("--split", choices=("test", "train"), default="test")
     p.add_argument("--bn", choices=BN_POLICIES, default="interpolate")
@@ -135,8 +234,12 @@ def _add_own_model_commands(sub) -> None:
     p = sub.add_parser("import-openlth", help="import an OpenLTH run folder as a linpath run folder")
     p.add_argument("source", help="an OpenLTH train_<hash> folder, or one replicate_<N>/main folder")
     p.add_argument("--out", default="runs", help="folder that holds run folders (default runs/)")
-    p.add_argument("--iterations-per-epoch", type=int, default=None,
-                   help="override OpenLTH's ceil(training examples / batch size)")
+    p.add_argument(
+        "--iterations-per-epoch",
+        type=int,
+        default=None,
+        help="override OpenLTH's ceil(training examples / batch size)",
+    )
 
 
 def _spec_from(args):
@@ -146,24 +249,26 @@ def _spec_from(args):
 
 
 def _setting(args):
-    from .grids import Grid, parse_grid
-    from .sweep import SweepSetting
-
     grid = parse_grid(args.grid) if args.grid is not None else Grid(points=args.points)
-    return SweepSetting(split=args.split, bn=args.bn, grid=grid, precision=args.sweep_precision,
-                        bn_batches=args.bn_batches, eval_examples=args.eval_examples)
+    return SweepSetting(
+        split=args.split,
+        bn=args.bn,
+        grid=grid,
+        precision=args.sweep_precision,
+        bn_batches=args.bn_batches,
+        eval_examples=args.eval_examples,
+    )
 
 
 def _dispatch(args) -> int:
-    from . import pipeline
-    from .sweep import parse_steps
-
     progress = not getattr(args, "quiet", False)
     if args.command == "presets":
-        for name, spec in PRESETS.items():
-            t = spec.train
-            print(f"{name:22s} {spec.data.dataset:9s} {t.training_steps:>6s} batch {spec.data.batch_size:<5d} lr {t.lr:<5g} "
-                  f"momentum {t.momentum:<4g} wd {t.weight_decay:<7g} milestones {t.milestone_steps or '-'}")
+        for name, entry in PRESETS.items():
+            spec, t = entry.spec, entry.spec.train
+            print(
+                f"{name:22s} {spec.data.dataset:9s} {t.training_steps:>6s} batch {spec.data.batch_size:<5d} lr {t.lr:<5g} "
+                f"momentum {t.momentum:<4g} wd {t.weight_decay:<7g} milestones {t.milestone_steps or '-'}"
+            )
         return 0
     if args.command in ("run", "train"):
         spec = _spec_from(args)
@@ -174,8 +279,16 @@ def _dispatch(args) -> int:
         say(f"trained: {run.root}")
         if args.command == "train":
             return 0
-        pipeline.sweep(run.root, setting, args.data_root, args.device, parse_steps(args.from_steps), progress, world,
-                       args.compile)
+        pipeline.sweep(
+            run.root,
+            setting,
+            args.data_root,
+            args.device,
+            parse_steps(args.from_steps),
+            progress,
+            world,
+            args.compile,
+        )
         say(f"swept: {run.paths_csv}")
         if world.is_main:
             say(f"report: {pipeline.report(run.root, setting.split, setting.bn, args.metric)}")
@@ -185,8 +298,16 @@ def _dispatch(args) -> int:
             raise LinpathError(f"no run folder at {args.run_dir}")
         setting = _setting(args)
         world = distributed.init(args.device)
-        run = pipeline.sweep(args.run_dir, setting, args.data_root, args.device, parse_steps(args.from_steps), progress,
-                             world, args.compile)
+        run = pipeline.sweep(
+            args.run_dir,
+            setting,
+            args.data_root,
+            args.device,
+            parse_steps(args.from_steps),
+            progress,
+            world,
+            args.compile,
+        )
         if world.is_main:
             print(f"swept: {run.paths_csv}")
         return 0
@@ -202,37 +323,55 @@ def _dispatch(args) -> int:
 
 def _dispatch_own_model(args, progress: bool) -> int:
     if args.command == "path":
-        from .api import path_between_files
-
-        curve, files = path_between_files(args.start, args.end, args.model, args.data, args.out, args.data_root,
-                                          args.split, args.points, args.bn, args.device, args.precision,
-                                          args.batch_size, args.num_classes)
+        curve, files = path_between_files(
+            args.start,
+            args.end,
+            args.model,
+            args.data,
+            args.out,
+            args.data_root,
+            args.split,
+            args.points,
+            args.bn,
+            args.device,
+            args.precision,
+            args.batch_size,
+            args.num_classes,
+        )
         for quantity, m in curve.metrics().items():
             values = getattr(curve, quantity)
-            print(f"{quantity}: start {values[0]:.4f}, end {values[-1]:.4f}, max {values.max():.4f} at x = {m['argmax_x']:.3f}; "
-                  f"rise_over_start {m['rise_over_start']:.4f}, rise_over_chord {m['rise_over_chord']:.4f}")
+            print(
+                f"{quantity}: start {values[0]:.4f}, end {values[-1]:.4f}, max {values.max():.4f} at x = {m['argmax_x']:.3f}; "
+                f"rise_over_start {m['rise_over_start']:.4f}, rise_over_chord {m['rise_over_chord']:.4f}"
+            )
         print(f"wrote: {', '.join(str(f) for f in files)}")
         return 0
     if args.command == "spawn":
-        from . import data as datasets
-        from .grids import Grid
-        from .spawn import spawn, spawn_steps
-        from .store import RunDir
-
         if not Path(args.run_dir).is_dir():
             raise LinpathError(f"no run folder at {args.run_dir}")
         run = RunDir(args.run_dir)
-        source = datasets.load(run.read_spec().data.dataset, args.data_root)
+        source = datasets.load(read_spec(run).data.dataset, args.data_root)
         for t in spawn_steps(run, args.at, source):
-            rows = spawn(run.root, t, source, args.replicate, args.children, args.device, args.momentum_state,
-                         Grid(points=args.points), args.split, args.bn, progress)
+            rows = spawn(
+                run.root,
+                t,
+                source,
+                args.replicate,
+                args.children,
+                args.device,
+                args.momentum_state,
+                Grid(points=args.points),
+                args.split,
+                args.bn,
+                progress,
+            )
             for row in rows:
-                print(f"T={t} children {row['child_a']},{row['child_b']}: error barrier {row['error_barrier']:.4f} "
-                      f"(errors {row['error_a']:.4f}, {row['error_b']:.4f}), loss barrier {row['loss_barrier']:.4f}")
+                print(
+                    f"T={t} children {row['child_a']},{row['child_b']}: error barrier {row['error_barrier']:.4f} "
+                    f"(errors {row['error_a']:.4f}, {row['error_b']:.4f}), loss barrier {row['loss_barrier']:.4f}"
+                )
         print(f"instability: {run.root / 'spawn' / 'instability.csv'}")
         return 0
-    from .openlth import import_run
-
     run, notes = import_run(args.source, args.out, args.iterations_per_epoch)
     for note in notes:
         print(f"note: {note}")
@@ -251,7 +390,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"linpath: error{where}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("linpath: interrupted; finished work is saved, rerun the same command to resume", file=sys.stderr)
+        print(
+            "linpath: interrupted; finished work is saved, rerun the same command to resume", file=sys.stderr
+        )
         return 130
     finally:
         distributed.shutdown()

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import data as datasets
-from .analysis import load_curves, metric_rows, write_metrics
-from .distributed import World
-from .errors import LinpathError
-from .plots import all_figures
-from .report import CLAIMS, write_report
-from .spec import Spec
-from .store import RunDir
-from .sweep import SweepSetting, merge_paths, run_sweep
-from .train import train_replicate
+from linpath import data as datasets
+from linpath.analysis.curves import load_curves, metric_rows, write_metrics
+from linpath.analysis.figures import all_figures
+from linpath.config.presets import claims_of, figure2_steps_of
+from linpath.config.spec import Spec, read_spec, write_spec
+from linpath.errors import LinpathError
+from linpath.io.rundir import RunDir
+from linpath.report.markdown import write_report
+from linpath.runtime.distributed import World
+from linpath.sweep.merge import merge_paths
+from linpath.sweep.run import run_sweep
+from linpath.sweep.setting import SweepSetting
+from linpath.train.loop import train_replicate
 
 
 def open_run(spec: Spec, out: str | Path = "runs") -> RunDir:
@@ -25,15 +28,21 @@ def open_run(spec: Spec, out: str | Path = "runs") -> RunDir:
     replicate count raised if more are asked for)."""
     run = RunDir(Path(out) / spec.run_name)
     if run.spec_path.exists():
-        existing = run.read_spec()
+        existing = read_spec(run)
         if existing.replicates >= spec.replicates:
             return run
-    run.write_spec(spec)
+    write_spec(run, spec)
     return run
 
 
-def train(spec: Spec, out: str | Path = "runs", data_root=None, device: str = "cpu", progress: bool = True,
-          world: World = World()) -> RunDir:
+def train(
+    spec: Spec,
+    out: str | Path = "runs",
+    data_root=None,
+    device: str = "cpu",
+    progress: bool = True,
+    world: World = World(),
+) -> RunDir:
     """Train every replicate not yet finished (under torchrun: all ranks together, one
     replicate at a time, with DistributedDataParallel)."""
     run = open_run(spec, out) if world.is_main else RunDir(Path(out) / spec.run_name)
@@ -51,37 +60,54 @@ def train(spec: Spec, out: str | Path = "runs", data_root=None, device: str = "c
     return run
 
 
-def sweep(run_dir: str | Path, setting: SweepSetting, data_root=None, device: str = "cpu",
-          from_steps: list[int] | None = None, progress: bool = True, world: World = World(),
-          compile: bool = False) -> RunDir:
+def sweep(
+    run_dir: str | Path,
+    setting: SweepSetting,
+    data_root=None,
+    device: str = "cpu",
+    from_steps: list[int] | None = None,
+    progress: bool = True,
+    world: World = World(),
+    compile: bool = False,
+) -> RunDir:
     """Evaluate every unfinished path; under torchrun the items are shared among the ranks
     and rank 0 merges paths.csv once all are done."""
     run = RunDir(run_dir)
-    spec = run.read_spec()
+    spec = read_spec(run)
     source = datasets.load(spec.data.dataset, data_root, image_size=spec.data.image_size)
     with run.lock(f"sweep-rank{world.rank}"):
         if world.is_main:  # other ranks write nothing before rank 0 has listed the work
             run.remove_stale_temporaries(run.sweep_dir / setting.key)
-        run_sweep(run, setting, source, device=world.device(device), from_steps=from_steps, progress=progress, compile=compile,
-                  world=world)
+        run_sweep(
+            run,
+            setting,
+            source,
+            device=world.device(device),
+            from_steps=from_steps,
+            progress=progress,
+            compile=compile,
+            world=world,
+        )
     world.barrier()
     if world.is_main:
         merge_paths(run)
     return run
 
 
-def report(run_dir: str | Path, split: str = "test", bn: str = "interpolate", metric: str = "rise_over_start") -> Path:
+def report(
+    run_dir: str | Path, split: str = "test", bn: str = "interpolate", metric: str = "rise_over_start"
+) -> Path:
     run = RunDir(run_dir)
-    spec = run.read_spec()
+    spec = read_spec(run)
     if not run.paths_csv.exists() and run.sweep_dir.exists():
         merge_paths(run)
     curves = load_curves(run, split, bn)
     rows = metric_rows(curves)
     write_metrics(run, rows)
-    claims = CLAIMS.get(spec.preset)
+    claims = claims_of(spec.preset)
     title = claims.setting if claims else spec.preset
-    figures = all_figures(curves, rows, title, run.figures_dir, metric)
-    write_report(run, curves, rows, figures, spec.preset, title)
+    figures = all_figures(curves, rows, title, run.figures_dir, figure2_steps_of(spec.preset), metric)
+    write_report(run, spec, curves, rows, figures, claims, title)
     return run.report
 
 

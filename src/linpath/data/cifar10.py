@@ -23,9 +23,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import LinpathError
-from .imagefolder import is_archive, read_tree
-from .memory import InMemorySource, Split
+from linpath.data.imagefolder import is_archive, read_tree
+from linpath.data.locations import cache_root
+from linpath.data.memory import InMemorySource
+from linpath.data.source import Split
+from linpath.errors import LinpathError
+from linpath.io.tensors import save_tensors
 
 # OpenLTH normalizes CIFAR-10 with ImageNet's statistics.
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -35,15 +38,10 @@ CANONICAL = "cifar-10-python.tar.gz"
 BATCHES_DIR = "cifar-10-batches-py"
 TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 CACHE_VERSION = 1
-HINT = (f"put {CANONICAL} (https://www.cs.toronto.edu/~kriz/{CANONICAL}), {BATCHES_DIR}/ or an image-folder tree "
-        "{train,test}/<class>/* (or a .tar.gz of one) there, or name the folder holding cifar10/ with --data-root")
-
-
-def cache_dir() -> Path:
-    env = os.environ.get("LINPATH_CACHE")
-    if env:
-        return Path(env).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "linpath"
+HINT = (
+    f"put {CANONICAL} (https://www.cs.toronto.edu/~kriz/{CANONICAL}), {BATCHES_DIR}/ or an image-folder tree "
+    "{train,test}/<class>/* (or a .tar.gz of one) there, or name the folder holding cifar10/ with --data-root"
+)
 
 
 def find_source(folder: Path) -> Path:
@@ -60,7 +58,9 @@ def find_source(folder: Path) -> Path:
     if len(archives) == 1:
         return archives[0]
     if len(archives) > 1:
-        raise LinpathError(f"several archives in {folder} ({', '.join(p.name for p in archives)}); keep one, or {HINT}")
+        raise LinpathError(
+            f"several archives in {folder} ({', '.join(p.name for p in archives)}); keep one, or {HINT}"
+        )
     raise LinpathError(f"no CIFAR-10 data in {folder}: {HINT}")
 
 
@@ -77,8 +77,13 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles the canonical batches (dicts of numpy arrays and lists) and nothing else, so a
     tampered file cannot run code."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:
@@ -114,7 +119,9 @@ def _read_batches(source: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
                     if member.isfile() and Path(member.name).name in wanted:
                         raw[Path(member.name).name] = tar.extractfile(member).read()
         except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
-            raise LinpathError(f"cannot read archive {source}: {e or type(e).__name__} (truncated or corrupt; fetch it again)") from None
+            raise LinpathError(
+                f"cannot read archive {source}: {e or type(e).__name__} (truncated or corrupt; fetch it again)"
+            ) from None
         missing = sorted(wanted - set(raw))
         if missing:
             raise LinpathError(f"archive {source} lacks {', '.join(missing)}: {HINT}")
@@ -132,7 +139,9 @@ def _decode(item: bytes | Path, where: Path) -> np.ndarray:
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise LinpathError(f"cannot decode an image in {where}: {e}") from None
     if arr.shape != (32, 32, 3):
-        raise LinpathError(f"{where} holds an image of shape {arr.shape[:2]}, expected 32x32 (is this CIFAR-10?)")
+        raise LinpathError(
+            f"{where} holds an image of shape {arr.shape[:2]}, expected 32x32 (is this CIFAR-10?)"
+        )
     return arr
 
 
@@ -140,15 +149,21 @@ def _read_image_folder(source: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]
     tree = read_tree(source, ("train", "test"))
     classes = tree.classes("train")
     if classes != CLASSES:
-        raise LinpathError(f"{tree.where} has classes {', '.join(classes[:12])}; expected the 10 CIFAR-10 classes {', '.join(CLASSES)}")
+        raise LinpathError(
+            f"{tree.where} has classes {', '.join(classes[:12])}; expected the 10 CIFAR-10 classes {', '.join(CLASSES)}"
+        )
     out = {}
     # Pillow releases the GIL while decoding, so threads use every core.
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         for split in ("train", "test"):
             items = tree.labeled((split,), classes)
             images = list(pool.map(lambda it: _decode(it[1], tree.where), items, chunksize=256))
-            out[split] = (np.stack(images).transpose(0, 3, 1, 2).copy() if images else np.zeros((0, 3, 32, 32), np.uint8),
-                          np.array([label for label, _ in items], dtype=np.int64))
+            out[split] = (
+                np.stack(images).transpose(0, 3, 1, 2).copy()
+                if images
+                else np.zeros((0, 3, 32, 32), np.uint8),
+                np.array([label for label, _ in items], dtype=np.int64),
+            )
     return out
 
 
@@ -156,20 +171,28 @@ def _check(arrays: dict, where: Path, counts: dict) -> None:
     for split, expected in counts.items():
         images, labels = arrays[split]
         if len(images) != expected or len(labels) != expected:
-            raise LinpathError(f"{where}: the {split} split has {len(images)} images and {len(labels)} labels, expected {expected}")
+            raise LinpathError(
+                f"{where}: the {split} split has {len(images)} images and {len(labels)} labels, expected {expected}"
+            )
         if tuple(images.shape[1:]) != (3, 32, 32):
-            raise LinpathError(f"{where}: {split} images have shape {tuple(images.shape[1:])}, expected (3, 32, 32)")
+            raise LinpathError(
+                f"{where}: {split} images have shape {tuple(images.shape[1:])}, expected (3, 32, 32)"
+            )
         if labels.min() < 0 or labels.max() > 9 or len(set(labels.tolist())) != 10:
             raise LinpathError(f"{where}: {split} labels are not the 10 classes 0-9")
 
 
 def _save_cache(path: Path, arrays: dict) -> None:
     """Best effort: an unwritable cache folder only costs decoding again next time."""
-    from ..store import save_tensors
-
     try:
-        save_tensors(path, {f"{s}_{k}": torch.from_numpy(np.ascontiguousarray(a)) for s, (i, l) in arrays.items()
-                            for k, a in (("images", i), ("labels", l))})
+        save_tensors(
+            path,
+            {
+                f"{s}_{k}": torch.from_numpy(np.ascontiguousarray(a))
+                for s, (i, l) in arrays.items()
+                for k, a in (("images", i), ("labels", l))
+            },
+        )
     except (LinpathError, OSError):
         pass
 
@@ -182,13 +205,19 @@ def _load_cache(path: Path) -> dict | None:
         return None
 
 
-def read_arrays(folder: Path, counts: dict = COUNTS, use_cache: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def read_arrays(
+    folder: Path, counts: dict = COUNTS, use_cache: bool = True
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{split: (images (N,3,32,32) uint8, labels (N,) int64)}, from the cache when it is fresh."""
     source = find_source(folder)
-    cache = cache_dir() / f"cifar10-{_fingerprint(source)}.pt"
+    cache = cache_root() / f"cifar10-{_fingerprint(source)}.pt"
     arrays = _load_cache(cache) if use_cache and cache.is_file() else None
     if arrays is None:
-        is_batches = source.name == BATCHES_DIR or source.name == CANONICAL or (is_archive(source) and _has_batches(source))
+        is_batches = (
+            source.name == BATCHES_DIR
+            or source.name == CANONICAL
+            or (is_archive(source) and _has_batches(source))
+        )
         arrays = _read_batches(source) if is_batches else _read_image_folder(source)
         _check(arrays, source, counts)
         if use_cache:
@@ -207,7 +236,9 @@ def _has_batches(archive: Path) -> bool:
                 if i > 20:
                     return False
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
-        raise LinpathError(f"cannot read archive {archive}: {e or type(e).__name__} (truncated or corrupt; fetch it again)") from None
+        raise LinpathError(
+            f"cannot read archive {archive}: {e or type(e).__name__} (truncated or corrupt; fetch it again)"
+        ) from None
     return False
 
 
@@ -232,5 +263,6 @@ def crop_flip(padding: int):
 def load(root: Path, counts: dict = COUNTS) -> InMemorySource:
     arrays = read_arrays(Path(root) / "cifar10", counts)
     splits = {s: Split(torch.from_numpy(i), torch.from_numpy(l)) for s, (i, l) in arrays.items()}
-    return InMemorySource("cifar10", splits["train"], splits["test"], MEAN, STD, num_classes=10,
-                          augment_fn=crop_flip(4))
+    return InMemorySource(
+        "cifar10", splits["train"], splits["test"], MEAN, STD, num_classes=10, augment_fn=crop_flip(4)
+    )

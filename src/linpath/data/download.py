@@ -13,8 +13,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ..errors import LinpathError
-from .idx import read_bytes
+from linpath.data.idx import read_bytes
+from linpath.errors import LinpathError
 
 
 def content_md5(path: Path) -> str:

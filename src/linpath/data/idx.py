@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LinpathError
+from linpath.errors import LinpathError
 
 
 def read_bytes(path: Path) -> bytes:
@@ -22,7 +22,9 @@ def read_bytes(path: Path) -> bytes:
             return gzip.decompress(raw)
         return raw
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
-        raise LinpathError(f"cannot read {path}: {e} (the file is truncated or corrupt; delete it and fetch it again)") from None
+        raise LinpathError(
+            f"cannot read {path}: {e} (the file is truncated or corrupt; delete it and fetch it again)"
+        ) from None
 
 
 def parse_idx(data: bytes, path: Path, ndim: int) -> np.ndarray:

@@ -12,7 +12,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import LinpathError
+from linpath.errors import LinpathError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
@@ -33,14 +33,18 @@ class Tree:
         for name in names:
             if self.splits.get(name):
                 return name, self.splits[name]
-        raise LinpathError(f"{self.where} has no {'/'.join(names)} split (found: {', '.join(sorted(self.splits)) or 'none'})")
+        raise LinpathError(
+            f"{self.where} has no {'/'.join(names)} split (found: {', '.join(sorted(self.splits)) or 'none'})"
+        )
 
     def labeled(self, split_names: tuple[str, ...], classes: list[str]) -> list[tuple[int, Path | bytes]]:
         name, items = self.split(split_names)
         index = {c: i for i, c in enumerate(classes)}
         unknown = sorted({c for c, _ in items} - set(index))
         if unknown:
-            raise LinpathError(f"{self.where}: split {name} has classes not in train: {', '.join(unknown[:5])}")
+            raise LinpathError(
+                f"{self.where}: split {name} has classes not in train: {', '.join(unknown[:5])}"
+            )
         return [(index[c], src) for c, src in items]
 
 
@@ -59,7 +63,11 @@ def find_tree_root(folder: Path, splits: tuple[str, ...]) -> Path | None:
     """`folder` if it holds a split folder, else its only subfolder that does (an archive's top)."""
     if any((folder / s).is_dir() for s in splits):
         return folder
-    subs = [p for p in sorted(folder.iterdir()) if p.is_dir() and any((p / s).is_dir() for s in splits)] if folder.is_dir() else []
+    subs = (
+        [p for p in sorted(folder.iterdir()) if p.is_dir() and any((p / s).is_dir() for s in splits)]
+        if folder.is_dir()
+        else []
+    )
     return subs[0] if len(subs) == 1 else None
 
 
@@ -74,8 +82,11 @@ def read_folder(folder: Path, splits: tuple[str, ...]) -> Tree:
             continue
         items = []
         for class_dir in sorted(p for p in d.iterdir() if p.is_dir()):
-            items.extend((class_dir.name, f) for f in sorted(class_dir.iterdir())
-                         if f.is_file() and f.name.lower().endswith(IMAGE_SUFFIXES))
+            items.extend(
+                (class_dir.name, f)
+                for f in sorted(class_dir.iterdir())
+                if f.is_file() and f.name.lower().endswith(IMAGE_SUFFIXES)
+            )
         out[split] = items
     return Tree(root, out)
 
@@ -98,12 +109,18 @@ def read_archive(path: Path, splits: tuple[str, ...]) -> Tree:
                 f = tar.extractfile(member)
                 out.setdefault(split, []).append((member.name, cls, f.read()))
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
-        raise LinpathError(f"cannot read archive {path}: {e or type(e).__name__} (truncated or corrupt; fetch it again)") from None
+        raise LinpathError(
+            f"cannot read archive {path}: {e or type(e).__name__} (truncated or corrupt; fetch it again)"
+        ) from None
     if not out:
         raise LinpathError(f"archive {path} holds no image-folder tree ({'|'.join(splits)})/<class>/<image>")
     if len(prefixes) > 1:
-        raise LinpathError(f"archive {path} holds several image-folder trees: {', '.join('/'.join(p) or '.' for p in sorted(prefixes))}")
-    return Tree(path, {s: [(c, b) for _, c, b in sorted(items, key=lambda t: t[0])] for s, items in out.items()})
+        raise LinpathError(
+            f"archive {path} holds several image-folder trees: {', '.join('/'.join(p) or '.' for p in sorted(prefixes))}"
+        )
+    return Tree(
+        path, {s: [(c, b) for _, c, b in sorted(items, key=lambda t: t[0])] for s, items in out.items()}
+    )
 
 
 def read_tree(path: Path, splits: tuple[str, ...]) -> Tree:

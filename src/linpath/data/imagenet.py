@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import LinpathError
-from ..steps import iterations_per_epoch
-from .imagefolder import Tree, is_archive, read_tree
-from .memory import EvalSet, derived_seed, generator
+from linpath.data.imagefolder import Tree, is_archive, read_tree
+from linpath.data.source import EvalSet, iterations_per_epoch, normalize
+from linpath.errors import LinpathError
+from linpath.runtime.seeds import derived_seed, generator
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SPLITS = ("train", "val", "test")
@@ -46,12 +46,16 @@ def workers() -> int:
 def locate(root: Path) -> Path:
     env = os.environ.get("LINPATH_IMAGENET")
     path = Path(env).expanduser() if env else Path(root) / "imagenet"
-    hint = ("expected {train,val}/<class>/*.JPEG or a .tar.gz of that tree; point LINPATH_IMAGENET at another "
-            "image-folder tree, or name the folder holding imagenet/ with --data-root")
+    hint = (
+        "expected {train,val}/<class>/*.JPEG or a .tar.gz of that tree; point LINPATH_IMAGENET at another "
+        "image-folder tree, or name the folder holding imagenet/ with --data-root"
+    )
     if is_archive(path):
         return path
     if not path.is_dir():
-        raise LinpathError(f"no ImageNet data at {path} ({'from LINPATH_IMAGENET' if env else 'under the data root'}): {hint}")
+        raise LinpathError(
+            f"no ImageNet data at {path} ({'from LINPATH_IMAGENET' if env else 'under the data root'}): {hint}"
+        )
     if any((p / "train").is_dir() for p in [path, *path.iterdir()] if p.is_dir()):
         return path
     archives = sorted(p for p in path.iterdir() if is_archive(p))
@@ -137,8 +141,11 @@ class _StepBatches:
                 epoch = step // per_epoch
                 perm = torch.randperm(self.n, generator=generator(self.seed, "order", epoch)).tolist()
             offset = (step % per_epoch) * self.batch_size
-            batch = list(enumerate(perm[offset:offset + self.batch_size]))[self.rank::self.world_size]
-            yield [(i, derived_seed(self.seed, "augment", step, pos) if self.augment else None) for pos, i in batch]
+            batch = list(enumerate(perm[offset : offset + self.batch_size]))[self.rank :: self.world_size]
+            yield [
+                (i, derived_seed(self.seed, "augment", step, pos) if self.augment else None)
+                for pos, i in batch
+            ]
             step += 1
 
 
@@ -166,17 +173,28 @@ class ImageFolderSource:
         return self.image_size or DEFAULT_SIZE
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
-        return (images.float().div_(255.0) - mean) / std
+        return normalize(images, self.mean, self.std)
 
     def _loader(self, items, batch_sampler, device) -> DataLoader:
         n = workers()
-        return DataLoader(_Images(items, self._size(), self.tree.where), batch_sampler=batch_sampler, num_workers=n,
-                          pin_memory=torch.device(device).type == "cuda", prefetch_factor=4 if n else None)
+        return DataLoader(
+            _Images(items, self._size(), self.tree.where),
+            batch_sampler=batch_sampler,
+            num_workers=n,
+            pin_memory=torch.device(device).type == "cuda",
+            prefetch_factor=4 if n else None,
+        )
 
-    def train_batches(self, seed: int, batch_size: int, start_step: int = 0, device="cpu", augment: bool = False,
-                      rank: int = 0, world_size: int = 1):
+    def train_batches(
+        self,
+        seed: int,
+        batch_size: int,
+        start_step: int = 0,
+        device="cpu",
+        augment: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         sampler = _StepBatches(len(self.train_items), batch_size, seed, start_step, augment, rank, world_size)
         for images, labels in self._loader(self.train_items, sampler, device):
             yield self.normalize(images.to(device, non_blocking=True)), labels.to(device, non_blocking=True)
@@ -188,7 +206,9 @@ class ImageFolderSource:
         key = (names, self._size())
         if key not in self._eval:
             items = self.tree.labeled(names, self.classes)
-            sampler = [[(i, None) for i in range(j, min(j + 256, len(items)))] for j in range(0, len(items), 256)]
+            sampler = [
+                [(i, None) for i in range(j, min(j + 256, len(items)))] for j in range(0, len(items), 256)
+            ]
             parts = list(self._loader(items, sampler, "cpu"))
             self._eval[key] = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
         images, labels = self._eval[key]

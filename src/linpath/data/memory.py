@@ -7,54 +7,13 @@ reproducible, and training can resume at any step without replaying the ones bef
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 
-from ..steps import iterations_per_epoch
-
-
-def derived_seed(*parts) -> int:
-    """A 63-bit seed derived from its parts, so independent streams never share a seed."""
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def generator(*parts, device: str | torch.device = "cpu") -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(derived_seed(*parts))
-
-
-@dataclass
-class Split:
-    """One split in memory: images (N, C, H, W) uint8, labels (N,) int64."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-@dataclass
-class EvalSet:
-    """An evaluation split preprocessed once, on the device it is evaluated on."""
-
-    inputs: torch.Tensor  # float32, normalized
-    labels: torch.Tensor  # int64
-    name: str = "test"
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for i in range(0, len(self), batch_size):
-            yield self.inputs[i : i + batch_size], self.labels[i : i + batch_size]
-
-    def subset(self, indices: torch.Tensor) -> "EvalSet":
-        return EvalSet(self.inputs[indices], self.labels[indices], self.name)
-
+from linpath.data.source import EvalSet, Split, iterations_per_epoch, normalize
+from linpath.runtime.seeds import generator
 
 # augment(images uint8 (B,C,H,W), generator) -> images uint8 (before normalization)
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -77,9 +36,7 @@ class InMemorySource:
         return len(self.train)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
-        return (images.float().div_(255.0) - mean) / std
+        return normalize(images, self.mean, self.std)
 
     def eval_set(self, split: str, device: str | torch.device = "cpu") -> EvalSet:
         data = self.test if split == "test" else self.train

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import torch
 
-from ..errors import LinpathError
-from .download import fetch
-from .idx import parse_idx, read_bytes
-from .memory import InMemorySource, Split
+from linpath.data.download import fetch
+from linpath.data.idx import parse_idx, read_bytes
+from linpath.data.memory import InMemorySource
+from linpath.data.source import Split
+from linpath.errors import LinpathError
 
 MEAN, STD = (0.1307,), (0.3081,)
 
@@ -84,6 +85,12 @@ def read_split(images_path: Path, labels_path: Path, count: int) -> Split:
 def load(root: Path, files: dict = FILES, mirrors: list[str] | None = None) -> InMemorySource:
     folder = Path(root) / "mnist"
     paths = ensure_files(folder, files, mirrors)
-    train = read_split(paths["train-images-idx3-ubyte"], paths["train-labels-idx1-ubyte"], files["train-images-idx3-ubyte"][1])
-    test = read_split(paths["t10k-images-idx3-ubyte"], paths["t10k-labels-idx1-ubyte"], files["t10k-images-idx3-ubyte"][1])
+    train = read_split(
+        paths["train-images-idx3-ubyte"],
+        paths["train-labels-idx1-ubyte"],
+        files["train-images-idx3-ubyte"][1],
+    )
+    test = read_split(
+        paths["t10k-images-idx3-ubyte"], paths["t10k-labels-idx1-ubyte"], files["t10k-images-idx3-ubyte"][1]
+    )
     return InMemorySource("mnist", train, test, MEAN, STD, num_classes=10)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import LinpathError
-from .cifar_resnet import CifarResNet
-from .cifar_vgg import CifarVGG
-from .imagenet_resnet import ImageNetResNet
-from .lenet import LeNet
+from linpath.errors import LinpathError
+from linpath.models.cifar_resnet import CifarResNet
+from linpath.models.cifar_vgg import CifarVGG
+from linpath.models.imagenet_resnet import ImageNetResNet
+from linpath.models.lenet import LeNet
 
 # name -> constructor(num_classes) -> nn.Module
 MODELS = {
@@ -43,8 +43,13 @@ def initialize(model: nn.Module, init: str = "kaiming_normal", bn_init: str = "u
     return model
 
 
-def build(name: str, num_classes: int, seed: int | None = None, init: str = "kaiming_normal",
-          bn_init: str = "uniform") -> nn.Module:
+def build(
+    name: str,
+    num_classes: int,
+    seed: int | None = None,
+    init: str = "kaiming_normal",
+    bn_init: str = "uniform",
+) -> nn.Module:
     """Build and initialize a model; with `seed`, the init is a pure function of it."""
     if name not in MODELS:
         raise LinpathError(f"unknown model {name!r} (known: {', '.join(sorted(MODELS))})")

@@ -22,7 +22,9 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(f_out, f_out, 3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(f_out)
         if downsample or f_in != f_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(f_in, f_out, 1, stride=2, bias=False), nn.BatchNorm2d(f_out))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(f_in, f_out, 1, stride=2, bias=False), nn.BatchNorm2d(f_out)
+            )
         else:
             self.shortcut = nn.Sequential()
 

@@ -27,7 +27,9 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(width, f_out, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(f_out)
         if stride != 1 or f_in != f_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(f_in, f_out, 1, stride=stride, bias=False), nn.BatchNorm2d(f_out))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(f_in, f_out, 1, stride=stride, bias=False), nn.BatchNorm2d(f_out)
+            )
         else:
             self.shortcut = nn.Sequential()
 

@@ -24,22 +24,28 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
-from .errors import LinpathError
+from linpath.errors import LinpathError
 
 KINDS = ("uniform", "dense-start", "dense-end", "adaptive", "values")
 QUANTITIES = ("loss", "error", "both")
-REFINED_PEAKS = 2  # adaptive: refine the highest two local maxima, so a peak hidden behind a high end is found
+REFINED_PEAKS = (
+    2  # adaptive: refine the highest two local maxima, so a peak hidden behind a high end is found
+)
 
 
 def _top_local_maxima(values: list[float], k: int) -> list[int]:
     """Indices of the k highest local maxima (ends included), highest first."""
     n = len(values)
-    peaks = [i for i in range(n) if (i == 0 or values[i] >= values[i - 1]) and (i == n - 1 or values[i] >= values[i + 1])]
+    peaks = [
+        i
+        for i in range(n)
+        if (i == 0 or values[i] >= values[i - 1]) and (i == n - 1 or values[i] >= values[i + 1])
+    ]
     return sorted(peaks, key=lambda i: -values[i])[:k]
 
 
@@ -140,7 +146,9 @@ def _count(text: str, spec: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise LinpathError(f"--grid {spec!r}: the number of points must be an integer, got {text!r}") from None
+        raise LinpathError(
+            f"--grid {spec!r}: the number of points must be an integer, got {text!r}"
+        ) from None
 
 
 def parse_grid(spec: str) -> Grid:
@@ -180,7 +188,10 @@ def parse_grid(spec: str) -> Grid:
         kw["points"] = _count(parts[0], spec)
         range_parts = parts[1:]
     if range_parts:
-        kw.update(start=_number(range_parts[0], "the start A", spec), stop=_number(range_parts[1], "the end B", spec))
+        kw.update(
+            start=_number(range_parts[0], "the start A", spec),
+            stop=_number(range_parts[1], "the end B", spec),
+        )
     try:
         return Grid(**kw)
     except LinpathError as e:

@@ -52,8 +52,14 @@ def conv_bn_pairs(model: nn.Module, exclude: str | None = None) -> list[tuple[st
             continue
         (user,) = node.users
         bn = modules.get(user.target) if user.op == "call_module" else None
-        if (not isinstance(bn, nn.modules.batchnorm._BatchNorm) or calls[user.target] != 1 or not bn.track_running_stats
-                or bn.num_features != conv.out_channels or tuple(user.args) != (node,) or user.kwargs):
+        if (
+            not isinstance(bn, nn.modules.batchnorm._BatchNorm)
+            or calls[user.target] != 1
+            or not bn.track_running_stats
+            or bn.num_features != conv.out_channels
+            or tuple(user.args) != (node,)
+            or user.kwargs
+        ):
             continue
         if inside(node.target, exclude) or inside(user.target, exclude) or inside(exclude, node.target):
             continue
@@ -79,7 +85,9 @@ class Folding:
             folded = self.model.get_submodule(conv_name)
             w = conv.weight
             folded.weight = nn.Parameter(torch.empty_like(w), requires_grad=False)
-            folded.bias = nn.Parameter(torch.zeros(w.shape[0], dtype=w.dtype, device=w.device), requires_grad=False)
+            folded.bias = nn.Parameter(
+                torch.zeros(w.shape[0], dtype=w.dtype, device=w.device), requires_grad=False
+            )
             set_submodule(self.model, bn_name, nn.Identity())
             self.pairs.append((conv, bn, folded))
         self.model.eval()
@@ -107,8 +115,12 @@ class Folding:
         g = torch.Generator().manual_seed(0)
         try:
             for _, bn, _ in self.pairs:
-                for t, lo, hi in ((bn.running_mean, -0.5, 0.5), (bn.running_var, 0.3, 2.0),
-                                  (bn.weight, 0.5, 1.5), (bn.bias, -0.5, 0.5)):
+                for t, lo, hi in (
+                    (bn.running_mean, -0.5, 0.5),
+                    (bn.running_var, 0.3, 2.0),
+                    (bn.weight, 0.5, 1.5),
+                    (bn.bias, -0.5, 0.5),
+                ):
                     if t is not None:
                         t.copy_(torch.rand(t.shape, generator=g, dtype=torch.float64).mul(hi - lo).add(lo))
             self.apply()
@@ -117,7 +129,7 @@ class Folding:
             if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.shape != b.shape:
                 return False
             a, b = a.double(), b.double()
-            return bool(torch.isfinite(a).all()) and bool(((a - b).abs().max() <= 1e-4 * (1 + a.abs().max())))
+            return bool(torch.isfinite(a).all()) and bool((a - b).abs().max() <= 1e-4 * (1 + a.abs().max()))
         except Exception:
             return False
         finally:

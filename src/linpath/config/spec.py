@@ -1,4 +1,4 @@
-"""Specifications of a run, the paper's presets, and the stable hash that names run folders.
+"""Specifications of a run, the stable hash that names run folders, and spec.json.
 
 A spec is every hyperparameter that decides what a replicate's training computes. Its hash
 (over everything but the replicate count) names the run folder, so that the same settings
@@ -12,12 +12,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import typing
 from dataclasses import dataclass, field, fields
 
-from .errors import LinpathError
-from .steps import Step, parse_step_list
+import torch
 
-PRECISIONS = ("fp32", "bf16")
+from linpath import models
+from linpath.config.steps import Step, parse_step_list
+from linpath.data import DATASETS
+from linpath.errors import LinpathError
+from linpath.io.files import atomic_write_text
+from linpath.io.rundir import RunDir
+from linpath.models import MODELS
+from linpath.runtime.device import check_precision
+from linpath.runtime.seeds import derived_seed
+from linpath.runtime.versions import versions
 
 
 def _help(text: str, **kw):
@@ -28,7 +37,9 @@ def _help(text: str, **kw):
 class DataSpec:
     dataset: str = _help("data set: mnist, cifar10, imagenet", default="mnist")
     batch_size: int = _help("training batch size (global, across all ranks)", default=128)
-    augment: bool = _help("training augmentation (CIFAR: crop+flip; ImageNet: resized crop+flip)", default=False)
+    augment: bool = _help(
+        "training augmentation (CIFAR: crop+flip; ImageNet: resized crop+flip)", default=False
+    )
     image_size: int = _help("ImageNet pipeline: crop size (224; smaller for small images)", default=0)
 
 
@@ -61,10 +72,7 @@ class Spec:
     train: TrainSpec = TrainSpec()
     replicates: int = 3
 
-    def validate(self) -> "Spec":
-        from .data import DATASETS
-        from .models import MODELS
-
+    def validate(self) -> Spec:
         d, m, t = self.data, self.model, self.train
         _check_types(self)
         if d.dataset not in DATASETS:
@@ -86,8 +94,7 @@ class Spec:
             raise LinpathError(f"--seed must be >= 0, got {t.seed}")
         if t.optimizer != "sgd":
             raise LinpathError(f"unknown optimizer {t.optimizer!r} (known: sgd)")
-        if t.precision not in PRECISIONS:
-            raise LinpathError(f"unknown precision {t.precision!r} (known: {', '.join(PRECISIONS)})")
+        check_precision(t.precision)
         if m.init not in ("kaiming_normal",):
             raise LinpathError(f"unknown init {m.init!r} (known: kaiming_normal)")
         if m.bn_init not in ("uniform", "ones"):
@@ -122,7 +129,7 @@ class Spec:
         return d
 
     @classmethod
-    def from_json(cls, d: dict, where: str = "spec.json") -> "Spec":
+    def from_json(cls, d: dict, where: str = "spec.json") -> Spec:
         try:
             spec = cls(
                 preset=d["preset"],
@@ -143,7 +150,7 @@ class Spec:
         except LinpathError as e:
             raise LinpathError(f"{where}: {e}") from None
 
-    def with_overrides(self, overrides: dict) -> "Spec":
+    def with_overrides(self, overrides: dict) -> Spec:
         """Apply {field_name: value} overrides; names are the fields of any section."""
         sections = {"data": self.data, "model": self.model, "train": self.train}
         top = {}
@@ -167,19 +174,25 @@ def _positive(name: str, value: int) -> None:
         raise LinpathError(f"--{name} must be a positive integer, got {value}")
 
 
-def _check_types(spec: "Spec") -> None:
+def _check_types(spec: Spec) -> None:
     """Every field has its declared type (int, float, str, bool): a clear error, not a TypeError later."""
-    import typing
-
     for section in (spec.data, spec.model, spec.train):
         hints = typing.get_type_hints(type(section))
         for f in fields(section):
             value, kind = getattr(section, f.name), hints[f.name]
-            ok = (isinstance(value, bool) if kind is bool else
-                  isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else
-                  isinstance(value, int) and not isinstance(value, bool) if kind is int else isinstance(value, kind))
+            ok = (
+                isinstance(value, bool)
+                if kind is bool
+                else isinstance(value, (int, float)) and not isinstance(value, bool)
+                if kind is float
+                else isinstance(value, int) and not isinstance(value, bool)
+                if kind is int
+                else isinstance(value, kind)
+            )
             if not ok:
-                raise LinpathError(f"--{f.name.replace('_', '-')} must be of type {kind.__name__}, got {value!r}")
+                raise LinpathError(
+                    f"--{f.name.replace('_', '-')} must be of type {kind.__name__}, got {value!r}"
+                )
     if isinstance(spec.replicates, bool) or not isinstance(spec.replicates, int):
         raise LinpathError(f"--replicates must be a positive integer, got {spec.replicates!r}")
 
@@ -189,35 +202,33 @@ def override_fields() -> list[dataclasses.Field]:
     return [f for section in (DataSpec, ModelSpec, TrainSpec) for f in fields(section)]
 
 
-# CIFAR-10 (both networks): 160 epochs = 62,560 iterations, lr x0.1 at epochs 80 and 120.
-_CIFAR_DATA = DataSpec(dataset="cifar10", batch_size=128, augment=True)
-_CIFAR_TRAIN = TrainSpec(lr=0.1, momentum=0.9, weight_decay=1e-4, training_steps="160ep",
-                         milestone_steps="80ep,120ep", gamma=0.1)
-
-PRESETS: dict[str, Spec] = {
-    # OpenLTH's defaults for LeNet-300-100 on MNIST: 40 epochs = 18,760 iterations at batch 128.
-    "mnist_lenet_300_100": Spec(
-        preset="mnist_lenet_300_100",
-        data=DataSpec(dataset="mnist", batch_size=128, augment=False),
-        model=ModelSpec(model="mnist_lenet_300_100"),
-        train=TrainSpec(lr=0.1, momentum=0.0, weight_decay=0.0, training_steps="40ep"),
-    ),
-    "cifar_resnet_20": Spec(preset="cifar_resnet_20", data=_CIFAR_DATA, model=ModelSpec(model="cifar_resnet_20"),
-                            train=_CIFAR_TRAIN),
-    "cifar_vgg_16": Spec(preset="cifar_vgg_16", data=_CIFAR_DATA, model=ModelSpec(model="cifar_vgg_16"),
-                         train=_CIFAR_TRAIN),
-    # ImageNet: batch 1024, 90 epochs, 5 warm-up epochs, lr x0.1 at epochs 30, 60, 80.
-    "imagenet_resnet_50": Spec(
-        preset="imagenet_resnet_50",
-        data=DataSpec(dataset="imagenet", batch_size=1024, augment=True, image_size=224),
-        model=ModelSpec(model="imagenet_resnet_50"),
-        train=TrainSpec(lr=0.4, momentum=0.9, weight_decay=1e-4, training_steps="90ep",
-                        milestone_steps="30ep,60ep,80ep", gamma=0.1, warmup_steps="5ep"),
-    ),
-}
+def build_model(spec: Spec, num_classes: int, seed: int) -> torch.nn.Module:
+    """The spec's model, initialized as a pure function of `seed`."""
+    return models.build(
+        spec.model.model, num_classes, derived_seed(seed, "init"), spec.model.init, spec.model.bn_init
+    )
 
 
-def preset(name: str) -> Spec:
-    if name not in PRESETS:
-        raise LinpathError(f"unknown preset {name!r} (known: {', '.join(PRESETS)}; see 'linpath presets')")
-    return PRESETS[name]
+def write_spec(run: RunDir, spec: Spec) -> None:
+    d = spec.to_json()
+    d["versions"] = versions()
+    atomic_write_text(run.spec_path, json.dumps(d, indent=2) + "\n")
+
+
+def read_spec(run: RunDir) -> Spec:
+    """The run folder's spec, checked against its recorded hash and the folder's name."""
+    if not run.spec_path.is_file():
+        raise LinpathError(f"{run.root} is not a linpath run folder (no spec.json)")
+    try:
+        d = json.loads(run.spec_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LinpathError(f"cannot read {run.spec_path}: {e}") from None
+    if not isinstance(d, dict):
+        raise LinpathError(f"{run.spec_path} is not a linpath spec (not a JSON object)")
+    spec = Spec.from_json(d, str(run.spec_path))
+    suffix = run.root.name.rsplit("-", 1)[-1]
+    if len(suffix) == 10 and all(c in "0123456789abcdef" for c in suffix) and suffix != spec.hash:
+        raise LinpathError(
+            f"{run.spec_path} does not match its folder: settings hash to {spec.hash}, folder says {suffix}"
+        )
+    return spec

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import LinpathError
+from linpath.errors import LinpathError
 
 _STEP = re.compile(r"^\s*(?:(\d+)\s*ep)?\s*(?:(\d+)\s*it)?\s*$", re.ASCII)
 
@@ -22,7 +22,7 @@ class Step:
     iterations: int = 0
 
     @classmethod
-    def parse(cls, text: str | int) -> "Step":
+    def parse(cls, text: str | int) -> Step:
         if isinstance(text, bool):
             raise LinpathError(f"not a step: {text!r}")
         if isinstance(text, int):
@@ -50,17 +50,9 @@ class Step:
         return f"{self.iterations}it"
 
 
-def to_iterations(text: str | int, iterations_per_epoch: int) -> int:
-    return Step.parse(text).to_iterations(iterations_per_epoch)
-
-
 def parse_step_list(text: str) -> list[Step]:
     """'80ep,120ep' -> [Step(80), Step(120)]; '' -> []."""
     return [Step.parse(part) for part in str(text).split(",") if part.strip()]
-
-
-def iterations_per_epoch(num_examples: int, batch_size: int) -> int:
-    return -(-num_examples // batch_size)
 
 
 def kept_steps(last: int) -> list[int]:

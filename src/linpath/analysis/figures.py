@@ -16,10 +16,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .analysis import Curves, aggregate  # noqa: E402
-from .errors import LinpathError  # noqa: E402
+from linpath.analysis.curves import Curves, aggregate  # noqa: E402
+from linpath.errors import LinpathError  # noqa: E402
 
-FIGURE2_STEPS = (0, 16, 128, 1024, 2000, 8000)
 LABELS = {"loss": "test loss (cross-entropy)", "error": "test error"}
 
 
@@ -71,20 +70,22 @@ def figure1(curves: Curves, title: str, folder: Path) -> list[Path]:
         ax.set_ylabel(_label(q, curves.split))
         ax.grid(alpha=0.3)
     n = len(curves.replicates)
-    fig.suptitle(f"{title}: the path from initialization (mean ± std over {n} replicate{'s' * (n != 1)}, BN {curves.bn})")
+    fig.suptitle(
+        f"{title}: the path from initialization (mean ± std over {n} replicate{'s' * (n != 1)}, BN {curves.bn})"
+    )
     return _save(fig, folder, "figure1")
 
 
-def figure2_steps(curves: Curves) -> list[int]:
+def figure2_steps(curves: Curves, preferred: tuple[int, ...]) -> list[int]:
+    """The preferred starting steps that were swept, and the last kept t before the end."""
     steps = curves.steps
-    chosen = [t for t in FIGURE2_STEPS if t in steps]
+    chosen = [t for t in preferred if t in steps]
     if steps and steps[-1] not in chosen:
         chosen.append(steps[-1])  # the last kept t before the end
     return chosen or steps[:1]
 
 
-def figure2(curves: Curves, title: str, folder: Path, steps: list[int] | None = None) -> list[Path]:
-    steps = steps or figure2_steps(curves)
+def figure2(curves: Curves, title: str, folder: Path, steps: list[int]) -> list[Path]:
     cmap = plt.get_cmap("viridis")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, q in zip(axes, ("loss", "error")):
@@ -102,7 +103,9 @@ def figure2(curves: Curves, title: str, folder: Path, steps: list[int] | None = 
     return _save(fig, folder, "figure2")
 
 
-def figure3(curves: Curves, rows: list[dict], title: str, folder: Path, metric: str = "rise_over_start") -> list[Path]:
+def figure3(
+    curves: Curves, rows: list[dict], title: str, folder: Path, metric: str = "rise_over_start"
+) -> list[Path]:
     steps = curves.steps
     positions = np.array([t if t > 0 else 0.5 for t in steps], float)  # t = 0 at the left edge
     fig, axes = plt.subplots(2, 1, figsize=(7.5, 6.5), sharex=True)
@@ -124,10 +127,17 @@ def figure3(curves: Curves, rows: list[dict], title: str, folder: Path, metric: 
     return _save(fig, folder, "figure3")
 
 
-def all_figures(curves: Curves, rows: list[dict], title: str, folder: Path, metric: str = "rise_over_start") -> list[Path]:
+def all_figures(
+    curves: Curves,
+    rows: list[dict],
+    title: str,
+    folder: Path,
+    figure2_preferred: tuple[int, ...],
+    metric: str = "rise_over_start",
+) -> list[Path]:
     paths = []
     if 0 in curves.steps:
         paths += figure1(curves, title, folder)
-    paths += figure2(curves, title, folder)
+    paths += figure2(curves, title, folder, figure2_steps(curves, figure2_preferred))
     paths += figure3(curves, rows, title, folder, metric)
     return paths

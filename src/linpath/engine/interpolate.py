@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import LinpathError
+from linpath.errors import LinpathError
 
 
 def check_compatible(start: dict, end: dict, start_name: str = "start", end_name: str = "end") -> None:
@@ -24,7 +24,9 @@ def check_compatible(start: dict, end: dict, start_name: str = "start", end_name
                 f"{tuple(a.shape)} vs {tuple(b.shape)}"
             )
         if a.dtype.is_floating_point != b.dtype.is_floating_point:
-            raise LinpathError(f"{start_name} and {end_name} differ in the type of {key!r}: {a.dtype} vs {b.dtype}")
+            raise LinpathError(
+                f"{start_name} and {end_name} differ in the type of {key!r}: {a.dtype} vs {b.dtype}"
+            )
     for key in end:
         if key not in start:
             raise LinpathError(f"{start_name} and {end_name} differ: key {key!r} is only in {end_name}")
@@ -32,7 +34,9 @@ def check_compatible(start: dict, end: dict, start_name: str = "start", end_name
 
 def interpolate_state(start: dict, end: dict, x: float) -> dict:
     """A new state dict at position x along the line from start (x=0) to end (x=1)."""
-    return {k: torch.lerp(start[k], end[k], x) if start[k].is_floating_point() else end[k].clone() for k in start}
+    return {
+        k: torch.lerp(start[k], end[k], x) if start[k].is_floating_point() else end[k].clone() for k in start
+    }
 
 
 @torch.no_grad()

@@ -29,15 +29,18 @@ from pathlib import Path
 
 import torch
 
-from . import models
-from .errors import LinpathError
-from .spec import PRESETS, DataSpec, ModelSpec, Spec, TrainSpec
-from .steps import Step, parse_step_list
-from .store import RunDir, atomic_write_text, load_state_dict, save_tensors, write_csv
-from .train import LOG_COLUMNS
+from linpath import models
+from linpath.config.presets import PRESETS
+from linpath.config.spec import DataSpec, ModelSpec, Spec, TrainSpec, write_spec
+from linpath.config.steps import Step, parse_step_list
+from linpath.data import DATASETS
+from linpath.errors import LinpathError
+from linpath.io.files import atomic_write_text
+from linpath.io.rundir import RunDir
+from linpath.io.tables import write_csv
+from linpath.io.tensors import load_state_dict, save_tensors
+from linpath.train.log import LOG_COLUMNS
 
-NUM_TRAIN_EXAMPLES = {"mnist": 60000, "cifar10": 50000, "imagenet": 1281167}
-NUM_CLASSES = {"mnist": 10, "cifar10": 10, "imagenet": 1000}
 MODEL_FILE = re.compile(r"^model_ep(\d+)_it(\d+)\.pth$")
 _SECTION = re.compile(r"^(\w+) Hyperparameters\s*$")
 _ITEM = re.compile(r"^\s+\*\s+(\w+)\s+=>\s?(.*?)\s*$")
@@ -56,7 +59,11 @@ def parse_hparams(text: str, where: str = "hparams.log") -> dict[str, dict[str, 
             current[m.group(1)] = m.group(2)
         else:
             raise LinpathError(f"{where} line {number} is not OpenLTH's hparams format: {line.strip()!r}")
-    for section, required in (("dataset", "dataset_name"), ("model", "model_name"), ("training", "training_steps")):
+    for section, required in (
+        ("dataset", "dataset_name"),
+        ("model", "model_name"),
+        ("training", "training_steps"),
+    ):
         if required not in sections.get(section, {}):
             raise LinpathError(f"{where} has no {required} (in its {section.title()} Hyperparameters)")
     return sections
@@ -79,29 +86,37 @@ def iterations_per_epoch(hparams: dict, override: int | None = None) -> int:
         return override
     d = hparams["dataset"]
     name = d["dataset_name"]
-    if name not in NUM_TRAIN_EXAMPLES:
+    if name not in DATASETS:
         raise LinpathError(f"unknown OpenLTH dataset {name!r}; give --iterations-per-epoch")
     batch = _number(d, "batch_size", int, None, "hparams.log")
     if not batch:
         raise LinpathError("hparams.log has no batch_size")
     fraction = _number(d, "subsample_fraction", float, 1.0, "hparams.log")
-    return math.ceil(NUM_TRAIN_EXAMPLES[name] * fraction / batch)
+    return math.ceil(DATASETS[name].num_train_examples * fraction / batch)
 
 
-def spec_from_hparams(hparams: dict, ipe: int, replicates: int, where: str = "hparams.log") -> tuple[Spec, list[str]]:
+def spec_from_hparams(
+    hparams: dict, ipe: int, replicates: int, where: str = "hparams.log"
+) -> tuple[Spec, list[str]]:
     """The linpath spec matching OpenLTH's hparams as far as linpath represents them, and
     notes on what it does not (recorded in openlth.json and printed)."""
     d, m, t = hparams["dataset"], hparams["model"], hparams["training"]
     notes = []
     dataset, model_name = d["dataset_name"], m["model_name"]
     if model_name not in models.MODELS:
-        raise LinpathError(f"{where}: model {model_name!r} has no linpath counterpart (known: {', '.join(sorted(models.MODELS))})")
+        raise LinpathError(
+            f"{where}: model {model_name!r} has no linpath counterpart (known: {', '.join(sorted(models.MODELS))})"
+        )
 
     def iterations(text: str | None) -> str:
         return f"{Step.parse(text).to_iterations(ipe)}it" if text else ""
 
     def iteration_list(text: str | None) -> str:
-        return ",".join(f"{s.to_iterations(ipe)}it" for s in parse_step_list(text)) if text and text != "None" else ""
+        return (
+            ",".join(f"{s.to_iterations(ipe)}it" for s in parse_step_list(text))
+            if text and text != "None"
+            else ""
+        )
 
     init = m.get("model_init", "kaiming_normal")
     if init != "kaiming_normal":
@@ -114,26 +129,46 @@ def spec_from_hparams(hparams: dict, ipe: int, replicates: int, where: str = "hp
     optimizer = t.get("optimizer_name", "sgd")
     if optimizer != "sgd":
         notes.append(f"optimizer {optimizer} (spec.json says sgd; only sgd is retrained by linpath)")
-    for key in ("nesterov_momentum", "apex_fp16", "random_labels_fraction", "subsample_fraction", "blur_factor",
-                "unsupervised_labels", "transformation_seed", "batchnorm_frozen", "output_frozen", "others_frozen",
-                "subset_start", "subset_end", "data_order_seed"):
+    for key in (
+        "nesterov_momentum",
+        "apex_fp16",
+        "random_labels_fraction",
+        "subsample_fraction",
+        "blur_factor",
+        "unsupervised_labels",
+        "transformation_seed",
+        "batchnorm_frozen",
+        "output_frozen",
+        "others_frozen",
+        "subset_start",
+        "subset_end",
+        "data_order_seed",
+    ):
         for section in (d, m, t):
             if key in section and section[key] not in ("None", "False", "0", "0.0"):
                 notes.append(f"{key} {section[key]} (not represented in spec.json)")
     milestones = iteration_list(t.get("milestone_steps"))
     spec = Spec(
         preset=model_name if model_name in PRESETS else "openlth",
-        data=DataSpec(dataset=dataset, batch_size=_number(d, "batch_size", int, 128, where),
-                      # OpenLTH augments unless do_not_augment; its MNIST has no augmentation
-                      augment=dataset != "mnist" and d.get("do_not_augment", "False") != "True",
-                      image_size=224 if dataset == "imagenet" else 0),
+        data=DataSpec(
+            dataset=dataset,
+            batch_size=_number(d, "batch_size", int, 128, where),
+            # OpenLTH augments unless do_not_augment; its MNIST has no augmentation
+            augment=dataset != "mnist" and d.get("do_not_augment", "False") != "True",
+            image_size=224 if dataset == "imagenet" else 0,
+        ),
         model=ModelSpec(model=model_name, init=init, bn_init=bn_init),
-        train=TrainSpec(optimizer="sgd", lr=_number(t, "lr", float, 0.1, where),
-                        momentum=_number(t, "momentum", float, 0.0, where),
-                        weight_decay=_number(t, "weight_decay", float, 0.0, where),
-                        training_steps=iterations(t["training_steps"]), milestone_steps=milestones,
-                        gamma=_number(t, "gamma", float, 0.1, where), warmup_steps=iterations(t.get("warmup_steps")),
-                        seed=0),
+        train=TrainSpec(
+            optimizer="sgd",
+            lr=_number(t, "lr", float, 0.1, where),
+            momentum=_number(t, "momentum", float, 0.0, where),
+            weight_decay=_number(t, "weight_decay", float, 0.0, where),
+            training_steps=iterations(t["training_steps"]),
+            milestone_steps=milestones,
+            gamma=_number(t, "gamma", float, 0.1, where),
+            warmup_steps=iterations(t.get("warmup_steps")),
+            seed=0,
+        ),
         replicates=replicates,
     )
     return spec.validate(), notes
@@ -146,7 +181,9 @@ def find_replicate_folders(root: Path) -> list[Path]:
     if not root.is_dir():
         raise LinpathError(f"no OpenLTH run folder at {root}")
     found = []
-    for log in sorted([root / "hparams.log"] if (root / "hparams.log").is_file() else root.rglob("hparams.log")):
+    for log in sorted(
+        [root / "hparams.log"] if (root / "hparams.log").is_file() else root.rglob("hparams.log")
+    ):
         folder = log.parent
         parts = folder.relative_to(root).parts if folder != root else ()
         if any(p.startswith("level_") and p != "level_0" for p in parts) or any("branch" in p for p in parts):
@@ -154,7 +191,9 @@ def find_replicate_folders(root: Path) -> list[Path]:
         if any(MODEL_FILE.match(p.name) for p in folder.iterdir()):
             found.append(folder)
     if not found:
-        raise LinpathError(f"{root} holds no OpenLTH run (no folder with hparams.log and model_ep<E>_it<I>.pth files)")
+        raise LinpathError(
+            f"{root} holds no OpenLTH run (no folder with hparams.log and model_ep<E>_it<I>.pth files)"
+        )
 
     def order(folder: Path):
         m = re.search(r"replicate_(\d+)", str(folder.relative_to(root)) if folder != root else "")
@@ -163,22 +202,34 @@ def find_replicate_folders(root: Path) -> list[Path]:
     return sorted(found, key=order)
 
 
-def map_state(theirs: dict[str, torch.Tensor], ours: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+def map_state(
+    theirs: dict[str, torch.Tensor], ours: dict[str, torch.Tensor], where: str
+) -> dict[str, torch.Tensor]:
     """OpenLTH's state dict under linpath's keys (see the module docstring)."""
-    candidates = [theirs] + [{k[len(p):]: v for k, v in theirs.items()} for p in ("model.", "module.")
-                             if all(k.startswith(p) for k in theirs)]
+    candidates = [theirs] + [
+        {k[len(p) :]: v for k, v in theirs.items()}
+        for p in ("model.", "module.")
+        if all(k.startswith(p) for k in theirs)
+    ]
     for named in candidates:
         if set(named) == set(ours) and all(named[k].shape == ours[k].shape for k in ours):
             return {k: named[k] for k in ours}
     theirs_items, ours_items = list(theirs.items()), list(ours.items())
     for (k0, v0), (k1, v1) in zip(theirs_items, ours_items):
         if v0.shape != v1.shape or k0.rsplit(".", 1)[-1] != k1.rsplit(".", 1)[-1]:
-            raise LinpathError(f"{where}: cannot map OpenLTH's {k0!r} {tuple(v0.shape)} onto linpath's "
-                               f"{k1!r} {tuple(v1.shape)} (the architectures differ)")
+            raise LinpathError(
+                f"{where}: cannot map OpenLTH's {k0!r} {tuple(v0.shape)} onto linpath's "
+                f"{k1!r} {tuple(v1.shape)} (the architectures differ)"
+            )
     if len(theirs_items) != len(ours_items):
-        extra = (theirs_items[len(ours_items)][0] + " (only in the checkpoint)" if len(theirs_items) > len(ours_items)
-                 else ours_items[len(theirs_items)][0] + " (only in linpath's model)")
-        raise LinpathError(f"{where} has {len(theirs_items)} tensors, linpath's model {len(ours_items)}; first unmatched: {extra}")
+        extra = (
+            theirs_items[len(ours_items)][0] + " (only in the checkpoint)"
+            if len(theirs_items) > len(ours_items)
+            else ours_items[len(theirs_items)][0] + " (only in linpath's model)"
+        )
+        raise LinpathError(
+            f"{where} has {len(theirs_items)} tensors, linpath's model {len(ours_items)}; first unmatched: {extra}"
+        )
     return {k1: v0 for (_, v0), (k1, _) in zip(theirs_items, ours_items)}
 
 
@@ -189,8 +240,10 @@ def model_files(folder: Path, ipe: int) -> dict[int, Path]:
         if m := MODEL_FILE.match(p.name):
             ep, it = int(m.group(1)), int(m.group(2))
             if it >= ipe:
-                raise LinpathError(f"{p} is {it} iterations into an epoch of {ipe}: "
-                                   "the iterations per epoch are wrong (give --iterations-per-epoch)")
+                raise LinpathError(
+                    f"{p} is {it} iterations into an epoch of {ipe}: "
+                    "the iterations per epoch are wrong (give --iterations-per-epoch)"
+                )
             out[ep * ipe + it] = p
     return dict(sorted(out.items()))
 
@@ -205,12 +258,16 @@ def _log_rows(folder: Path, ipe: int) -> list[list]:
         parts = line.strip().split(",")
         if len(parts) == 3 and parts[1].isdigit():
             values.setdefault(int(parts[1]), {})[parts[0]] = parts[2]
-    return [[it, it / ipe, "", v.get("train_loss", ""), v.get("test_loss", ""), v["test_accuracy"], ""]
-            for it, v in sorted(values.items()) if "test_accuracy" in v]
+    return [
+        [it, it / ipe, "", v.get("train_loss", ""), v.get("test_loss", ""), v["test_accuracy"], ""]
+        for it, v in sorted(values.items())
+        if "test_accuracy" in v
+    ]
 
 
-def import_run(source: str | Path, out: str | Path = "runs", iterations_per_epoch_override: int | None = None
-               ) -> tuple[RunDir, list[str]]:
+def import_run(
+    source: str | Path, out: str | Path = "runs", iterations_per_epoch_override: int | None = None
+) -> tuple[RunDir, list[str]]:
     """Import an OpenLTH run folder; returns the linpath run folder and notes on what the spec
     does not represent or what is missing (e.g. a replicate without a final checkpoint)."""
     source = Path(source)
@@ -218,16 +275,18 @@ def import_run(source: str | Path, out: str | Path = "runs", iterations_per_epoc
     parsed = [parse_hparams((f / "hparams.log").read_text(), str(f / "hparams.log")) for f in folders]
     for folder, h in zip(folders[1:], parsed[1:]):
         if h != parsed[0]:
-            raise LinpathError(f"{folder} and {folders[0]} hold runs with different hparams; import them separately")
+            raise LinpathError(
+                f"{folder} and {folders[0]} hold runs with different hparams; import them separately"
+            )
     hparams = parsed[0]
     ipe = iterations_per_epoch(hparams, iterations_per_epoch_override)
     spec, notes = spec_from_hparams(hparams, ipe, len(folders), str(folders[0] / "hparams.log"))
     total = Step.parse(spec.train.training_steps).to_iterations(ipe)
-    num_classes = NUM_CLASSES.get(spec.data.dataset, 10)
+    num_classes = DATASETS[spec.data.dataset].num_classes if spec.data.dataset in DATASETS else 10
     ours = models.build(spec.model.model, num_classes, seed=0).state_dict()
     run = RunDir(Path(out) / f"openlth-{spec.run_name}")
     with run.lock("import"):
-        run.write_spec(spec)
+        write_spec(run, spec)
         sources = {}
         for r, folder in enumerate(folders):
             files = model_files(folder, ipe)
@@ -237,10 +296,17 @@ def import_run(source: str | Path, out: str | Path = "runs", iterations_per_epoc
             if total in files:
                 atomic_write_text(run.done_marker(r), f"{total}\n")
             else:
-                notes.append(f"replicate {r} ({folder}) has no final checkpoint at iteration {total} "
-                             f"(model_ep{total // ipe}_it{total % ipe}.pth); it cannot be swept")
+                notes.append(
+                    f"replicate {r} ({folder}) has no final checkpoint at iteration {total} "
+                    f"(model_ep{total // ipe}_it{total % ipe}.pth); it cannot be swept"
+                )
             sources[str(r)] = {"folder": str(folder.resolve()), "iterations": list(files)}
-        info = {"source": str(source.resolve()), "iterations_per_epoch": ipe, "replicates": sources,
-                "hparams": hparams, "notes": notes}
+        info = {
+            "source": str(source.resolve()),
+            "iterations_per_epoch": ipe,
+            "replicates": sources,
+            "hparams": hparams,
+            "notes": notes,
+        }
         atomic_write_text(run.root / "openlth.json", json.dumps(info, indent=2) + "\n")
     return run, notes

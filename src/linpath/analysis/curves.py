@@ -9,12 +9,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import LinpathError
-from .metrics import METRICS, mean_std, path_metrics
-from .store import RunDir, write_csv
+from linpath.analysis.metrics import METRICS, mean_std, path_metrics
+from linpath.errors import LinpathError
+from linpath.io.rundir import RunDir
+from linpath.io.tables import write_csv
 
 QUANTITIES = ("loss", "error")
-METRIC_COLUMNS = ["stat", "replicate", "t", "split", "bn", "quantity", *METRICS, "start_value", "end_value", "max_value"]
+METRIC_COLUMNS = [
+    "stat",
+    "replicate",
+    "t",
+    "split",
+    "bn",
+    "quantity",
+    *METRICS,
+    "start_value",
+    "end_value",
+    "max_value",
+]
 
 
 @dataclass
@@ -48,7 +60,9 @@ class Curves:
         return x, values.mean(axis=0), std
 
 
-def load_curves(run: RunDir, split: str = "test", bn: str = "interpolate", precision: str | None = None) -> Curves:
+def load_curves(
+    run: RunDir, split: str = "test", bn: str = "interpolate", precision: str | None = None
+) -> Curves:
     if not run.paths_csv.exists():
         raise LinpathError(f"{run.paths_csv} does not exist; run 'linpath sweep {run.root}' first")
     points: dict[tuple[int, int], dict[float, tuple[float, float, tuple[int, bool]]]] = defaultdict(dict)
@@ -62,12 +76,17 @@ def load_curves(run: RunDir, split: str = "test", bn: str = "interpolate", preci
             if x not in points[key] or points[key][x][2] < rank:
                 points[key][x] = (float(d["loss"]), float(d["error"]), rank)
     if not points:
-        raise LinpathError(f"{run.paths_csv} has no rows for split={split}, bn={bn}; sweep with those options first")
+        raise LinpathError(
+            f"{run.paths_csv} has no rows for split={split}, bn={bn}; sweep with those options first"
+        )
     by_item = {}
     for key, pts in points.items():
         xs = sorted(pts)
-        by_item[key] = {"x": np.array(xs), "loss": np.array([pts[x][0] for x in xs]),
-                        "error": np.array([pts[x][1] for x in xs])}
+        by_item[key] = {
+            "x": np.array(xs),
+            "loss": np.array([pts[x][0] for x in xs]),
+            "error": np.array([pts[x][1] for x in xs]),
+        }
     return Curves(split, bn, by_item)
 
 
@@ -77,9 +96,20 @@ def metric_rows(curves: Curves) -> list[dict]:
     for (r, t), c in sorted(curves.by_item.items()):
         for q in QUANTITIES:
             m = path_metrics(c["x"], c[q])
-            rows.append({"stat": "replicate", "replicate": r, "t": t, "split": curves.split, "bn": curves.bn,
-                         "quantity": q, **m, "start_value": c[q][0], "end_value": c[q][-1],
-                         "max_value": float(np.max(c[q]))})
+            rows.append(
+                {
+                    "stat": "replicate",
+                    "replicate": r,
+                    "t": t,
+                    "split": curves.split,
+                    "bn": curves.bn,
+                    "quantity": q,
+                    **m,
+                    "start_value": c[q][0],
+                    "end_value": c[q][-1],
+                    "max_value": float(np.max(c[q])),
+                }
+            )
     aggregated = []
     for t in curves.steps:
         for q in QUANTITIES:
@@ -95,7 +125,11 @@ def metric_rows(curves: Curves) -> list[dict]:
 
 def aggregate(rows: list[dict], t: int, quantity: str, metric: str) -> tuple[float, float]:
     """(mean, std) of one metric from metric_rows()."""
-    get = {row["stat"]: row[metric] for row in rows if row["t"] == t and row["quantity"] == quantity and row["stat"] != "replicate"}
+    get = {
+        row["stat"]: row[metric]
+        for row in rows
+        if row["t"] == t and row["quantity"] == quantity and row["stat"] != "replicate"
+    }
     return get.get("mean", math.nan), get.get("std", math.nan)
 
 

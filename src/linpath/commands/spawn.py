@@ -32,17 +32,39 @@ from pathlib import Path
 
 import numpy as np
 
-from .api import PathCurve, evaluate_curve
-from .data.memory import derived_seed
-from .errors import LinpathError
-from .grids import Grid
-from .steps import Step
-from .store import RunDir, atomic_write_text, load_state_dict, load_tensors, save_tensors, write_csv
-from .train import Schedule, build_model, resolve_device, train_replicate
+from linpath.api import PathCurve, evaluate_curve
+from linpath.config.schedule import Schedule
+from linpath.config.spec import build_model, read_spec
+from linpath.config.steps import Step
+from linpath.engine.bn_stats import DEFAULT_BN_BATCHES
+from linpath.errors import LinpathError
+from linpath.io.files import atomic_write_text
+from linpath.io.rundir import RunDir
+from linpath.io.tables import write_csv
+from linpath.io.tensors import load_state_dict, load_tensors, save_tensors
+from linpath.runtime.device import resolve_device
+from linpath.runtime.seeds import derived_seed
+from linpath.sweep.grids import Grid
+from linpath.train.loop import train_replicate
 
 MOMENTUM_STATES = ("replay", "reset")
-INSTABILITY_COLUMNS = ["replicate", "t", "child_a", "child_b", "split", "bn", "points", "error_barrier", "loss_barrier",
-                       "error_rise_over_chord", "loss_rise_over_chord", "error_a", "error_b", "loss_a", "loss_b"]
+INSTABILITY_COLUMNS = [
+    "replicate",
+    "t",
+    "child_a",
+    "child_b",
+    "split",
+    "bn",
+    "points",
+    "error_barrier",
+    "loss_barrier",
+    "error_rise_over_chord",
+    "loss_rise_over_chord",
+    "error_a",
+    "error_b",
+    "loss_a",
+    "loss_b",
+]
 
 
 class SpawnDir(RunDir):
@@ -75,48 +97,83 @@ def barrier(f: np.ndarray) -> float:
     return float(np.max(f) - (f[0] + f[-1]) / 2)
 
 
-def parent_state(spec, run: RunDir, r: int, t: int, source, sdir: SpawnDir, device: str = "cpu",
-                 momentum_state: str = "replay", progress: bool = False) -> tuple[dict, dict]:
+def parent_state(
+    spec,
+    run: RunDir,
+    r: int,
+    t: int,
+    source,
+    sdir: SpawnDir,
+    device: str = "cpu",
+    momentum_state: str = "replay",
+    progress: bool = False,
+) -> tuple[dict, dict]:
     """The state children start from ({"model", "optimizer" or None, "step"}) and how its
     optimizer part was obtained."""
     model = load_state_dict(run.checkpoint(r, t))
     if spec.train.momentum == 0:
-        return {"model": model, "optimizer": None, "step": t}, {"optimizer_state": "none needed (SGD without momentum)"}
+        return {"model": model, "optimizer": None, "step": t}, {
+            "optimizer_state": "none needed (SGD without momentum)"
+        }
     if t == 0:
-        return {"model": model, "optimizer": None, "step": t}, {"optimizer_state": "none yet (no update before step 0)"}
+        return {"model": model, "optimizer": None, "step": t}, {
+            "optimizer_state": "none yet (no update before step 0)"
+        }
     if momentum_state == "reset":
-        return {"model": model, "optimizer": None, "step": t}, {"optimizer_state": "reset: momentum restarted at zero at T"}
+        return {"model": model, "optimizer": None, "step": t}, {
+            "optimizer_state": "reset: momentum restarted at zero at T"
+        }
     scratch = RunDir(sdir.root / "replay")
     train_replicate(spec, scratch, r, source, device=device, progress=progress, stop_after=t)
     replayed = load_tensors(scratch.resume_file(r))
     if int(replayed["step"]) != t:
         raise LinpathError(f"replaying replicate {r} stopped at step {replayed['step']}, not {t}")
-    diff = max(float((replayed["model"][k].double() - v.double()).abs().max()) if v.is_floating_point() else 0.0
-               for k, v in model.items())
+    diff = max(
+        float((replayed["model"][k].double() - v.double()).abs().max()) if v.is_floating_point() else 0.0
+        for k, v in model.items()
+    )
     shutil.rmtree(scratch.root, ignore_errors=True)
-    info = {"optimizer_state": "replayed from step 0 (exact)" if diff == 0 else "replayed from step 0",
-            "replay_max_abs_weight_difference": diff}
+    info = {
+        "optimizer_state": "replayed from step 0 (exact)" if diff == 0 else "replayed from step 0",
+        "replay_max_abs_weight_difference": diff,
+    }
     return {"model": model, "optimizer": replayed["optimizer"], "step": t}, info
 
 
 def spawn_steps(run: RunDir, text: str, source) -> list[int]:
     """--at: comma-separated steps ("0,100,1000", "2ep") in iterations, ascending."""
-    schedule = Schedule.of(run.read_spec(), source.num_train_examples)
-    steps = sorted({Step.parse(part.strip()).to_iterations(schedule.iterations_per_epoch)
-                    for part in str(text).split(",") if part.strip()})
+    schedule = Schedule.of(read_spec(run), source.num_train_examples)
+    steps = sorted(
+        {
+            Step.parse(part.strip()).to_iterations(schedule.iterations_per_epoch)
+            for part in str(text).split(",")
+            if part.strip()
+        }
+    )
     if not steps:
         raise LinpathError(f"--at needs at least one step, got {text!r}")
     return steps
 
 
-def spawn(run_dir: str | Path, t: int, source, replicate: int = 0, children: int = 2, device: str = "cpu",
-          momentum_state: str = "replay", grid: Grid | None = None, split: str = "test", bn: str = "interpolate",
-          progress: bool = True, bn_batches: int = 30) -> list[dict]:
+def spawn(
+    run_dir: str | Path,
+    t: int,
+    source,
+    replicate: int = 0,
+    children: int = 2,
+    device: str = "cpu",
+    momentum_state: str = "replay",
+    grid: Grid | None = None,
+    split: str = "test",
+    bn: str = "interpolate",
+    progress: bool = True,
+    bn_batches: int = DEFAULT_BN_BATCHES,
+) -> list[dict]:
     """Spawn `children` copies of replicate `replicate` at step t, train them, evaluate every
     pair's path; returns the instability rows (and writes them, see the module docstring).
     Resumes: finished children are reused, a killed child resumes from its resume file."""
     run = RunDir(run_dir)
-    spec = run.read_spec()
+    spec = read_spec(run)
     schedule = Schedule.of(spec, source.num_train_examples)
     if children < 2:
         raise LinpathError(f"--children must be at least 2 (a path needs two endpoints), got {children}")
@@ -126,9 +183,13 @@ def spawn(run_dir: str | Path, t: int, source, replicate: int = 0, children: int
     if not saved:
         raise LinpathError(f"{run.root} has no checkpoints of replicate {replicate}; train it first")
     if t not in saved:
-        raise LinpathError(f"replicate {replicate} has no checkpoint at T={t} (kept: {', '.join(map(str, saved))})")
+        raise LinpathError(
+            f"replicate {replicate} has no checkpoint at T={t} (kept: {', '.join(map(str, saved))})"
+        )
     if t >= schedule.total:
-        raise LinpathError(f"T={t} is the end of training ({schedule.total} iterations); spawn from an earlier step")
+        raise LinpathError(
+            f"T={t} is the end of training ({schedule.total} iterations); spawn from an earlier step"
+        )
     grid = grid or Grid(points=25)
     sdir = spawn_dir(run, replicate, t)
     parent_seed = spec.train.seed + replicate
@@ -140,19 +201,39 @@ def spawn(run_dir: str | Path, t: int, source, replicate: int = 0, children: int
         else:
             start, how = parent_state(spec, run, replicate, t, source, sdir, device, momentum_state, progress)
             save_tensors(sdir.parent_file, start)
-            info = {"replicate": replicate, "t": t, "parent_seed": parent_seed, "momentum": spec.train.momentum,
-                    "momentum_state": momentum_state, **how}
+            info = {
+                "replicate": replicate,
+                "t": t,
+                "parent_seed": parent_seed,
+                "momentum": spec.train.momentum,
+                "momentum_state": momentum_state,
+                **how,
+            }
         if info.get("momentum_state", momentum_state) != momentum_state and spec.train.momentum and t:
-            raise LinpathError(f"{sdir.root} was spawned with momentum state {info['momentum_state']!r}; "
-                               f"delete it to spawn again with {momentum_state!r}")
+            raise LinpathError(
+                f"{sdir.root} was spawned with momentum state {info['momentum_state']!r}; "
+                f"delete it to spawn again with {momentum_state!r}"
+            )
         info["children"] = {str(k): {"data_seed": s} for k, s in enumerate(seeds)}
         atomic_write_text(sdir.root / "spawn.json", json.dumps(info, indent=2) + "\n")
         for k, s in enumerate(seeds):
             train_replicate(spec, sdir, k, source, device=device, progress=progress, data_seed=s, start=start)
         rows = _finished_rows(sdir, children, grid, split, bn)
         if rows is None:
-            rows = _evaluate_pairs(spec, sdir, replicate, t, schedule.total, children, source, device, grid, split, bn,
-                                   bn_batches)
+            rows = _evaluate_pairs(
+                spec,
+                sdir,
+                replicate,
+                t,
+                schedule.total,
+                children,
+                source,
+                device,
+                grid,
+                split,
+                bn,
+                bn_batches,
+            )
     write_summary(run)
     return rows
 
@@ -166,29 +247,51 @@ def _finished_rows(sdir: SpawnDir, children: int, grid: Grid, split: str, bn: st
         rows = list(csv.DictReader(f))
     pairs = [(str(a), str(b)) for a, b in combinations(range(children), 2)]
     if [(d["child_a"], d["child_b"]) for d in rows] != pairs or any(
-            (d["split"], d["bn"], d["points"]) != (split, bn, str(grid.points)) for d in rows):
+        (d["split"], d["bn"], d["points"]) != (split, bn, str(grid.points)) for d in rows
+    ):
         return None
     ints = ("replicate", "t", "child_a", "child_b", "points")
-    return [{k: int(v) if k in ints else v if k in ("split", "bn") else float(v) for k, v in d.items()} for d in rows]
+    return [
+        {k: int(v) if k in ints else v if k in ("split", "bn") else float(v) for k, v in d.items()}
+        for d in rows
+    ]
 
 
-def _evaluate_pairs(spec, sdir: SpawnDir, r: int, t: int, final: int, children: int, source, device: str,
-                    grid: Grid, split: str, bn: str, bn_batches: int) -> list[dict]:
+def _evaluate_pairs(
+    spec,
+    sdir: SpawnDir,
+    r: int,
+    t: int,
+    final: int,
+    children: int,
+    source,
+    device: str,
+    grid: Grid,
+    split: str,
+    bn: str,
+    bn_batches: int,
+) -> list[dict]:
     dev = resolve_device(device)
     evalset = source.eval_set(split, dev)
     batches = None
     if bn == "recompute":
-        stream = source.train_batches(derived_seed(spec.train.seed, "bn-batches"), spec.data.batch_size, device=dev)
+        stream = source.train_batches(
+            derived_seed(spec.train.seed, "bn-batches"), spec.data.batch_size, device=dev
+        )
         batches = [next(stream)[0] for _ in range(bn_batches)]
     model = build_model(spec, source.num_classes, seed=0)
     rows = []
     for a, b in combinations(range(children), 2):
         start = load_state_dict(sdir.checkpoint(a, final))
         end = load_state_dict(sdir.checkpoint(b, final))
-        curve = evaluate_curve(model, start, end, evalset, grid.xs(), bn=bn, precision="fp32", bn_batches=batches)
+        curve = evaluate_curve(
+            model, start, end, evalset, grid.xs(), bn=bn, precision="fp32", bn_batches=batches
+        )
         curve.to_csv(sdir.pair_csv(a, b), replicate=r, t=t)
-        curve.plot(sdir.pair_csv(a, b).with_suffix(".png"),
-                   title=f"children {a} and {b} of replicate {r} spawned at T = {t} (BN {bn})")
+        curve.plot(
+            sdir.pair_csv(a, b).with_suffix(".png"),
+            title=f"children {a} and {b} of replicate {r} spawned at T = {t} (BN {bn})",
+        )
         rows.append(_row(curve, r, t, a, b, grid))
     _write_rows(sdir.root / "instability.csv", rows)
     return rows
@@ -196,11 +299,23 @@ def _evaluate_pairs(spec, sdir: SpawnDir, r: int, t: int, final: int, children: 
 
 def _row(curve: PathCurve, r: int, t: int, a: int, b: int, grid: Grid) -> dict:
     m = curve.metrics()
-    return {"replicate": r, "t": t, "child_a": a, "child_b": b, "split": curve.split, "bn": curve.bn,
-            "points": len(curve.x), "error_barrier": barrier(curve.error), "loss_barrier": barrier(curve.loss),
-            "error_rise_over_chord": m["error"]["rise_over_chord"], "loss_rise_over_chord": m["loss"]["rise_over_chord"],
-            "error_a": float(curve.error[0]), "error_b": float(curve.error[-1]),
-            "loss_a": float(curve.loss[0]), "loss_b": float(curve.loss[-1])}
+    return {
+        "replicate": r,
+        "t": t,
+        "child_a": a,
+        "child_b": b,
+        "split": curve.split,
+        "bn": curve.bn,
+        "points": len(curve.x),
+        "error_barrier": barrier(curve.error),
+        "loss_barrier": barrier(curve.loss),
+        "error_rise_over_chord": m["error"]["rise_over_chord"],
+        "loss_rise_over_chord": m["loss"]["rise_over_chord"],
+        "error_a": float(curve.error[0]),
+        "error_b": float(curve.error[-1]),
+        "loss_a": float(curve.loss[0]),
+        "loss_b": float(curve.loss[-1]),
+    }
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
@@ -216,7 +331,16 @@ def write_summary(run: RunDir) -> Path | None:
             rows += list(csv.DictReader(f))
     if not rows:
         return None
-    rows.sort(key=lambda d: (d["split"], d["bn"], int(d["t"]), int(d["replicate"]), int(d["child_a"]), int(d["child_b"])))
+    rows.sort(
+        key=lambda d: (
+            d["split"],
+            d["bn"],
+            int(d["t"]),
+            int(d["replicate"]),
+            int(d["child_a"]),
+            int(d["child_b"]),
+        )
+    )
     write_csv(folder / "instability.csv", INSTABILITY_COLUMNS, rows)
     _figure(rows, folder / "instability.png")
     return folder / "instability.csv"
@@ -234,7 +358,9 @@ def _figure(rows: list[dict], path: Path) -> None:
         mean = np.array([np.mean(v) for v in values])
         std = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in values])
         positions = np.array([t if t > 0 else 0.5 for t in ts], float)  # t = 0 at the left edge
-        ax.errorbar(positions, mean, yerr=std, marker="o", capsize=3, color=f"C{i}", label=f"{key[0]}, BN {key[1]}")
+        ax.errorbar(
+            positions, mean, yerr=std, marker="o", capsize=3, color=f"C{i}", label=f"{key[0]}, BN {key[1]}"
+        )
     ax.set_xscale("log")
     ax.axhline(0, color="gray", linewidth=0.8)
     ax.set_xlabel("spawn step T (log scale; T = 0 at the left edge)")

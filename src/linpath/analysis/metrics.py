@@ -19,7 +19,14 @@ import math
 
 import numpy as np
 
-METRICS = ("rise_over_start", "rise_over_endpoints", "rise_over_chord", "monotonicity_gap", "convexity_gap", "argmax_x")
+METRICS = (
+    "rise_over_start",
+    "rise_over_endpoints",
+    "rise_over_chord",
+    "monotonicity_gap",
+    "convexity_gap",
+    "argmax_x",
+)
 
 
 def rise_over_start(x, f) -> float:
@@ -75,8 +82,14 @@ def path_metrics(x, f) -> dict[str, float]:
     if not np.all(np.isfinite(f)):
         nan = math.nan
         peak = math.inf if np.any(np.isposinf(f)) else nan
-        return {"rise_over_start": peak, "rise_over_endpoints": peak, "rise_over_chord": peak,
-                "monotonicity_gap": peak, "convexity_gap": nan, "argmax_x": nan}
+        return {
+            "rise_over_start": peak,
+            "rise_over_endpoints": peak,
+            "rise_over_chord": peak,
+            "monotonicity_gap": peak,
+            "convexity_gap": nan,
+            "argmax_x": nan,
+        }
     return {name: globals()[name](x, f) for name in METRICS}
 
 

@@ -1,0 +1,293 @@
+"""The evaluation engine: many interpolated networks, the data preloaded once.
+
+Per point x the engine writes θ(x) into one resident model in place (no load_state_dict, no
+DataLoader) and streams the preloaded evaluation tensor through it in large batches; convnets
+run channels-last, and `precision="bf16"` runs under bf16 autocast.
+
+Linear stem: when a model names its first layer as `linear_stem` (its input is the network's
+input and its output is linear in its parameters), stem_{θ(x)}(input) = (1 - x)·stem_{θ_start}
++ x·stem_{θ_end} exactly (up to rounding), so the endpoints' stem outputs are computed once per
+path and mixed per point. By default ("auto") this is done when the stem is at least STEM_SHARE
+of the multiply-adds (LeNet's 88 %, not a convnet's 1 %). BatchNorm folding (bnfold.py) and the
+BatchNorm policies (bn_stats.py) are applied per point. Details: docs/engine.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import torch
+from torch import nn
+
+from linpath.engine.bn_stats import bn_modules, check_bn_policy, recompute_bn_statistics
+from linpath.engine.bnfold import Folding, conv_bn_pairs, set_submodule
+from linpath.engine.interpolate import assign_interpolation, check_compatible
+from linpath.engine.profile import stem_profile
+from linpath.engine.scoring import Result, classification_score, make_tally
+from linpath.errors import LinpathError
+from linpath.runtime.device import autocast, check_precision
+
+STEM_SHARE = 0.1  # use the linear stem ("auto") when it is at least this share of the multiply-adds
+
+
+class _Given(nn.Module):
+    """Stands in for the stem: returns a precomputed output, ignoring its input."""
+
+    def __init__(self):
+        super().__init__()
+        self.value: torch.Tensor | None = None
+
+    def forward(self, _input):
+        return self.value
+
+
+class _StopForward(Exception):
+    pass
+
+
+def _get_submodule(model: nn.Module, name: str) -> nn.Module:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        raise LinpathError(f"model has no module {name!r} (named as its linear stem)") from None
+
+
+class PathEvaluator:
+    """Evaluates θ(x) for many x on one preloaded evaluation set.
+
+    Parameters: `model` is any module whose state dict matches the states to interpolate (it
+    is overwritten in place); `evalset` has `.inputs` and `.labels` on the evaluation device;
+    `batch_size` None picks 256 for convnets (cache-sized, fastest on CPU) and 10,000 for the
+    rest; `use_stem` is "auto", True (whenever the model names a stem) or False;
+    `population` holds the split's examples per class when `evalset` is a subset of it;
+    `fold_bn` folds eval-mode BatchNorm into the preceding convolutions where that is exact
+    (see the module's docstring).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        evalset,
+        batch_size: int | None = None,
+        precision: str = "fp32",
+        use_stem: bool | str = "auto",
+        stem_memory: int = 1 << 30,
+        score=classification_score,
+        population: torch.Tensor | None = None,
+        channels_last: bool | None = None,
+        fold_bn: bool = True,
+        compile: bool = False,
+    ):
+        check_precision(precision)
+        self.device = evalset.inputs.device
+        self.model = model.to(self.device).eval()
+        convnet = any(isinstance(m, nn.Conv2d) for m in model.modules())
+        self.channels_last = convnet if channels_last is None else channels_last
+        self.inputs, self.labels = evalset.inputs, evalset.labels
+        if self.channels_last and self.inputs.dim() == 4:
+            self.model.to(memory_format=torch.channels_last)
+            self.inputs = self.inputs.contiguous(memory_format=torch.channels_last)
+        else:
+            self.channels_last = False
+        self.batch_size = batch_size or (256 if convnet else 10000)
+        self.precision = precision
+        self.score = score
+        self.population = population
+        self.stem_memory = stem_memory
+        self.targets = {
+            k: (v.data if isinstance(v, nn.Parameter) else v)
+            for k, v in self.model.state_dict(keep_vars=True).items()
+        }
+        self.stem_name = getattr(model, "linear_stem", None) if use_stem else None
+        self.stem_share, self.stem_numel = 0.0, 0
+        if self.stem_name and len(self.labels):
+            stem = _get_submodule(self.model, self.stem_name)
+            self.stem_share, self.stem_numel = stem_profile(self.model, self.inputs[:1], stem)
+            if use_stem == "auto" and self.stem_share < STEM_SHARE:
+                self.stem_name = None
+        self.folding: Folding | None = None
+        if fold_bn and len(self.labels) and bn_modules(self.model):
+            pairs = conv_bn_pairs(self.model, self.stem_name)
+            if pairs:
+                try:
+                    folding = Folding(self.model, pairs)
+                except Exception:
+                    folding = None
+                if folding is not None and folding.check(self.model, self.targets, self.inputs[:8]):
+                    self.folding = folding
+        # torch.compile treats parameters and buffers as inputs, so writing θ(x) in place needs
+        # no recompilation; it is not used with the mixed stem (LeNet), whose tail is tiny.
+        self._compiled = torch.compile(self.net, dynamic=False) if compile and not self.stem_name else None
+
+    @property
+    def folds_bn(self) -> bool:
+        """Whether BatchNorm is folded into convolutions for evaluation."""
+        return self.folding is not None
+
+    @property
+    def net(self) -> nn.Module:
+        """The module that evaluates: the folded copy, or the model itself."""
+        return self.folding.model if self.folding is not None else self.model
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The evaluating module's output; the compiled one when asked for and it works."""
+        if self._compiled is not None:
+            try:
+                return self._compiled(inputs)
+            except Exception as e:  # no compiler, an unsupported op: evaluate eagerly instead
+                warnings.warn(
+                    f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); evaluating eagerly",
+                    stacklevel=2,
+                )
+                self._compiled = None
+        return self.net(inputs)
+
+    def _fold(self) -> None:
+        if self.folding is not None:
+            self.folding.apply()
+
+    @property
+    def uses_stem(self) -> bool:
+        return self.stem_name is not None
+
+    def _like_targets(self, state: dict) -> dict:
+        """The state on the device, each tensor laid out like the model's (channels-last
+        included), so that interpolation writes in place with matching strides."""
+        out = {}
+        for k, v in state.items():
+            target = self.targets[k]
+            out[k] = torch.empty_like(target).copy_(v) if target.is_floating_point() else v.to(self.device)
+        return out
+
+    def _batches(self, lo: int = 0, hi: int | None = None):
+        hi = len(self.labels) if hi is None else hi
+        for i in range(lo, hi, self.batch_size):
+            j = min(i + self.batch_size, hi)
+            yield self.inputs[i:j], self.labels[i:j]
+
+    @torch.no_grad()
+    def evaluate_path(
+        self, start: dict, end: dict, xs, bn: str = "interpolate", bn_batches=None
+    ) -> list[Result]:
+        """Results at each x of θ(x) = (1-x)·start + x·end."""
+        return self.path(start, end, bn, bn_batches).evaluate(xs)
+
+    def path(self, start: dict, end: dict, bn: str = "interpolate", bn_batches=None) -> Path:
+        """A path whose evaluate(xs) may be called repeatedly (adaptive grids) while the
+        endpoints' stem outputs are computed once."""
+        check_bn_policy(bn)
+        check_compatible(start, end)
+        check_compatible(self.targets, start, "the model", "the checkpoint")
+        if bn == "recompute" and bn_batches is not None:
+            layout = torch.channels_last if self.channels_last else torch.contiguous_format
+            bn_batches = [
+                b.to(self.device).contiguous(memory_format=layout) if b.dim() == 4 else b.to(self.device)
+                for b in bn_batches
+            ]
+        return Path(self, self._like_targets(start), self._like_targets(end), bn, bn_batches)
+
+
+class Path:
+    """One (start, end) pair on one engine; see PathEvaluator.path."""
+
+    def __init__(self, engine: PathEvaluator, start: dict, end: dict, bn: str, bn_batches):
+        self.e, self.start, self.end, self.bn, self.bn_batches = engine, start, end, bn, bn_batches
+        self._stems: tuple[list, list] | None = None  # whole-set stem outputs, when they fit
+
+    def _set(self, x: float, bn_state: dict | None) -> None:
+        assign_interpolation(self.e.targets, self.start, self.end, x)
+        if bn_state:
+            for k, v in bn_state.items():
+                self.e.targets[k].copy_(v)
+
+    def _recomputed(self, x: float) -> dict | None:
+        """θ(x)'s BatchNorm buffers after recompute (None under interpolate)."""
+        if self.bn != "recompute":
+            return None
+        assign_interpolation(self.e.targets, self.start, self.end, x)
+        recompute_bn_statistics(self.e.model, self.bn_batches, self.e.precision)
+        names = {
+            name for name, m in self.e.model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        }
+        return {
+            k: v.clone()
+            for k, v in self.e.targets.items()
+            if k.rpartition(".")[0] in names and k.rpartition(".")[2] in ("running_mean", "running_var")
+        }
+
+    @torch.no_grad()
+    def evaluate(self, xs) -> list[Result]:
+        xs = [float(x) for x in xs]
+        e = self.e
+        if not e.uses_stem:
+            results = []
+            for x in xs:
+                self._set(x, None)
+                if self.bn == "recompute":
+                    recompute_bn_statistics(e.model, self.bn_batches, e.precision)
+                e._fold()
+                tally = make_tally(e.labels, e.population)
+                for inputs, labels in e._batches():
+                    with autocast(e.device, e.precision):
+                        outputs = e.forward(inputs)
+                    tally.add(outputs, labels, e.score)
+                results.append(tally.result())
+            return results
+        bn_states = [self._recomputed(x) for x in xs]
+        tallies = [make_tally(e.labels, e.population) for _ in xs]
+        n = len(e.labels)
+        per_chunk = max(
+            e.batch_size, e.stem_memory // max(1, 2 * 4 * e.stem_numel) // e.batch_size * e.batch_size
+        )
+        stem = _get_submodule(e.model, e.stem_name)
+        net = e.net
+        net_stem = _get_submodule(net, e.stem_name)
+        for lo in range(0, n, per_chunk):
+            hi = min(n, lo + per_chunk)
+            if per_chunk >= n and self._stems is not None:
+                h_start, h_end = self._stems
+            else:
+                h_start, h_end = (
+                    self._stem_outputs(stem, self.start, lo, hi),
+                    self._stem_outputs(stem, self.end, lo, hi),
+                )
+                if per_chunk >= n:
+                    self._stems = (h_start, h_end)
+            given = _Given()
+            set_submodule(net, e.stem_name, given)
+            try:
+                for x, bn_state, tally in zip(xs, bn_states, tallies):
+                    self._set(x, bn_state)
+                    e._fold()
+                    for (inputs, labels), a, b in zip(e._batches(lo, hi), h_start, h_end):
+                        given.value = torch.lerp(a, b, x)
+                        with autocast(e.device, e.precision):
+                            outputs = net(inputs)
+                        tally.add(outputs, labels, e.score)
+            finally:
+                set_submodule(net, e.stem_name, net_stem)
+        return [t.result() for t in tallies]
+
+    @torch.no_grad()
+    def _stem_outputs(self, stem: nn.Module, state: dict, lo: int, hi: int) -> list[torch.Tensor]:
+        """The stem's output under `state` for each batch of examples lo..hi (the forward
+        pass is cut short right after the stem)."""
+        prefix = self.e.stem_name + "."
+        for k, target in self.e.targets.items():
+            if k.startswith(prefix):
+                target.copy_(state[k])
+        captured = []
+
+        def capture_and_stop(module, inputs, output):
+            captured.append(output.float())
+            raise _StopForward
+
+        hook = stem.register_forward_hook(capture_and_stop)
+        try:
+            for inputs, _ in self.e._batches(lo, hi):
+                with contextlib.suppress(_StopForward), autocast(self.e.device, self.e.precision):
+                    self.e.model(inputs)
+        finally:
+            hook.remove()
+        return captured

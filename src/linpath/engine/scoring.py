@@ -1,0 +1,116 @@
+"""Scoring one network on preloaded data: the loss and error of each batch, summed by class on
+the device, and the standard errors of a subset's estimate of the whole split."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from linpath.engine.subsets import class_counts
+from linpath.errors import LinpathError
+from linpath.runtime.device import autocast
+
+
+def classification_score(outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The default score of one batch: (summed cross-entropy, number of top-1 errors).
+
+    A score is any `score(outputs, targets) -> (loss summed over the batch, errors summed over
+    the batch)`; the engine divides both by the number of examples. Other tasks (regression,
+    language models) pass their own to evaluate_model / PathEvaluator (see api.py).
+    """
+    return F.cross_entropy(outputs, targets, reduction="sum").double(), (outputs.argmax(1) != targets).sum()
+
+
+@dataclass
+class Result:
+    loss: float  # mean cross-entropy
+    error: float  # 1 - accuracy
+    examples: int
+    loss_se: float = 0.0  # standard error as an estimate of the whole split's value
+    error_se: float = 0.0
+
+
+class Tally:
+    """Sums of per-example loss and error by class, kept on the device (no sync per batch).
+
+    The standard error is the stratified one, with the finite-population correction, of the
+    subset's mean as an estimate of the whole split's mean: SE² = Σ_c W_c² s_c² / n_c · (1 -
+    n_c/N_c), W_c = N_c/N, from the class counts N_c of the split (`population`). With the
+    default classification score this is exact per example; a custom score gives only batch
+    sums, so its standard errors are NaN.
+    """
+
+    def __init__(self, population: torch.Tensor | None, device):
+        self.population = population
+        classes = len(population) if population is not None else 1
+        self.sums = torch.zeros(5, classes, dtype=torch.float64, device=device)  # n, Σl, Σl², Σe, Σe²
+        self.per_example = True
+        self.loss, self.errors, self.n = 0.0, 0.0, 0
+
+    def add(self, outputs: torch.Tensor, labels: torch.Tensor, score) -> None:
+        outputs = outputs.float()
+        if score is classification_score and self.population is not None:
+            losses = F.cross_entropy(outputs, labels, reduction="none").double()
+            wrong = (outputs.argmax(1) != labels).double()
+            values = torch.stack([torch.ones_like(losses), losses, losses * losses, wrong, wrong])
+            self.sums.index_add_(1, labels, values)
+        else:
+            loss, errors = score(outputs, labels)
+            self.loss += float(loss)
+            self.errors += float(errors)
+            self.n += len(labels)
+            self.per_example = False
+
+    def result(self) -> Result:
+        if not self.per_example:
+            n = self.n
+            exact = self.population is not None and n == int(self.population.sum())
+            se = 0.0 if exact else math.nan
+            return Result(self.loss / n, self.errors / n, n, se, se)
+        s = self.sums.cpu()
+        count = s[0]
+        n = int(count.sum())
+        total = float(self.population.sum())
+        ses = []
+        for k in (1, 3):
+            mean_c = s[k] / count.clamp(min=1)
+            var_c = (s[k + 1] - count * mean_c * mean_c) / (count - 1).clamp(min=1)
+            var_c = torch.where(count >= 2, var_c.clamp(min=0), torch.zeros_like(var_c))
+            w = self.population / total
+            fpc = (1 - count / self.population.clamp(min=1)).clamp(min=0)
+            terms = torch.where(count > 0, w * w * var_c / count.clamp(min=1) * fpc, torch.zeros_like(var_c))
+            ses.append(math.sqrt(float(terms.sum())))
+        return Result(float(s[1].sum()) / n, float(s[3].sum()) / n, n, ses[0], ses[1])
+
+
+def make_tally(labels: torch.Tensor, population) -> Tally:
+    counts = class_counts(labels)
+    if population is None and counts is not None:
+        population = counts
+    if population is not None and counts is not None and len(counts) > len(population):
+        raise LinpathError("the evaluation subset has a class its population does not")
+    return Tally(population, labels.device)
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module,
+    evalset,
+    batch_size: int = 2000,
+    precision: str = "fp32",
+    score=classification_score,
+    population: torch.Tensor | None = None,
+) -> Result:
+    """Mean cross-entropy and error (or another `score`) of `model` (in eval mode) on a preloaded EvalSet."""
+    model.eval()
+    device = evalset.inputs.device
+    tally = make_tally(evalset.labels, population)
+    for i in range(0, len(evalset.labels), batch_size):
+        with autocast(device, precision):
+            outputs = model(evalset.inputs[i : i + batch_size])
+        tally.add(outputs, evalset.labels[i : i + batch_size], score)
+    return tally.result()

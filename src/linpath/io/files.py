@@ -1,0 +1,68 @@
+"""Atomic file writes: a crash leaves the old file or the new one, never half of one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from linpath.errors import LinpathError
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+def atomic_write(path: Path, write: Callable[[object], None], mode: str = "wb") -> None:
+    """Call write(file) on a temporary file beside `path`, fsync, then rename onto `path`."""
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results should read like any file
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        reason = _write_failure(e)
+        if reason is None:
+            raise
+        raise LinpathError(f"cannot write {path}: {reason}") from None
+
+
+def _write_failure(e: BaseException) -> str | None:
+    """The reason a write failed when it is the disk or the folder's fault (None for bugs).
+    torch.save reports a full disk as a RuntimeError naming the failed write."""
+    if isinstance(e, OSError):
+        return e.strerror or str(e)
+    if isinstance(e, RuntimeError) and ("write" in str(e).lower() or "file" in str(e).lower()):
+        return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return None
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete temporary files that killed writes left in `folder` (never read, only clutter).
+    Call it while holding the lock of the stage that writes there."""
+    removed = 0
+    for p in Path(folder).rglob(".*.tmp") if Path(folder).is_dir() else []:
+        with contextlib.suppress(OSError):
+            p.unlink()
+            removed += 1
+    return removed

@@ -1,0 +1,54 @@
+"""Tensor files: saved atomically, loaded with weights_only=True (tensors and plain
+containers, never code)."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from linpath.errors import LinpathError
+from linpath.io.files import atomic_write
+
+
+def save_tensors(path: Path, obj) -> None:
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def load_tensors(path: Path) -> object:
+    """torch.load with weights_only=True, with one-line errors for missing, corrupt or unsafe files."""
+    path = Path(path)
+    if not path.is_file():
+        raise LinpathError(f"checkpoint not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(b"PK") and not head.startswith(b"\x80"):  # neither a zip nor a legacy pickle
+        raise LinpathError(f"corrupt or truncated checkpoint {path}: not a file written by torch.save")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        # torch's message: a paragraph of advice, then the reason ("Unsupported global: ...")
+        first = next(
+            (line for line in lines if "Unsupported" in line), lines[0] if lines else "unsafe content"
+        )
+        raise LinpathError(f"refusing to load {path}: it is not plain tensor data ({first})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LinpathError(f"corrupt or truncated checkpoint {path}: {first}") from None
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A model state dict saved by linpath or by a user (a dict of name -> tensor)."""
+    obj = load_tensors(path)
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]  # a resume file or a {"model": state} wrapper
+    if (
+        not isinstance(obj, dict)
+        or not obj
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    ):
+        raise LinpathError(f"{path} is not a state dict (expected a mapping of parameter names to tensors)")
+    return obj

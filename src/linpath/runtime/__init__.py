@@ -1,0 +1,1 @@
+"""Where and how the computation runs: device, precision, seeds, the torchrun world, versions."""

@@ -1,0 +1,156 @@
+"""Running a sweep: for each (replicate, t), evaluate the path from the state at t to the final one.
+
+Work items are independent; each finished item is written atomically to its own file under
+sweep/<setting>/, so a killed sweep resumes by skipping finished files, and several processes
+(or torchrun ranks) can share the work without coordination.
+"""
+
+from __future__ import annotations
+
+import time
+
+from tqdm import tqdm
+
+from linpath.config.schedule import Schedule
+from linpath.config.spec import build_model, read_spec
+from linpath.engine.evaluator import PathEvaluator
+from linpath.engine.subsets import class_counts, stratified_subset
+from linpath.errors import LinpathError
+from linpath.io.files import atomic_write_text
+from linpath.io.rundir import RunDir
+from linpath.io.tensors import load_state_dict
+from linpath.runtime.device import resolve_device
+from linpath.runtime.distributed import World
+from linpath.sweep.merge import format_rows, merge_paths
+from linpath.sweep.setting import SweepSetting
+
+MERGE_EVERY_S = 30.0  # how often a single-process sweep refreshes paths.csv from the finished items
+
+
+def work_items(
+    run: RunDir, replicates: list[int], from_steps: list[int] | None, final: int
+) -> list[tuple[int, int]]:
+    items = []
+    for r in replicates:
+        saved = run.saved_steps(r)
+        if final not in saved:
+            raise LinpathError(
+                f"replicate {r} has no final checkpoint ({run.checkpoint(r, final)}); train it first"
+            )
+        wanted = [t for t in saved if t < final] if from_steps is None else from_steps
+        for t in wanted:
+            if t not in saved:
+                raise LinpathError(
+                    f"replicate {r} has no checkpoint at t={t} (kept: {', '.join(map(str, saved))})"
+                )
+            if t < final:
+                items.append((r, t))
+    return items
+
+
+def item_path(run: RunDir, setting: SweepSetting, r: int, t: int):
+    return run.sweep_dir / setting.key / f"r{r}-t{t:07d}.csv"
+
+
+def _engine(spec, setting: SweepSetting, source, dev, batch_size, compile: bool):
+    """The evaluator for this setting, with its (sub)set of the split and its BN batches."""
+    evalset = source.eval_set(setting.split, dev)
+    population = None
+    if setting.eval_examples and setting.eval_examples < len(evalset):
+        population = class_counts(evalset.labels)
+        evalset = evalset.subset(stratified_subset(evalset.labels, setting.eval_examples).to(dev))
+    bn_batches = None
+    if setting.bn == "recompute":
+        # the same training batches (no augmentation) at every x, t and replicate
+        stream = source.train_batches(spec.train.seed, spec.data.batch_size, device=dev, augment=False)
+        bn_batches = [next(stream)[0] for _ in range(setting.bn_batches)]
+    model = build_model(spec, source.num_classes, seed=0)
+    engine = PathEvaluator(
+        model,
+        evalset,
+        batch_size=batch_size,
+        precision=setting.precision,
+        population=population,
+        compile=compile,
+    )
+    return engine, bn_batches
+
+
+def _item_rows(
+    engine, setting: SweepSetting, start: dict, final: dict, bn_batches, r: int, t: int
+) -> list[list]:
+    path = engine.path(start, final, bn=setting.bn, bn_batches=bn_batches)
+    item_xs, results = setting.grid.run(path.evaluate)
+    return [
+        [
+            r,
+            t,
+            repr(x),
+            setting.split,
+            setting.bn,
+            res.examples,
+            setting.precision,
+            repr(res.loss),
+            repr(res.error),
+            repr(res.loss_se),
+            repr(res.error_se),
+        ]
+        for x, res in zip(item_xs, results)
+    ]
+
+
+def run_sweep(
+    run: RunDir,
+    setting: SweepSetting,
+    source,
+    device: str = "cpu",
+    from_steps: list[int] | None = None,
+    replicates: list[int] | None = None,
+    progress: bool = True,
+    world: World = World(),
+    batch_size: int | None = None,
+    compile: bool = False,
+) -> int:
+    """Evaluate every unfinished item (this rank's share); returns the number evaluated.
+
+    Under torchrun rank 0 lists the unfinished items and every rank takes every size-th one
+    of that list, so ranks agree on the split even while files appear; items cost the same
+    (same grid, same data), so round-robin balances them."""
+    spec = read_spec(run)
+    schedule = Schedule.of(spec, source.num_train_examples)
+    replicates = run.replicates() if replicates is None else replicates
+    if not replicates:
+        raise LinpathError(f"{run.root} has no finished replicate to sweep; run 'linpath train' first")
+    items = work_items(run, replicates, from_steps, schedule.total)
+    todo = world.broadcast([it for it in items if not item_path(run, setting, *it).exists()])[
+        world.rank :: world.size
+    ]
+    if not todo:
+        return 0
+    engine, bn_batches = _engine(spec, setting, source, resolve_device(device), batch_size, compile)
+    last_merge = time.monotonic()
+    bar = tqdm(
+        total=len(todo) * len(setting.grid.xs()),
+        desc=f"sweep (rank {world.rank})" if world.active else "sweep",
+        unit="net",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    finals: dict[int, dict] = {}
+    for r, t in todo:
+        if r not in finals:
+            finals = {r: load_state_dict(run.checkpoint(r, schedule.total))}
+        start = load_state_dict(run.checkpoint(r, t))
+        try:
+            rows = _item_rows(engine, setting, start, finals[r], bn_batches, r, t)
+        except LinpathError as e:
+            raise LinpathError(
+                f"{run.checkpoint(r, t)} and {run.checkpoint(r, schedule.total)}: {e}"
+            ) from None
+        atomic_write_text(item_path(run, setting, r, t), format_rows(rows))
+        bar.update(len(setting.grid.xs()))
+        if not world.active and time.monotonic() - last_merge > MERGE_EVERY_S:
+            merge_paths(run)  # keep paths.csv current during long sweeps (ranks: rank 0 merges at the end)
+            last_merge = time.monotonic()
+    bar.close()
+    return len(todo)

@@ -1,0 +1,30 @@
+"""The per-epoch training log of a replicate (train_log.csv)."""
+
+from __future__ import annotations
+
+from linpath.io.rundir import RunDir
+from linpath.io.tables import read_csv_rows, write_csv
+
+LOG_COLUMNS = ["iteration", "epoch", "lr", "train_loss", "test_loss", "test_accuracy", "seconds"]
+
+
+def read_log(run: RunDir, r: int) -> list[dict]:
+    path = run.train_log(r)
+    return read_csv_rows(path) if path.exists() else []
+
+
+def _write_log(run: RunDir, r: int, rows: list[list]) -> None:
+    write_csv(run.train_log(r), LOG_COLUMNS, rows)
+
+
+def append_log(run: RunDir, r: int, row: list) -> None:
+    rows = [[d[c] for c in LOG_COLUMNS] for d in read_log(run, r)]
+    _write_log(run, r, rows + [row])
+
+
+def truncate_log(run: RunDir, r: int, step: int) -> None:
+    """Drop log rows written after the state we resume from (they will be written again)."""
+    rows = read_log(run, r)
+    kept = [[d[c] for c in LOG_COLUMNS] for d in rows if int(d["iteration"]) <= step]
+    if len(kept) != len(rows) or not run.train_log(r).exists():
+        _write_log(run, r, kept)
