@@ -110,12 +110,14 @@ def test_end_to_end_through_the_cli(tmp_path, data_root):
     for name in (
         "spec.json",
         "paths.csv",
-        "metrics.csv",
         "report.md",
         "replicate-1/train_log.csv",
-        "figures/figure1.png",
-        "figures/figure2.pdf",
-        "figures/figure3.png",
+        "results/test-interpolate-uniform5-fp32/paths.csv",
+        "results/test-interpolate-uniform5-fp32/metrics.csv",
+        "results/test-interpolate-uniform5-fp32/summary.csv",
+        "results/test-interpolate-uniform5-fp32/figures/figure1.png",
+        "results/test-interpolate-uniform5-fp32/figures/figure2.pdf",
+        "results/test-interpolate-uniform5-fp32/figures/figure3.png",
     ):
         assert (run / name).is_file(), name
     with open(run / "paths.csv") as f:
@@ -125,7 +127,9 @@ def test_end_to_end_through_the_cli(tmp_path, data_root):
     assert "Final test accuracy" in report and "monotone" in report
     # the same command again reuses everything: nothing is retrained or re-evaluated
     items = sorted((run / "sweep").glob("*/r*-t*.csv"))
-    before = {p: p.stat().st_mtime_ns for p in [*items, run / "replicate-0" / "checkpoints" / "iter-0000200.pt"]}
+    before = {
+        p: p.stat().st_mtime_ns for p in [*items, run / "replicate-0" / "checkpoints" / "iter-0000200.pt"]
+    }
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert items and {p: p.stat().st_mtime_ns for p in before} == before  # no checkpoint or path rewritten

@@ -171,7 +171,7 @@ def copy_run(src: RunDir, dest: Path) -> RunDir:
     shutil.copytree(
         src.root,
         run.root,
-        ignore=shutil.ignore_patterns("sweep", "paths.csv", "metrics.csv", "figures", "report.md", ".*lock"),
+        ignore=shutil.ignore_patterns("sweep", "paths.csv", "results", "report.md", ".*lock"),
     )
     return run
 
@@ -471,12 +471,8 @@ def test_a_diverging_path_is_recorded_and_reported(small_run, data_root, tmp_pat
     assert all(math.isfinite(float(d["loss"])) for d in rows if float(d["x"]) == 1.0)
     assert main(["report", str(run.root)]) == 0
     capsys.readouterr()
-    metrics = rows_of(run.metrics_csv)
-    row = next(
-        d
-        for d in metrics
-        if d["stat"] == "replicate" and d["replicate"] == "1" and d["t"] == "16" and d["quantity"] == "loss"
-    )
+    metrics = rows_of(run.results_dir(f"test-interpolate-uniform{POINTS}-fp32") / "metrics.csv")
+    row = next(d for d in metrics if d["replicate"] == "1" and d["t"] == "16" and d["quantity"] == "loss")
     assert row["rise_over_start"] in ("inf", "nan")
     assert all((run.figures_dir / f"figure{i}.png").stat().st_size > 0 for i in (1, 2, 3))
     record(

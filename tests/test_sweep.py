@@ -180,19 +180,43 @@ def test_a_sweep_with_recompute_an_adaptive_grid_and_a_subset(small_run, data_ro
     assert all(d["bn"] == "recompute" and d["examples"] == "500" and float(d["loss_se"]) > 0 for d in rows)
 
 
-def test_the_report_prefers_full_fp32_rows_where_sweeps_overlap(tmp_path):
-    from linpath.analysis.curves import load_curves
+def _item(run, setting, r, t, rows):
     from linpath.io.files import atomic_write_text
-    from linpath.io.rundir import RunDir
     from linpath.sweep.merge import format_rows
 
+    atomic_write_text(run.sweep_dir / setting / f"r{r}-t{t:07d}.csv", format_rows(rows))
+
+
+def test_a_second_sweep_setting_never_enters_the_papers_curve(tmp_path):
+    """Was: a 10-example sweep at x = 0.05, 0.15 was spliced into the full-set curve from t = 0."""
+    from linpath.analysis.curves import PAPER_SETTING, load_curves, settings_of
+    from linpath.io.rundir import RunDir
+
     run = RunDir(tmp_path)
-    rows = [
-        [0, 0, "0.0", "test", "interpolate", 10000, "bf16", "1.5", "0.5", "0.0", "0.0"],
-        [0, 0, "0.0", "test", "interpolate", 10000, "fp32", "1.0", "0.4", "0.0", "0.0"],
-        [0, 0, "0.0", "test", "interpolate", 1000, "fp32", "9.0", "0.9", "0.1", "0.01"],
-        [0, 0, "1.0", "test", "interpolate", 1000, "fp32", "2.0", "0.2", "0.1", "0.01"],
+    full = [
+        [0, 0, repr(x), "test", "interpolate", 10000, "fp32", "1.0", "0.1", "0.0", "0.0"]
+        for x in (0.0, 0.5, 1.0)
     ]
-    atomic_write_text(run.paths_csv, format_rows(rows))
-    curve = load_curves(run).by_item[(0, 0)]
-    assert curve["loss"].tolist() == [1.0, 2.0] and curve["error"].tolist() == [0.4, 0.2]
+    tiny = [
+        [0, 0, repr(x), "test", "interpolate", 10, "fp32", "9.0", "0.9", "1.0", "0.3"] for x in (0.05, 0.15)
+    ]
+    _item(run, PAPER_SETTING, 0, 0, full)
+    _item(run, "test-interpolate-values2-fp32-n10", 0, 0, tiny)
+    assert settings_of(run) == [PAPER_SETTING, "test-interpolate-values2-fp32-n10"]
+    paper = load_curves(run, PAPER_SETTING).by_item[(0, 0)]
+    assert paper["x"].tolist() == [0.0, 0.5, 1.0] and paper["error"].tolist() == [0.1, 0.1, 0.1]
+    other = load_curves(run, "test-interpolate-values2-fp32-n10")
+    assert other.examples == 10 and other.by_item[(0, 0)]["x"].tolist() == [0.05, 0.15]
+
+
+def test_each_setting_has_its_own_table_and_the_union_names_it(tmp_path):
+    from linpath.io.rundir import RunDir
+    from linpath.sweep.merge import PATH_COLUMNS, merge_paths
+
+    run = RunDir(tmp_path)
+    _item(run, "a", 0, 0, [[0, 0, "0.0", "test", "interpolate", 5, "fp32", "1.0", "0.5", "0.1", "0.1"]])
+    _item(run, "b", 1, 4, [[1, 4, "1.0", "train", "interpolate", 5, "fp32", "2.0", "0.5", "0.1", "0.1"]])
+    assert merge_paths(run) == 2
+    union = rows_of(run.paths_csv)
+    assert list(union[0]) == ["setting", *PATH_COLUMNS] and [d["setting"] for d in union] == ["a", "b"]
+    assert [d["split"] for d in rows_of(run.results_dir("b") / "paths.csv")] == ["train"]

@@ -164,10 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     _add_sweep_options(p, "--precision")
 
-    p = sub.add_parser("report", help="metrics.csv, figures and report.md of a swept run")
+    p = sub.add_parser(
+        "report", help="report.md, and each sweep setting's tables and figures in results/<setting>/"
+    )
     p.add_argument("run_dir")
-    p.add_argument("--split", choices=("test", "train"), default="test")
-    p.add_argument("--bn", choices=BN_POLICIES, default="interpolate")
+    p.add_argument(
+        "--setting",
+        action="append",
+        default=None,
+        help="report only this sweep setting (a folder name under sweep/; repeatable); default: every one",
+    )
     _add_report_options(p)
     _add_own_model_commands(sub)
     return parser
@@ -291,7 +297,7 @@ def _dispatch(args) -> int:
         )
         say(f"swept: {run.paths_csv}")
         if world.is_main:
-            say(f"report: {pipeline.report(run.root, setting.split, setting.bn, args.metric)}")
+            say(f"report: {pipeline.report(run.root, args.metric)}")
         return 0
     if args.command == "sweep":
         if not Path(args.run_dir).is_dir():
@@ -314,7 +320,7 @@ def _dispatch(args) -> int:
     if args.command == "report":
         if not Path(args.run_dir).is_dir():
             raise LinpathError(f"no run folder at {args.run_dir}")
-        print(f"report: {pipeline.report(args.run_dir, args.split, args.bn, args.metric)}")
+        print(f"report: {pipeline.report(args.run_dir, args.metric, args.setting)}")
         return 0
     if args.command in ("path", "spawn", "import-openlth"):
         return _dispatch_own_model(args, progress)

@@ -9,17 +9,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from linpath import data as datasets
-from linpath.analysis.curves import load_curves, metric_rows, write_metrics
+from linpath.analysis.curves import REPLICATE_COLUMNS, SUMMARY_COLUMNS, load_curves, metric_rows, settings_of
 from linpath.analysis.figures import all_figures
+from linpath.analysis.intervals import summary_rows
+from linpath.analysis.verdicts import verdicts
 from linpath.config.presets import claims_of, figure2_steps_of
 from linpath.config.spec import Spec, read_spec, write_spec
 from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
-from linpath.report.markdown import write_report
+from linpath.io.tables import write_csv
+from linpath.report.markdown import Section, write_report
 from linpath.runtime.distributed import World
 from linpath.sweep.merge import merge_paths
 from linpath.sweep.run import run_sweep
 from linpath.sweep.setting import SweepSetting
+from linpath.train.log import read_log
 from linpath.train.loop import train_replicate
 
 
@@ -94,21 +98,43 @@ def sweep(
     return run
 
 
-def report(
-    run_dir: str | Path, split: str = "test", bn: str = "interpolate", metric: str = "rise_over_start"
-) -> Path:
-    run = RunDir(run_dir)
-    spec = read_spec(run)
-    if not run.paths_csv.exists() and run.sweep_dir.exists():
-        merge_paths(run)
-    curves = load_curves(run, split, bn)
+def final_accuracies(run: RunDir, replicates: list[int]) -> list[float]:
+    """Each replicate's last logged test accuracy."""
+    logs = [read_log(run, r) for r in replicates]
+    return [float(log[-1]["test_accuracy"]) for log in logs if log]
+
+
+def report_setting(run: RunDir, spec: Spec, setting: str, metric: str = "rise_over_start") -> Section:
+    """One sweep setting's tables, figures and verdicts, in results/<setting>/."""
+    curves = load_curves(run, setting)
     rows = metric_rows(curves)
-    write_metrics(run, rows)
+    summary = summary_rows(curves, rows)
+    folder = run.results_dir(setting)
+    write_csv(folder / "metrics.csv", REPLICATE_COLUMNS, rows)
+    write_csv(folder / "summary.csv", SUMMARY_COLUMNS, summary)
     claims = claims_of(spec.preset)
     title = claims.setting if claims else spec.preset
-    figures = all_figures(curves, rows, title, run.figures_dir, figure2_steps_of(spec.preset), metric)
-    write_report(run, spec, curves, rows, figures, claims, title)
-    return run.report
+    figures = all_figures(curves, summary, title, folder / "figures", figure2_steps_of(spec.preset), metric)
+    accuracies = final_accuracies(run, curves.replicates)
+    return Section(
+        curves, summary, verdicts(curves, summary, claims, accuracies, spec.train.training_steps), figures
+    )
+
+
+def report(run_dir: str | Path, metric: str = "rise_over_start", settings: list[str] | None = None) -> Path:
+    """report.md with one section per sweep setting (the paper's first); each setting's tables
+    and figures in results/<setting>/, so no setting's report overwrites another's."""
+    run = RunDir(run_dir)
+    spec = read_spec(run)
+    merge_paths(run)
+    settings = settings_of(run) if settings is None else settings
+    if not settings:
+        raise LinpathError(
+            f"{run.root} has no finished sweep to report; run 'linpath sweep {run.root}' first"
+        )
+    sections = [report_setting(run, spec, s, metric) for s in settings]
+    claims = claims_of(spec.preset)
+    return write_report(run, spec, claims.setting if claims else spec.preset, sections, [])
 
 
 __all__ = ["open_run", "train", "sweep", "report", "LinpathError"]

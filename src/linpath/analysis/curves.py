@@ -1,41 +1,50 @@
-"""From paths.csv to curves and the metrics table (per replicate, and mean/std over them)."""
+"""From one sweep setting's item files to curves, and the metrics tables.
+
+A sweep setting (sweep/<key>/) is read alone: points of different settings (another grid, a
+subset, bf16, another split) are never combined into one curve. The tables are tidy:
+per-replicate metrics in one, aggregates over replicates (mean, std, median, bootstrap
+interval) in another, each row naming its setting.
+"""
 
 from __future__ import annotations
 
-import csv
 import math
-from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from linpath.analysis.metrics import METRICS, mean_std, path_metrics
+from linpath.analysis.metrics import METRICS, path_metrics
 from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
-from linpath.io.tables import write_csv
+from linpath.io.tables import read_csv_rows
 
 QUANTITIES = ("loss", "error")
-METRIC_COLUMNS = [
-    "stat",
-    "replicate",
+PAPER_SETTING = "test-interpolate-uniform100-fp32"  # the paper's: test split, full set, 100 points
+VALUES = ("start_value", "end_value", "max_value")
+REPLICATE_COLUMNS = ["setting", "replicate", "t", "quantity", *METRICS, *VALUES]
+SUMMARY_COLUMNS = [
+    "setting",
     "t",
-    "split",
-    "bn",
     "quantity",
-    *METRICS,
-    "start_value",
-    "end_value",
-    "max_value",
+    "metric",
+    "replicates",
+    "mean",
+    "std",
+    "median",
+    "ci_low",
+    "ci_high",
 ]
 
 
 @dataclass
 class Curves:
-    """All curves of one sweep setting: (replicate, t) -> x, loss, error (sorted by x)."""
+    """All curves of one sweep setting: (replicate, t) -> x, loss, error, loss_se, error_se."""
 
+    setting: str
     split: str
     bn: str
-    by_item: dict[tuple[int, int], dict[str, np.ndarray]]
+    examples: int
+    by_item: dict[tuple[int, int], dict[str, np.ndarray]] = field(default_factory=dict)
 
     @property
     def steps(self) -> list[int]:
@@ -49,89 +58,68 @@ class Curves:
         return [c for (r, tt), c in sorted(self.by_item.items()) if tt == t]
 
     def mean_std(self, t: int, quantity: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """x, mean and std over replicates at the x values all replicates share."""
+        """x, mean and std over replicates at the x values all replicates share (std NaN for one)."""
         curves = self.at(t)
         common = set(curves[0]["x"].tolist())
         for c in curves[1:]:
             common &= set(c["x"].tolist())
         x = np.array(sorted(common))
         values = np.array([[dict(zip(c["x"].tolist(), c[quantity]))[v] for v in x] for c in curves])
-        std = values.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(len(x))
+        std = values.std(axis=0, ddof=1) if len(curves) > 1 else np.full(len(x), math.nan)
         return x, values.mean(axis=0), std
 
 
-def load_curves(
-    run: RunDir, split: str = "test", bn: str = "interpolate", precision: str | None = None
-) -> Curves:
-    if not run.paths_csv.exists():
-        raise LinpathError(f"{run.paths_csv} does not exist; run 'linpath sweep {run.root}' first")
-    points: dict[tuple[int, int], dict[float, tuple[float, float, tuple[int, bool]]]] = defaultdict(dict)
-    with open(run.paths_csv, newline="") as f:
-        for d in csv.DictReader(f):
-            if d["split"] != split or d["bn"] != bn or (precision and d["precision"] != precision):
-                continue
-            key, x = (int(d["replicate"]), int(d["t"])), float(d["x"])
-            # several sweeps may cover the same x: prefer more examples, then fp32 over bf16
-            rank = (int(d["examples"]), d["precision"] == "fp32")
-            if x not in points[key] or points[key][x][2] < rank:
-                points[key][x] = (float(d["loss"]), float(d["error"]), rank)
-    if not points:
+def settings_of(run: RunDir) -> list[str]:
+    """The run's sweep settings that have finished items, the paper's first."""
+    keys = (
+        [p.name for p in run.sweep_dir.iterdir() if p.is_dir() and any(p.glob("r*-t*.csv"))]
+        if run.sweep_dir.is_dir()
+        else []
+    )
+    return sorted(keys, key=lambda k: (k != PAPER_SETTING, k))
+
+
+def load_curves(run: RunDir, setting: str) -> Curves:
+    """The curves of one sweep setting, read from its item files."""
+    folder = run.sweep_dir / setting
+    files = sorted(folder.glob("r*-t*.csv")) if folder.is_dir() else []
+    if not files:
         raise LinpathError(
-            f"{run.paths_csv} has no rows for split={split}, bn={bn}; sweep with those options first"
+            f"{run.root} has no finished paths for the sweep setting {setting!r}; sweep it first"
         )
-    by_item = {}
-    for key, pts in points.items():
-        xs = sorted(pts)
-        by_item[key] = {
-            "x": np.array(xs),
-            "loss": np.array([pts[x][0] for x in xs]),
-            "error": np.array([pts[x][1] for x in xs]),
+    curves = None
+    for path in files:
+        rows = read_csv_rows(path)
+        if not rows:
+            continue
+        first = rows[0]
+        if curves is None:
+            curves = Curves(setting, first["split"], first["bn"], int(first["examples"]))
+        pts = sorted((float(d["x"]), d) for d in rows)
+        curves.by_item[(int(first["replicate"]), int(first["t"]))] = {
+            "x": np.array([x for x, _ in pts]),
+            **{q: np.array([float(d[q]) for _, d in pts]) for q in QUANTITIES},
+            **{f"{q}_se": np.array([float(d.get(f"{q}_se") or 0.0) for _, d in pts]) for q in QUANTITIES},
         }
-    return Curves(split, bn, by_item)
+    if curves is None:
+        raise LinpathError(f"the item files of {folder} are empty; sweep it again")
+    return curves
 
 
 def metric_rows(curves: Curves) -> list[dict]:
-    """One row per (replicate, t, quantity), then mean and std rows per (t, quantity)."""
+    """One row per (replicate, t, quantity): every path metric and the curve's values."""
     rows = []
     for (r, t), c in sorted(curves.by_item.items()):
         for q in QUANTITIES:
-            m = path_metrics(c["x"], c[q])
+            values = {"start_value": c[q][0], "end_value": c[q][-1], "max_value": float(np.max(c[q]))}
             rows.append(
                 {
-                    "stat": "replicate",
+                    "setting": curves.setting,
                     "replicate": r,
                     "t": t,
-                    "split": curves.split,
-                    "bn": curves.bn,
                     "quantity": q,
-                    **m,
-                    "start_value": c[q][0],
-                    "end_value": c[q][-1],
-                    "max_value": float(np.max(c[q])),
+                    **path_metrics(c["x"], c[q]),
+                    **values,
                 }
             )
-    aggregated = []
-    for t in curves.steps:
-        for q in QUANTITIES:
-            group = [row for row in rows if row["t"] == t and row["quantity"] == q]
-            means, stds = {}, {}
-            for col in METRIC_COLUMNS[6:]:
-                means[col], stds[col] = mean_std([row[col] for row in group])
-            base = {"replicate": "", "t": t, "split": curves.split, "bn": curves.bn, "quantity": q}
-            aggregated.append({"stat": "mean", **base, **means})
-            aggregated.append({"stat": "std", **base, **stds})
-    return rows + aggregated
-
-
-def aggregate(rows: list[dict], t: int, quantity: str, metric: str) -> tuple[float, float]:
-    """(mean, std) of one metric from metric_rows()."""
-    get = {
-        row["stat"]: row[metric]
-        for row in rows
-        if row["t"] == t and row["quantity"] == quantity and row["stat"] != "replicate"
-    }
-    return get.get("mean", math.nan), get.get("std", math.nan)
-
-
-def write_metrics(run: RunDir, rows: list[dict]) -> None:
-    write_csv(run.metrics_csv, METRIC_COLUMNS, rows)
+    return rows

@@ -16,10 +16,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from linpath.analysis.curves import Curves, aggregate  # noqa: E402
+from linpath.analysis.curves import Curves  # noqa: E402
+from linpath.analysis.intervals import CONFIDENCE, aggregate  # noqa: E402
 from linpath.errors import LinpathError  # noqa: E402
 
 LABELS = {"loss": "test loss (cross-entropy)", "error": "test error"}
+METRIC_WORDS = {
+    "rise_over_start": "rise above the start",
+    "rise_over_endpoints": "rise above both ends",
+    "rise_over_chord": "rise above the chord",
+    "monotonicity_gap": "monotonicity gap",
+    "convexity_gap": "convexity gap",
+}
 
 
 def _label(quantity: str, split: str) -> str:
@@ -47,6 +55,7 @@ def _save(fig, folder: Path, name: str) -> list[Path]:
 
 def _band(ax, x, mean, std, **kw):
     line = ax.plot(x, mean, **kw)[0]
+    std = np.nan_to_num(std)
     if np.any(std > 0):
         ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
     return line
@@ -104,32 +113,41 @@ def figure2(curves: Curves, title: str, folder: Path, steps: list[int]) -> list[
 
 
 def figure3(
-    curves: Curves, rows: list[dict], title: str, folder: Path, metric: str = "rise_over_start"
+    curves: Curves, summary: list[dict], title: str, folder: Path, metric: str = "rise_over_start"
 ) -> list[Path]:
+    """The metric against t, mean over replicates, with its bootstrap interval as the band."""
     steps = curves.steps
     positions = np.array([t if t > 0 else 0.5 for t in steps], float)  # t = 0 at the left edge
     fig, axes = plt.subplots(2, 1, figsize=(7.5, 6.5), sharex=True)
     for ax, q in zip(axes, ("loss", "error")):
-        stats = np.array([aggregate(rows, t, q, metric) for t in steps], float)
-        mean, std = stats[:, 0], stats[:, 1]
-        std = np.where(np.isfinite(std), std, 0.0)
-        _band(ax, positions, mean, std, color="C3", marker="o", markersize=3)
+        mean = np.array([aggregate(summary, t, q, metric) for t in steps], float)
+        lo = np.array([aggregate(summary, t, q, metric, "ci_low") for t in steps], float)
+        hi = np.array([aggregate(summary, t, q, metric, "ci_high") for t in steps], float)
+        line = ax.plot(positions, mean, color="C3", marker="o", markersize=3)[0]
+        ok = np.isfinite(lo) & np.isfinite(hi)
+        if np.any(ok & (hi > lo)):
+            ax.fill_between(positions[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.2, linewidth=0)
         ax.axhline(0, color="gray", linewidth=0.8)
         ax.set_xscale("log")
-        ax.set_ylabel(f"{metric} of {q}")
+        ax.set_ylabel(f"{METRIC_WORDS.get(metric, metric)}\nof the {_label(q, curves.split)}", fontsize=9)
         ax.grid(alpha=0.3, which="both")
     ticks = [p for p in (0.5, 1, 4, 16, 64, 256, 1024, 4096, 16384, 65536) if p <= positions.max()]
     axes[1].set_xticks(ticks)
     axes[1].set_xticklabels(["0" if p == 0.5 else f"{int(p)}" for p in ticks])
     axes[1].set_xlabel("starting iteration t (log scale; t = 0 at the left edge)")
-    what = "maximum increase above the start, max f(x) - f(0)" if metric == "rise_over_start" else metric
-    fig.suptitle(f"{title}: {what}\nalong the path from t to the final state (mean ± std)")
+    what = (
+        "maximum increase above the start, max f(x) - f(0)"
+        if metric == "rise_over_start"
+        else METRIC_WORDS.get(metric, metric)
+    )
+    band = f"mean over replicates, {CONFIDENCE:.0%} bootstrap interval"
+    fig.suptitle(f"{title}: {what}\nalong the path from t to the final state ({band})")
     return _save(fig, folder, "figure3")
 
 
 def all_figures(
     curves: Curves,
-    rows: list[dict],
+    summary: list[dict],
     title: str,
     folder: Path,
     figure2_preferred: tuple[int, ...],
@@ -139,5 +157,5 @@ def all_figures(
     if 0 in curves.steps:
         paths += figure1(curves, title, folder)
     paths += figure2(curves, title, folder, figure2_steps(curves, figure2_preferred))
-    paths += figure3(curves, rows, title, folder, metric)
+    paths += figure3(curves, summary, title, folder, metric)
     return paths

@@ -1,9 +1,11 @@
 """Verdicts on the paper's claims: measured numbers compared with stated thresholds.
 
-Two cautions are built in: a positive rise_over_start of the loss can come from test-loss
-overfitting (the final loss above the loss at t) with no peak inside the path, so barriers are
-judged on the error and on the maximum lying strictly inside (0, 1); and rise_over_chord is
-large for a path that stays flat and then drops, which is not a barrier.
+Each verdict is CONFIRMED, NOT CONFIRMED, or "not applicable" where the run cannot judge the
+claim (a shortened schedule cannot confirm a final accuracy). Two cautions are built in: a
+positive rise_over_start of the loss can come from test-loss overfitting (the final loss above
+the loss at t) with no peak inside the path, so barriers are judged on the error and on the
+maximum lying strictly inside (0, 1); and rise_over_chord is large for a path that stays flat
+and then drops, which is not a barrier.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import math
 
 import numpy as np
 
-from linpath.analysis.curves import Curves, aggregate
-from linpath.analysis.metrics import mean_std
+from linpath.analysis.curves import Curves
+from linpath.analysis.intervals import aggregate
 from linpath.config.presets import PaperClaims
 
 # Tolerances of the verdicts (fractions are of the path's loss range f(0) - min f).
@@ -21,6 +23,15 @@ MONOTONE_TOLERANCE = 0.01
 CONVEX_TOLERANCE = 0.05
 BARRIER_THRESHOLD = 0.005  # rise of the test error above the start (0.5 percentage points)
 BARRIER_FACTOR = 4  # onset and vanishing are judged within this factor of the paper's steps
+
+
+def pm(mean: float, std: float, digits: int = 4, scale: float = 1.0) -> str:
+    """'mean ± std', or 'mean (one replicate: no spread)' where the std is not defined."""
+    if not math.isfinite(mean):
+        return str(mean)
+    if not math.isfinite(std):
+        return f"{scale * mean:.{digits}f} (± n/a: one replicate)"
+    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
 
 
 def barrier_steps(curves: Curves, threshold: float = BARRIER_THRESHOLD) -> list[int]:
@@ -35,113 +46,147 @@ def barrier_steps(curves: Curves, threshold: float = BARRIER_THRESHOLD) -> list[
     return found
 
 
+def barrier_window(found: list[int]) -> tuple[int, int] | None:
+    """(first, last) starting step with a barrier, or None."""
+    return (found[0], found[-1]) if found else None
+
+
 def barrier_window_matches(
     found: list[int], claimed: tuple[int, int], factor: float = BARRIER_FACTOR
 ) -> bool:
     """Whether barriers were found from about claimed[0] to about claimed[1] (within `factor`)."""
-    if not found:
+    window = barrier_window(found)
+    if window is None:
         return False
-    a, b = claimed
-    return a / factor <= found[0] <= a * factor and b / factor <= found[-1] <= b * factor
+    (first, last), (a, b) = window, claimed
+    return a / factor <= first <= a * factor and b / factor <= last <= b * factor
 
 
-def accuracy_verdict(accuracies: list[float], claims: PaperClaims | None) -> str | None:
+def onset_bracket(steps: list[int], found: list[int], summary: list[dict]) -> str:
+    """Where the barrier appears, as an interval: the last t before the first barrier and the
+    first barrier t, each with the 95 % interval of its error rise."""
+    first = found[0]
+    before = [t for t in steps if t < first]
+
+    def ci(t):
+        lo, hi = (
+            aggregate(summary, t, "error", "rise_over_start", "ci_low"),
+            aggregate(summary, t, "error", "rise_over_start", "ci_high"),
+        )
+        return f"[{lo:.4f}, {hi:.4f}]"
+
+    if not before:
+        return f"at the first swept t = {first} (error rise 95 % interval {ci(first)})"
+    return f"between t = {before[-1]} (rise {ci(before[-1])}) and t = {first} (rise {ci(first)})"
+
+
+def accuracy_verdict(accuracies: list[float], claims: PaperClaims | None, training_steps: str) -> str | None:
     if not accuracies:
         return None
-    m, s = mean_std(accuracies)
+    m = float(np.mean(accuracies))
+    s = float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else math.nan
+    measured = f"Final test accuracy {pm(m, s, 2, 100)} %"
     if not claims:
-        return f"- Final test accuracy {100 * m:.2f} ± {100 * s:.2f} %."
+        return f"- {measured}."
     lo, hi = claims.accuracy
+    expected = f"(the paper: {100 * lo:.1f}–{100 * hi:.1f} % after {claims.training_steps})"
+    if training_steps != claims.training_steps:
+        return f"- {measured} after {training_steps} {expected}: **not applicable** (a shortened schedule)."
     ok = "CONFIRMED" if lo <= m <= hi else "NOT CONFIRMED"
-    return f"- Final test accuracy {100 * m:.2f} ± {100 * s:.2f} % (expected {100 * lo:.1f}–{100 * hi:.1f} %): **{ok}**."
+    return f"- {measured} {expected}: **{ok}**."
 
 
-def from_init_verdicts(curves: Curves, rows: list[dict], claims: PaperClaims | None) -> list[str]:
+def from_init_verdicts(curves: Curves, summary: list[dict], claims: PaperClaims | None) -> list[str]:
     """Monotone, roughly convex, and where the loss falls halfway, along the path from t = 0."""
     if 0 not in curves.steps:
         return []
     x, loss, _ = curves.mean_std(0, "loss")
     span = loss[0] - loss.min()
-    mono, _ = aggregate(rows, 0, "loss", "monotonicity_gap")
-    conv, _ = aggregate(rows, 0, "loss", "convexity_gap")
-    emono, _ = aggregate(rows, 0, "error", "monotonicity_gap")
+    mono, conv = (aggregate(summary, 0, "loss", m) for m in ("monotonicity_gap", "convexity_gap"))
+    emono = aggregate(summary, 0, "error", "monotonicity_gap")
     expect = claims.monotone_from_init if claims else None
-    is_mono = mono <= MONOTONE_TOLERANCE * span
-    word = (
-        ("CONFIRMED" if is_mono == expect else "NOT CONFIRMED")
-        if expect is not None
-        else ("yes" if is_mono else "no")
+    is_mono, is_conv = mono <= MONOTONE_TOLERANCE * span, conv <= CONVEX_TOLERANCE * span
+    if expect is None:
+        words = ("yes" if is_mono else "no", "yes" if is_conv else "no")
+    else:
+        words = tuple("CONFIRMED" if ok == expect else "NOT CONFIRMED" for ok in (is_mono, is_conv))
+    paper = (
+        "" if expect is None else f" (the paper: {'monotone and roughly convex' if expect else 'neither'})"
     )
     lines = [
-        f"- The path from initialization is monotone: loss monotonicity_gap {mono:.4f} "
-        f"(tolerance {MONOTONE_TOLERANCE:.0%} of the loss range {span:.3f} = {MONOTONE_TOLERANCE * span:.4f}); "
-        f"error monotonicity_gap {emono:.4f}: **{word}**"
-        + ("" if expect is None else f" (the paper: {'monotone' if expect else 'not monotone'}).")
+        f"- The path from initialization is monotone: loss monotonicity gap {mono:.4f} (tolerance "
+        f"{MONOTONE_TOLERANCE:.0%} of the loss range {span:.3f} = {MONOTONE_TOLERANCE * span:.4f}); "
+        f"error monotonicity gap {emono:.4f}: **{words[0]}**{paper}.",
+        f"- The path from initialization is roughly convex: loss convexity gap {conv:.4f} "
+        f"(tolerance {CONVEX_TOLERANCE:.0%} of the loss range = {CONVEX_TOLERANCE * span:.4f}): **{words[1]}**.",
     ]
-    is_conv = conv <= CONVEX_TOLERANCE * span
-    word = ("CONFIRMED" if is_conv else "NOT CONFIRMED") if expect else ("yes" if is_conv else "no")
-    lines.append(
-        f"- The path from initialization is roughly convex: loss convexity_gap {conv:.4f} "
-        f"(tolerance {CONVEX_TOLERANCE:.0%} of the loss range = {CONVEX_TOLERANCE * span:.4f}): **{word}**."
-    )
     half = loss[-1] + 0.5 * (loss[0] - loss[-1])
     x_half = float(x[np.argmax(loss <= half)]) if np.any(loss <= half) else math.nan
     lines.append(
         f"- Along the path from initialization the loss falls halfway to its final value at x = {x_half:.2f}"
-        " (for the larger settings the paper reports the loss staying high until close to the optimum, i.e. a value near 1)."
+        " (the paper reports the loss staying high until close to the optimum on the convnets, a value near 1)."
     )
     return lines
 
 
-def barrier_verdict(curves: Curves, rows: list[dict], claims: PaperClaims | None) -> str:
+def barrier_verdict(curves: Curves, summary: list[dict], claims: PaperClaims | None) -> str:
     found = barrier_steps(curves)
     steps = curves.steps
 
     def rise(t):
-        return aggregate(rows, t, "error", "rise_over_start")[0]
+        return aggregate(summary, t, "error", "rise_over_start")
 
+    rule = f"error rise > {BARRIER_THRESHOLD} with the peak inside the path"
     if found:
         first, last = found[0], found[-1]
         after = [t for t in steps if t > last]
-        desc = (
-            f"from t = {first} (error rise {rise(first):.4f}) to t = {last} (rise {rise(last):.4f}); "
-            f"none from t = {after[0]} on"
-            if after
-            else f"from t = {first} to the last kept t = {last}"
+        gone = f"; none from t = {after[0]} on" if after else " (the last kept t)"
+        measured = (
+            f"Barriers ({rule}) from t = {first} (error rise {rise(first):.4f}) to t = {last} "
+            f"(rise {rise(last):.4f}){gone}; they appear {onset_bracket(steps, found, summary)}"
         )
-        measured = f"Barriers (error rise > {BARRIER_THRESHOLD} with the peak inside the path) {desc}"
     else:
         worst = max(steps, key=lambda t: rise(t) if math.isfinite(rise(t)) else -1)
-        measured = (
-            f"No barrier at any t (error rise > {BARRIER_THRESHOLD} with the peak inside the path); "
-            f"largest error rise {rise(worst):.4f} at t = {worst}"
-        )
+        measured = f"No barrier at any t ({rule}); largest error rise {rise(worst):.4f} at t = {worst}"
     if claims is None:
         return f"- {measured}."
     if claims.barriers is None:
-        return f"- {measured}: **{'CONFIRMED' if not found else 'NOT CONFIRMED'}** (the paper: no barriers on this setting)."
+        word = "CONFIRMED" if not found else "NOT CONFIRMED"
+        return f"- {measured}: **{word}** (the paper: no barriers on this setting)."
     a, b = claims.barriers
-    ok = barrier_window_matches(found, claims.barriers)
+    word = "CONFIRMED" if barrier_window_matches(found, claims.barriers) else "NOT CONFIRMED"
     return (
-        f"- {measured}: **{'CONFIRMED' if ok else 'NOT CONFIRMED'}** (the paper: from about t = {a}, gone after about t = {b}; "
+        f"- {measured}: **{word}** (the paper: from about t = {a}, gone after about t = {b}; "
         f"judged within a factor of {BARRIER_FACTOR})."
     )
 
 
-def overfitting_note(curves: Curves, rows: list[dict]) -> str:
+def overfitting_note(curves: Curves, summary: list[dict]) -> str | None:
+    """Said only where it applies: the loss ends above its start with no peak inside the path."""
     last = curves.steps[-1]
+    start, end = (
+        aggregate(summary, last, "loss", "start_value"),
+        aggregate(summary, last, "loss", "end_value"),
+    )
+    peak_x = aggregate(summary, last, "loss", "argmax_x", "median")
+    if not (end > start and peak_x == curves.at(last)[0]["x"][-1]):
+        return None
+    rise = aggregate(summary, last, "loss", "rise_over_start")
     return (
-        f"- Loss rise_over_start at the last kept t = {last}: {aggregate(rows, last, 'loss', 'rise_over_start')[0]:.4f}, "
-        f"loss at t {aggregate(rows, last, 'loss', 'start_value')[0]:.4f} vs final {aggregate(rows, last, 'loss', 'end_value')[0]:.4f}"
-        " (a positive rise with the final loss above the start is test-loss overfitting, not a barrier)."
+        f"- From the last kept t = {last} the loss rises by {rise:.4f} with its maximum at the end (loss at t "
+        f"{start:.4f}, final {end:.4f}): test-loss overfitting late in training, not a barrier."
     )
 
 
 def verdicts(
-    curves: Curves, rows: list[dict], claims: PaperClaims | None, accuracies: list[float]
+    curves: Curves,
+    summary: list[dict],
+    claims: PaperClaims | None,
+    accuracies: list[float],
+    training_steps: str,
 ) -> list[str]:
     """The report's verdict lines, in order."""
-    lines = [accuracy_verdict(accuracies, claims)]
-    lines += from_init_verdicts(curves, rows, claims)
-    lines += [barrier_verdict(curves, rows, claims), overfitting_note(curves, rows)]
+    lines = [accuracy_verdict(accuracies, claims, training_steps)]
+    lines += from_init_verdicts(curves, summary, claims)
+    lines += [barrier_verdict(curves, summary, claims), overfitting_note(curves, summary)]
     return [line for line in lines if line is not None]

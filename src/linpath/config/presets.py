@@ -24,6 +24,7 @@ class PaperClaims:
     accuracy: tuple[float, float]  # expected range of final test accuracy
     monotone_from_init: bool
     barriers: tuple[int, int] | None  # (appear from about t, vanish after about t), or None
+    training_steps: str  # the paper's training length: the accuracy claim needs the full schedule
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ _PRESETS = [
             model=ModelSpec(model="mnist_lenet_300_100"),
             train=TrainSpec(lr=0.1, momentum=0.0, weight_decay=0.0, training_steps="40ep"),
         ),
-        PaperClaims("LeNet-300-100 on MNIST", (0.978, 0.984), True, None),
+        PaperClaims("LeNet-300-100 on MNIST", (0.978, 0.984), True, None, "40ep"),
     ),
     Preset(
         Spec(
@@ -57,7 +58,7 @@ _PRESETS = [
             model=ModelSpec(model="cifar_resnet_20"),
             train=_CIFAR_TRAIN,
         ),
-        PaperClaims("ResNet-20 on CIFAR-10", (0.90, 0.925), False, (16, 2000)),
+        PaperClaims("ResNet-20 on CIFAR-10", (0.90, 0.925), False, (16, 2000), "160ep"),
     ),
     # A CPU-sized ResNet-20 study: 8 epochs (3,128 iterations), the milestones scaled to 4 and 6
     # epochs, one replicate; about 70 minutes on a 2-core AVX2 CPU (see docs/results/).
@@ -69,13 +70,13 @@ _PRESETS = [
             train=dataclasses.replace(_CIFAR_TRAIN, training_steps="8ep", milestone_steps="4ep,6ep"),
             replicates=1,
         ),
-        PaperClaims("ResNet-20 on CIFAR-10", (0.90, 0.925), False, (16, 2000)),
+        PaperClaims("ResNet-20 on CIFAR-10", (0.90, 0.925), False, (16, 2000), "160ep"),
     ),
     Preset(
         Spec(
             preset="cifar_vgg_16", data=_CIFAR_DATA, model=ModelSpec(model="cifar_vgg_16"), train=_CIFAR_TRAIN
         ),
-        PaperClaims("VGG-16 on CIFAR-10", (0.925, 0.945), False, (16, 8000)),
+        PaperClaims("VGG-16 on CIFAR-10", (0.925, 0.945), False, (16, 8000), "160ep"),
     ),
     # ImageNet: batch 1024, 90 epochs, 5 warm-up epochs, lr x0.1 at epochs 30, 60, 80.
     Preset(
@@ -93,7 +94,7 @@ _PRESETS = [
                 warmup_steps="5ep",
             ),
         ),
-        PaperClaims("ResNet-50 on ImageNet", (0.75, 0.77), False, (256, 50000)),
+        PaperClaims("ResNet-50 on ImageNet", (0.75, 0.77), False, (256, 50000), "90ep"),
     ),
 ]
 

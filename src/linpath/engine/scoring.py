@@ -37,10 +37,9 @@ class Result:
 class Tally:
     """Sums of per-example loss and error by class, kept on the device (no sync per batch).
 
-    The standard error is the stratified one, with the finite-population correction, of the
-    subset's mean as an estimate of the whole split's mean: SE² = Σ_c W_c² s_c² / n_c · (1 -
-    n_c/N_c), W_c = N_c/N, from the class counts N_c of the split (`population`). With the
-    default classification score this is exact per example; a custom score gives only batch
+    The standard errors are those of the subset's mean as an estimate of the whole split's
+    (see stratified_se), from the class counts N_c of the split (`population`). With the
+    default classification score they are exact per example; a custom score gives only batch
     sums, so its standard errors are NaN.
     """
 
@@ -72,19 +71,42 @@ class Tally:
             se = 0.0 if exact else math.nan
             return Result(self.loss / n, self.errors / n, n, se, se)
         s = self.sums.cpu()
-        count = s[0]
-        n = int(count.sum())
-        total = float(self.population.sum())
-        ses = []
-        for k in (1, 3):
-            mean_c = s[k] / count.clamp(min=1)
-            var_c = (s[k + 1] - count * mean_c * mean_c) / (count - 1).clamp(min=1)
-            var_c = torch.where(count >= 2, var_c.clamp(min=0), torch.zeros_like(var_c))
-            w = self.population / total
-            fpc = (1 - count / self.population.clamp(min=1)).clamp(min=0)
-            terms = torch.where(count > 0, w * w * var_c / count.clamp(min=1) * fpc, torch.zeros_like(var_c))
-            ses.append(math.sqrt(float(terms.sum())))
-        return Result(float(s[1].sum()) / n, float(s[3].sum()) / n, n, ses[0], ses[1])
+        n = int(s[0].sum())
+        loss_se = stratified_se(s[0], s[1], s[2], self.population)
+        error_se = stratified_se(s[0], s[3], s[4], self.population)
+        return Result(float(s[1].sum()) / n, float(s[3].sum()) / n, n, loss_se, error_se)
+
+
+SMALL_STRATUM = 10  # below this many examples in some class, class variances are pooled
+
+
+def stratified_se(
+    count: torch.Tensor, total: torch.Tensor, total_sq: torch.Tensor, population: torch.Tensor
+) -> float:
+    """Standard error of a stratified sample's mean as an estimate of the population's mean.
+
+    SE² = Σ_c W_c² s_c² / n_c · (1 - n_c/N_c), W_c = N_c/N. With a class of fewer than
+    SMALL_STRATUM examples its own s_c² is unreliable (0 for one example, or for a few that are
+    all right), so then every class uses the pooled within-class variance Σ(n_c - 1)s_c² /
+    Σ(n_c - 1). NaN where no class holds two examples (nothing to estimate a variance from).
+    """
+    count, total, total_sq, population = (v.double() for v in (count, total, total_sq, population))
+    mean_c = total / count.clamp(min=1)
+    ss_c = (total_sq - count * mean_c * mean_c).clamp(min=0)  # within-class sums of squares
+    dof = (count - 1).clamp(min=0)
+    fpc = (1 - count / population.clamp(min=1)).clamp(min=0)
+    w = population / float(population.sum())
+    sampled = count > 0
+    if bool((fpc[sampled] == 0).all()):
+        return 0.0  # every sampled class taken whole: the sample is the population there
+    if bool((count[sampled] < SMALL_STRATUM).any()):
+        if float(dof.sum()) == 0:
+            return math.nan
+        var_c = torch.full_like(count, float(ss_c.sum() / dof.sum()))
+    else:
+        var_c = ss_c / dof.clamp(min=1)
+    terms = torch.where(sampled, w * w * var_c / count.clamp(min=1) * fpc, torch.zeros_like(var_c))
+    return math.sqrt(float(terms.sum()))
 
 
 def make_tally(labels: torch.Tensor, population) -> Tally:

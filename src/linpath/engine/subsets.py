@@ -31,6 +31,11 @@ def stratified_subset(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tens
     take = quota.floor().long()
     order = torch.argsort(-(quota - take), stable=True)
     take[order[: n - int(take.sum())]] += 1
+    if int(take[counts > 0].min()) < 2:
+        raise LinpathError(
+            f"--eval-examples {n} leaves a class with fewer than 2 examples, so no standard error can be "
+            f"estimated; use at least {2 * int((counts > 0).sum())} (2 per class) or the whole split"
+        )
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(total, generator=g)
     chosen = []

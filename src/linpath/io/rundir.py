@@ -56,12 +56,12 @@ class RunDir:
         return self.root / "paths.csv"
 
     @property
-    def metrics_csv(self) -> Path:
-        return self.root / "metrics.csv"
-
-    @property
     def figures_dir(self) -> Path:
         return self.root / "figures"
+
+    def results_dir(self, setting: str) -> Path:
+        """One sweep setting's own table, metrics and figures."""
+        return self.root / "results" / setting
 
     @property
     def report(self) -> Path:

@@ -1,85 +1,112 @@
-"""report.md: accuracy, figures, the metrics table, and a verdict on each of the paper's claims
-(the verdicts themselves are computed in analysis/verdicts.py)."""
+"""report.md: per sweep setting (the paper's first), the verdicts on the paper's claims, the
+figures and the metrics table. The numbers come from analysis/; this module only renders."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
 
-from linpath.analysis.curves import Curves, aggregate
-from linpath.analysis.verdicts import verdicts
-from linpath.config.presets import PaperClaims
+from linpath.analysis.curves import PAPER_SETTING, Curves
+from linpath.analysis.intervals import aggregate
+from linpath.analysis.verdicts import pm
 from linpath.config.spec import Spec
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
-from linpath.train.log import read_log
 
 
-def _fmt(mean: float, std: float, digits: int = 4) -> str:
-    if not math.isfinite(mean):
-        return str(mean)
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+@dataclass
+class Section:
+    """One sweep setting's results, ready to render."""
+
+    curves: Curves
+    summary: list[dict]
+    verdicts: list[str]
+    figures: list[Path]
 
 
-def final_accuracies(run: RunDir, replicates: list[int]) -> list[float]:
-    out = []
-    for r in replicates:
-        log = read_log(run, r)
-        if log:
-            out.append(float(log[-1]["test_accuracy"]))
-    return out
+def describe(curves: Curves) -> str:
+    """The setting in words."""
+    n = len(curves.at(curves.steps[0])[0]["x"])
+    subset = (
+        f"a stratified subset of {curves.examples} examples"
+        if "-n" in curves.setting
+        else f"all {curves.examples} examples"
+    )
+    return (
+        f"split `{curves.split}` ({subset}), BatchNorm `{curves.bn}`, {n} points per path, "
+        f"{len(curves.steps)} starting steps, {len(curves.replicates)} replicate{'s' * (len(curves.replicates) != 1)}"
+    )
 
 
-def metrics_table(curves: Curves, rows: list[dict]) -> list[str]:
+def _cell(summary: list[dict], t: int, q: str, metric: str) -> str:
+    mean, std = aggregate(summary, t, q, metric), aggregate(summary, t, q, metric, "std")
+    lo, hi = aggregate(summary, t, q, metric, "ci_low"), aggregate(summary, t, q, metric, "ci_high")
+    text = pm(mean, std).replace(" (± n/a: one replicate)", "")
+    return text + (f" [{lo:.4f}, {hi:.4f}]" if math.isfinite(lo) and hi > lo else "")
+
+
+def metrics_table(curves: Curves, summary: list[dict]) -> list[str]:
     out = [
-        "| t | loss rise_over_start | loss argmax x | error rise_over_start | error argmax x | error rise_over_chord | loss monotonicity_gap |",
+        "| t | loss rise above start | loss peak x (median) | error rise above start [95 % interval] | "
+        "error peak x (median) | error rise above chord | loss monotonicity gap |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for t in curves.steps:
         cells = [
-            _fmt(*aggregate(rows, t, "loss", "rise_over_start")),
-            f"{aggregate(rows, t, 'loss', 'argmax_x')[0]:.2f}",
-            _fmt(*aggregate(rows, t, "error", "rise_over_start")),
-            f"{aggregate(rows, t, 'error', 'argmax_x')[0]:.2f}",
-            _fmt(*aggregate(rows, t, "error", "rise_over_chord")),
-            _fmt(*aggregate(rows, t, "loss", "monotonicity_gap")),
+            _cell(summary, t, "loss", "rise_over_start"),
+            f"{aggregate(summary, t, 'loss', 'argmax_x', 'median'):.2f}",
+            _cell(summary, t, "error", "rise_over_start"),
+            f"{aggregate(summary, t, 'error', 'argmax_x', 'median'):.2f}",
+            _cell(summary, t, "error", "rise_over_chord"),
+            _cell(summary, t, "loss", "monotonicity_gap"),
         ]
         out.append(f"| {t} | " + " | ".join(cells) + " |")
     return out
 
 
-def write_report(
-    run: RunDir,
-    spec: Spec,
-    curves: Curves,
-    rows: list[dict],
-    figures: list,
-    claims: PaperClaims | None,
-    title: str,
-) -> None:
-    n = len(curves.replicates)
+def section_lines(run: RunDir, section: Section) -> list[str]:
+    c = section.curves
+    paper = " (the paper's setting)" if c.setting == PAPER_SETTING else ""
+    lines = [
+        f"## Sweep setting `{c.setting}`{paper}",
+        "",
+        f"{describe(c)}. Its tables: "
+        f"`results/{c.setting}/` (paths.csv, metrics.csv per replicate, summary.csv).",
+        "",
+        "### Verdicts on the paper's claims",
+        "",
+        *section.verdicts,
+        "",
+        "### Figures",
+        "",
+    ]
+    for f in section.figures:
+        if f.suffix == ".png":
+            lines += [f"![{f.stem}]({f.relative_to(run.root).as_posix()})", ""]
+    spread = "mean ± std over replicates" if len(c.replicates) > 1 else "one replicate"
+    lines += [
+        f"### Path metrics ({spread}; 95 % bootstrap interval over replicates and evaluation examples)",
+        "",
+        "Definitions in the README.",
+        "",
+        *metrics_table(c, section.summary),
+        "",
+    ]
+    return lines
+
+
+def write_report(run: RunDir, spec: Spec, title: str, sections: list[Section], notes: list[str]) -> Path:
+    seeds = ", ".join(str(spec.train.seed + r) for r in sections[0].curves.replicates) if sections else ""
     lines = [
         f"# linpath report: {title}",
         "",
-        f"Run `{run.root.name}`: {n} replicate{'s' * (n != 1)} (seeds {', '.join(str(spec.train.seed + r) for r in curves.replicates)}), "
-        f"training {spec.train.training_steps}, {len(curves.steps)} starting steps, "
-        f"{len(curves.at(curves.steps[0])[0]['x'])} points per path, split `{curves.split}`, BatchNorm policy `{curves.bn}`.",
-        "",
-        "## Verdicts on the paper's claims",
-        "",
-        *verdicts(curves, rows, claims, final_accuracies(run, curves.replicates)),
-        "",
-        "## Figures",
+        f"Run `{run.root.name}`: training {spec.train.training_steps}, seeds {seeds}; "
+        f"{len(sections)} sweep setting{'s' * (len(sections) != 1)}, each reported on its own.",
         "",
     ]
-    for f in figures:
-        if f.suffix == ".png":
-            lines += [f"![{f.stem}](figures/{f.name})", ""]
-    lines += [
-        "## Path metrics (mean ± std over replicates)",
-        "",
-        "Definitions in the README; every metric per replicate is in `metrics.csv`.",
-        "",
-        *metrics_table(curves, rows),
-        "",
-    ]
+    lines += [f"- Note: {n}" for n in notes] + ([""] if notes else [])
+    for section in sections:
+        lines += section_lines(run, section)
     atomic_write_text(run.report, "\n".join(lines))
+    return run.report

@@ -1,5 +1,6 @@
-"""paths.csv: every finished item file merged into one table, in a fixed order (so it is
-identical however the work was split among processes)."""
+"""The tables of a sweep: each setting's own paths.csv (results/<key>/paths.csv), and the
+run's paths.csv, the union of all settings with a `setting` column for pandas users. Both are
+rebuilt from the item files in a fixed order, so they are identical however the work was split."""
 
 from __future__ import annotations
 
@@ -26,16 +27,23 @@ def format_rows(rows: list[list]) -> str:
     return csv_text(PATH_COLUMNS, rows)
 
 
-def merge_paths(run: RunDir) -> int:
-    """Rebuild paths.csv from every finished item file; returns the number of rows."""
+def setting_rows(run: RunDir, setting: str) -> list[list]:
+    """Every finished point of one setting, sorted by replicate, t and x."""
     rows = []
-    seen = set()
-    for path in sorted(run.sweep_dir.glob("*/r*-t*.csv")):
-        for d in read_csv_rows(path):
-            key = tuple(d[c] for c in PATH_COLUMNS[:7])
-            if key not in seen:
-                seen.add(key)
-                rows.append([d.get(c) or "" for c in PATH_COLUMNS])  # files from before loss_se: blank
-    rows.sort(key=lambda row: (row[3], row[4], row[6], int(row[5]), int(row[0]), int(row[1]), float(row[2])))
-    atomic_write_text(run.paths_csv, format_rows(rows))
-    return len(rows)
+    for path in sorted((run.sweep_dir / setting).glob("r*-t*.csv")):
+        rows += [[d.get(c) or "" for c in PATH_COLUMNS] for d in read_csv_rows(path)]  # old files: blank se
+    rows.sort(key=lambda row: (int(row[0]), int(row[1]), float(row[2])))
+    return rows
+
+
+def merge_paths(run: RunDir) -> int:
+    """Rebuild each setting's table and the run's union table; returns the number of rows."""
+    settings = sorted(p.name for p in run.sweep_dir.iterdir() if p.is_dir()) if run.sweep_dir.is_dir() else []
+    union = []
+    for setting in settings:
+        rows = setting_rows(run, setting)
+        if rows:
+            atomic_write_text(run.results_dir(setting) / "paths.csv", format_rows(rows))
+            union += [[setting, *row] for row in rows]
+    atomic_write_text(run.paths_csv, csv_text(["setting", *PATH_COLUMNS], union))
+    return len(union)

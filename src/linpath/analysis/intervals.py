@@ -1,0 +1,96 @@
+"""Aggregates over replicates, with bootstrap intervals for the barrier heights.
+
+The interval of a metric at t resamples both sources of uncertainty: the replicates (drawn with
+replacement) and, where a curve was evaluated on a subset, the evaluation examples (each point
+drawn from a normal with its standard error; points are treated as independent, which widens
+the interval of a difference a little). With the whole test set and one replicate the interval
+is the point itself: there is nothing to resample.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from linpath.analysis.curves import QUANTITIES, VALUES, Curves
+from linpath.analysis.metrics import METRICS
+
+BOOTSTRAP_DRAWS = 2000
+CONFIDENCE = 0.95
+
+
+def _rise_over_start(f):
+    return f.max(axis=-1) - f[..., 0]
+
+
+def _rise_over_endpoints(f):
+    return f.max(axis=-1) - np.maximum(f[..., 0], f[..., -1])
+
+
+def _rise_over_chord(f, x):
+    w = (x - x[0]) / (x[-1] - x[0])
+    return (f - ((1 - w) * f[..., :1] + w * f[..., -1:])).max(axis=-1)
+
+
+VECTORIZED = {
+    "rise_over_start": lambda f, x: _rise_over_start(f),
+    "rise_over_endpoints": lambda f, x: _rise_over_endpoints(f),
+    "rise_over_chord": _rise_over_chord,
+}
+
+
+def bootstrap_interval(
+    curves: Curves, t: int, quantity: str, metric: str, draws: int = BOOTSTRAP_DRAWS, seed: int = 0
+) -> tuple[float, float]:
+    """A percentile interval of the replicate-mean of `metric` at t (NaN where not defined)."""
+    if metric not in VECTORIZED:
+        return math.nan, math.nan
+    items = curves.at(t)
+    x = items[0]["x"]
+    if any(len(c["x"]) != len(x) or not np.array_equal(c["x"], x) for c in items):
+        return math.nan, math.nan  # adaptive grids: replicates have different x
+    f = np.stack([c[quantity] for c in items])  # (R, n)
+    se = np.nan_to_num(np.stack([c[f"{quantity}_se"] for c in items]))
+    if not np.all(np.isfinite(f)):
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(items), size=(draws, len(items)))
+    sample = f[pick] + rng.standard_normal((draws, len(items), len(x))) * se[pick]
+    means = VECTORIZED[metric](sample, x).mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+    return float(lo), float(hi)
+
+
+def summary_rows(curves: Curves, rows: list[dict]) -> list[dict]:
+    """Per (t, quantity, metric): replicates, mean, std (NaN for one), median, bootstrap interval."""
+    out = []
+    for t in curves.steps:
+        for q in QUANTITIES:
+            group = [row for row in rows if row["t"] == t and row["quantity"] == q]
+            for metric in (*METRICS, *VALUES):
+                v = np.array([row[metric] for row in group], float)
+                lo, hi = bootstrap_interval(curves, t, q, metric)
+                out.append(
+                    {
+                        "setting": curves.setting,
+                        "t": t,
+                        "quantity": q,
+                        "metric": metric,
+                        "replicates": len(v),
+                        "mean": float(v.mean()),
+                        "std": float(v.std(ddof=1)) if len(v) > 1 else math.nan,
+                        "median": float(np.median(v)),
+                        "ci_low": lo,
+                        "ci_high": hi,
+                    }
+                )
+    return out
+
+
+def aggregate(summary: list[dict], t: int, quantity: str, metric: str, stat: str = "mean") -> float:
+    """One aggregate (mean, std, median, ci_low, ci_high) from summary_rows()."""
+    for row in summary:
+        if row["t"] == t and row["quantity"] == quantity and row["metric"] == metric:
+            return row[stat]
+    return math.nan
