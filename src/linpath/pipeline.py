@@ -12,6 +12,7 @@ from linpath import data as datasets
 from linpath.analysis.curves import load_curves, metric_rows, write_metrics
 from linpath.analysis.figures import all_figures
 from linpath.config.presets import claims_of, figure2_steps_of
+from linpath.config.schedule import Schedule
 from linpath.config.spec import Spec, read_spec, write_spec
 from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
@@ -25,7 +26,9 @@ from linpath.train.loop import train_replicate
 
 def open_run(spec: Spec, out: str | Path = "runs") -> RunDir:
     """The run folder for `spec`, created if new; an existing one is reused (and its
-    replicate count raised if more are asked for)."""
+    replicate count raised if more are asked for). The spec's schedule is checked first, so a
+    spec that cannot train leaves no folder behind."""
+    Schedule.of(spec, datasets.info(spec.data.dataset).num_train_examples)
     run = RunDir(Path(out) / spec.run_name)
     if run.spec_path.exists():
         existing = read_spec(run)
@@ -69,6 +72,7 @@ def sweep(
     progress: bool = True,
     world: World = World(),
     compile: bool = False,
+    allow_nonfinite: bool = False,
 ) -> RunDir:
     """Evaluate every unfinished path; under torchrun the items are shared among the ranks
     and rank 0 merges paths.csv once all are done."""
@@ -87,6 +91,7 @@ def sweep(
             progress=progress,
             compile=compile,
             world=world,
+            allow_nonfinite=allow_nonfinite,
         )
     world.barrier()
     if world.is_main:
@@ -99,7 +104,7 @@ def report(
 ) -> Path:
     run = RunDir(run_dir)
     spec = read_spec(run)
-    if not run.paths_csv.exists() and run.sweep_dir.exists():
+    if run.sweep_dir.exists():  # the item files, checked, are the truth; paths.csv is derived
         merge_paths(run)
     curves = load_curves(run, split, bn)
     rows = metric_rows(curves)

@@ -67,14 +67,20 @@ def load_curves(
         raise LinpathError(f"{run.paths_csv} does not exist; run 'linpath sweep {run.root}' first")
     points: dict[tuple[int, int], dict[float, tuple[float, float, tuple[int, bool]]]] = defaultdict(dict)
     with open(run.paths_csv, newline="") as f:
-        for d in csv.DictReader(f):
+        for number, d in enumerate(csv.DictReader(f), 2):
+            if None in d.values() or None in d:  # fewer or more fields than the header
+                raise LinpathError(f"{run.paths_csv} line {number} is cut short or not numbers")
             if d["split"] != split or d["bn"] != bn or (precision and d["precision"] != precision):
                 continue
-            key, x = (int(d["replicate"]), int(d["t"])), float(d["x"])
-            # several sweeps may cover the same x: prefer more examples, then fp32 over bf16
-            rank = (int(d["examples"]), d["precision"] == "fp32")
+            try:
+                key, x = (int(d["replicate"]), int(d["t"])), float(d["x"])
+                # several sweeps may cover the same x: prefer more examples, then fp32 over bf16
+                rank = (int(d["examples"]), d["precision"] == "fp32")
+                value = (float(d["loss"]), float(d["error"]), rank)
+            except (ValueError, TypeError, KeyError):
+                raise LinpathError(f"{run.paths_csv} line {number} is cut short or not numbers") from None
             if x not in points[key] or points[key][x][2] < rank:
-                points[key][x] = (float(d["loss"]), float(d["error"]), rank)
+                points[key][x] = value
     if not points:
         raise LinpathError(
             f"{run.paths_csv} has no rows for split={split}, bn={bn}; sweep with those options first"

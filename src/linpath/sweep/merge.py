@@ -3,6 +3,8 @@ identical however the work was split among processes)."""
 
 from __future__ import annotations
 
+import sys
+
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
 from linpath.io.tables import csv_text, read_csv_rows
@@ -27,10 +29,16 @@ def format_rows(rows: list[list]) -> str:
 
 
 def merge_paths(run: RunDir) -> int:
-    """Rebuild paths.csv from every finished item file; returns the number of rows."""
+    """Rebuild paths.csv from every finished item file; returns the number of rows. Item files
+    that fail sweep.items.item_problem are left out, each with a warning."""
+    from linpath.sweep.items import item_problem  # it imports PATH_COLUMNS from here
+
     rows = []
     seen = set()
     for path in sorted(run.sweep_dir.glob("*/r*-t*.csv")):
+        if problem := item_problem(path):
+            print(f"linpath: warning: left out of paths.csv: {path}: {problem}", file=sys.stderr)
+            continue
         for d in read_csv_rows(path):
             key = tuple(d[c] for c in PATH_COLUMNS[:7])
             if key not in seen:
