@@ -26,6 +26,6 @@ test-fast: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
-	cd src && ../$(VENV)/bin/lint-imports --config ../pyproject.toml
+	$(VENV)/bin/lint-imports --no-cache
 
 .PHONY: install mnist test test-fast lint

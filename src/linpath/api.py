@@ -34,7 +34,7 @@ from linpath.engine.interpolate import check_compatible
 from linpath.engine.scoring import classification_score
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
-from linpath.io.tensors import load_state_dict
+from linpath.io.tensors import load_state_dict, nonfinite_problem
 from linpath.runtime.device import check_precision, resolve_device
 from linpath.sweep.grids import Grid
 from linpath.sweep.merge import PATH_COLUMNS, format_rows
@@ -137,6 +137,40 @@ def load_state(state: StateLike, name: str = "state") -> dict[str, torch.Tensor]
     raise LinpathError(
         f"the {name} must be a state dict, a module or a file path, got {type(state).__name__}"
     )
+
+
+def _check_finite(state: dict, given: StateLike, name: str) -> None:
+    if problem := nonfinite_problem(state):
+        where = Path(given).name if isinstance(given, (str, os.PathLike)) else f"the {name}"
+        raise LinpathError(
+            f"{where}: {problem}; pass allow_nonfinite=True (--allow-nonfinite) to evaluate it"
+        )
+
+
+def _fit_inputs(model: nn.Module, evalset: EvalSet, dev: torch.device) -> EvalSet:
+    """Inputs the model accepts: floating inputs cast to the model's floating dtype, then one
+    example run through it, so wrong dtypes, shapes or class labels are one line, not a traceback."""
+    inputs, labels = evalset.inputs, evalset.labels
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if inputs.is_floating_point() and len(dtypes) == 1 and inputs.dtype not in dtypes:
+        inputs = inputs.to(next(iter(dtypes)))
+    probe = copy.deepcopy(model).to(dev).eval()
+    try:
+        with torch.no_grad():
+            out = probe(inputs[:2])
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LinpathError(
+            f"the model cannot run on the data's inputs ({inputs.dtype}, shape {tuple(inputs.shape[1:])}): {first}"
+        ) from None
+    if is_classification(labels) and isinstance(out, torch.Tensor) and out.dim() == 2 and len(labels):
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= out.shape[1]:
+            raise LinpathError(
+                f"the data's class labels run from {low} to {high}, but the model has {out.shape[1]} outputs "
+                f"(labels must lie in 0..{out.shape[1] - 1})"
+            )
+    return EvalSet(inputs, labels, evalset.name) if inputs is not evalset.inputs else evalset
 
 
 def _pair(batch, where: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -248,6 +282,7 @@ def path(
     bn_data: DataLike | None = None,
     bn_batches: int = DEFAULT_BN_BATCHES,
     bn_batch_size: int = 128,
+    allow_nonfinite: bool = False,
 ) -> PathCurve:
     """Evaluate loss (and error) along θ(x) = (1 - x)·start + x·end.
 
@@ -265,6 +300,8 @@ def path(
     error_fn     (outputs, targets) -> batch-mean error; default 1 - accuracy when the targets
                  are class indices, else no error (curve.error is None).
     device       default: the model's device. precision "fp32" or "bf16" (autocast).
+    allow_nonfinite
+                 evaluate states holding NaN or inf (refused by default, naming the tensor).
     """
     if not isinstance(model, nn.Module):
         raise LinpathError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -281,6 +318,9 @@ def path(
     start = load_state(start_state, "start state")
     end = load_state(end_state, "end state")
     check_compatible(start, end, "the start state", "the end state")
+    if not allow_nonfinite:
+        _check_finite(start, start_state, "start state")
+        _check_finite(end, end_state, "end state")
     work = copy.deepcopy(model)
     own = work.state_dict()
     check_compatible(own, start, "the model", "the start state")
@@ -288,7 +328,7 @@ def path(
     start = {k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in start.items()}
     end = {k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in end.items()}
 
-    evalset = as_evalset(data, dev, batch_size)
+    evalset = _fit_inputs(work, as_evalset(data, dev, batch_size), dev)
     batches = None
     if bn == "recompute":
         source = evalset if bn_data is None else as_evalset(bn_data, dev, batch_size)

@@ -108,6 +108,11 @@ def _add_sweep_options(p: argparse.ArgumentParser, precision_flag: str) -> None:
         "with standard errors (default: the whole split)",
     )
     g.add_argument(
+        "--allow-nonfinite",
+        action="store_true",
+        help="evaluate checkpoints holding NaN or inf (refused by default, naming the tensor)",
+    )
+    g.add_argument(
         "--from-steps", default=None, help="starting iterations t, e.g. 0,16,1024 (default: every kept t)"
     )
     g.add_argument(
@@ -211,6 +216,11 @@ def _add_own_model_commands(sub) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--batch-size", type=int, default=1000, help="evaluation batch size (default 1000)")
     p.add_argument(
+        "--allow-nonfinite",
+        action="store_true",
+        help="evaluate states holding NaN or inf (refused by default)",
+    )
+    p.add_argument(
         "--out",
         default="path-out",
         help="output folder: paths.csv, metrics.json, path.png/.pdf (default path-out/)",
@@ -294,6 +304,7 @@ def _dispatch(args) -> int:
             progress,
             world,
             args.compile,
+            args.allow_nonfinite,
         )
         say(f"swept: {run.paths_csv}")
         if world.is_main:
@@ -313,6 +324,7 @@ def _dispatch(args) -> int:
             progress,
             world,
             args.compile,
+            args.allow_nonfinite,
         )
         if world.is_main:
             print(f"swept: {run.paths_csv}")
@@ -343,6 +355,7 @@ def _dispatch_own_model(args, progress: bool) -> int:
             args.precision,
             args.batch_size,
             args.num_classes,
+            args.allow_nonfinite,
         )
         for quantity, m in curve.metrics().items():
             values = getattr(curve, quantity)
@@ -386,6 +399,12 @@ def _dispatch_own_model(args, progress: bool) -> int:
     return 0
 
 
+def _os_error(e: OSError) -> str:
+    reason = e.strerror or str(e) or type(e).__name__
+    files = [str(f) for f in (e.filename, e.filename2) if f is not None]
+    return f"{reason}: {' -> '.join(files)}" if files else reason
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -394,6 +413,12 @@ def main(argv: list[str] | None = None) -> int:
         rank = os.environ.get("RANK", "0")
         where = f" (rank {rank})" if rank != "0" else ""  # under torchrun, say which rank failed
         print(f"linpath: error{where}: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the machine's or the file system's refusal: one line naming the file
+        print(f"linpath: error: {_os_error(e)}", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError as e:
+        print(f"linpath: error: a file is not UTF-8 text ({e.reason} at byte {e.start})", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

@@ -14,6 +14,7 @@ from linpath.analysis.figures import all_figures
 from linpath.analysis.intervals import summary_rows
 from linpath.analysis.verdicts import verdicts
 from linpath.config.presets import claims_of, figure2_steps_of
+from linpath.config.schedule import Schedule
 from linpath.config.spec import Spec, read_spec, write_spec
 from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
@@ -29,7 +30,9 @@ from linpath.train.loop import train_replicate
 
 def open_run(spec: Spec, out: str | Path = "runs") -> RunDir:
     """The run folder for `spec`, created if new; an existing one is reused (and its
-    replicate count raised if more are asked for)."""
+    replicate count raised if more are asked for). The spec's schedule is checked first, so a
+    spec that cannot train leaves no folder behind."""
+    Schedule.of(spec, datasets.info(spec.data.dataset).num_train_examples)
     run = RunDir(Path(out) / spec.run_name)
     if run.spec_path.exists():
         existing = read_spec(run)
@@ -73,6 +76,7 @@ def sweep(
     progress: bool = True,
     world: World = World(),
     compile: bool = False,
+    allow_nonfinite: bool = False,
 ) -> RunDir:
     """Evaluate every unfinished path; under torchrun the items are shared among the ranks
     and rank 0 merges paths.csv once all are done."""
@@ -91,6 +95,7 @@ def sweep(
             progress=progress,
             compile=compile,
             world=world,
+            allow_nonfinite=allow_nonfinite,
         )
     world.barrier()
     if world.is_main:

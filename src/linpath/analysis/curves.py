@@ -17,6 +17,7 @@ from linpath.analysis.metrics import METRICS, path_metrics
 from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
 from linpath.io.tables import read_csv_rows
+from linpath.sweep.merge import valid_items
 
 QUANTITIES = ("loss", "error")
 PAPER_SETTING = "test-interpolate-uniform100-fp32"  # the paper's: test split, full set, 100 points
@@ -82,7 +83,7 @@ def settings_of(run: RunDir) -> list[str]:
 def load_curves(run: RunDir, setting: str) -> Curves:
     """The curves of one sweep setting, read from its item files."""
     folder = run.sweep_dir / setting
-    files = sorted(folder.glob("r*-t*.csv")) if folder.is_dir() else []
+    files = valid_items(run, setting) if folder.is_dir() else []
     if not files:
         raise LinpathError(
             f"{run.root} has no finished paths for the sweep setting {setting!r}; sweep it first"

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -248,13 +249,24 @@ def model_files(folder: Path, ipe: int) -> dict[int, Path]:
     return dict(sorted(out.items()))
 
 
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise LinpathError(
+            f"{path} is not UTF-8 text (byte {e.start}: {e.reason}); is it OpenLTH's file?"
+        ) from None
+    except OSError as e:
+        raise LinpathError(f"cannot read {path}: {e.strerror or e}") from None
+
+
 def _log_rows(folder: Path, ipe: int) -> list[list]:
     """train_log.csv rows from OpenLTH's logger (one per evaluated iteration)."""
     path = folder / "logger"
     if not path.is_file():
         return []
     values: dict[int, dict[str, str]] = {}
-    for line in path.read_text().splitlines():
+    for line in _text(path).splitlines():
         parts = line.strip().split(",")
         if len(parts) == 3 and parts[1].isdigit():
             values.setdefault(int(parts[1]), {})[parts[0]] = parts[2]
@@ -272,7 +284,7 @@ def import_run(
     does not represent or what is missing (e.g. a replicate without a final checkpoint)."""
     source = Path(source)
     folders = find_replicate_folders(source)
-    parsed = [parse_hparams((f / "hparams.log").read_text(), str(f / "hparams.log")) for f in folders]
+    parsed = [parse_hparams(_text(f / "hparams.log"), str(f / "hparams.log")) for f in folders]
     for folder, h in zip(folders[1:], parsed[1:]):
         if h != parsed[0]:
             raise LinpathError(
@@ -284,12 +296,29 @@ def import_run(
     total = Step.parse(spec.train.training_steps).to_iterations(ipe)
     num_classes = DATASETS[spec.data.dataset].num_classes if spec.data.dataset in DATASETS else 10
     ours = models.build(spec.model.model, num_classes, seed=0).state_dict()
+    if total <= 0:
+        raise LinpathError(f"{folders[0] / 'hparams.log'}: training_steps is zero iterations")
+    # every check before the first file is written: a refused import leaves no folder behind
+    files_of = [model_files(folder, ipe) for folder in folders]
+    for files in files_of:
+        for path in files.values():
+            map_state(load_state_dict(path), ours, str(path))
     run = RunDir(Path(out) / f"openlth-{spec.run_name}")
+    existed = run.root.exists()
+    try:
+        _write_import(run, spec, source, folders, files_of, ours, total, ipe, hparams, notes)
+    except BaseException:
+        if not existed:
+            shutil.rmtree(run.root, ignore_errors=True)
+        raise
+    return run, notes
+
+
+def _write_import(run, spec, source, folders, files_of, ours, total, ipe, hparams, notes) -> None:
     with run.lock("import"):
         write_spec(run, spec)
         sources = {}
-        for r, folder in enumerate(folders):
-            files = model_files(folder, ipe)
+        for r, (folder, files) in enumerate(zip(folders, files_of)):
             for t, path in files.items():
                 save_tensors(run.checkpoint(r, t), map_state(load_state_dict(path), ours, str(path)))
             write_csv(run.train_log(r), LOG_COLUMNS, _log_rows(folder, ipe))
@@ -309,4 +338,3 @@ def import_run(
             "notes": notes,
         }
         atomic_write_text(run.root / "openlth.json", json.dumps(info, indent=2) + "\n")
-    return run, notes

@@ -32,6 +32,11 @@ def find_run_spec(checkpoint: str | os.PathLike):
     return None
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
 def resolve_model(text: str, num_classes: int | None) -> nn.Module:
     """--model: a preset or model name (linpath's models), or module:callable / file.py:callable
     returning an nn.Module (called with no arguments; a class is instantiated)."""
@@ -46,6 +51,8 @@ def resolve_model(text: str, num_classes: int | None) -> nn.Module:
             "nor module:callable"
         )
     module_name, _, attr = text.rpartition(":")
+    if not module_name or not attr:
+        raise LinpathError(f"--model {text!r}: write module:callable or file.py:callable")
     try:
         if module_name.endswith(".py"):
             file = Path(module_name)
@@ -56,12 +63,20 @@ def resolve_model(text: str, num_classes: int | None) -> nn.Module:
             spec.loader.exec_module(module)
         else:
             module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise LinpathError(f"--model: cannot import {module_name}: {e}") from None
+    except LinpathError:
+        raise
+    except Exception as e:  # the user's code: an ImportError, a SyntaxError, anything it raises
+        raise LinpathError(f"--model: cannot import {module_name}: {_first_line(e)}") from None
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
-        raise LinpathError(f"--model: {module_name} has no callable {attr!r}")
-    model = factory()
+        kind = "no" if factory is None else f"a {type(factory).__name__} {attr!r}, not a"
+        raise LinpathError(
+            f"--model: {module_name} has {kind} callable{'' if factory is not None else f' {attr!r}'}"
+        )
+    try:
+        model = factory()
+    except Exception as e:
+        raise LinpathError(f"--model: {text}() raised {_first_line(e)}") from None
     if not isinstance(model, nn.Module):
         raise LinpathError(f"--model: {text}() returned a {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -87,6 +102,8 @@ def load_data(text: str, data_root=None, split: str = "test", device="cpu") -> t
         raise LinpathError(f"{text} must hold an (inputs, targets) pair of tensors or a dict with those keys")
     evalset = as_evalset(tuple(obj), device)
     evalset.name = Path(text).stem
+    if is_classification(evalset.labels) and int(evalset.labels.min()) < 0:
+        raise LinpathError(f"{text}: class labels must be >= 0, found {int(evalset.labels.min())}")
     classes = int(evalset.labels.max()) + 1 if is_classification(evalset.labels) else None
     return evalset, classes
 
@@ -105,6 +122,7 @@ def path_between_files(
     precision: str = "fp32",
     batch_size: int = 1000,
     num_classes: int | None = None,
+    allow_nonfinite: bool = False,
 ) -> tuple[PathCurve, list[Path]]:
     """`linpath path`: the path between two saved states, written to `out` as paths.csv (the
     sweep's columns), metrics.json and path.png/.pdf. Without `model`/`data`, both come from the
@@ -121,10 +139,21 @@ def path_between_files(
     dev = resolve_device(device)
     evalset, classes = load_data(data, data_root, split, dev)
     net = resolve_model(model, num_classes or classes)
-    curve = path(
-        net, start, end, evalset, grid=points, bn=bn, device=dev, batch_size=batch_size, precision=precision
-    )
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise LinpathError(f"--out {out} is a file, not a folder")
+    curve = path(
+        net,
+        start,
+        end,
+        evalset,
+        grid=points,
+        bn=bn,
+        device=dev,
+        batch_size=batch_size,
+        precision=precision,
+        allow_nonfinite=allow_nonfinite,
+    )
     files = [curve.to_csv(out / "paths.csv")]
     atomic_write_text(
         out / "metrics.json",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from linpath.config.spec import Spec
-from linpath.config.steps import Step, kept_steps, parse_step_list
+from linpath.config.steps import MAX_ITERATIONS, Step, kept_steps, parse_step_list
 from linpath.data.source import iterations_per_epoch
 from linpath.errors import LinpathError
 
@@ -28,6 +28,11 @@ class Schedule:
         total = Step.parse(t.training_steps).to_iterations(ipe)
         if total <= 0:
             raise LinpathError(f"--training-steps {t.training_steps} is zero iterations")
+        if total > MAX_ITERATIONS:
+            raise LinpathError(
+                f"--training-steps {t.training_steps} is {total} iterations, more than linpath's limit of "
+                f"{MAX_ITERATIONS} (a checkpoint is kept every 1000 iterations, each a file on disk)"
+            )
         warmup = Step.parse(t.warmup_steps).to_iterations(ipe) if t.warmup_steps else 0
         milestones = tuple(s.to_iterations(ipe) for s in parse_step_list(t.milestone_steps))
         return cls(ipe, total, t.lr, milestones, t.gamma, warmup)

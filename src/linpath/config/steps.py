@@ -11,6 +11,10 @@ from dataclasses import dataclass
 
 from linpath.errors import LinpathError
 
+# A bound on a training's length: the kept-checkpoint schedule holds one step per 1000
+# iterations, and every kept step is a file on disk (ImageNet's 90 epochs are ~450k iterations).
+MAX_ITERATIONS = 100_000_000
+
 _STEP = re.compile(r"^\s*(?:(\d+)\s*ep)?\s*(?:(\d+)\s*it)?\s*$", re.ASCII)
 
 
@@ -59,6 +63,11 @@ def kept_steps(last: int) -> list[int]:
     """The paper's schedule: {0} ∪ {2^k : k ≤ 10} ∪ {1000k : k ≥ 2} below `last`, and `last`."""
     if last < 0:
         raise LinpathError(f"training length cannot be negative: {last}")
+    if last > MAX_ITERATIONS:
+        raise LinpathError(
+            f"a training of {last} iterations is longer than linpath's limit of {MAX_ITERATIONS} "
+            "(it would keep a checkpoint every 1000 iterations)"
+        )
     steps = {0, last}
     steps.update(2**k for k in range(11) if 2**k < last)
     steps.update(range(2000, last, 1000))

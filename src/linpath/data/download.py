@@ -43,7 +43,7 @@ def fetch(name: str, folder: Path, mirrors: list[str], md5: str | None, timeout:
                 continue
             os.replace(tmp, target)
             return target
-        except (urllib.error.URLError, OSError, LinpathError) as e:
+        except (urllib.error.URLError, OSError, LinpathError, ValueError) as e:
             problems.append(f"{url}: {getattr(e, 'reason', e)}")
         finally:
             if os.path.exists(tmp):

@@ -14,13 +14,50 @@ import numpy as np
 
 from linpath.errors import LinpathError
 
+MAX_BYTES = 1 << 32  # an IDX file's declared payload (MNIST's largest: 47 MB)
+
+
+def _declared_size(head: bytes) -> int | None:
+    """Bytes an IDX file of this header holds in all, or None if the header is not IDX."""
+    if len(head) < 4 or head[:2] != b"\0\0":
+        return None
+    ndim = head[3]
+    if len(head) < 4 + 4 * ndim:
+        return None
+    size = 1
+    for i in range(ndim):
+        size *= int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big")
+    return 4 + 4 * ndim + size
+
+
+def _gunzip_bounded(path: Path) -> bytes:
+    """Decompress at most what the IDX header inside declares (plus one byte, to see excess),
+    so a small file that inflates to gigabytes (a gzip bomb) is refused, not read."""
+    with gzip.open(path, "rb") as f:
+        head = f.read(4)
+        head += f.read(4 * head[3]) if len(head) == 4 else b""
+        declared = _declared_size(head)
+        if declared is None:
+            return head + f.read(1 << 20)  # not IDX: parse_idx says so
+        if declared > MAX_BYTES:
+            raise LinpathError(
+                f"{path} declares {declared} bytes of data, more than the {MAX_BYTES} an IDX file may hold here"
+            )
+        data = head + f.read(declared - len(head) + 1)
+    if len(data) > declared:
+        raise LinpathError(
+            f"{path} decompresses to more than the {declared} bytes its IDX header declares: corrupt or not an IDX file"
+        )
+    return data
+
 
 def read_bytes(path: Path) -> bytes:
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            return gzip.decompress(raw)
-        return raw
+        with open(path, "rb") as f:
+            magic = f.read(2)
+        if magic == b"\x1f\x8b":
+            return _gunzip_bounded(path)
+        return path.read_bytes()
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise LinpathError(
             f"cannot read {path}: {e} (the file is truncated or corrupt; delete it and fetch it again)"

@@ -35,7 +35,16 @@ MIRRORS = [
 
 def _mirrors() -> list[str]:
     env = os.environ.get("LINPATH_MNIST_MIRRORS")
-    return env.split(",") if env else MIRRORS
+    if not env:
+        return MIRRORS
+    mirrors = [m.strip() for m in env.split(",") if m.strip()]
+    bad = [m for m in mirrors if not m.lower().startswith(("http://", "https://", "file://"))]
+    if bad or not mirrors:
+        raise LinpathError(
+            f"LINPATH_MNIST_MIRRORS must list base URLs (http://, https:// or file://) separated by "
+            f"commas, got {env!r}"
+        )
+    return mirrors
 
 
 def find_file(folder: Path, stem: str) -> Path | None:

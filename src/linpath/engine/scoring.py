@@ -33,6 +33,11 @@ class Result:
     loss_se: float = 0.0  # standard error as an estimate of the whole split's value
     error_se: float = 0.0
 
+    def __post_init__(self):
+        # a NaN loss means NaN outputs, whose argmax (and so the error) is meaningless
+        if math.isnan(self.loss):
+            self.error, self.error_se = math.nan, math.nan
+
 
 class Tally:
     """Sums of per-example loss and error by class, kept on the device (no sync per batch).

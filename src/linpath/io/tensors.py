@@ -52,3 +52,29 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     ):
         raise LinpathError(f"{path} is not a state dict (expected a mapping of parameter names to tensors)")
     return obj
+
+
+def nonfinite_problem(state: dict[str, torch.Tensor]) -> str | None:
+    """'tensor 'fc.weight' has 3 NaN values' for the first tensor holding NaN or inf, else None."""
+    for name, tensor in state.items():
+        if not (tensor.is_floating_point() or tensor.is_complex()):
+            continue
+        finite = torch.isfinite(tensor)
+        if bool(finite.all()):
+            continue
+        nans = int(torch.isnan(tensor).sum())
+        infs = int((~finite).sum()) - nans
+        parts = [
+            f"{n} {kind} value{'s' if n != 1 else ''}" for n, kind in ((nans, "NaN"), (infs, "inf")) if n
+        ]
+        return f"tensor {name!r} has {' and '.join(parts)}"
+    return None
+
+
+def check_finite(state: dict[str, torch.Tensor], path: Path | str) -> dict[str, torch.Tensor]:
+    """Refuse a state holding NaN or inf, naming the file and the tensor."""
+    if problem := nonfinite_problem(state):
+        raise LinpathError(
+            f"{Path(path).name}: {problem} ({path}); pass --allow-nonfinite to evaluate it anyway"
+        )
+    return state

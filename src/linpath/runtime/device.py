@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -34,3 +35,33 @@ def resolve_device(device: str) -> torch.device:
         return torch.device(device)
     except RuntimeError:
         raise LinpathError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for new tensors on `device` (host: MemAvailable), or None where unknown."""
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[0])
+        except Exception:
+            return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits(nbytes: int, device: torch.device, what: str, share: float = 0.5) -> None:
+    """Refuse (one line) when `nbytes` exceed `share` of the memory free on `device`."""
+    free = available_memory(device)
+    if free is not None and nbytes > share * free:
+        raise LinpathError(
+            f"{what} would need {nbytes / 2**30:.1f} GiB, more than {share:.0%} of the "
+            f"{free / 2**30:.1f} GiB free on {device.type}; ask for less"
+        )

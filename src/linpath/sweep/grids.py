@@ -33,6 +33,8 @@ from linpath.errors import LinpathError
 
 KINDS = ("uniform", "dense-start", "dense-end", "adaptive", "values")
 QUANTITIES = ("loss", "error", "both")
+MAX_POINTS = 10_000  # a grid's positions, each a full evaluation of the split
+MAX_ABS_X = 3.0e38  # weights are mixed in float32: |x| beyond its range overflows
 REFINED_PEAKS = (
     2  # adaptive: refine the highest two local maxima, so a peak hidden behind a high end is found
 )
@@ -69,13 +71,26 @@ class Grid:
                 raise LinpathError("a grid of values needs at least one x")
             if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in v):
                 raise LinpathError(f"grid values must be finite numbers, got {', '.join(map(str, v))}")
+            if len(v) > MAX_POINTS:
+                raise LinpathError(f"a grid has at most {MAX_POINTS} points, got {len(v)}")
+            if any(abs(x) > MAX_ABS_X for x in v):
+                raise LinpathError(
+                    f"grid values must lie within ±{MAX_ABS_X:g} (weights are mixed in float32), "
+                    f"got {max(v, key=abs):g}"
+                )
             if any(b <= a for a, b in zip(v, v[1:])):
                 raise LinpathError(f"grid values must be strictly increasing, got {', '.join(map(str, v))}")
             return
         if isinstance(self.points, bool) or not isinstance(self.points, int) or self.points < 2:
             raise LinpathError(f"a grid needs at least 2 points, got {self.points}")
+        if self.points > MAX_POINTS:
+            raise LinpathError(
+                f"a grid has at most {MAX_POINTS} points (each one evaluates the whole split), got {self.points}"
+            )
         if not (math.isfinite(self.start) and math.isfinite(self.stop) and self.start < self.stop):
             raise LinpathError(f"grid range must be finite and increasing, got [{self.start}, {self.stop}]")
+        if max(abs(self.start), abs(self.stop)) > MAX_ABS_X:
+            raise LinpathError(f"grid range must lie within ±{MAX_ABS_X:g} (weights are mixed in float32)")
         if self.kind == "adaptive":
             if not (math.isfinite(self.tol) and self.tol > 0):
                 raise LinpathError(f"adaptive grid tolerance must be a positive number, got {self.tol}")

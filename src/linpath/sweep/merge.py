@@ -4,33 +4,32 @@ rebuilt from the item files in a fixed order, so they are identical however the 
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
 from linpath.io.tables import csv_text, read_csv_rows
+from linpath.sweep.items import PATH_COLUMNS, format_rows, item_problem
 
-PATH_COLUMNS = [
-    "replicate",
-    "t",
-    "x",
-    "split",
-    "bn",
-    "examples",
-    "precision",
-    "loss",
-    "error",
-    "loss_se",
-    "error_se",
-]
+__all__ = ["PATH_COLUMNS", "format_rows", "merge_paths", "setting_rows", "valid_items"]
 
 
-def format_rows(rows: list[list]) -> str:
-    return csv_text(PATH_COLUMNS, rows)
+def valid_items(run: RunDir, setting: str) -> list[Path]:
+    """The setting's item files that pass sweep.items.item_problem; the others are named in a warning."""
+    good = []
+    for path in sorted((run.sweep_dir / setting).glob("r*-t*.csv")):
+        if problem := item_problem(path):
+            print(f"linpath: warning: left out of the tables: {path}: {problem}", file=sys.stderr)
+        else:
+            good.append(path)
+    return good
 
 
 def setting_rows(run: RunDir, setting: str) -> list[list]:
     """Every finished point of one setting, sorted by replicate, t and x."""
     rows = []
-    for path in sorted((run.sweep_dir / setting).glob("r*-t*.csv")):
+    for path in valid_items(run, setting):
         rows += [[d.get(c) or "" for c in PATH_COLUMNS] for d in read_csv_rows(path)]  # old files: blank se
     rows.sort(key=lambda row: (int(row[0]), int(row[1]), float(row[2])))
     return rows

@@ -7,7 +7,10 @@ sweep/<setting>/, so a killed sweep resumes by skipping finished files, and seve
 
 from __future__ import annotations
 
+import math
+import sys
 import time
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -18,13 +21,32 @@ from linpath.engine.subsets import class_counts, stratified_subset
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
-from linpath.io.tensors import load_state_dict
-from linpath.runtime.device import resolve_device
+from linpath.io.tensors import check_finite, load_state_dict
+from linpath.runtime import progress as plain_progress
+from linpath.runtime.device import check_fits, resolve_device
 from linpath.runtime.distributed import World
+from linpath.sweep.items import item_problem
 from linpath.sweep.merge import format_rows, merge_paths
 from linpath.sweep.setting import SweepSetting
 
 MERGE_EVERY_S = 30.0  # how often a single-process sweep refreshes paths.csv from the finished items
+
+
+def _say(kind: str, message: str) -> None:
+    print(f"linpath: {kind}: {message}", file=sys.stderr, flush=True)
+
+
+def missing_checkpoints(run: RunDir, spec, source) -> list[tuple[int, int, Path]]:
+    """(replicate, t, file) for every kept t of the schedule that a finished replicate has no
+    checkpoint for. Imported runs (openlth.json) keep OpenLTH's steps, not the schedule's: none."""
+    if (run.root / "openlth.json").exists():
+        return []
+    kept = Schedule.of(spec, source.num_train_examples).kept()
+    out = []
+    for r in run.replicates():
+        saved = set(run.saved_steps(r))
+        out.extend((r, t, run.checkpoint(r, t)) for t in kept if t not in saved)
+    return out
 
 
 def work_items(
@@ -38,6 +60,12 @@ def work_items(
                 f"replicate {r} has no final checkpoint ({run.checkpoint(r, final)}); train it first"
             )
         wanted = [t for t in saved if t < final] if from_steps is None else from_steps
+        if from_steps is not None and final in from_steps:
+            _say(
+                "note",
+                f"--from-steps {final} is the final step of replicate {r}: its path has one point "
+                "(the network itself) and is not evaluated",
+            )
         for t in wanted:
             if t not in saved:
                 raise LinpathError(
@@ -52,6 +80,35 @@ def item_path(run: RunDir, setting: SweepSetting, r: int, t: int):
     return run.sweep_dir / setting.key / f"r{r}-t{t:07d}.csv"
 
 
+def item_check(path: Path, setting: SweepSetting, r: int, t: int) -> str | None:
+    """Why the item file of (r, t) under `setting` is not finished (None when it is): missing,
+    empty, cut short, a row missing or extra, a non-number, x values that are not the grid's."""
+    path = Path(path)
+    if path.name != f"r{r}-t{t:07d}.csv":
+        return f"it is not the file of replicate {r}, t={t}"
+    if not path.exists():
+        return "missing"
+    return item_problem(path, setting.grid, True, setting.split, setting.bn, setting.precision)
+
+
+def item_is_valid(path: Path, setting: SweepSetting, r: int, t: int) -> bool:
+    return item_check(path, setting, r, t) is None
+
+
+def _unfinished(run: RunDir, setting: SweepSetting, items, announce: bool) -> list[tuple[int, int]]:
+    """The items without a valid file; each invalid (not just missing) one is named on stderr."""
+    todo = []
+    for r, t in items:
+        path = item_path(run, setting, r, t)
+        problem = item_check(path, setting, r, t)
+        if problem is None:
+            continue
+        if problem != "missing" and announce:
+            _say("warning", f"recomputing {path}: {problem}")
+        todo.append((r, t))
+    return todo
+
+
 def _engine(spec, setting: SweepSetting, source, dev, batch_size, compile: bool):
     """The evaluator for this setting, with its (sub)set of the split and its BN batches."""
     evalset = source.eval_set(setting.split, dev)
@@ -61,6 +118,13 @@ def _engine(spec, setting: SweepSetting, source, dev, batch_size, compile: bool)
         evalset = evalset.subset(stratified_subset(evalset.labels, setting.eval_examples).to(dev))
     bn_batches = None
     if setting.bn == "recompute":
+        per_input = evalset.inputs[0].numel() * 4 if len(evalset.inputs) else 0
+        check_fits(
+            setting.bn_batches * spec.data.batch_size * per_input,
+            dev,
+            f"--bn-batches {setting.bn_batches} (x batch {spec.data.batch_size} x "
+            f"{per_input // 4} inputs x 4 bytes, held for the whole sweep)",
+        )
         # the same training batches (no augmentation) at every x, t and replicate
         stream = source.train_batches(spec.train.seed, spec.data.batch_size, device=dev, augment=False)
         bn_batches = [next(stream)[0] for _ in range(setting.bn_batches)]
@@ -110,6 +174,7 @@ def run_sweep(
     world: World = World(),
     batch_size: int | None = None,
     compile: bool = False,
+    allow_nonfinite: bool = False,
 ) -> int:
     """Evaluate every unfinished item (this rank's share); returns the number evaluated.
 
@@ -122,25 +187,41 @@ def run_sweep(
     if not replicates:
         raise LinpathError(f"{run.root} has no finished replicate to sweep; run 'linpath train' first")
     items = work_items(run, replicates, from_steps, schedule.total)
-    todo = world.broadcast([it for it in items if not item_path(run, setting, *it).exists()])[
-        world.rank :: world.size
-    ]
+    if world.is_main:
+        missing = missing_checkpoints(run, spec, source)
+        if missing:
+            shown = ", ".join(f"replicate {r} t={t}" for r, t, _ in missing[:5])
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            _say(
+                "warning",
+                f"{len(missing)} kept checkpoint(s) missing, their paths are skipped: {shown}{more} "
+                f"(first: {missing[0][2]})",
+            )
+    todo = world.broadcast(_unfinished(run, setting, items, world.is_main))[world.rank :: world.size]
     if not todo:
         return 0
     engine, bn_batches = _engine(spec, setting, source, resolve_device(device), batch_size, compile)
     last_merge = time.monotonic()
+    plain = progress and plain_progress.plain()
     bar = tqdm(
         total=len(todo) * len(setting.grid.xs()),
         desc=f"sweep (rank {world.rank})" if world.active else "sweep",
         unit="net",
-        disable=not progress,
+        disable=not progress or plain,
         dynamic_ncols=True,
     )
+    started = time.monotonic()
+
+    def load(t: int) -> dict:
+        path = run.checkpoint(r, t)
+        state = load_state_dict(path)
+        return state if allow_nonfinite else check_finite(state, path)
+
     finals: dict[int, dict] = {}
-    for r, t in todo:
+    for done, (r, t) in enumerate(todo, 1):
         if r not in finals:
-            finals = {r: load_state_dict(run.checkpoint(r, schedule.total))}
-        start = load_state_dict(run.checkpoint(r, t))
+            finals = {r: load(schedule.total)}
+        start = load(t)
         try:
             rows = _item_rows(engine, setting, start, finals[r], bn_batches, r, t)
         except LinpathError as e:
@@ -149,6 +230,12 @@ def run_sweep(
             ) from None
         atomic_write_text(item_path(run, setting, r, t), format_rows(rows))
         bar.update(len(setting.grid.xs()))
+        if plain:
+            where = f"rank {world.rank} " if world.active else ""
+            plain_progress.line(
+                f"sweep {where}{done}/{len(todo)}: replicate {r} t={t} done "
+                f"({math.ceil(time.monotonic() - started)} s)"
+            )
         if not world.active and time.monotonic() - last_merge > MERGE_EVERY_S:
             merge_paths(run)  # keep paths.csv current during long sweeps (ranks: rank 0 merges at the end)
             last_merge = time.monotonic()

@@ -25,6 +25,7 @@ from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
 from linpath.io.tensors import load_tensors, save_tensors
+from linpath.runtime import progress as plain_progress
 from linpath.runtime.device import autocast, resolve_device
 from linpath.runtime.distributed import World
 from linpath.train.log import append_log, truncate_log
@@ -206,12 +207,13 @@ def _loop(
     """Steps until `end`, with the hooks: a checkpoint at kept steps, log and resume file at epoch ends."""
     keep = set(schedule.kept())
     evalset = source.eval_set("test", dev)
+    plain = progress and world.is_main and plain_progress.plain()
     bar = tqdm(
         total=schedule.total,
         initial=s.step,
         desc=f"train replicate {r}",
         unit="it",
-        disable=not (progress and world.is_main),
+        disable=not (progress and world.is_main) or plain,
         dynamic_ncols=True,
         leave=False,
     )
@@ -232,6 +234,11 @@ def _loop(
         if epoch_end:
             accuracy = _end_epoch(s, run, r, schedule, evalset, spec.train.precision)
             bar.set_postfix(test_acc=f"{accuracy:.4f}")
+            if plain:
+                plain_progress.line(
+                    f"train replicate {r}: iteration {s.step}/{schedule.total} "
+                    f"(epoch {s.step / schedule.iterations_per_epoch:.2f}), test accuracy {accuracy:.4f}"
+                )
         if epoch_end or s.step in keep:
             _save_resume(run, r, s)
     bar.close()
