@@ -16,6 +16,7 @@ from linpath.analysis.verdicts import verdicts
 from linpath.config.presets import claims_of, figure2_steps_of
 from linpath.config.schedule import Schedule
 from linpath.config.spec import Spec, read_spec, write_spec
+from linpath.config.steps import kept_steps
 from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
 from linpath.io.tables import write_csv
@@ -109,6 +110,13 @@ def final_accuracies(run: RunDir, replicates: list[int]) -> list[float]:
     return [float(log[-1]["test_accuracy"]) for log in logs if log]
 
 
+def other_split(run: RunDir, setting: str):
+    """The same sweep setting on the other split (test <-> train), when it was swept."""
+    split, _, rest = setting.partition("-")
+    twin = {"test": "train", "train": "test"}.get(split)
+    return load_curves(run, f"{twin}-{rest}") if twin and f"{twin}-{rest}" in settings_of(run) else None
+
+
 def report_setting(run: RunDir, spec: Spec, setting: str, metric: str = "rise_over_start") -> Section:
     """One sweep setting's tables, figures and verdicts, in results/<setting>/."""
     curves = load_curves(run, setting)
@@ -119,7 +127,10 @@ def report_setting(run: RunDir, spec: Spec, setting: str, metric: str = "rise_ov
     write_csv(folder / "summary.csv", SUMMARY_COLUMNS, summary)
     claims = claims_of(spec.preset)
     title = claims.setting if claims else spec.preset
-    figures = all_figures(curves, summary, title, folder / "figures", figure2_steps_of(spec.preset), metric)
+    other = other_split(run, setting)
+    figures = all_figures(
+        curves, summary, title, folder / "figures", figure2_steps_of(spec.preset), metric, other
+    )
     accuracies = final_accuracies(run, curves.replicates)
     return Section(
         curves, summary, verdicts(curves, summary, claims, accuracies, spec.train.training_steps), figures
@@ -139,7 +150,28 @@ def report(run_dir: str | Path, metric: str = "rise_over_start", settings: list[
         )
     sections = [report_setting(run, spec, s, metric) for s in settings]
     claims = claims_of(spec.preset)
-    return write_report(run, spec, claims.setting if claims else spec.preset, sections, [])
+    return write_report(run, spec, claims.setting if claims else spec.preset, sections, missing_notes(run))
+
+
+def missing_notes(run: RunDir) -> list[str]:
+    """A note per kept checkpoint that a finished replicate lacks (its paths are missing from
+    every setting); read from the DONE markers, so no data set is needed."""
+    if (run.root / "openlth.json").exists():
+        return []  # imported runs keep OpenLTH's steps, not linpath's schedule
+    notes = []
+    for r in run.replicates():
+        try:
+            total = int(run.done_marker(r).read_text().strip())
+        except ValueError:
+            continue
+        saved = set(run.saved_steps(r))
+        lost = [t for t in kept_steps(total) if t not in saved]
+        if lost:
+            notes.append(
+                f"replicate {r} has no checkpoint at kept t = {', '.join(map(str, lost))} "
+                f"({run.checkpoint_dir(r)}): those paths are missing from every setting."
+            )
+    return notes
 
 
 __all__ = ["open_run", "train", "sweep", "report", "LinpathError"]

@@ -69,18 +69,36 @@ def _finite_ylim(ax, arrays):
         ax.set_ylim(lo - pad, hi + pad)
 
 
-def figure1(curves: Curves, title: str, folder: Path) -> list[Path]:
+def _overlay(ax, other: Curves | None, t: int, q: str, color) -> list[np.ndarray]:
+    """The other split's mean curve from t, dashed (Goodfellow et al. plot the training loss)."""
+    if other is None or t not in other.steps:
+        return []
+    x, mean, _ = other.mean_std(t, q)
+    ax.plot(x, mean, color=color, linestyle="--", linewidth=1)
+    return [mean]
+
+
+def _split_legend(ax, curves: Curves, other: Curves | None) -> None:
+    if other is not None:
+        ax.plot([], [], color="gray", label=f"{curves.split} (solid)")
+        ax.plot([], [], color="gray", linestyle="--", label=f"{other.split} (dashed)")
+
+
+def figure1(curves: Curves, title: str, folder: Path, other: Curves | None = None) -> list[Path]:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, q in zip(axes, ("loss", "error")):
         x, mean, std = curves.mean_std(0, q)
         _band(ax, x, mean, std, color="C0")
-        _finite_ylim(ax, [mean - std, mean + std])
+        _finite_ylim(ax, [mean - std, mean + std, *_overlay(ax, other, 0, q, "C0")])
         ax.set_xlabel("interpolation x  (0 = initialization, 1 = final)")
-        ax.set_ylabel(_label(q, curves.split))
+        ax.set_ylabel(_label(q, curves.split) if other is None else f"{LABELS[q].split(' ', 1)[1]}")
         ax.grid(alpha=0.3)
+    _split_legend(axes[1], curves, other)
+    if other is not None:
+        axes[1].legend(fontsize=8)
     n = len(curves.replicates)
     fig.suptitle(
-        f"{title}: the path from initialization (mean ± std over {n} replicate{'s' * (n != 1)}, BN {curves.bn})"
+        f"{title}: the path from initialization (mean ± std over {n} replicate{'s' * (n != 1)}, BatchNorm {curves.bn})"
     )
     return _save(fig, folder, "figure1")
 
@@ -94,19 +112,23 @@ def figure2_steps(curves: Curves, preferred: tuple[int, ...]) -> list[int]:
     return chosen or steps[:1]
 
 
-def figure2(curves: Curves, title: str, folder: Path, steps: list[int]) -> list[Path]:
+def figure2(
+    curves: Curves, title: str, folder: Path, steps: list[int], other: Curves | None = None
+) -> list[Path]:
     cmap = plt.get_cmap("viridis")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, q in zip(axes, ("loss", "error")):
         arrays = []
         for i, t in enumerate(steps):
+            color = cmap(i / max(1, len(steps) - 1) * 0.9)
             x, mean, std = curves.mean_std(t, q)
-            _band(ax, x, mean, std, color=cmap(i / max(1, len(steps) - 1) * 0.9), label=f"t = {t}")
-            arrays += [mean - std, mean + std]
+            _band(ax, x, mean, std, color=color, label=f"t = {t}")
+            arrays += [mean - std, mean + std, *_overlay(ax, other, t, q, color)]
         _finite_ylim(ax, arrays)
         ax.set_xlabel("interpolation x  (0 = state at t, 1 = final)")
-        ax.set_ylabel(_label(q, curves.split))
+        ax.set_ylabel(_label(q, curves.split) if other is None else f"{LABELS[q].split(' ', 1)[1]}")
         ax.grid(alpha=0.3)
+    _split_legend(axes[1], curves, other)
     axes[1].legend(title="start", fontsize=8, loc="upper right")
     fig.suptitle(f"{title}: paths from the state at iteration t to the final state")
     return _save(fig, folder, "figure2")
@@ -152,10 +174,13 @@ def all_figures(
     folder: Path,
     figure2_preferred: tuple[int, ...],
     metric: str = "rise_over_start",
+    other: Curves | None = None,
 ) -> list[Path]:
+    """Figures 1-3 of one setting; `other` (the same setting on the other split) is overlaid
+    dashed on Figures 1 and 2."""
     paths = []
     if 0 in curves.steps:
-        paths += figure1(curves, title, folder)
-    paths += figure2(curves, title, folder, figure2_steps(curves, figure2_preferred))
+        paths += figure1(curves, title, folder, other)
+    paths += figure2(curves, title, folder, figure2_steps(curves, figure2_preferred), other)
     paths += figure3(curves, summary, title, folder, metric)
     return paths
