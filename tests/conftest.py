@@ -38,3 +38,13 @@ def small_run(tmp_path_factory, data_root):
 
     spec = preset("mnist_lenet_300_100").with_overrides(SMALL)
     return pipeline.train(spec, tmp_path_factory.mktemp("runs"), data_root, device="cpu", progress=False)
+
+
+# Fixtures that train a run end to end: every test using one is slow (make test-fast skips it).
+TRAINING_FIXTURES = {"small_run", "momentum_run", "runs", "reference_sweep", "swept"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -182,6 +182,7 @@ def test_refuses_pickled_code(tmp_path, data):
         linpath.path(TinyNet(), start, tmp_path / "module.pt", data)
 
 
+@pytest.mark.slow
 def test_example_script(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("own_model_example", REPO / "examples" / "own_model.py")
     example = importlib.util.module_from_spec(spec)

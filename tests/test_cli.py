@@ -82,6 +82,7 @@ def test_presets_lists_the_four_settings(capsys):
         assert name in out
 
 
+@pytest.mark.slow
 def test_end_to_end_through_the_cli(tmp_path, data_root):
     """A short run: a few hundred iterations, a few t, a coarse grid, in a subprocess."""
     env = {**os.environ, "LINPATH_DATA": str(data_root)}

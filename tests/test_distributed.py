@@ -11,6 +11,8 @@ import torch
 
 from linpath.io.rundir import RunDir
 
+pytestmark = pytest.mark.slow  # trains runs, runs subprocesses or torchrun
+
 COMMON = ["--training-steps", "60it", "--replicates", "1", "--quiet", "--device", "cpu"]
 SWEEP = ["--points", "5", "--from-steps", "0,16,32", "--quiet", "--device", "cpu"]
 

@@ -42,6 +42,8 @@ SEED = int(os.environ.get("LINPATH_FAULT_SEED", random.SystemRandom().randrange(
 RNG = random.Random(SEED)
 STEPS = "0,16,256"
 POINTS = 5
+pytestmark = pytest.mark.slow  # trains runs, runs subprocesses or torchrun
+
 # The full set (the default, and CI) also kills inside the resume file, DONE marker and paths.csv
 # writes; LINPATH_FAULTS_FULL=0 keeps only two kills per command (the quick set).
 FULL = os.environ.get("LINPATH_FAULTS_FULL", "1") == "1"  # every kill point; "0" for the quick set

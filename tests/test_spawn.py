@@ -16,6 +16,8 @@ from linpath.sweep.grids import Grid
 from linpath.sweep.merge import PATH_COLUMNS
 from linpath.train.loop import train_replicate
 
+pytestmark = pytest.mark.slow  # trains runs, runs subprocesses or torchrun
+
 T, TOTAL = 16, 40
 
 
