@@ -70,7 +70,7 @@ def snapshot(root: Path) -> dict[str, str]:
         (["--lr", "nan"], "--lr must be a finite number >= 0"),
         (["--milestone-steps", "80ep,xx"], "not a step: 'xx'"),
         (["--warmup-steps", "-5"], "not a step: '-5'"),
-        (["--precision", "fp16"], "unknown precision 'fp16'"),
+        (["--train-precision", "fp16"], "unknown precision 'fp16'"),
         (["--model", "resnet_7"], "unknown model 'resnet_7'"),
         (["--dataset", "svhn"], "unknown dataset 'svhn'"),
         (["--seed", "-1"], "--seed must be >= 0"),

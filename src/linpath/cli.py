@@ -41,6 +41,11 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+# Spec fields whose flag says more than the field's name: training's precision is
+# --train-precision, evaluation's --eval-precision, everywhere.
+FLAG_NAMES = {"precision": "train-precision"}
+
+
 def _add_overrides(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("overrides of the preset (they enter spec.json and the run's hash)")
 
@@ -52,7 +57,7 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
     for f in override_fields():
         kind = hints[f.name]
         g.add_argument(
-            "--" + f.name.replace("_", "-"),
+            "--" + FLAG_NAMES.get(f.name, f.name.replace("_", "-")),
             dest=f.name,
             default=None,
             type=_bool if kind is bool else kind,
@@ -74,7 +79,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _add_sweep_options(p: argparse.ArgumentParser, precision_flag: str) -> None:
+def _add_sweep_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sweep")
     g.add_argument(
         "--points",
@@ -125,8 +130,8 @@ def _add_sweep_options(p: argparse.ArgumentParser, precision_flag: str) -> None:
         help="BatchNorm policy along the path (default interpolate)",
     )
     g.add_argument(
-        precision_flag,
-        dest="sweep_precision",
+        "--eval-precision",
+        dest="eval_precision",
         choices=PRECISIONS,
         default="fp32",
         help="evaluation arithmetic (default fp32)",
@@ -155,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs", help="folder that holds run folders (default runs/)")
     _add_common(p)
     _add_overrides(p)
-    _add_sweep_options(p, "--sweep-precision")
+    _add_sweep_options(p)
     _add_report_options(p)
 
     p = sub.add_parser("train", help="train a preset's replicates (resumes; reuses finished ones)")
@@ -167,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="evaluate the paths of a trained run (resumes)")
     p.add_argument("run_dir", help="a run folder, e.g. runs/mnist_lenet_300_100-<hash>")
     _add_common(p)
-    _add_sweep_options(p, "--precision")
+    _add_sweep_options(p)
 
     p = sub.add_parser(
         "report", help="report.md, and each sweep setting's tables and figures in results/<setting>/"
@@ -213,7 +218,9 @@ def _add_own_model_commands(sub) -> None:
     p.add_argument(
         "--bn", choices=BN_POLICIES, default="interpolate", help="BatchNorm policy (default interpolate)"
     )
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    p.add_argument(
+        "--eval-precision", choices=PRECISIONS, default="fp32", help="evaluation arithmetic (default fp32)"
+    )
     p.add_argument("--batch-size", type=int, default=1000, help="evaluation batch size (default 1000)")
     p.add_argument(
         "--allow-nonfinite",
@@ -270,7 +277,7 @@ def _setting(args):
         split=args.split,
         bn=args.bn,
         grid=grid,
-        precision=args.sweep_precision,
+        precision=args.eval_precision,
         bn_batches=args.bn_batches,
         eval_examples=args.eval_examples,
     )
@@ -352,7 +359,7 @@ def _dispatch_own_model(args, progress: bool) -> int:
             args.points,
             args.bn,
             args.device,
-            args.precision,
+            args.eval_precision,
             args.batch_size,
             args.num_classes,
             args.allow_nonfinite,
