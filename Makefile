@@ -23,9 +23,16 @@ test: $(VENV)/.installed lint
 test-fast: $(VENV)/.installed
 	LINPATH_TEST_DATA=$(DATA) $(VENV)/bin/python -m pytest -q -m "not slow and not cuda"
 
+# The GPU check (docs/gpu.md): on a machine with an NVIDIA GPU, no network; about 10 minutes on an H100.
+# No install step: it uses $(VENV) when present, else python3 with linpath and a CUDA torch installed.
+GPU_OUT = $(if $(filter command line,$(origin OUT)),$(OUT),gpu-out)
+gpu-check:
+	GPU_CHECK_PYTHON=$(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,python3) \
+		benchmarks/gpu_check.sh $(GPU_OUT) $(DATA)
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
 	$(VENV)/bin/lint-imports --no-cache
 
-.PHONY: install mnist test test-fast lint
+.PHONY: install mnist test test-fast lint gpu-check

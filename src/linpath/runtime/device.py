@@ -19,10 +19,31 @@ def check_precision(precision: str) -> str:
 
 
 def autocast(device: torch.device, precision: str):
-    """bf16 autocast for "bf16", nothing for "fp32"."""
+    """bf16 autocast for "bf16"; IEEE fp32 for "fp32" (see exact_fp32)."""
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    return exact_fp32(device, precision)
+
+
+def exact_fp32(device: torch.device, precision: str):
+    """linpath's fp32 is IEEE fp32 on every device. PyTorch lets cuDNN convolutions use TF32 on
+    Ampere and later GPUs by default (a 10-bit mantissa: about 1e-3 relative error), so CUDA
+    fp32 results would differ from CPU ones by far more than rounding; for fp32 work on CUDA this
+    turns TF32 off (convolutions and matmuls) for the duration of the block, and restores the
+    flags after. Nothing for bf16 or on the CPU."""
+    if precision != "fp32" or device.type != "cuda":
+        return contextlib.nullcontext()
+    return _no_tf32()
+
+
+@contextlib.contextmanager
+def _no_tf32():
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def resolve_device(device: str) -> torch.device:

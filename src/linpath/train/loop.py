@@ -26,7 +26,7 @@ from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
 from linpath.io.tensors import load_tensors, save_tensors
 from linpath.runtime import progress as plain_progress
-from linpath.runtime.device import autocast, resolve_device
+from linpath.runtime.device import autocast, exact_fp32, resolve_device
 from linpath.runtime.distributed import World
 from linpath.train.log import append_log, truncate_log
 
@@ -105,7 +105,8 @@ def _sgd_step(s: _State, net, inputs, labels, lr: float, spec: Spec, dev, world:
         else:
             loss = F.cross_entropy(net(inputs), labels)
     s.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    with exact_fp32(dev, spec.train.precision):  # the backward pass in fp32 too (no TF32 on CUDA)
+        loss.backward()
     s.optimizer.step()
     s.step += 1
     s.loss_sum = s.loss_sum + loss.detach().float()

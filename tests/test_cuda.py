@@ -1,0 +1,214 @@
+"""On an NVIDIA GPU: the engine and training on CUDA agree with the CPU, torchrun initializes
+nccl and gloo, and the compiled engine works. Skipped without CUDA; run by
+benchmarks/gpu_check.sh (see docs/gpu.md).
+
+Tolerances: fp32 on CUDA is IEEE fp32 (linpath turns TF32 off for fp32 work), so it agrees with
+the CPU to rounding: 1e-4 absolute on a mean loss. bf16 on CUDA is compared with fp32 on the CPU:
+within BF16_LOSS_TOL (absolute, on a mean cross-entropy of about 2.3, i.e. ~0.4 %), the size of
+bf16's 8-bit mantissa over ~20 layers; the CPU engine's bf16 differs from its fp32 by ~2e-4 on
+the same kind of path (benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import pytest
+import torch
+
+from linpath.config.presets import preset
+from linpath.config.spec import write_spec
+from linpath.data import cifar10
+from linpath.data.memory import InMemorySource
+from linpath.data.source import EvalSet, Split
+from linpath.engine.evaluator import PathEvaluator
+from linpath.io.rundir import RunDir
+from linpath.models import build
+from linpath.train.log import read_log
+from linpath.train.loop import train_replicate
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (CUDA)"),
+]
+
+FP32_LOSS_TOL = 1e-4
+BF16_LOSS_TOL = 1e-2
+MODEL = "cifar_resnet_20"
+XS = [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
+def endpoint(seed: int) -> dict:
+    """A ResNet-20 state with random weights and random BatchNorm running statistics."""
+    model = build(MODEL, 10, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.normal_(0, 0.1, generator=g)
+                m.running_var.uniform_(0.5, 1.5, generator=g)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def data():
+    g = torch.Generator().manual_seed(0)
+    inputs = torch.randn(512, 3, 32, 32, generator=g)
+    labels = torch.randint(0, 10, (512,), generator=g)
+    bn_batches = [torch.randn(128, 3, 32, 32, generator=g) for _ in range(2)]
+    return inputs, labels, bn_batches, endpoint(1), endpoint(2)
+
+
+def path_results(data, device: str, precision: str = "fp32", bn: str = "interpolate", compile=False):
+    inputs, labels, bn_batches, start, end = data
+    evalset = EvalSet(inputs.to(device), labels.to(device))
+    engine = PathEvaluator(build(MODEL, 10, seed=0), evalset, precision=precision, compile=compile)
+    results = engine.evaluate_path(
+        start, end, XS, bn=bn, bn_batches=bn_batches if bn == "recompute" else None
+    )
+    return engine, results
+
+
+def assert_close(cpu, gpu, loss_tol: float, error_tol: float = 2 / 512 + 1e-9):
+    """Losses within loss_tol; errors within error_tol (a prediction may flip where two logits
+    are nearly tied: by default two of the 512 examples)."""
+    for x, a, b in zip(XS, cpu, gpu):
+        assert abs(a.loss - b.loss) <= loss_tol, (x, a.loss, b.loss)
+        assert abs(a.error - b.error) <= error_tol, (x, a.error, b.error)
+
+
+@pytest.mark.parametrize("bn", ["interpolate", "recompute"])
+def test_fp32_engine_on_cuda_matches_the_cpu_engine(data, bn):
+    _, cpu = path_results(data, "cpu", bn=bn)
+    engine, gpu = path_results(data, "cuda", bn=bn)
+    assert engine.device.type == "cuda"
+    assert_close(cpu, gpu, FP32_LOSS_TOL)
+
+
+def test_bf16_engine_on_cuda_is_within_the_documented_tolerance(data):
+    _, cpu = path_results(data, "cpu")
+    _, gpu = path_results(data, "cuda", precision="bf16")
+    assert_close(cpu, gpu, BF16_LOSS_TOL, error_tol=0.05)  # up to 5 % of predictions may flip
+    assert max(abs(a.loss - b.loss) for a, b in zip(cpu, gpu)) > 0  # bf16 did run in bf16
+
+
+def test_compiled_engine_on_cuda_matches_the_cpu_engine(data):
+    _, cpu = path_results(data, "cpu")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        engine, gpu = path_results(data, "cuda", compile=True)
+    fallbacks = [str(w.message) for w in caught if "torch.compile failed" in str(w.message)]
+    assert not fallbacks, fallbacks
+    assert engine._compiled is not None  # it evaluated compiled, not eagerly after a failure
+    assert_close(cpu, gpu, FP32_LOSS_TOL)
+
+
+def random_source() -> InMemorySource:
+    g = torch.Generator().manual_seed(0)
+    train = Split(
+        torch.randint(0, 256, (512, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(512) % 10
+    )
+    test = Split(
+        torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(256) % 10
+    )
+    return InMemorySource("random", train, test, cifar10.MEAN, cifar10.STD, 10)
+
+
+def test_training_steps_on_cuda_match_the_cpu(tmp_path):
+    """Three SGD steps of the cifar_resnet_20 preset (fp32, momentum, weight decay, train-mode
+    BatchNorm), without augmentation (its random numbers come from the device's generator)."""
+    spec = preset(MODEL).with_overrides({"training_steps": "3it", "replicates": 1, "augment": False})
+    source = random_source()
+    runs = {}
+    for device in ("cpu", "cuda"):
+        run = RunDir(tmp_path / device / spec.run_name)
+        write_spec(run, spec)
+        train_replicate(spec, run, 0, source, device=device, progress=False)
+        runs[device] = run
+    assert runs["cuda"].saved_steps(0) == runs["cpu"].saved_steps(0) == [0, 1, 2, 3]
+    for t in (1, 2, 3):
+        a = torch.load(runs["cpu"].checkpoint(0, t), weights_only=True)
+        b = torch.load(runs["cuda"].checkpoint(0, t), weights_only=True)
+        for k in a:
+            assert b[k].device.type == "cpu"
+            assert torch.allclose(a[k].float(), b[k].float(), rtol=0, atol=1e-4), (
+                t,
+                k,
+                (a[k] - b[k]).abs().max(),
+            )
+    (cpu_row,), (gpu_row,) = read_log(runs["cpu"], 0), read_log(runs["cuda"], 0)
+    assert abs(float(cpu_row["train_loss"]) - float(gpu_row["train_loss"])) < 1e-4
+    assert abs(float(cpu_row["test_loss"]) - float(gpu_row["test_loss"])) < 1e-3
+
+
+TORCHRUN_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+    from linpath.models import build
+
+    backend = sys.argv[1]
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    assert os.environ["WORLD_SIZE"] == "1"
+    torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend=backend)
+    assert dist.get_backend() == backend
+    t = torch.full((4,), 2.0, device=f"cuda:{local_rank}")
+    dist.all_reduce(t)
+    assert t.tolist() == [2.0] * 4
+    box = ["from rank 0" if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    assert box[0] == "from rank 0"
+    # what linpath's training loop does under torchrun: DDP on the rank's GPU, one SGD step
+    model = build("cifar_resnet_20", 10, seed=0).cuda()
+    net = DistributedDataParallel(model, device_ids=[local_rank])
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    x, y = torch.randn(16, 3, 32, 32, device="cuda"), torch.randint(0, 10, (16,), device="cuda")
+    torch.nn.functional.cross_entropy(net(x), y).backward()
+    opt.step()
+    torch.cuda.synchronize()
+    dist.barrier()
+    dist.destroy_process_group()
+    print(f"OK {backend}")
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("backend", ["nccl", "gloo"])
+def test_torchrun_with_one_process_initializes(backend, tmp_path):
+    if not torch.distributed.is_available() or (
+        backend == "nccl" and not torch.distributed.is_nccl_available()
+    ):
+        pytest.fail(f"{backend} is not available in this torch build")
+    script = tmp_path / "ddp_check.py"
+    script.write_text(TORCHRUN_SCRIPT)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node=1",
+            "--nnodes=1",
+            "--master-addr=127.0.0.1",
+            f"--master-port={free_port()}",
+            str(script),
+            backend,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
+    assert f"OK {backend}" in done.stdout
