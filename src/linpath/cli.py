@@ -283,6 +283,22 @@ def _setting(args):
     )
 
 
+def _sweep(args, run_dir, setting, world, progress: bool):
+    """The sweep stage with the command line's sweep options."""
+    steps = parse_steps(args.from_steps)
+    return pipeline.sweep(
+        run_dir,
+        setting,
+        args.data_root,
+        args.device,
+        steps,
+        progress,
+        world,
+        args.compile,
+        args.allow_nonfinite,
+    )
+
+
 def _dispatch(args) -> int:
     progress = not getattr(args, "quiet", False)
     if args.command == "presets":
@@ -302,17 +318,7 @@ def _dispatch(args) -> int:
         say(f"trained: {run.root}")
         if args.command == "train":
             return 0
-        pipeline.sweep(
-            run.root,
-            setting,
-            args.data_root,
-            args.device,
-            parse_steps(args.from_steps),
-            progress,
-            world,
-            args.compile,
-            args.allow_nonfinite,
-        )
+        _sweep(args, run.root, setting, world, progress)
         say(f"swept: {run.paths_csv}")
         if world.is_main:
             say(f"report: {pipeline.report(run.root, args.metric)}")
@@ -322,17 +328,7 @@ def _dispatch(args) -> int:
             raise LinpathError(f"no run folder at {args.run_dir}")
         setting = _setting(args)
         world = distributed.init(args.device)
-        run = pipeline.sweep(
-            args.run_dir,
-            setting,
-            args.data_root,
-            args.device,
-            parse_steps(args.from_steps),
-            progress,
-            world,
-            args.compile,
-            args.allow_nonfinite,
-        )
+        run = _sweep(args, args.run_dir, setting, world, progress)
         if world.is_main:
             print(f"swept: {run.paths_csv}")
         return 0
