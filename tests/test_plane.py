@@ -203,3 +203,43 @@ def test_bad_grid_and_mismatched_states():
     wrong["1.weight"] = torch.zeros(7, 11)
     with pytest.raises(LinpathError, match="state b"):
         linpath.plane(make(), o, a, wrong, d, grid=2)
+
+
+MODEL_FILE = """
+import torch
+from torch import nn
+
+
+def tiny():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 7), nn.ReLU(), nn.Linear(7, 5), nn.ReLU(), nn.Linear(5, 3))
+"""
+
+
+def test_cli_plane_of_three_files(tmp_path, capsys):
+    from linpath.cli import main
+
+    (tmp_path / "tiny.py").write_text(MODEL_FILE)
+    names = []
+    for s, name in zip((1, 2, 3), ("init", "final", "other")):
+        torch.save(random_state(tiny_mlp, s), tmp_path / f"{name}.pt")
+        names.append(str(tmp_path / f"{name}.pt"))
+    inputs, labels = data((12,))
+    torch.save((inputs, labels), tmp_path / "data.pt")
+    out = tmp_path / "out"
+    argv = [*names, "--model", f"{tmp_path / 'tiny.py'}:tiny", "--data", str(tmp_path / "data.pt")]
+    assert main(["plane", *argv, "--grid", "3,2", "--span", "-0.5,1.5", "--out", str(out), "--quiet"]) == 0
+    assert "wrote:" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(out / "plane.csv")))
+    assert [list(r) for r in rows[:1]] == [["alpha", "beta", "loss", "error"]]
+    assert len(rows) == 6 and (out / "plane.png").stat().st_size > 0
+    o, a, b = (random_state(tiny_mlp, s) for s in (1, 2, 3))
+    for row in rows:
+        alpha, beta = float(row["alpha"]), float(row["beta"])
+        loss, error = plain_eval(tiny_mlp, mixed(o, a, b, alpha, beta), inputs, labels)
+        assert float(row["loss"]) == pytest.approx(loss, abs=1e-5, rel=1e-5)
+        assert float(row["error"]) == pytest.approx(error, abs=1e-5)
+    assert {float(r["alpha"]) for r in rows} == {-0.5, 0.5, 1.5}
+    assert {float(r["beta"]) for r in rows} == {-0.5, 1.5}
+    assert main(["plane", *names[:2], "--model", "x:y", "--data", "d"]) == 2
+    assert "three state files" in capsys.readouterr().err

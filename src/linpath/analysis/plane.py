@@ -80,6 +80,7 @@ def _contour(fig, ax, alpha, beta, values, log: bool) -> None:
         ax.text(0.5, 0.5, "no finite values", transform=ax.transAxes, ha="center")
         return
     from matplotlib.colors import LogNorm
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
     lo, hi = float(finite.min()), float(finite.max())
     if hi <= lo:
@@ -90,4 +91,6 @@ def _contour(fig, ax, alpha, beta, values, log: bool) -> None:
         levels, norm = np.linspace(lo, hi, 21), None
     filled = ax.contourf(alpha, beta, z, levels=levels, norm=norm, cmap="viridis")
     ax.contour(alpha, beta, z, levels=levels[::4], colors="black", linewidths=0.4, alpha=0.5)
-    fig.colorbar(filled, ax=ax, shrink=0.85)
+    bar = fig.colorbar(filled, ax=ax, shrink=0.85, ticks=levels[::4])
+    bar.ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+    bar.ax.yaxis.set_minor_formatter(NullFormatter())
