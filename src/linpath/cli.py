@@ -15,6 +15,7 @@ import numpy as np
 from linpath import data as datasets
 from linpath import pipeline
 from linpath.analysis.metrics import METRICS
+from linpath.analysis.trajectory import trajectory_rows, write_trajectory
 from linpath.commands.openlth import import_run
 from linpath.commands.path import path_between_files
 from linpath.commands.plane import PlaneOptions, parse_pair, plane_between_files, plane_of_run
@@ -233,6 +234,11 @@ def _add_own_model_commands(sub) -> None:
 
     _add_plane_command(sub)
 
+    p = sub.add_parser("trajectory", help="a replicate's kept states against the line from init to final")
+    p.add_argument("run_dir")
+    p.add_argument("--replicate", type=int, default=0, help="the replicate (default 0)")
+    p.add_argument("--out", default=None, help="output folder (default <run>/trajectory/r<R>/)")
+
     p = sub.add_parser(
         "spawn", help="train children from a replicate's state at T, measure their instability"
     )
@@ -416,6 +422,20 @@ def _dispatch(args) -> int:
         return _dispatch_own_model(args, progress)
     if args.command == "plane":
         return _dispatch_plane(args)
+    if args.command == "trajectory":
+        if not Path(args.run_dir).is_dir():
+            raise LinpathError(f"no run folder at {args.run_dir}")
+        run = RunDir(args.run_dir)
+        rows = trajectory_rows(run, args.replicate)
+        out = args.out or run.root / "trajectory" / f"r{args.replicate}"
+        files = write_trajectory(rows, out, f"{run.root.name}, replicate {args.replicate}")
+        for row in rows:
+            print(
+                f"t={row['t']}: progress {row['progress']:.3f}, distance {row['distance_rel']:.3f} of the line, "
+                f"{row['to_final_rel']:.3f} of ‖θ_T‖ from the final state"
+            )
+        print(f"wrote: {', '.join(str(f) for f in files)}")
+        return 0
     raise AssertionError(args.command)
 
 
