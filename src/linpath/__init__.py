@@ -3,6 +3,7 @@
 The public Python API (see api.py and docs/own_model.md):
     linpath.path(model, start_state, end_state, data, ...) -> linpath.PathCurve
     linpath.plane(model, origin, a, b, data, ...) / linpath.random_plane(...) -> linpath.Surface
+    linpath.align(state_a, state_b) -> state_b permuted to match a (fully connected networks)
 It is imported on first use, so `import linpath` (and the CLI's start) stays light.
 """
 
@@ -17,14 +18,15 @@ __all__ = [
     "plane",
     "random_plane",
     "Surface",
+    "align",
     "load_state",
     "LinpathError",
     "__version__",
 ]
-_API = ("path", "PathCurve", "plane", "random_plane", "Surface", "load_state")
+_API = ("path", "PathCurve", "plane", "random_plane", "Surface", "align", "load_state")
 
 if TYPE_CHECKING:
-    from linpath.api import PathCurve, Surface, load_state, path, plane, random_plane
+    from linpath.api import PathCurve, Surface, align, load_state, path, plane, random_plane
 
 
 def __getattr__(name: str):

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from linpath.analysis.metrics import path_metrics
 from linpath.analysis.plane import Surface
 from linpath.data.source import EvalSet
+from linpath.engine.align import align_mlp
 from linpath.engine.bn_stats import DEFAULT_BN_BATCHES, check_bn_policy
 from linpath.engine.evaluator import PathEvaluator
 from linpath.engine.interpolate import check_compatible
@@ -52,6 +53,7 @@ __all__ = [
     "path",
     "plane",
     "random_plane",
+    "align",
     "evaluate_curve",
     "load_state",
     "as_evalset",
@@ -519,3 +521,13 @@ def random_plane(
     )
     evaluated = _evaluate_plane(work, state, d_a, d_b, data, grid, span, options)
     return _surface(*evaluated, ((0.0, 0.0, "center"),), precision)
+
+
+def align(state_a: StateLike, state_b: StateLike, seed: int = 0) -> dict[str, torch.Tensor]:
+    """State b with its hidden units permuted to match state a's by weight matching (Ainsworth
+    et al. 2023), for fully connected networks such as LeNet-300-100: the same function as b,
+    usually much closer to a, so that path(model, a, align(a, b), ...) shows the barrier left
+    after the permutation symmetry is taken out."""
+    a = load_state(state_a, "state a")
+    b = load_state(state_b, "state b")
+    return align_mlp(a, b, seed=seed)

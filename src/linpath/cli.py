@@ -226,6 +226,12 @@ def _add_own_model_commands(sub) -> None:
         help="evaluate states holding NaN or inf (refused by default)",
     )
     p.add_argument(
+        "--align",
+        action="store_true",
+        help="permute END's hidden units to match START's first (weight matching, Ainsworth et al. "
+        "2023; fully connected networks such as LeNet-300-100 only)",
+    )
+    p.add_argument(
         "--out",
         default="path-out",
         help="output folder: paths.csv, metrics.json, path.png/.pdf (default path-out/)",
@@ -456,6 +462,7 @@ def _dispatch_own_model(args, progress: bool) -> int:
             args.batch_size,
             args.num_classes,
             args.allow_nonfinite,
+            args.align,
         )
         for quantity, m in curve.metrics().items():
             values = getattr(curve, quantity)
