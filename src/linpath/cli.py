@@ -348,6 +348,22 @@ def _dispatch_plane(args) -> int:
     return 0
 
 
+def _dispatch_trajectory(args) -> int:
+    if not Path(args.run_dir).is_dir():
+        raise LinpathError(f"no run folder at {args.run_dir}")
+    run = RunDir(args.run_dir)
+    rows = trajectory_rows(run, args.replicate)
+    out = args.out or run.root / "trajectory" / f"r{args.replicate}"
+    files = write_trajectory(rows, out, f"{run.root.name}, replicate {args.replicate}")
+    for row in rows:
+        print(
+            f"t={row['t']}: progress {row['progress']:.3f}, distance from the line {row['distance_rel']:.3f}·‖θ_T − θ_0‖, "
+            f"from the final state {row['to_final_rel']:.3f}·‖θ_T‖"
+        )
+    print(f"wrote: {', '.join(str(f) for f in files)}")
+    return 0
+
+
 def _spec_from(args):
     overrides = {f.name: getattr(args, f.name) for f in override_fields()}
     overrides["replicates"] = args.replicates
@@ -429,19 +445,7 @@ def _dispatch(args) -> int:
     if args.command == "plane":
         return _dispatch_plane(args)
     if args.command == "trajectory":
-        if not Path(args.run_dir).is_dir():
-            raise LinpathError(f"no run folder at {args.run_dir}")
-        run = RunDir(args.run_dir)
-        rows = trajectory_rows(run, args.replicate)
-        out = args.out or run.root / "trajectory" / f"r{args.replicate}"
-        files = write_trajectory(rows, out, f"{run.root.name}, replicate {args.replicate}")
-        for row in rows:
-            print(
-                f"t={row['t']}: progress {row['progress']:.3f}, distance {row['distance_rel']:.3f} of the line, "
-                f"{row['to_final_rel']:.3f} of ‖θ_T‖ from the final state"
-            )
-        print(f"wrote: {', '.join(str(f) for f in files)}")
-        return 0
+        return _dispatch_trajectory(args)
     raise AssertionError(args.command)
 
 
