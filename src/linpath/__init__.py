@@ -2,6 +2,8 @@
 
 The public Python API (see api.py and docs/own_model.md):
     linpath.path(model, start_state, end_state, data, ...) -> linpath.PathCurve
+    linpath.plane(model, origin, a, b, data, ...) / linpath.random_plane(...) -> linpath.Surface
+    linpath.align(state_a, state_b) -> state_b permuted to match a (fully connected networks)
 It is imported on first use, so `import linpath` (and the CLI's start) stays light.
 """
 
@@ -10,14 +12,25 @@ from typing import TYPE_CHECKING
 from linpath._version import __version__
 from linpath.errors import LinpathError
 
-__all__ = ["path", "PathCurve", "load_state", "LinpathError", "__version__"]
+__all__ = [
+    "path",
+    "PathCurve",
+    "plane",
+    "random_plane",
+    "Surface",
+    "align",
+    "load_state",
+    "LinpathError",
+    "__version__",
+]
+_API = ("path", "PathCurve", "plane", "random_plane", "Surface", "align", "load_state")
 
 if TYPE_CHECKING:
-    from linpath.api import PathCurve, load_state, path
+    from linpath.api import PathCurve, Surface, align, load_state, path, plane, random_plane
 
 
 def __getattr__(name: str):
-    if name in ("path", "PathCurve", "load_state"):
+    if name in _API:
         from linpath import api
 
         return getattr(api, name)

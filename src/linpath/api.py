@@ -27,10 +27,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from linpath.analysis.metrics import path_metrics
+from linpath.analysis.plane import Surface
 from linpath.data.source import EvalSet
+from linpath.engine.align import align_mlp
 from linpath.engine.bn_stats import DEFAULT_BN_BATCHES, check_bn_policy
 from linpath.engine.evaluator import PathEvaluator
 from linpath.engine.interpolate import check_compatible
+from linpath.engine.plane import Plane, random_directions, through_three
 from linpath.engine.scoring import classification_score
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
@@ -44,7 +47,19 @@ DataLike = object  # (inputs, targets) tensors, a Dataset of pairs, a DataLoader
 # (outputs, targets) -> the mean over the batch, like torch.nn.functional's losses
 BatchFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-__all__ = ["PathCurve", "path", "evaluate_curve", "load_state", "as_evalset", "make_score"]
+__all__ = [
+    "PathCurve",
+    "Surface",
+    "path",
+    "plane",
+    "random_plane",
+    "align",
+    "evaluate_curve",
+    "load_state",
+    "as_evalset",
+    "make_score",
+]
+MAX_PLANE_SIDE = 1001  # points per side of a plane's grid (a million evaluations at most)
 
 
 @dataclass(frozen=True)
@@ -382,3 +397,137 @@ def evaluate_curve(
         if (error_fn is not None or classification)
         else None,
     )
+
+
+def _plane_axes(grid, span) -> tuple[np.ndarray, np.ndarray]:
+    """(alphas, betas) from grid = n or (n_alpha, n_beta) and span = (lo, hi) for both axes or
+    ((lo_alpha, hi_alpha), (lo_beta, hi_beta))."""
+    counts = (grid, grid) if isinstance(grid, int) and not isinstance(grid, bool) else tuple(grid)
+    spans = (span, span) if len(span) == 2 and not isinstance(span[0], (tuple, list)) else tuple(span)
+    if len(counts) != 2 or len(spans) != 2:
+        raise LinpathError(f"grid must be n or (n_alpha, n_beta) and span (lo, hi); got {grid!r}, {span!r}")
+    axes = []
+    for n, (lo, hi) in zip(counts, spans):
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_PLANE_SIDE:
+            raise LinpathError(
+                f"each side of the plane's grid must be 1 to {MAX_PLANE_SIDE} points, got {n!r}"
+            )
+        lo, hi = float(lo), float(hi)
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise LinpathError(f"span must be finite with lo < hi, got ({lo}, {hi})")
+        axes.append(np.linspace(lo, hi, n))
+    return axes[0], axes[1]
+
+
+def _prepared_states(model: nn.Module, given: dict[str, StateLike], allow_nonfinite: bool) -> dict[str, dict]:
+    """Each named state loaded, checked against the model and cast to the model's float dtypes."""
+    own = model.state_dict()
+    states = {}
+    for name, state_like in given.items():
+        state = load_state(state_like, name)
+        check_compatible(own, state, "the model", f"the {name}")
+        if not allow_nonfinite:
+            _check_finite(state, state_like, name)
+        states[name] = {k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in state.items()}
+    return states
+
+
+def _evaluate_plane(work, origin, d_a, d_b, data, grid, span, options) -> tuple:
+    """The plane's results on `work` (overwritten), with api options (loss_fn, device, ...)."""
+    alphas, betas = _plane_axes(grid, span)
+    dev = _default_device(work) if options["device"] is None else resolve_device(str(options["device"]))
+    check_precision(options["precision"])
+    evalset = _fit_inputs(work, as_evalset(data, dev, options["batch_size"]), dev)
+    classification = is_classification(evalset.labels)
+    score = make_score(options["loss_fn"], options["error_fn"], classification)
+    engine = PathEvaluator(
+        work,
+        evalset,
+        batch_size=options["batch_size"],
+        precision=options["precision"],
+        score=score,
+        use_stem=False,
+    )
+    results = Plane(engine, origin, d_a, d_b).evaluate(alphas, betas)
+    has_error = options["error_fn"] is not None or classification
+    return alphas, betas, results, has_error, evalset
+
+
+def _surface(alphas, betas, results, has_error, evalset, marks, precision) -> Surface:
+    loss = np.array([[r.loss for r in row] for row in results], dtype=float)
+    error = np.array([[r.error for r in row] for row in results], dtype=float) if has_error else None
+    return Surface(alphas, betas, loss, error, len(evalset), marks, evalset.name, precision)
+
+
+def plane(
+    model: nn.Module,
+    origin: StateLike,
+    a: StateLike,
+    b: StateLike,
+    data: DataLike,
+    grid: int | tuple[int, int] = (21, 21),
+    span: tuple = (-0.5, 1.5),
+    loss_fn: BatchFn | None = None,
+    error_fn: BatchFn | None = None,
+    device: torch.device | str | None = None,
+    batch_size: int = 1000,
+    precision: str = "fp32",
+    allow_nonfinite: bool = False,
+) -> Surface:
+    """Loss (and error) on the plane through three states (Goodfellow et al. 2015):
+    θ(α, β) = θ_o + α(θ_a - θ_o) + β(θ_b - θ_o), so θ_o, θ_a, θ_b sit at (0,0), (1,0), (0,1).
+
+    grid is n or (n_alpha, n_beta) evenly spaced points over span = (lo, hi) (both axes) or
+    ((lo_alpha, hi_alpha), (lo_beta, hi_beta)). BatchNorm statistics are mixed like the
+    weights. The other arguments are path()'s. Returns a Surface (arrays [i_beta, i_alpha])."""
+    if not isinstance(model, nn.Module):
+        raise LinpathError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    work = copy.deepcopy(model)
+    states = _prepared_states(work, {"origin": origin, "state a": a, "state b": b}, allow_nonfinite)
+    d_a, d_b = through_three(states["origin"], states["state a"], states["state b"])
+    options = dict(
+        loss_fn=loss_fn, error_fn=error_fn, device=device, batch_size=batch_size, precision=precision
+    )
+    evaluated = _evaluate_plane(work, states["origin"], d_a, d_b, data, grid, span, options)
+    marks = ((0.0, 0.0, "origin"), (1.0, 0.0, "a"), (0.0, 1.0, "b"))
+    return _surface(*evaluated, marks, precision)
+
+
+def random_plane(
+    model: nn.Module,
+    center: StateLike,
+    data: DataLike,
+    grid: int | tuple[int, int] = (21, 21),
+    span: tuple = (-1.0, 1.0),
+    seed: int = 0,
+    loss_fn: BatchFn | None = None,
+    error_fn: BatchFn | None = None,
+    device: torch.device | str | None = None,
+    batch_size: int = 1000,
+    precision: str = "fp32",
+    allow_nonfinite: bool = False,
+) -> Surface:
+    """Loss (and error) around one state along two random filter-normalized directions (Li et
+    al. 2018): θ(α, β) = θ_c + α·δ + β·η, each filter of δ and η scaled to the norm of θ_c's
+    filter, biases and BatchNorm entries not moved (loss-landscape's ignore='biasbn'). The
+    directions are a pure function of `seed`; the other arguments are plane()'s."""
+    if not isinstance(model, nn.Module):
+        raise LinpathError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    work = copy.deepcopy(model)
+    state = _prepared_states(work, {"center": center}, allow_nonfinite)["center"]
+    d_a, d_b = random_directions(state, seed)
+    options = dict(
+        loss_fn=loss_fn, error_fn=error_fn, device=device, batch_size=batch_size, precision=precision
+    )
+    evaluated = _evaluate_plane(work, state, d_a, d_b, data, grid, span, options)
+    return _surface(*evaluated, ((0.0, 0.0, "center"),), precision)
+
+
+def align(state_a: StateLike, state_b: StateLike, seed: int = 0) -> dict[str, torch.Tensor]:
+    """State b with its hidden units permuted to match state a's by weight matching (Ainsworth
+    et al. 2023), for fully connected networks such as LeNet-300-100: the same function as b,
+    usually much closer to a, so that path(model, a, align(a, b), ...) shows the barrier left
+    after the permutation symmetry is taken out."""
+    a = load_state(state_a, "state a")
+    b = load_state(state_b, "state b")
+    return align_mlp(a, b, seed=seed)

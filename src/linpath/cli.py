@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import typing
 from pathlib import Path
 
+import numpy as np
+
 from linpath import data as datasets
 from linpath import pipeline
 from linpath.analysis.metrics import METRICS
+from linpath.analysis.trajectory import trajectory_rows, write_trajectory
 from linpath.commands.openlth import import_run
 from linpath.commands.path import path_between_files
+from linpath.commands.plane import PlaneOptions, parse_pair, plane_between_files, plane_of_run
 from linpath.commands.spawn import spawn, spawn_steps
 from linpath.config.presets import PRESETS, preset
 from linpath.config.spec import DataSpec, ModelSpec, TrainSpec, override_fields, read_spec
@@ -228,11 +233,24 @@ def _add_own_model_commands(sub) -> None:
         help="evaluate states holding NaN or inf (refused by default)",
     )
     p.add_argument(
+        "--align",
+        action="store_true",
+        help="permute END's hidden units to match START's first (weight matching, Ainsworth et al. "
+        "2023; fully connected networks such as LeNet-300-100 only)",
+    )
+    p.add_argument(
         "--out",
         default="path-out",
         help="output folder: paths.csv, metrics.json, path.png/.pdf (default path-out/)",
     )
     _add_common(p)
+
+    _add_plane_command(sub)
+
+    p = sub.add_parser("trajectory", help="a replicate's kept states against the line from init to final")
+    p.add_argument("run_dir")
+    p.add_argument("--replicate", type=int, default=0, help="the replicate (default 0)")
+    p.add_argument("--out", default=None, help="output folder (default <run>/trajectory/r<R>/)")
 
     p = sub.add_parser(
         "spawn", help="train children from a replicate's state at T, measure their instability"
@@ -263,6 +281,94 @@ def _add_own_model_commands(sub) -> None:
         default=None,
         help="override OpenLTH's ceil(training examples / batch size)",
     )
+
+
+def _add_plane_command(sub) -> None:
+    """plane: loss and error on the plane through three states (files, or a run folder's)."""
+    p = sub.add_parser("plane", help="loss and error on the plane through three saved states")
+    # let "--span -0.5,1.5" read as a value, not as an option
+    p._negative_number_matcher = re.compile(r"^-\d*\.?\d+(,-?\d*\.?\d+)*$")
+    p.add_argument(
+        "states",
+        nargs="+",
+        help="three state files ORIGIN A B (at (0,0), (1,0), (0,1)), or one run folder "
+        "(with --replicate and --other-replicate or --at)",
+    )
+    p.add_argument("--model", default=None, help="as for 'linpath path' (default: the run folder's)")
+    p.add_argument("--data", default=None, help="as for 'linpath path' (default: the run folder's)")
+    p.add_argument(
+        "--num-classes", type=int, default=None, help="classes of a named model (default: the data's)"
+    )
+    p.add_argument(
+        "--replicate", type=int, default=0, help="run folder: the replicate whose init and final span it"
+    )
+    p.add_argument(
+        "--other-replicate", type=int, default=None, help="run folder: third state, this one's final"
+    )
+    p.add_argument(
+        "--at", default=None, help="run folder: third state, the replicate's state at T (e.g. 100, 2ep)"
+    )
+    p.add_argument("--grid", default="21", help="points per side, N or N_ALPHA,N_BETA (default 21)")
+    p.add_argument("--span", default="-0.5,1.5", help="range of α and β, LO,HI (default -0.5,1.5)")
+    p.add_argument("--split", choices=("test", "train"), default="test")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    p.add_argument("--batch-size", type=int, default=1000, help="evaluation batch size (default 1000)")
+    p.add_argument("--allow-nonfinite", action="store_true", help="evaluate states holding NaN or inf")
+    p.add_argument(
+        "--out", default=None, help="output folder (default plane-out/, or <run>/plane/r<R>-<third>/)"
+    )
+    _add_common(p)
+
+
+def _dispatch_plane(args) -> int:
+    options = PlaneOptions(
+        grid=parse_pair(args.grid, int, "--grid"),
+        span=parse_pair(args.span, float, "--span"),
+        split=args.split,
+        device=args.device,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        allow_nonfinite=args.allow_nonfinite,
+    )
+    if len(args.states) == 1 and Path(args.states[0]).is_dir():
+        surface, files = plane_of_run(
+            args.states[0], args.replicate, args.other_replicate, args.at, options, args.out, args.data_root
+        )
+    else:
+        surface, files = plane_between_files(
+            args.states,
+            args.model,
+            args.data,
+            args.out or "plane-out",
+            options,
+            args.data_root,
+            args.num_classes,
+        )
+    for quantity in ("loss", "error"):
+        values = getattr(surface, quantity)
+        if values is not None and np.isfinite(values).any():
+            i, j = divmod(int(np.nanargmin(values)), values.shape[1])
+            print(
+                f"{quantity}: min {values[i, j]:.4f} at α = {surface.alpha[j]:.3f}, β = {surface.beta[i]:.3f}"
+            )
+    print(f"wrote: {', '.join(str(f) for f in files)}")
+    return 0
+
+
+def _dispatch_trajectory(args) -> int:
+    if not Path(args.run_dir).is_dir():
+        raise LinpathError(f"no run folder at {args.run_dir}")
+    run = RunDir(args.run_dir)
+    rows = trajectory_rows(run, args.replicate)
+    out = args.out or run.root / "trajectory" / f"r{args.replicate}"
+    files = write_trajectory(rows, out, f"{run.root.name}, replicate {args.replicate}")
+    for row in rows:
+        print(
+            f"t={row['t']}: progress {row['progress']:.3f}, distance from the line {row['distance_rel']:.3f}·‖θ_T − θ_0‖, "
+            f"from the final state {row['to_final_rel']:.3f}·‖θ_T‖"
+        )
+    print(f"wrote: {', '.join(str(f) for f in files)}")
+    return 0
 
 
 def _spec_from(args):
@@ -339,6 +445,10 @@ def _dispatch(args) -> int:
         return 0
     if args.command in ("path", "spawn", "import-openlth"):
         return _dispatch_own_model(args, progress)
+    if args.command == "plane":
+        return _dispatch_plane(args)
+    if args.command == "trajectory":
+        return _dispatch_trajectory(args)
     raise AssertionError(args.command)
 
 
@@ -359,6 +469,7 @@ def _dispatch_own_model(args, progress: bool) -> int:
             args.batch_size,
             args.num_classes,
             args.allow_nonfinite,
+            args.align,
         )
         for quantity, m in curve.metrics().items():
             values = getattr(curve, quantity)

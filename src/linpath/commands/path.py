@@ -13,7 +13,7 @@ from torch import nn
 
 from linpath import data as datasets
 from linpath import models
-from linpath.api import PathCurve, as_evalset, is_classification, path
+from linpath.api import PathCurve, align, as_evalset, is_classification, path
 from linpath.config.presets import PRESETS
 from linpath.config.spec import read_spec
 from linpath.data.source import EvalSet
@@ -123,10 +123,12 @@ def path_between_files(
     batch_size: int = 1000,
     num_classes: int | None = None,
     allow_nonfinite: bool = False,
+    align_end: bool = False,
 ) -> tuple[PathCurve, list[Path]]:
     """`linpath path`: the path between two saved states, written to `out` as paths.csv (the
     sweep's columns), metrics.json and path.png/.pdf. Without `model`/`data`, both come from the
-    linpath run folder holding `start` (if it lies in one)."""
+    linpath run folder holding `start` (if it lies in one). `align_end` permutes the end's hidden
+    units to match the start's first (weight matching; fully connected networks only)."""
     spec = find_run_spec(start) if model is None or data is None else None
     if model is None:
         if spec is None:
@@ -145,7 +147,7 @@ def path_between_files(
     curve = path(
         net,
         start,
-        end,
+        align(start, end) if align_end else end,
         evalset,
         grid=points,
         bn=bn,
@@ -165,6 +167,7 @@ def path_between_files(
                 "data": data,
                 "split": evalset.name,
                 "bn": bn,
+                "aligned": align_end,
                 "examples": curve.examples,
                 **curve.metrics(),
             },

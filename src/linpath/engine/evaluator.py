@@ -157,7 +157,7 @@ class PathEvaluator:
     def uses_stem(self) -> bool:
         return self.stem_name is not None
 
-    def _like_targets(self, state: dict) -> dict:
+    def like_targets(self, state: dict) -> dict:
         """The state on the device, each tensor laid out like the model's (channels-last
         included), so that interpolation writes in place with matching strides."""
         out = {}
@@ -165,6 +165,18 @@ class PathEvaluator:
             target = self.targets[k]
             out[k] = torch.empty_like(target).copy_(v) if target.is_floating_point() else v.to(self.device)
         return out
+
+    @torch.no_grad()
+    def evaluate_current(self) -> Result:
+        """The result of the state now in `targets` (BatchNorm refolded first), for callers that
+        write states of their own, such as planes (plane.py)."""
+        self._fold()
+        tally = make_tally(self.labels, self.population)
+        for inputs, labels in self._batches():
+            with autocast(self.device, self.precision):
+                outputs = self.forward(inputs)
+            tally.add(outputs, labels, self.score)
+        return tally.result()
 
     def _batches(self, lo: int = 0, hi: int | None = None):
         hi = len(self.labels) if hi is None else hi
@@ -191,7 +203,7 @@ class PathEvaluator:
                 b.to(self.device).contiguous(memory_format=layout) if b.dim() == 4 else b.to(self.device)
                 for b in bn_batches
             ]
-        return Path(self, self._like_targets(start), self._like_targets(end), bn, bn_batches)
+        return Path(self, self.like_targets(start), self.like_targets(end), bn, bn_batches)
 
 
 class Path:
@@ -232,13 +244,7 @@ class Path:
                 self._set(x, None)
                 if self.bn == "recompute":
                     recompute_bn_statistics(e.model, self.bn_batches, e.precision)
-                e._fold()
-                tally = make_tally(e.labels, e.population)
-                for inputs, labels in e._batches():
-                    with autocast(e.device, e.precision):
-                        outputs = e.forward(inputs)
-                    tally.add(outputs, labels, e.score)
-                results.append(tally.result())
+                results.append(e.evaluate_current())
             return results
         bn_states = [self._recomputed(x) for x in xs]
         tallies = [make_tally(e.labels, e.population) for _ in xs]

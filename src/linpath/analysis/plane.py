@@ -1,0 +1,96 @@
+"""Surface: loss and error on a grid over a plane in weight space, its table and its figure.
+
+Arrays are indexed [i_beta, i_alpha] (rows over β, columns over α), as matplotlib's contour
+expects. The figure is built without pyplot, so it changes no global matplotlib state.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from linpath.io.files import atomic_write_text
+from linpath.io.tables import csv_text
+
+PLANE_COLUMNS = ["alpha", "beta", "loss", "error"]
+
+
+@dataclass(frozen=True)
+class Surface:
+    """Loss (and error) at θ(α, β) = θ_o + α·d_a + β·d_b for each α in `alpha`, β in `beta`."""
+
+    alpha: np.ndarray
+    beta: np.ndarray
+    loss: np.ndarray  # [i_beta, i_alpha]
+    error: np.ndarray | None  # None when there is no error function (e.g. regression)
+    examples: int
+    marks: tuple[tuple[float, float, str], ...] = field(default=())  # (α, β, label) of the states
+    split: str = "custom"
+    precision: str = "fp32"
+
+    def rows(self) -> list[list[float]]:
+        """One [alpha, beta, loss, error] row per point, β outer; the error is nan when absent."""
+        out = []
+        for i, b in enumerate(self.beta):
+            for j, a in enumerate(self.alpha):
+                error = float(self.error[i, j]) if self.error is not None else math.nan
+                out.append([float(a), float(b), float(self.loss[i, j]), error])
+        return out
+
+    def to_csv(self, path: str | os.PathLike) -> Path:
+        """Write the surface as plane.csv-style rows (atomically)."""
+        atomic_write_text(Path(path), csv_text(PLANE_COLUMNS, self.rows()))
+        return Path(path)
+
+    def plot(self, path: str | os.PathLike | None = None, title: str | None = None):
+        """Contours of the loss (log-spaced levels) and of the error, the states marked; a
+        matplotlib Figure, saved to `path` when given."""
+        from matplotlib.figure import Figure
+
+        panels = [("loss", self.loss)] + ([("error", self.error)] if self.error is not None else [])
+        fig = Figure(figsize=(5.2 * len(panels), 4.4))
+        for i, (name, values) in enumerate(panels):
+            ax = fig.add_subplot(1, len(panels), i + 1)
+            _contour(fig, ax, self.alpha, self.beta, values, log=name == "loss")
+            for a, b, label in self.marks:
+                ax.plot([a], [b], marker="o", color="white", markeredgecolor="black", markersize=7)
+                ax.annotate(label, (a, b), textcoords="offset points", xytext=(6, 6), fontsize=9)
+            ax.set_xlabel("α")
+            ax.set_ylabel("β")
+            ax.set_title(name if self.split == "custom" else f"{self.split} {name}")
+            ax.set_aspect("equal", adjustable="box")
+        fig.suptitle(title or f"loss surface on a plane ({self.examples} examples)")
+        fig.tight_layout()
+        if path is not None:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path, dpi=150, bbox_inches="tight")
+        return fig
+
+
+def _contour(fig, ax, alpha, beta, values, log: bool) -> None:
+    """Filled contours with lines; NaN and inf points left blank."""
+    z = np.ma.masked_invalid(np.asarray(values, dtype=float))
+    finite = z.compressed()
+    if finite.size == 0 or len(alpha) < 2 or len(beta) < 2:
+        ax.text(0.5, 0.5, "no finite values", transform=ax.transAxes, ha="center")
+        return
+    from matplotlib.colors import LogNorm
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
+    lo, hi = float(finite.min()), float(finite.max())
+    if hi <= lo:
+        hi = lo + 1e-12
+    if log and lo > 0:
+        levels, norm = np.geomspace(lo, hi, 21), LogNorm(vmin=lo, vmax=hi)
+    else:
+        levels, norm = np.linspace(lo, hi, 21), None
+    filled = ax.contourf(alpha, beta, z, levels=levels, norm=norm, cmap="viridis")
+    ax.contour(alpha, beta, z, levels=levels[::4], colors="black", linewidths=0.4, alpha=0.5)
+    bar = fig.colorbar(filled, ax=ax, shrink=0.85, ticks=levels[::4])
+    bar.ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+    bar.ax.yaxis.set_minor_formatter(NullFormatter())
