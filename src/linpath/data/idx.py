@@ -37,12 +37,10 @@ def _gunzip_bounded(path: Path) -> bytes:
         head = f.read(4)
         head += f.read(4 * head[3]) if len(head) == 4 else b""
         declared = _declared_size(head)
-        if declared is None:
-            return head + f.read(1 << 20)  # not IDX: parse_idx says so
-        if declared > MAX_BYTES:
-            raise LinpathError(
-                f"{path} declares {declared} bytes of data, more than the {MAX_BYTES} an IDX file may hold here"
-            )
+        if declared is None or declared > MAX_BYTES:
+            # not IDX, or a header no MNIST file has: read a bounded prefix and let parse_idx
+            # name what is wrong (the magic, or a payload shorter than declared)
+            return head + f.read(1 << 20)
         data = head + f.read(declared - len(head) + 1)
     if len(data) > declared:
         raise LinpathError(
