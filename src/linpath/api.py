@@ -31,8 +31,10 @@ from linpath.data.source import EvalSet
 from linpath.engine.bn_stats import DEFAULT_BN_BATCHES, check_bn_policy
 from linpath.engine.evaluator import PathEvaluator
 from linpath.engine.interpolate import check_compatible
+from linpath.engine.outputs import OutputFn, to_logits
 from linpath.engine.scoring import classification_score
 from linpath.errors import LinpathError
+from linpath.io.checkpoints import find_state, fit_keys
 from linpath.io.files import atomic_write_text
 from linpath.io.tensors import load_state_dict, nonfinite_problem
 from linpath.runtime.device import check_precision, resolve_device
@@ -121,19 +123,17 @@ class PathCurve:
         return fig
 
 
-def load_state(state: StateLike, name: str = "state") -> dict[str, torch.Tensor]:
-    """A state dict from a mapping, a module, or a file (loaded weights-only, never code)."""
+def load_state(state: StateLike, name: str = "state", key: str | None = None) -> dict[str, torch.Tensor]:
+    """A state dict from a mapping, a module, or a file (loaded weights-only, never code).
+
+    Files and mappings may wrap it (see io/checkpoints.py: {"state_dict": ...}, Lightning
+    .ckpt, .safetensors, ...), or hold it at `key`, a dotted path such as "ema.model"."""
     if isinstance(state, nn.Module):
         return dict(state.state_dict())
     if isinstance(state, (str, os.PathLike)):
-        return load_state_dict(Path(state))
+        return load_state_dict(Path(state), key)
     if isinstance(state, Mapping):
-        bad = next((k for k, v in state.items() if not isinstance(v, torch.Tensor)), None)
-        if bad is not None:
-            raise LinpathError(
-                f"the {name} is not a state dict: entry {bad!r} is a {type(state[bad]).__name__}, not a tensor"
-            )
-        return dict(state)
+        return find_state(state, f"the {name}", key)
     raise LinpathError(
         f"the {name} must be a state dict, a module or a file path, got {type(state).__name__}"
     )
@@ -147,7 +147,9 @@ def _check_finite(state: dict, given: StateLike, name: str) -> None:
         )
 
 
-def _fit_inputs(model: nn.Module, evalset: EvalSet, dev: torch.device) -> EvalSet:
+def _fit_inputs(
+    model: nn.Module, evalset: EvalSet, dev: torch.device, output_fn: OutputFn | None = None
+) -> EvalSet:
     """Inputs the model accepts: floating inputs cast to the model's floating dtype, then one
     example run through it, so wrong dtypes, shapes or class labels are one line, not a traceback."""
     inputs, labels = evalset.inputs, evalset.labels
@@ -163,6 +165,7 @@ def _fit_inputs(model: nn.Module, evalset: EvalSet, dev: torch.device) -> EvalSe
         raise LinpathError(
             f"the model cannot run on the data's inputs ({inputs.dtype}, shape {tuple(inputs.shape[1:])}): {first}"
         ) from None
+    out = to_logits(out, output_fn)
     if is_classification(labels) and isinstance(out, torch.Tensor) and out.dim() == 2 and len(labels):
         low, high = int(labels.min()), int(labels.max())
         if low < 0 or high >= out.shape[1]:
@@ -283,14 +286,19 @@ def path(
     bn_batches: int = DEFAULT_BN_BATCHES,
     bn_batch_size: int = 128,
     allow_nonfinite: bool = False,
+    key: str | None = None,
+    output_fn: OutputFn | None = None,
 ) -> PathCurve:
     """Evaluate loss (and error) along θ(x) = (1 - x)·start + x·end.
 
     model        any nn.Module whose state dict matches the states; it is not modified (a copy
                  is evaluated).
     start_state, end_state
-                 state dicts, modules, or files saved with torch.save(model.state_dict(), ...)
-                 (also {"model": state} wrappers); files are loaded weights-only.
+                 state dicts, modules, or files: torch.save(model.state_dict(), ...), the
+                 {"state_dict"|"model_state_dict"|"model": state, ...} wrappers, Lightning .ckpt,
+                 .safetensors; a prefix the model's keys lack ("module.", "model.") is stripped.
+                 Files are loaded weights-only. `key`: a dotted path to the state dict in
+                 anything else (e.g. "ema.state_dict").
     data         (inputs, targets) tensors, a Dataset of pairs, or a DataLoader of pairs.
     grid         a number of evenly spaced points in [0, 1] (ends included), a Grid, or x values.
     bn           "interpolate" (BatchNorm statistics mixed with the weights, the paper's) or
@@ -299,6 +307,8 @@ def path(
     loss_fn      (outputs, targets) -> batch-mean loss; default cross-entropy.
     error_fn     (outputs, targets) -> batch-mean error; default 1 - accuracy when the targets
                  are class indices, else no error (curve.error is None).
+    output_fn    the model's output -> logits (what loss_fn takes); by default a tensor as is,
+                 a dict's "logits" (else its only tensor), a tuple's first element, `.logits`.
     device       default: the model's device. precision "fp32" or "bf16" (autocast).
     allow_nonfinite
                  evaluate states holding NaN or inf (refused by default, naming the tensor).
@@ -315,20 +325,20 @@ def path(
     else:
         dev = resolve_device(str(device))
 
-    start = load_state(start_state, "start state")
-    end = load_state(end_state, "end state")
+    work = copy.deepcopy(model)
+    own = work.state_dict()
+    start = fit_keys(load_state(start_state, "start state", key), own)
+    end = fit_keys(load_state(end_state, "end state", key), own)
     check_compatible(start, end, "the start state", "the end state")
     if not allow_nonfinite:
         _check_finite(start, start_state, "start state")
         _check_finite(end, end_state, "end state")
-    work = copy.deepcopy(model)
-    own = work.state_dict()
     check_compatible(own, start, "the model", "the start state")
     # the engine mixes in the model's own dtypes (e.g. fp16 checkpoints into an fp32 model)
     start = {k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in start.items()}
     end = {k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in end.items()}
 
-    evalset = _fit_inputs(work, as_evalset(data, dev, batch_size), dev)
+    evalset = _fit_inputs(work, as_evalset(data, dev, batch_size), dev, output_fn)
     batches = None
     if bn == "recompute":
         source = evalset if bn_data is None else as_evalset(bn_data, dev, batch_size)
@@ -345,6 +355,7 @@ def path(
         batch_size=batch_size,
         precision=precision,
         bn_batches=batches,
+        output_fn=output_fn,
     )
 
 
@@ -360,12 +371,15 @@ def evaluate_curve(
     batch_size: int = 1000,
     precision: str = "fp32",
     bn_batches: list[torch.Tensor] | None = None,
+    output_fn: OutputFn | None = None,
 ) -> PathCurve:
     """path() after its conversions: `model` is overwritten in place, `evalset` is on the
     device, `bn_batches` are input tensors. For callers that hold these already (spawn.py)."""
     classification = is_classification(evalset.labels)
     score = make_score(loss_fn, error_fn, classification)
-    engine = PathEvaluator(model, evalset, batch_size=batch_size, precision=precision, score=score)
+    engine = PathEvaluator(
+        model, evalset, batch_size=batch_size, precision=precision, score=score, output_fn=output_fn
+    )
     results = engine.evaluate_path(start, end, xs, bn=bn, bn_batches=bn_batches)
     return PathCurve(
         x=np.array(xs, dtype=float),

@@ -1,0 +1,244 @@
+"""The researcher's own workflow: models whose outputs are not bare logits, checkpoints as other
+tools save them, extrapolation past BatchNorm's valid range, extra kept steps, pandas tables."""
+
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import linpath
+from linpath.commands.path import path_between_files
+from linpath.errors import LinpathError
+
+# --- small models and data ------------------------------------------------------------------
+
+
+def mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+@pytest.fixture(scope="module")
+def data():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(40, 6, generator=g), torch.randint(0, 3, (40,), generator=g)
+
+
+@pytest.fixture(scope="module")
+def states():
+    return mlp(0).state_dict(), mlp(1).state_dict()
+
+
+class Wrapped(nn.Module):
+    """The MLP, its logits returned inside another structure."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.net, self.how = mlp(0), how
+
+    def forward(self, x):
+        logits = self.net(x)
+        if self.how == "tuple":
+            return logits, logits.sum()
+        if self.how == "dict":
+            return {"logits": logits, "hidden": x}
+        if self.how == "only-tensor":
+            return {"scores": logits, "note": "text"}
+        return "not a tensor"
+
+
+def same(a, b) -> None:
+    assert np.allclose(a.loss, b.loss, rtol=1e-6, atol=1e-7) and np.allclose(a.error, b.error)
+
+
+# --- 1. outputs -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["tuple", "dict", "only-tensor"])
+def test_outputs_other_than_a_tensor_are_read_as_logits(data, states, how):
+    plain = linpath.path(Wrapped("tuple").net, *states, data, grid=4)
+    prefixed = [{f"net.{k}": v for k, v in s.items()} for s in states]
+    curve = linpath.path(Wrapped(how), *prefixed, data, grid=4)
+    same(curve, plain)
+
+
+def test_output_fn_and_unusable_outputs(data, states):
+    prefixed = [{f"net.{k}": v for k, v in s.items()} for s in states]
+    plain = linpath.path(mlp(), *states, data, grid=3)
+    picked = linpath.path(Wrapped("dict"), *prefixed, data, grid=3, output_fn=lambda out: out["logits"])
+    same(picked, plain)
+    with pytest.raises(LinpathError, match="output is a str") as e:
+        linpath.path(Wrapped("str"), *prefixed, data, grid=3)
+    assert "\n" not in str(e.value)
+    with pytest.raises(LinpathError, match="output_fn returned a int"):
+        linpath.path(mlp(), *states, data, grid=3, output_fn=lambda out: 3)
+
+
+OWN_MODEL = """
+import torch
+from torch import nn
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+
+    def forward(self, x):
+        return {"scores": self.net(x), "extra": self.net(x)}
+
+def logits(out):
+    return out["scores"]
+"""
+
+
+def test_output_option_of_linpath_path(tmp_path, data, states):
+    for name, state in zip(("a", "b"), states):
+        torch.save({f"net.{k}": v for k, v in state.items()}, tmp_path / f"{name}.pt")
+    torch.save(data, tmp_path / "data.pt")
+    (tmp_path / "own.py").write_text(OWN_MODEL)
+    own = str(tmp_path / "own.py")
+    args = (tmp_path / "a.pt", tmp_path / "b.pt", f"{own}:Net", str(tmp_path / "data.pt"))
+    curve, _ = path_between_files(*args, out=tmp_path / "out", points=3, output=f"{own}:logits")
+    same(curve, linpath.path(mlp(), *states, data, grid=3))
+    with pytest.raises(LinpathError, match="output is a dict"):  # two tensors, no "logits": ambiguous
+        path_between_files(*args, out=tmp_path / "out", points=3)
+    with pytest.raises(LinpathError, match="--output: .* has no callable 'nothing'"):
+        path_between_files(*args, out=tmp_path / "out", points=3, output=f"{own}:nothing")
+
+
+def test_a_hugging_face_classifier(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16
+    )
+    config.num_labels = 3
+
+    def bert(seed):
+        torch.manual_seed(seed)
+        return transformers.BertForSequenceClassification(config).eval()
+
+    g = torch.Generator().manual_seed(0)
+    ids, labels = torch.randint(0, 50, (12, 7), generator=g), torch.randint(0, 3, (12,), generator=g)
+    a, b = bert(0), bert(1)
+    curve = linpath.path(bert(2), a, b, (ids, labels), grid=3)
+    with torch.no_grad():
+        ends = [torch.nn.functional.cross_entropy(m(ids).logits, labels).item() for m in (a, b)]
+    assert np.allclose(curve.loss[[0, -1]], ends, rtol=1e-5)
+
+
+# --- 2. checkpoint formats --------------------------------------------------------------------
+
+
+def lightning(state: dict) -> dict:
+    """What PyTorch Lightning's Trainer.save_checkpoint writes for a module holding `self.model`."""
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(2))], lr=0.1, momentum=0.9)
+    return {
+        "epoch": 3,
+        "global_step": 120,
+        "pytorch-lightning_version": "2.4.0",
+        "state_dict": OrderedDict(
+            [*((f"model.{k}", v) for k, v in state.items()), ("criterion.weight", torch.ones(3))]
+        ),
+        "loops": {"fit_loop": {"state_dict": {}, "epoch_progress": {"total": {"ready": 4}}}},
+        "callbacks": {},
+        "optimizer_states": [opt.state_dict()],
+        "lr_schedulers": [],
+        "hparams_name": "kwargs",
+        "hyper_parameters": {"lr": 0.1, "hidden": 8},
+    }
+
+
+FORMATS = {
+    "plain.pt": lambda s: s,
+    "wrapped.pt": lambda s: {"state_dict": s, "epoch": 3},
+    "model_state_dict.pth": lambda s: {"model_state_dict": s, "optimizer_state_dict": {"state": {}}},
+    "model.pt": lambda s: {"model": s, "step": 7},
+    "lightning.ckpt": lightning,
+    "ddp.pt": lambda s: {f"module.{k}": v for k, v in s.items()},
+    "ddp-wrapped.pt": lambda s: {"state_dict": {f"module.{k}": v for k, v in s.items()}, "epoch": 1},
+}
+
+
+def save(tmp_path, name: str, state: dict, fmt) -> str:
+    path = tmp_path / name
+    if name.endswith(".safetensors"):
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        torch.save(fmt(state), path)
+    return str(path)
+
+
+@pytest.mark.parametrize("name", [*FORMATS, "weights.safetensors"])
+def test_every_format_gives_the_plain_state_dicts_curve(tmp_path, data, states, name):
+    plain = linpath.path(mlp(), *states, data, grid=4)
+    fmt = FORMATS.get(name)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    a, b = (save(tmp_path / d, name, s, fmt) for d, s in zip("ab", states))
+    same(linpath.path(mlp(), a, b, data, grid=4), plain)
+    same(linpath.path(mlp(), fmt(states[0]) if fmt else states[0], b, data, grid=4), plain)  # in memory too
+    torch.save(data, tmp_path / "data.pt")
+    curve, _ = path_between_files(
+        a, b, f"{__file__}:mlp", str(tmp_path / "data.pt"), out=tmp_path / "out", points=4
+    )
+    same(curve, plain)
+
+
+def test_key_names_any_other_place(tmp_path, data, states):
+    plain = linpath.path(mlp(), *states, data, grid=3)
+    for d, s in zip("ab", states):
+        torch.save(
+            {"ema": {"weights": s, "decay": 0.999}, "step": 9, "model": {"w": 1}}, tmp_path / f"{d}.pt"
+        )
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    same(linpath.path(mlp(), a, b, data, grid=3, key="ema.weights"), plain)
+    torch.save(data, tmp_path / "data.pt")
+    curve, _ = path_between_files(
+        a, b, f"{__file__}:mlp", str(tmp_path / "data.pt"), out=tmp_path / "o", points=3, key="ema.weights"
+    )
+    same(curve, plain)
+    with pytest.raises(LinpathError, match="is not a state dict .*'ema', 'step', 'model'.*--key"):
+        linpath.path(mlp(), a, b, data, grid=3)
+    with pytest.raises(LinpathError, match="key 'ema.weight': no entry 'weight'"):
+        linpath.path(mlp(), a, b, data, grid=3, key="ema.weight")
+
+
+def test_a_checkpoint_of_another_model_names_the_first_key(tmp_path, data, states):
+    other = {f"model.{k}": v for k, v in states[0].items() if k != "2.bias"}
+    with pytest.raises(LinpathError, match="key '0.weight' is only in the model") as e:
+        linpath.path(mlp(), other, other, data, grid=3)
+    assert "\n" not in str(e.value)
+
+
+def test_wrapped_checkpoints_still_never_run_code(tmp_path, data, states):
+    torch.save({"state_dict": states[0], "hyper_parameters": mlp()}, tmp_path / "evil.ckpt")
+    with pytest.raises(LinpathError, match="refusing to load"):
+        linpath.path(mlp(), tmp_path / "evil.ckpt", states[1], data, grid=3)
+
+
+# --- 3. extrapolation and BatchNorm -----------------------------------------------------------
+
+
+def bn_net(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    net[1].running_var.copy_(torch.rand(8) * 0.1 + (2.0 if seed else 0.05))  # far apart: past 1, negative
+    return net.eval()
+
+
+def test_a_negative_extrapolated_variance_warns_once(data):
+    a, b = bn_net(0).state_dict(), bn_net(1).state_dict()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        inside = linpath.path(bn_net(0), a, b, data, grid=[0.0, 0.5, 1.0, 1.2])
+    assert not [w for w in caught if "running_var" in str(w.message)] and np.isfinite(inside.loss).all()
+    with pytest.warns(RuntimeWarning, match=r"BatchNorm '1': .*negative at x = -1 .*recompute") as caught:
+        curve = linpath.path(bn_net(0), a, b, data, grid=[-1.0, -0.5, 0.0, 1.0])
+    assert len([w for w in caught if "running_var" in str(w.message)]) == 1
+    assert np.isnan(curve.loss[0]) and np.isfinite(curve.loss[2:]).all()
