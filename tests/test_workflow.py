@@ -12,8 +12,12 @@ import torch
 from torch import nn
 
 import linpath
+from linpath.cli import main
 from linpath.commands.path import path_between_files
+from linpath.config.presets import preset
+from linpath.config.schedule import Schedule
 from linpath.errors import LinpathError
+from linpath.io.rundir import RunDir
 
 # --- small models and data ------------------------------------------------------------------
 
@@ -242,3 +246,23 @@ def test_a_negative_extrapolated_variance_warns_once(data):
         curve = linpath.path(bn_net(0), a, b, data, grid=[-1.0, -0.5, 0.0, 1.0])
     assert len([w for w in caught if "running_var" in str(w.message)]) == 1
     assert np.isnan(curve.loss[0]) and np.isfinite(curve.loss[2:]).all()
+
+
+# --- 4. checkpoints at the steps the user asks for --------------------------------------------
+
+
+def test_keep_steps_are_kept_besides_the_papers_and_usable(tmp_path, data_root):
+    base = preset("mnist_lenet_300_100")
+    assert base.hash == "63e0742d57"  # an empty keep_steps leaves every existing hash alone
+    assert base.with_overrides({"keep_steps": "5,7"}).hash != base.hash
+    common = ["--data-root", str(data_root), "--device", "cpu", "--quiet"]
+    argv = ["train", "mnist_lenet_300_100", "--training-steps", "30it", "--replicates", "1", "--out"]
+    assert main([*argv, str(tmp_path), "--keep-steps", "5,7", *common]) == 0
+    (folder,) = tmp_path.iterdir()
+    run = RunDir(folder)
+    assert run.saved_steps(0) == [0, 1, 2, 4, 5, 7, 8, 16, 30]
+    sweep = ["sweep", str(folder), "--from-steps", "5,7", "--points", "3", "--eval-examples", "500"]
+    assert main([*sweep, *common]) == 0
+    assert sorted(p.name for p in run.sweep_dir.glob("*/r*-t*.csv")) == ["r0-t0000005.csv", "r0-t0000007.csv"]
+    with pytest.raises(LinpathError, match="past the end of training"):
+        Schedule.of(base.with_overrides({"keep_steps": "31", "training_steps": "30it"}), 60000)
