@@ -3,6 +3,8 @@ tools save them, extrapolation past BatchNorm's valid range, extra kept steps, p
 
 from __future__ import annotations
 
+import shutil
+import sys
 import warnings
 from collections import OrderedDict
 
@@ -12,12 +14,17 @@ import torch
 from torch import nn
 
 import linpath
+from linpath.analysis.curves import REPLICATE_COLUMNS, SUMMARY_COLUMNS
 from linpath.cli import main
 from linpath.commands.path import path_between_files
 from linpath.config.presets import preset
 from linpath.config.schedule import Schedule
+from linpath.config.spec import write_spec
 from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
+from linpath.io.tables import write_csv
+from linpath.sweep.merge import PATH_COLUMNS, format_rows
+from linpath.train.log import LOG_COLUMNS
 
 # --- small models and data ------------------------------------------------------------------
 
@@ -266,3 +273,78 @@ def test_keep_steps_are_kept_besides_the_papers_and_usable(tmp_path, data_root):
     assert sorted(p.name for p in run.sweep_dir.glob("*/r*-t*.csv")) == ["r0-t0000005.csv", "r0-t0000007.csv"]
     with pytest.raises(LinpathError, match="past the end of training"):
         Schedule.of(base.with_overrides({"keep_steps": "31", "training_steps": "30it"}), 60000)
+
+
+# --- 5. pandas -------------------------------------------------------------------------------
+
+
+def test_a_curve_as_a_data_frame(data, states):
+    pytest.importorskip("pandas")
+    curve = linpath.path(mlp(), *states, data, grid=5)
+    frame = curve.to_frame(replicate=2, t=16)
+    assert list(frame.columns) == PATH_COLUMNS and len(frame) == 5
+    assert np.array_equal(frame["x"].to_numpy(), curve.x) and np.allclose(frame["loss"], curve.loss)
+    assert (frame["replicate"] == 2).all() and (frame["t"] == 16).all() and frame["loss"].dtype == float
+
+
+def fabricated_run(root) -> RunDir:
+    """A run folder as training, the sweep and the report leave it, written without training."""
+    spec = preset("mnist_lenet_300_100").with_overrides({"replicates": 2})
+    run = RunDir(root / spec.run_name)
+    run.root.mkdir()
+    write_spec(run, spec)
+    for setting, bn in (
+        ("test-interpolate-uniform3-fp32", "interpolate"),
+        ("test-recompute-uniform3-fp32", "recompute"),
+    ):
+        (run.sweep_dir / setting).mkdir(parents=True)
+        for r, t in ((0, 0), (1, 0), (0, 16)):
+            rows = [[r, t, x, "test", bn, 100, "fp32", 1.0 + x + r, 0.5, 0.01, 0.02] for x in (0.0, 0.5, 1.0)]
+            (run.sweep_dir / setting / f"r{r}-t{t:07d}.csv").write_text(format_rows(rows))
+        metrics = [dict(setting=setting, replicate=0, t=0, quantity="loss", start_value=1.0)]
+        write_csv(run.results_dir(setting) / "metrics.csv", REPLICATE_COLUMNS, metrics)
+        summary = [
+            dict(setting=setting, t=0, quantity="loss", metric="rise_over_start", replicates=2, mean=0.1)
+        ]
+        write_csv(run.results_dir(setting) / "summary.csv", SUMMARY_COLUMNS, summary)
+    for r in range(2):
+        write_csv(
+            run.train_log(r), LOG_COLUMNS, [[469 * e, e, 0.1, 0.3, 0.2, 0.95 + r / 100, 1.5] for e in (1, 2)]
+        )
+    return run
+
+
+def test_load_gives_the_runs_tables_tidy(tmp_path):
+    pytest.importorskip("pandas")
+    run = fabricated_run(tmp_path)
+    tables = linpath.load(run.root)
+    assert tables.spec.preset == "mnist_lenet_300_100" and tables.root == run.root
+    paths = tables.paths
+    assert list(paths.columns) == ["setting", *PATH_COLUMNS] and len(paths) == 2 * 3 * 3
+    assert set(paths["setting"]) == {"test-interpolate-uniform3-fp32", "test-recompute-uniform3-fp32"}
+    first = paths[(paths.setting == "test-interpolate-uniform3-fp32") & (paths.replicate == 1)]
+    assert first["loss"].tolist() == [2.0, 2.5, 3.0] and first["x"].tolist() == [0.0, 0.5, 1.0]
+    assert list(tables.metrics.columns) == REPLICATE_COLUMNS and len(tables.metrics) == 2
+    assert list(tables.summary.columns) == SUMMARY_COLUMNS and set(tables.summary["setting"]) == set(
+        paths["setting"]
+    )
+    log = tables.train_log
+    assert list(log.columns) == ["replicate", *LOG_COLUMNS] and log["replicate"].tolist() == [0, 0, 1, 1]
+    assert log.groupby("replicate")["test_accuracy"].last().tolist() == [0.95, 0.96]
+    # before any sweep or report: empty tables with their columns, not an error
+    (tmp_path / "bare").mkdir()
+    bare = fabricated_run(tmp_path / "bare")
+    for folder in (bare.sweep_dir, bare.root / "results"):
+        shutil.rmtree(folder)
+    tables = linpath.load(bare.root)
+    assert tables.paths.empty and list(tables.paths.columns) == ["setting", *PATH_COLUMNS]
+    assert tables.summary.empty and len(tables.train_log) == 4
+    with pytest.raises(LinpathError, match="not a linpath run folder"):
+        linpath.load(tmp_path)
+
+
+def test_without_pandas_one_line_says_how_to_get_it(monkeypatch, data, states):
+    curve = linpath.path(mlp(), *states, data, grid=3)
+    monkeypatch.setitem(sys.modules, "pandas", None)  # `import pandas` now fails
+    with pytest.raises(LinpathError, match=r"pip install 'linpath\[pandas\]'"):
+        curve.to_frame()

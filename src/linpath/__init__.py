@@ -2,6 +2,7 @@
 
 The public Python API (see api.py and docs/own_model.md):
     linpath.path(model, start_state, end_state, data, ...) -> linpath.PathCurve
+    linpath.load(run_dir) -> linpath.RunTables (the run's tables as pandas DataFrames)
 It is imported on first use, so `import linpath` (and the CLI's start) stays light.
 """
 
@@ -10,14 +11,14 @@ from typing import TYPE_CHECKING
 from linpath._version import __version__
 from linpath.errors import LinpathError
 
-__all__ = ["path", "PathCurve", "load_state", "LinpathError", "__version__"]
+__all__ = ["path", "load", "PathCurve", "RunTables", "load_state", "LinpathError", "__version__"]
 
 if TYPE_CHECKING:
-    from linpath.api import PathCurve, load_state, path
+    from linpath.api import PathCurve, RunTables, load, load_state, path
 
 
 def __getattr__(name: str):
-    if name in ("path", "PathCurve", "load_state"):
+    if name in ("path", "load", "PathCurve", "RunTables", "load_state"):
         from linpath import api
 
         return getattr(api, name)

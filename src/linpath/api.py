@@ -26,7 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from linpath.analysis.curves import REPLICATE_COLUMNS, SUMMARY_COLUMNS, settings_of
 from linpath.analysis.metrics import path_metrics
+from linpath.config.spec import Spec, read_spec
 from linpath.data.source import EvalSet
 from linpath.engine.bn_stats import DEFAULT_BN_BATCHES, check_bn_policy
 from linpath.engine.evaluator import PathEvaluator
@@ -36,17 +38,29 @@ from linpath.engine.scoring import classification_score
 from linpath.errors import LinpathError
 from linpath.io.checkpoints import find_state, fit_keys
 from linpath.io.files import atomic_write_text
+from linpath.io.rundir import RunDir
+from linpath.io.tables import csv_frame, csv_text, import_pandas
 from linpath.io.tensors import load_state_dict, nonfinite_problem
 from linpath.runtime.device import check_precision, resolve_device
 from linpath.sweep.grids import Grid
-from linpath.sweep.merge import PATH_COLUMNS, format_rows
+from linpath.sweep.merge import PATH_COLUMNS, format_rows, setting_rows
+from linpath.train.log import LOG_COLUMNS
 
 StateLike = Union[Mapping[str, torch.Tensor], str, os.PathLike, nn.Module]
 DataLike = object  # (inputs, targets) tensors, a Dataset of pairs, a DataLoader of pairs, or an EvalSet
 # (outputs, targets) -> the mean over the batch, like torch.nn.functional's losses
 BatchFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-__all__ = ["PathCurve", "path", "evaluate_curve", "load_state", "as_evalset", "make_score"]
+__all__ = [
+    "PathCurve",
+    "RunTables",
+    "path",
+    "load",
+    "evaluate_curve",
+    "load_state",
+    "as_evalset",
+    "make_score",
+]
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,11 @@ class PathCurve:
             [repr(float(columns[c][i])) if c in columns else fixed.get(c, "") for c in PATH_COLUMNS]
             for i in range(n)
         ]
+
+    def to_frame(self, replicate: int = 0, t: int = 0):
+        """The curve as a pandas DataFrame, one row per x, in paths.csv's columns (so it
+        concatenates with linpath.load(run).paths); needs pandas (linpath[pandas])."""
+        return csv_frame(format_rows(self.rows(replicate, t)))
 
     def to_csv(self, path: str | os.PathLike, replicate: int = 0, t: int = 0) -> Path:
         """Write the curve as a paths.csv-style table (atomically)."""
@@ -395,4 +414,57 @@ def evaluate_curve(
         error_se=np.array([r.error_se for r in results], dtype=float)
         if (error_fn is not None or classification)
         else None,
+    )
+
+
+@dataclass(frozen=True)
+class RunTables:
+    """A run folder's tables as tidy pandas DataFrames (see load)."""
+
+    root: Path
+    spec: Spec
+    paths: object  # every finished point, all settings: setting + paths.csv's columns
+    metrics: object  # per replicate, t, quantity: results/<setting>/metrics.csv, all settings
+    summary: object  # aggregates over replicates: results/<setting>/summary.csv, all settings
+    train_log: object  # replicate + train_log.csv's columns, all replicates
+
+
+def _concat(frames: list, columns: list[str]):
+    """One frame of many, or an empty one with `columns` (pandas cannot concatenate none)."""
+    if not frames:
+        return csv_frame(csv_text(columns, []))
+    return import_pandas().concat(frames, ignore_index=True)
+
+
+def _setting_tables(run: RunDir, name: str, columns: list[str]):
+    """results/<setting>/<name> of every setting, concatenated, each with its setting column."""
+    folders = sorted(p for p in (run.root / "results").glob("*") if (p / name).is_file())
+    return _concat([csv_frame((p / name).read_text(), setting=p.name) for p in folders], columns)
+
+
+def load(run_dir: str | os.PathLike) -> RunTables:
+    """A run folder's results as tidy DataFrames, for analysis in pandas (needs linpath[pandas]).
+
+    paths is rebuilt from the finished item files of every sweep setting (as paths.csv is),
+    so it is complete even while a sweep runs; metrics and summary are those the last
+    `linpath report` wrote; train_log holds every replicate's per-epoch log."""
+    run = RunDir(run_dir)
+    spec = read_spec(run)
+    paths = _concat(
+        [csv_frame(format_rows(setting_rows(run, s)), setting=s) for s in settings_of(run)],
+        ["setting", *PATH_COLUMNS],
+    )
+    logs = sorted(
+        (int(p.parent.name.rpartition("-")[2]), p)
+        for p in run.root.glob("replicate-*/train_log.csv")
+        if p.parent.name.rpartition("-")[2].isdigit()
+    )
+    train_log = _concat([csv_frame(p.read_text(), replicate=r) for r, p in logs], ["replicate", *LOG_COLUMNS])
+    return RunTables(
+        run.root,
+        spec,
+        paths,
+        _setting_tables(run, "metrics.csv", REPLICATE_COLUMNS),
+        _setting_tables(run, "summary.csv", SUMMARY_COLUMNS),
+        train_log,
     )
