@@ -166,6 +166,24 @@ def _check_finite(state: dict, given: StateLike, name: str) -> None:
         )
 
 
+def _endpoints(
+    own: dict, start_state: StateLike, end_state: StateLike, key: str | None, allow_nonfinite: bool
+):
+    """The two states as the model's own state dict: keys fitted where the model's are known
+    (a "module."/"model." prefix stripped), checked against each other and the model, and
+    cast to the model's dtypes (the engine mixes in those, e.g. fp16 checkpoints, fp32 model)."""
+    start = fit_keys(load_state(start_state, "start state", key), own)
+    end = fit_keys(load_state(end_state, "end state", key), own)
+    check_compatible(start, end, "the start state", "the end state")
+    if not allow_nonfinite:
+        _check_finite(start, start_state, "start state")
+        _check_finite(end, end_state, "end state")
+    check_compatible(own, start, "the model", "the start state")
+    start = {k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in start.items()}
+    end = {k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in end.items()}
+    return start, end
+
+
 def _fit_inputs(
     model: nn.Module, evalset: EvalSet, dev: torch.device, output_fn: OutputFn | None = None
 ) -> EvalSet:
@@ -345,18 +363,7 @@ def path(
         dev = resolve_device(str(device))
 
     work = copy.deepcopy(model)
-    own = work.state_dict()
-    start = fit_keys(load_state(start_state, "start state", key), own)
-    end = fit_keys(load_state(end_state, "end state", key), own)
-    check_compatible(start, end, "the start state", "the end state")
-    if not allow_nonfinite:
-        _check_finite(start, start_state, "start state")
-        _check_finite(end, end_state, "end state")
-    check_compatible(own, start, "the model", "the start state")
-    # the engine mixes in the model's own dtypes (e.g. fp16 checkpoints into an fp32 model)
-    start = {k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in start.items()}
-    end = {k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in end.items()}
-
+    start, end = _endpoints(work.state_dict(), start_state, end_state, key, allow_nonfinite)
     evalset = _fit_inputs(work, as_evalset(data, dev, batch_size), dev, output_fn)
     batches = None
     if bn == "recompute":
