@@ -4,6 +4,7 @@ The public Python API (see api.py and docs/own_model.md):
     linpath.path(model, start_state, end_state, data, ...) -> linpath.PathCurve
     linpath.plane(model, origin, a, b, data, ...) / linpath.random_plane(...) -> linpath.Surface
     linpath.align(state_a, state_b) -> state_b permuted to match a (fully connected networks)
+    linpath.load(run_dir) -> linpath.RunTables (the run's tables as pandas DataFrames)
 It is imported on first use, so `import linpath` (and the CLI's start) stays light.
 """
 
@@ -12,21 +13,11 @@ from typing import TYPE_CHECKING
 from linpath._version import __version__
 from linpath.errors import LinpathError
 
-__all__ = [
-    "path",
-    "PathCurve",
-    "plane",
-    "random_plane",
-    "Surface",
-    "align",
-    "load_state",
-    "LinpathError",
-    "__version__",
-]
-_API = ("path", "PathCurve", "plane", "random_plane", "Surface", "align", "load_state")
+_API = ("path", "PathCurve", "plane", "random_plane", "Surface", "align", "load", "RunTables", "load_state")
+__all__ = [*_API, "LinpathError", "__version__"]
 
 if TYPE_CHECKING:
-    from linpath.api import PathCurve, Surface, align, load_state, path, plane, random_plane
+    from linpath.api import PathCurve, RunTables, Surface, align, load, load_state, path, plane, random_plane
 
 
 def __getattr__(name: str):

@@ -26,21 +26,28 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from linpath.analysis.curves import REPLICATE_COLUMNS, SUMMARY_COLUMNS, settings_of
 from linpath.analysis.metrics import path_metrics
 from linpath.analysis.plane import Surface
+from linpath.config.spec import Spec, read_spec
 from linpath.data.source import EvalSet
 from linpath.engine.align import align_mlp
 from linpath.engine.bn_stats import DEFAULT_BN_BATCHES, check_bn_policy
 from linpath.engine.evaluator import PathEvaluator
 from linpath.engine.interpolate import check_compatible
+from linpath.engine.outputs import OutputFn, to_logits
 from linpath.engine.plane import Plane, random_directions, through_three
 from linpath.engine.scoring import classification_score
 from linpath.errors import LinpathError
+from linpath.io.checkpoints import find_state, fit_keys
 from linpath.io.files import atomic_write_text
+from linpath.io.rundir import RunDir
+from linpath.io.tables import csv_frame, csv_text, import_pandas
 from linpath.io.tensors import load_state_dict, nonfinite_problem
 from linpath.runtime.device import check_precision, resolve_device
 from linpath.sweep.grids import Grid
-from linpath.sweep.merge import PATH_COLUMNS, format_rows
+from linpath.sweep.merge import PATH_COLUMNS, format_rows, setting_rows
+from linpath.train.log import LOG_COLUMNS
 
 StateLike = Union[Mapping[str, torch.Tensor], str, os.PathLike, nn.Module]
 DataLike = object  # (inputs, targets) tensors, a Dataset of pairs, a DataLoader of pairs, or an EvalSet
@@ -54,6 +61,9 @@ __all__ = [
     "plane",
     "random_plane",
     "align",
+    "RunTables",
+    "path",
+    "load",
     "evaluate_curve",
     "load_state",
     "as_evalset",
@@ -107,6 +117,11 @@ class PathCurve:
             for i in range(n)
         ]
 
+    def to_frame(self, replicate: int = 0, t: int = 0):
+        """The curve as a pandas DataFrame, one row per x, in paths.csv's columns (so it
+        concatenates with linpath.load(run).paths); needs pandas (linpath[pandas])."""
+        return csv_frame(format_rows(self.rows(replicate, t)))
+
     def to_csv(self, path: str | os.PathLike, replicate: int = 0, t: int = 0) -> Path:
         """Write the curve as a paths.csv-style table (atomically)."""
         atomic_write_text(Path(path), format_rows(self.rows(replicate, t)))
@@ -136,19 +151,17 @@ class PathCurve:
         return fig
 
 
-def load_state(state: StateLike, name: str = "state") -> dict[str, torch.Tensor]:
-    """A state dict from a mapping, a module, or a file (loaded weights-only, never code)."""
+def load_state(state: StateLike, name: str = "state", key: str | None = None) -> dict[str, torch.Tensor]:
+    """A state dict from a mapping, a module, or a file (loaded weights-only, never code).
+
+    Files and mappings may wrap it (see io/checkpoints.py: {"state_dict": ...}, Lightning
+    .ckpt, .safetensors, ...), or hold it at `key`, a dotted path such as "ema.model"."""
     if isinstance(state, nn.Module):
         return dict(state.state_dict())
     if isinstance(state, (str, os.PathLike)):
-        return load_state_dict(Path(state))
+        return load_state_dict(Path(state), key)
     if isinstance(state, Mapping):
-        bad = next((k for k, v in state.items() if not isinstance(v, torch.Tensor)), None)
-        if bad is not None:
-            raise LinpathError(
-                f"the {name} is not a state dict: entry {bad!r} is a {type(state[bad]).__name__}, not a tensor"
-            )
-        return dict(state)
+        return find_state(state, f"the {name}", key)
     raise LinpathError(
         f"the {name} must be a state dict, a module or a file path, got {type(state).__name__}"
     )
@@ -162,7 +175,27 @@ def _check_finite(state: dict, given: StateLike, name: str) -> None:
         )
 
 
-def _fit_inputs(model: nn.Module, evalset: EvalSet, dev: torch.device) -> EvalSet:
+def _endpoints(
+    own: dict, start_state: StateLike, end_state: StateLike, key: str | None, allow_nonfinite: bool
+):
+    """The two states as the model's own state dict: keys fitted where the model's are known
+    (a "module."/"model." prefix stripped), checked against each other and the model, and
+    cast to the model's dtypes (the engine mixes in those, e.g. fp16 checkpoints, fp32 model)."""
+    start = fit_keys(load_state(start_state, "start state", key), own)
+    end = fit_keys(load_state(end_state, "end state", key), own)
+    check_compatible(start, end, "the start state", "the end state")
+    if not allow_nonfinite:
+        _check_finite(start, start_state, "start state")
+        _check_finite(end, end_state, "end state")
+    check_compatible(own, start, "the model", "the start state")
+    start = {k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in start.items()}
+    end = {k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in end.items()}
+    return start, end
+
+
+def _fit_inputs(
+    model: nn.Module, evalset: EvalSet, dev: torch.device, output_fn: OutputFn | None = None
+) -> EvalSet:
     """Inputs the model accepts: floating inputs cast to the model's floating dtype, then one
     example run through it, so wrong dtypes, shapes or class labels are one line, not a traceback."""
     inputs, labels = evalset.inputs, evalset.labels
@@ -178,6 +211,7 @@ def _fit_inputs(model: nn.Module, evalset: EvalSet, dev: torch.device) -> EvalSe
         raise LinpathError(
             f"the model cannot run on the data's inputs ({inputs.dtype}, shape {tuple(inputs.shape[1:])}): {first}"
         ) from None
+    out = to_logits(out, output_fn)
     if is_classification(labels) and isinstance(out, torch.Tensor) and out.dim() == 2 and len(labels):
         low, high = int(labels.min()), int(labels.max())
         if low < 0 or high >= out.shape[1]:
@@ -298,14 +332,19 @@ def path(
     bn_batches: int = DEFAULT_BN_BATCHES,
     bn_batch_size: int = 128,
     allow_nonfinite: bool = False,
+    key: str | None = None,
+    output_fn: OutputFn | None = None,
 ) -> PathCurve:
     """Evaluate loss (and error) along θ(x) = (1 - x)·start + x·end.
 
     model        any nn.Module whose state dict matches the states; it is not modified (a copy
                  is evaluated).
     start_state, end_state
-                 state dicts, modules, or files saved with torch.save(model.state_dict(), ...)
-                 (also {"model": state} wrappers); files are loaded weights-only.
+                 state dicts, modules, or files: torch.save(model.state_dict(), ...), the
+                 {"state_dict"|"model_state_dict"|"model": state, ...} wrappers, Lightning .ckpt,
+                 .safetensors; a prefix the model's keys lack ("module.", "model.") is stripped.
+                 Files are loaded weights-only. `key`: a dotted path to the state dict in
+                 anything else (e.g. "ema.state_dict").
     data         (inputs, targets) tensors, a Dataset of pairs, or a DataLoader of pairs.
     grid         a number of evenly spaced points in [0, 1] (ends included), a Grid, or x values.
     bn           "interpolate" (BatchNorm statistics mixed with the weights, the paper's) or
@@ -314,6 +353,8 @@ def path(
     loss_fn      (outputs, targets) -> batch-mean loss; default cross-entropy.
     error_fn     (outputs, targets) -> batch-mean error; default 1 - accuracy when the targets
                  are class indices, else no error (curve.error is None).
+    output_fn    the model's output -> logits (what loss_fn takes); by default a tensor as is,
+                 a dict's "logits" (else its only tensor), a tuple's first element, `.logits`.
     device       default: the model's device. precision "fp32" or "bf16" (autocast).
     allow_nonfinite
                  evaluate states holding NaN or inf (refused by default, naming the tensor).
@@ -330,20 +371,9 @@ def path(
     else:
         dev = resolve_device(str(device))
 
-    start = load_state(start_state, "start state")
-    end = load_state(end_state, "end state")
-    check_compatible(start, end, "the start state", "the end state")
-    if not allow_nonfinite:
-        _check_finite(start, start_state, "start state")
-        _check_finite(end, end_state, "end state")
     work = copy.deepcopy(model)
-    own = work.state_dict()
-    check_compatible(own, start, "the model", "the start state")
-    # the engine mixes in the model's own dtypes (e.g. fp16 checkpoints into an fp32 model)
-    start = {k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in start.items()}
-    end = {k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in end.items()}
-
-    evalset = _fit_inputs(work, as_evalset(data, dev, batch_size), dev)
+    start, end = _endpoints(work.state_dict(), start_state, end_state, key, allow_nonfinite)
+    evalset = _fit_inputs(work, as_evalset(data, dev, batch_size), dev, output_fn)
     batches = None
     if bn == "recompute":
         source = evalset if bn_data is None else as_evalset(bn_data, dev, batch_size)
@@ -360,6 +390,7 @@ def path(
         batch_size=batch_size,
         precision=precision,
         bn_batches=batches,
+        output_fn=output_fn,
     )
 
 
@@ -375,12 +406,15 @@ def evaluate_curve(
     batch_size: int = 1000,
     precision: str = "fp32",
     bn_batches: list[torch.Tensor] | None = None,
+    output_fn: OutputFn | None = None,
 ) -> PathCurve:
     """path() after its conversions: `model` is overwritten in place, `evalset` is on the
     device, `bn_batches` are input tensors. For callers that hold these already (spawn.py)."""
     classification = is_classification(evalset.labels)
     score = make_score(loss_fn, error_fn, classification)
-    engine = PathEvaluator(model, evalset, batch_size=batch_size, precision=precision, score=score)
+    engine = PathEvaluator(
+        model, evalset, batch_size=batch_size, precision=precision, score=score, output_fn=output_fn
+    )
     results = engine.evaluate_path(start, end, xs, bn=bn, bn_batches=bn_batches)
     return PathCurve(
         x=np.array(xs, dtype=float),
@@ -531,3 +565,56 @@ def align(state_a: StateLike, state_b: StateLike, seed: int = 0) -> dict[str, to
     a = load_state(state_a, "state a")
     b = load_state(state_b, "state b")
     return align_mlp(a, b, seed=seed)
+
+
+@dataclass(frozen=True)
+class RunTables:
+    """A run folder's tables as tidy pandas DataFrames (see load)."""
+
+    root: Path
+    spec: Spec
+    paths: object  # every finished point, all settings: setting + paths.csv's columns
+    metrics: object  # per replicate, t, quantity: results/<setting>/metrics.csv, all settings
+    summary: object  # aggregates over replicates: results/<setting>/summary.csv, all settings
+    train_log: object  # replicate + train_log.csv's columns, all replicates
+
+
+def _concat(frames: list, columns: list[str]):
+    """One frame of many, or an empty one with `columns` (pandas cannot concatenate none)."""
+    if not frames:
+        return csv_frame(csv_text(columns, []))
+    return import_pandas().concat(frames, ignore_index=True)
+
+
+def _setting_tables(run: RunDir, name: str, columns: list[str]):
+    """results/<setting>/<name> of every setting, concatenated, each with its setting column."""
+    folders = sorted(p for p in (run.root / "results").glob("*") if (p / name).is_file())
+    return _concat([csv_frame((p / name).read_text(), setting=p.name) for p in folders], columns)
+
+
+def load(run_dir: str | os.PathLike) -> RunTables:
+    """A run folder's results as tidy DataFrames, for analysis in pandas (needs linpath[pandas]).
+
+    paths is rebuilt from the finished item files of every sweep setting (as paths.csv is),
+    so it is complete even while a sweep runs; metrics and summary are those the last
+    `linpath report` wrote; train_log holds every replicate's per-epoch log."""
+    run = RunDir(run_dir)
+    spec = read_spec(run)
+    paths = _concat(
+        [csv_frame(format_rows(setting_rows(run, s)), setting=s) for s in settings_of(run)],
+        ["setting", *PATH_COLUMNS],
+    )
+    logs = sorted(
+        (int(p.parent.name.rpartition("-")[2]), p)
+        for p in run.root.glob("replicate-*/train_log.csv")
+        if p.parent.name.rpartition("-")[2].isdigit()
+    )
+    train_log = _concat([csv_frame(p.read_text(), replicate=r) for r, p in logs], ["replicate", *LOG_COLUMNS])
+    return RunTables(
+        run.root,
+        spec,
+        paths,
+        _setting_tables(run, "metrics.csv", REPLICATE_COLUMNS),
+        _setting_tables(run, "summary.csv", SUMMARY_COLUMNS),
+        train_log,
+    )

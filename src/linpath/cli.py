@@ -197,7 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_own_model_commands(sub) -> None:
     """path, spawn, import-openlth: your own checkpoints, Frankle et al. 2020's spawning, OpenLTH."""
     p = sub.add_parser("path", help="evaluate the path between any two saved states")
-    p.add_argument("start", help="state dict file at x = 0 (torch.save(model.state_dict(), ...))")
+    p.add_argument(
+        "start",
+        help="checkpoint at x = 0: a state dict, a {'state_dict'|'model_state_dict'|'model': ...} "
+        "wrapper, a Lightning .ckpt or a .safetensors file",
+    )
     p.add_argument("end", help="state dict file at x = 1")
     p.add_argument(
         "--model",
@@ -216,6 +220,18 @@ def _add_own_model_commands(sub) -> None:
     )
     p.add_argument(
         "--num-classes", type=int, default=None, help="classes of a named model (default: the data's)"
+    )
+    p.add_argument(
+        "--key",
+        default=None,
+        help="dotted path to the state dict inside each checkpoint, e.g. ema.state_dict "
+        "(default: found; see docs/own_model.md)",
+    )
+    p.add_argument(
+        "--output",
+        default=None,
+        help="module:callable mapping the model's output to logits (default: a tensor as is, "
+        "a dict's 'logits', a tuple's first element, .logits)",
     )
     p.add_argument(
         "--points", type=int, default=100, help="evenly spaced x in [0, 1], ends included (default 100)"
@@ -470,6 +486,8 @@ def _dispatch_own_model(args, progress: bool) -> int:
             args.num_classes,
             args.allow_nonfinite,
             args.align,
+            args.key,
+            args.output,
         )
         for quantity, m in curve.metrics().items():
             values = getattr(curve, quantity)

@@ -17,6 +17,7 @@ from linpath.api import PathCurve, align, as_evalset, is_classification, path
 from linpath.config.presets import PRESETS
 from linpath.config.spec import read_spec
 from linpath.data.source import EvalSet
+from linpath.engine.outputs import OutputFn
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
@@ -37,6 +38,35 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
 
 
+def import_callable(text: str, flag: str):
+    """module:callable or file.py:callable, imported; one-line errors for what the user's code
+    raises or lacks (`flag` names the option in them)."""
+    module_name, _, attr = text.rpartition(":")
+    if not module_name or not attr:
+        raise LinpathError(f"{flag} {text!r}: write module:callable or file.py:callable")
+    try:
+        if module_name.endswith(".py"):
+            file = Path(module_name)
+            if not file.is_file():
+                raise LinpathError(f"{flag}: no file {file}")
+            spec = importlib.util.spec_from_file_location(file.stem, file)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except LinpathError:
+        raise
+    except Exception as e:  # the user's code: an ImportError, a SyntaxError, anything it raises
+        raise LinpathError(f"{flag}: cannot import {module_name}: {_first_line(e)}") from None
+    found = getattr(module, attr, None)
+    if found is None or not callable(found):
+        kind = "no" if found is None else f"a {type(found).__name__} {attr!r}, not a"
+        raise LinpathError(
+            f"{flag}: {module_name} has {kind} callable{'' if found is not None else f' {attr!r}'}"
+        )
+    return found
+
+
 def resolve_model(text: str, num_classes: int | None) -> nn.Module:
     """--model: a preset or model name (linpath's models), or module:callable / file.py:callable
     returning an nn.Module (called with no arguments; a class is instantiated)."""
@@ -50,29 +80,7 @@ def resolve_model(text: str, num_classes: int | None) -> nn.Module:
             f"--model {text!r} is neither a preset or model ({', '.join(sorted(models.MODELS))}) "
             "nor module:callable"
         )
-    module_name, _, attr = text.rpartition(":")
-    if not module_name or not attr:
-        raise LinpathError(f"--model {text!r}: write module:callable or file.py:callable")
-    try:
-        if module_name.endswith(".py"):
-            file = Path(module_name)
-            if not file.is_file():
-                raise LinpathError(f"--model: no file {file}")
-            spec = importlib.util.spec_from_file_location(file.stem, file)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(module_name)
-    except LinpathError:
-        raise
-    except Exception as e:  # the user's code: an ImportError, a SyntaxError, anything it raises
-        raise LinpathError(f"--model: cannot import {module_name}: {_first_line(e)}") from None
-    factory = getattr(module, attr, None)
-    if factory is None or not callable(factory):
-        kind = "no" if factory is None else f"a {type(factory).__name__} {attr!r}, not a"
-        raise LinpathError(
-            f"--model: {module_name} has {kind} callable{'' if factory is not None else f' {attr!r}'}"
-        )
+    factory = import_callable(text, "--model")
     try:
         model = factory()
     except Exception as e:
@@ -80,6 +88,16 @@ def resolve_model(text: str, num_classes: int | None) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise LinpathError(f"--model: {text}() returned a {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def resolve_output(text: str | None) -> OutputFn | None:
+    """--output: module:callable mapping the model's output to logits (None: the default
+    reading of engine.outputs, which handles tuples, dicts and `.logits`)."""
+    if text is None:
+        return None
+    if ":" not in text:
+        raise LinpathError(f"--output {text!r}: write module:callable or file.py:callable")
+    return import_callable(text, "--output")
 
 
 def load_data(text: str, data_root=None, split: str = "test", device="cpu") -> tuple[EvalSet, int | None]:
@@ -124,11 +142,14 @@ def path_between_files(
     num_classes: int | None = None,
     allow_nonfinite: bool = False,
     align_end: bool = False,
+    key: str | None = None,
+    output: str | None = None,
 ) -> tuple[PathCurve, list[Path]]:
     """`linpath path`: the path between two saved states, written to `out` as paths.csv (the
     sweep's columns), metrics.json and path.png/.pdf. Without `model`/`data`, both come from the
     linpath run folder holding `start` (if it lies in one). `align_end` permutes the end's hidden
-    units to match the start's first (weight matching; fully connected networks only)."""
+    units to match the start's first (weight matching; fully connected networks only); `key` and
+    `output` are path()'s key and output_fn (the latter as module:callable)."""
     spec = find_run_spec(start) if model is None or data is None else None
     if model is None:
         if spec is None:
@@ -141,6 +162,7 @@ def path_between_files(
     dev = resolve_device(device)
     evalset, classes = load_data(data, data_root, split, dev)
     net = resolve_model(model, num_classes or classes)
+    output_fn = resolve_output(output)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise LinpathError(f"--out {out} is a file, not a folder")
@@ -155,6 +177,8 @@ def path_between_files(
         batch_size=batch_size,
         precision=precision,
         allow_nonfinite=allow_nonfinite,
+        key=key,
+        output_fn=output_fn,
     )
     files = [curve.to_csv(out / "paths.csv")]
     atomic_write_text(

@@ -20,6 +20,7 @@ class Schedule:
     milestones: tuple[int, ...]
     gamma: float
     warmup: int
+    keep: tuple[int, ...] = ()  # --keep-steps, in iterations
 
     @classmethod
     def of(cls, spec: Spec, num_train_examples: int) -> Schedule:
@@ -35,7 +36,12 @@ class Schedule:
             )
         warmup = Step.parse(t.warmup_steps).to_iterations(ipe) if t.warmup_steps else 0
         milestones = tuple(s.to_iterations(ipe) for s in parse_step_list(t.milestone_steps))
-        return cls(ipe, total, t.lr, milestones, t.gamma, warmup)
+        keep = tuple(sorted({s.to_iterations(ipe) for s in parse_step_list(t.keep_steps)}))
+        if keep and keep[-1] > total:
+            raise LinpathError(
+                f"--keep-steps {t.keep_steps}: step {keep[-1]} is past the end of training ({total} iterations)"
+            )
+        return cls(ipe, total, t.lr, milestones, t.gamma, warmup, keep)
 
     def lr_at(self, step: int) -> float:
         """Learning rate of the update from `step` to `step + 1` (OpenLTH's convention:
@@ -48,4 +54,5 @@ class Schedule:
         return min(batch_size, num_examples - (step % self.iterations_per_epoch) * batch_size)
 
     def kept(self) -> list[int]:
-        return kept_steps(self.total)
+        """The paper's kept steps, and the user's (--keep-steps)."""
+        return sorted(set(kept_steps(self.total)) | set(self.keep))

@@ -62,6 +62,14 @@ class TrainSpec:
     warmup_steps: str = _help("linear lr warm-up from 0 over this many steps, e.g. 5ep", default="")
     seed: int = _help("seed of replicate 0; replicate r uses seed + r", default=0)
     precision: str = _help("training arithmetic: fp32 or bf16 (autocast)", default="fp32")
+    keep_steps: str = _help(
+        "more steps to keep checkpoints at, besides the paper's schedule, e.g. 100,2ep,3ep50it", default=""
+    )
+
+
+# Fields added after runs were made: left out of the hash while empty, so that the specs that
+# leave them empty keep their hashes and so their run folders.
+LATER_FIELDS = {"train": ("keep_steps",)}
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,7 @@ class Spec:
         parse_step_list(t.milestone_steps)
         if t.warmup_steps:
             Step.parse(t.warmup_steps)
+        parse_step_list(t.keep_steps)
         return self
 
     def seeds(self) -> list[int]:
@@ -111,6 +120,10 @@ class Spec:
     def hashed_part(self) -> dict:
         d = dataclasses.asdict(self)
         d.pop("replicates")
+        for section, names in LATER_FIELDS.items():
+            for name in names:
+                if d[section][name] == "":
+                    del d[section][name]
         return d
 
     @property

@@ -21,6 +21,8 @@ from collections import Counter
 import torch
 from torch import nn
 
+from linpath.engine.outputs import default_logits
+
 
 def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     """Replace the submodule at a dotted name (the engine swaps in folded or given layers)."""
@@ -125,7 +127,7 @@ class Folding:
                         t.copy_(torch.rand(t.shape, generator=g, dtype=torch.float64).mul(hi - lo).add(lo))
             self.apply()
             model.eval()
-            a, b = model(example), self.model(example)
+            a, b = default_logits(model(example)), default_logits(self.model(example))
             if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.shape != b.shape:
                 return False
             a, b = a.double(), b.double()

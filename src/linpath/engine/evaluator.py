@@ -23,6 +23,7 @@ from torch import nn
 from linpath.engine.bn_stats import bn_modules, check_bn_policy, recompute_bn_statistics
 from linpath.engine.bnfold import Folding, conv_bn_pairs, set_submodule
 from linpath.engine.interpolate import assign_interpolation, check_compatible
+from linpath.engine.outputs import OutputFn, to_logits
 from linpath.engine.profile import stem_profile
 from linpath.engine.scoring import Result, classification_score, make_tally
 from linpath.errors import LinpathError
@@ -66,7 +67,8 @@ class PathEvaluator:
     convnets on CUDA (fewer kernel launches per network) and 10,000 for the rest; `use_stem` is "auto", True (whenever the model names a stem) or False;
     `population` holds the split's examples per class when `evalset` is a subset of it;
     `fold_bn` folds eval-mode BatchNorm into the preceding convolutions where that is exact
-    (see the module's docstring).
+    (see the module's docstring); `output_fn` maps the model's output to what `score` takes
+    (default: engine.outputs.default_logits).
     """
 
     def __init__(
@@ -82,8 +84,10 @@ class PathEvaluator:
         channels_last: bool | None = None,
         fold_bn: bool = True,
         compile: bool = False,
+        output_fn: OutputFn | None = None,
     ):
         check_precision(precision)
+        self.output_fn = output_fn
         self.device = evalset.inputs.device
         self.model = model.to(self.device).eval()
         convnet = any(isinstance(m, nn.Conv2d) for m in model.modules())
@@ -137,17 +141,21 @@ class PathEvaluator:
         return self.folding.model if self.folding is not None else self.model
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """The evaluating module's output; the compiled one when asked for and it works."""
+        """The evaluating module's logits (the one place outputs leave the model); the compiled
+        module's when asked for and it works."""
+        output = None
         if self._compiled is not None:
             try:
-                return self._compiled(inputs)
+                output = self._compiled(inputs)
             except Exception as e:  # no compiler, an unsupported op: evaluate eagerly instead
                 warnings.warn(
                     f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); evaluating eagerly",
                     stacklevel=2,
                 )
                 self._compiled = None
-        return self.net(inputs)
+        if output is None:
+            output = self.net(inputs)
+        return to_logits(output, self.output_fn)
 
     def _fold(self) -> None:
         if self.folding is not None:
@@ -212,12 +220,35 @@ class Path:
     def __init__(self, engine: PathEvaluator, start: dict, end: dict, bn: str, bn_batches):
         self.e, self.start, self.end, self.bn, self.bn_batches = engine, start, end, bn, bn_batches
         self._stems: tuple[list, list] | None = None  # whole-set stem outputs, when they fit
+        self._variances = [
+            f"{name}.running_var"
+            for name, m in engine.model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and f"{name}.running_var" in engine.targets
+        ]
+        self._warned = False
 
     def _set(self, x: float, bn_state: dict | None) -> None:
         assign_interpolation(self.e.targets, self.start, self.end, x)
         if bn_state:
             for k, v in bn_state.items():
                 self.e.targets[k].copy_(v)
+        elif not 0 <= x <= 1 and not self._warned:
+            self._warn_negative_variance(x)
+
+    def _warn_negative_variance(self, x: float) -> None:
+        """Past [0, 1] an interpolated running_var can turn negative, and BatchNorm's outputs
+        NaN: say so once per path, naming the first such layer, rather than leave a silent NaN."""
+        for k in self._variances:
+            if bool((self.e.targets[k] < 0).any()):
+                self._warned = True
+                warnings.warn(
+                    f"BatchNorm {k.rpartition('.')[0]!r}: the interpolated running_var is negative at "
+                    f"x = {x:g} (extrapolating past [0, 1]), so its outputs there are NaN; "
+                    "bn='recompute' (--bn recompute) re-estimates the statistics instead",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                return
 
     def _recomputed(self, x: float) -> dict | None:
         """θ(x)'s BatchNorm buffers after recompute (None under interpolate)."""
@@ -275,7 +306,7 @@ class Path:
                     for (inputs, labels), a, b in zip(e._batches(lo, hi), h_start, h_end):
                         given.value = torch.lerp(a, b, x)
                         with autocast(e.device, e.precision):
-                            outputs = net(inputs)
+                            outputs = e.forward(inputs)  # net, with the stem given
                         tally.add(outputs, labels, e.score)
             finally:
                 set_submodule(net, e.stem_name, net_stem)

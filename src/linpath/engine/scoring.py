@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from linpath.engine.outputs import OutputFn, to_logits
 from linpath.engine.subsets import class_counts
 from linpath.errors import LinpathError
 from linpath.runtime.device import autocast
@@ -131,6 +132,7 @@ def evaluate_model(
     precision: str = "fp32",
     score=classification_score,
     population: torch.Tensor | None = None,
+    output_fn: OutputFn | None = None,
 ) -> Result:
     """Mean cross-entropy and error (or another `score`) of `model` (in eval mode) on a preloaded EvalSet."""
     model.eval()
@@ -138,6 +140,6 @@ def evaluate_model(
     tally = make_tally(evalset.labels, population)
     for i in range(0, len(evalset.labels), batch_size):
         with autocast(device, precision):
-            outputs = model(evalset.inputs[i : i + batch_size])
+            outputs = to_logits(model(evalset.inputs[i : i + batch_size]), output_fn)
         tally.add(outputs, evalset.labels[i : i + batch_size], score)
     return tally.result()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
 
 
@@ -24,6 +25,26 @@ def csv_text(columns: list[str], rows) -> str:
 
 def write_csv(path: Path, columns: list[str], rows) -> None:
     atomic_write_text(path, csv_text(columns, rows))
+
+
+def import_pandas():
+    """pandas, an optional dependency: imported only by the functions that return DataFrames."""
+    try:
+        import pandas
+    except ImportError:
+        raise LinpathError("DataFrames need pandas: pip install 'linpath[pandas]' (pandas>=1.5)") from None
+    return pandas
+
+
+def csv_frame(text: str, **columns):
+    """A DataFrame of CSV text, its types inferred as pandas.read_csv does for a file; `columns`
+    are inserted first (e.g. setting="...")."""
+    pd = import_pandas()
+    frame = pd.read_csv(io.StringIO(text))
+    for i, (name, value) in enumerate(columns.items()):
+        if name not in frame.columns:
+            frame.insert(i, name, value)
+    return frame
 
 
 def read_csv_rows(path: Path) -> list[dict]:

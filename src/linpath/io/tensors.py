@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from linpath.errors import LinpathError
+from linpath.io.checkpoints import find_state, is_safetensors, load_safetensors
 from linpath.io.files import atomic_write
 
 
@@ -40,18 +41,14 @@ def load_tensors(path: Path) -> object:
         raise LinpathError(f"corrupt or truncated checkpoint {path}: {first}") from None
 
 
-def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A model state dict saved by linpath or by a user (a dict of name -> tensor)."""
-    obj = load_tensors(path)
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj = obj["model"]  # a resume file or a {"model": state} wrapper
-    if (
-        not isinstance(obj, dict)
-        or not obj
-        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
-    ):
-        raise LinpathError(f"{path} is not a state dict (expected a mapping of parameter names to tensors)")
-    return obj
+def load_state_dict(path: Path, key: str | None = None) -> dict[str, torch.Tensor]:
+    """The state dict of a checkpoint file, written by linpath or by other tools: a plain state
+    dict, a wrapper ({"state_dict": ...}, a Lightning .ckpt, {"model": ...}), a .safetensors
+    file, or the entry at `key` (see io/checkpoints.py). Keys are as saved (see fit_keys)."""
+    path = Path(path)
+    if path.is_file() and is_safetensors(path):
+        return find_state(load_safetensors(path), str(path), key)
+    return find_state(load_tensors(path), str(path), key)
 
 
 def nonfinite_problem(state: dict[str, torch.Tensor]) -> str | None:
