@@ -13,8 +13,20 @@ from typing import TYPE_CHECKING
 from linpath._version import __version__
 from linpath.errors import LinpathError
 
-_API = ("path", "PathCurve", "plane", "random_plane", "Surface", "align", "load", "RunTables", "load_state")
-__all__ = [*_API, "LinpathError", "__version__"]
+__all__ = [
+    "path",
+    "PathCurve",
+    "plane",
+    "random_plane",
+    "Surface",
+    "align",
+    "load",
+    "RunTables",
+    "load_state",
+    "LinpathError",
+    "__version__",
+]
+_API = set(__all__) - {"LinpathError", "__version__"}
 
 if TYPE_CHECKING:
     from linpath.api import PathCurve, RunTables, Surface, align, load, load_state, path, plane, random_plane
