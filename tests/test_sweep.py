@@ -195,7 +195,7 @@ def test_a_second_sweep_setting_never_enters_the_papers_curve(tmp_path):
     run = RunDir(tmp_path)
     full = [
         [0, 0, repr(x), "test", "interpolate", 10000, "fp32", "1.0", "0.1", "0.0", "0.0"]
-        for x in (0.0, 0.5, 1.0)
+        for x in Grid(points=100).xs()
     ]
     tiny = [
         [0, 0, repr(x), "test", "interpolate", 10, "fp32", "9.0", "0.9", "1.0", "0.3"] for x in (0.05, 0.15)
@@ -204,7 +204,7 @@ def test_a_second_sweep_setting_never_enters_the_papers_curve(tmp_path):
     _item(run, "test-interpolate-values2-fp32-n10", 0, 0, tiny)
     assert settings_of(run) == [PAPER_SETTING, "test-interpolate-values2-fp32-n10"]
     paper = load_curves(run, PAPER_SETTING).by_item[(0, 0)]
-    assert paper["x"].tolist() == [0.0, 0.5, 1.0] and paper["error"].tolist() == [0.1, 0.1, 0.1]
+    assert paper["x"].tolist() == Grid(points=100).xs() and paper["error"].tolist() == [0.1] * 100
     other = load_curves(run, "test-interpolate-values2-fp32-n10")
     assert other.examples == 10 and other.by_item[(0, 0)]["x"].tolist() == [0.05, 0.15]
 
