@@ -96,6 +96,7 @@ def test_stem_mixing_in_chunks_equals_the_plain_loop(case, bn):
 BF16_REL = 0.02
 
 
+@pytest.mark.slow  # bf16 is emulated (slowly) on CPUs without AVX-512 BF16
 @pytest.mark.parametrize("bn", ["interpolate", "recompute"])
 def test_bf16_is_close_to_the_fp32_plain_loop(case, bn):
     _, _, _, _, _, _, refs = case
@@ -157,7 +158,12 @@ def test_standard_error_of_a_subset():
 FOLD_CASES = {"cifar_resnet_20": 64, "cifar_vgg_16": 40}
 
 
-@pytest.fixture(scope="module", params=list(FOLD_CASES))
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(name, marks=[pytest.mark.slow] if name == "cifar_vgg_16" else []) for name in FOLD_CASES
+    ],
+)
 def fold_case(request):
     name = request.param
     n = FOLD_CASES[name]
@@ -289,6 +295,7 @@ def _tiny_states():
     return a.state_dict(), b.state_dict()
 
 
+@pytest.mark.slow  # compiles a graph (a C++ toolchain run)
 def test_compiled_engine_equals_the_eager_engine(recwarn):
     g = torch.Generator().manual_seed(1)
     evalset = EvalSet(torch.randn(48, 3, 8, 8, generator=g), torch.randint(0, 10, (48,), generator=g))

@@ -109,6 +109,7 @@ def test_import_writes_a_linpath_run(openlth_run, tmp_path):
     assert again.root == run.root
 
 
+@pytest.mark.slow
 def test_imported_run_sweeps_and_reports(openlth_run, tmp_path, data_root):
     run, _ = import_run(openlth_run, tmp_path / "runs")
     pipeline.sweep(run.root, SweepSetting(grid=Grid(points=3)), data_root, "cpu", [0, 474], progress=False)
