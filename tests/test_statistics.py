@@ -37,12 +37,12 @@ def test_standard_error_matches_the_spread_of_repeated_subsets(n, quantity):
     labels, values = _population()
     population = torch.bincount(labels).double()
     means, ses = [], []
-    for seed in range(200):
+    for seed in range(120):
         index = stratified_subset(labels, n, seed=seed)
         means.append(values[quantity][index.numpy()].mean())
         ses.append(_se_of(labels, values[quantity], index, population))
     empirical, reported = float(np.std(means, ddof=1)), float(np.sqrt(np.mean(np.square(ses))))
-    assert reported == pytest.approx(empirical, rel=0.2), (empirical, reported)
+    assert reported == pytest.approx(empirical, rel=0.25), (empirical, reported)
     # never a zero standard error where the subset itself varies (was: 0 with one example in a class)
     assert all(se > 0 for se, m in zip(ses, means) if 0 < m < 1 or quantity == "loss")
 

@@ -258,6 +258,7 @@ def test_a_negative_extrapolated_variance_warns_once(data):
 # --- 4. checkpoints at the steps the user asks for --------------------------------------------
 
 
+@pytest.mark.slow  # trains a 30-iteration run through the CLI
 def test_keep_steps_are_kept_besides_the_papers_and_usable(tmp_path, data_root):
     base = preset("mnist_lenet_300_100")
     assert base.hash == "63e0742d57"  # an empty keep_steps leaves every existing hash alone
