@@ -168,11 +168,13 @@ train_bench() {
 collect() { # the run's small files only: no checkpoints, no resume files
     local dest=$OUT/run f
     mkdir -p "$dest"
-    for f in spec.json paths.csv report.md "$RUN"/metrics*.csv; do
-        f=$(basename "$f")
+    for f in spec.json paths.csv report.md; do
         if [[ -f "$RUN/$f" ]]; then cp "$RUN/$f" "$dest/" || return; fi
     done
-    if [[ -d "$RUN/figures" ]]; then cp -r "$RUN/figures" "$dest/" || return; fi
+    # each sweep setting's tables and figures (results/<setting>/), without the PDFs
+    if [[ -d "$RUN/results" ]]; then
+        (cd "$RUN" && find results -type f ! -name '*.pdf' -exec cp --parents {} "$dest/" \;) || return
+    fi
     for f in "$RUN"/replicate-*/train_log.csv; do
         if [[ -f "$f" ]]; then
             mkdir -p "$dest/$(basename "$(dirname "$f")")"

@@ -476,7 +476,8 @@ def test_a_diverging_path_is_recorded_and_reported(small_run, data_root, tmp_pat
     metrics = rows_of(run.results_dir(f"test-interpolate-uniform{POINTS}-fp32") / "metrics.csv")
     row = next(d for d in metrics if d["replicate"] == "1" and d["t"] == "16" and d["quantity"] == "loss")
     assert row["rise_over_start"] in ("inf", "nan")
-    assert all((run.figures_dir / f"figure{i}.png").stat().st_size > 0 for i in (1, 2, 3))
+    figures = run.results_dir(f"test-interpolate-uniform{POINTS}-fp32") / "figures"
+    assert all((figures / f"figure{i}.png").stat().st_size > 0 for i in (1, 2, 3))
     record(
         "fault",
         "a diverging path (start state x 1e30, and an extrapolated grid at x = -1e36)",

@@ -22,10 +22,11 @@ FILES = [
     "report.log",
     "run/spec.json",
     "run/paths.csv",
-    "run/metrics.csv",
     "run/report.md",
     "run/replicate-0/train_log.csv",
-    "run/figures/figure1.png",
+    "run/results/test-interpolate-uniform3-fp32-n500/metrics.csv",
+    "run/results/test-interpolate-uniform3-fp32-n500/summary.csv",
+    "run/results/test-interpolate-uniform3-fp32-n500/figures/figure1.png",
 ]
 
 

@@ -58,6 +58,7 @@ def plain_loop(run, mnist, r, t, xs):
 def test_paths_csv_has_every_point_once(swept):
     run, rows = swept
     assert list(rows[0]) == [
+        "setting",
         "replicate",
         "t",
         "x",

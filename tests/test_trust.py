@@ -38,8 +38,10 @@ STEPS = [4, 8]
 
 
 def copy_run(small_run, tmp_path) -> RunDir:
+    """The trained run without any sweep results (other tests sweep the shared run)."""
     dest = tmp_path / small_run.root.name
-    shutil.copytree(small_run.root, dest, ignore=shutil.ignore_patterns(".*lock"))
+    ignore = shutil.ignore_patterns(".*lock", "sweep", "results", "paths.csv", "report.md")
+    shutil.copytree(small_run.root, dest, ignore=ignore)
     return RunDir(dest)
 
 
@@ -98,8 +100,8 @@ def test_the_merge_leaves_out_an_invalid_item(swept, capsys):
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join(lines[:2]))  # one row of three: a 1-point "curve"
     assert merge_paths(swept) == 3
-    assert {row.split(",")[1] for row in swept.paths_csv.read_text().splitlines()[1:]} == {"8"}
-    assert f"left out of paths.csv: {path}: 1 rows, the grid has 3 points" in capsys.readouterr().err
+    assert {row.split(",")[2] for row in swept.paths_csv.read_text().splitlines()[1:]} == {"8"}
+    assert f"left out of the tables: {path}: 1 rows, the grid has 3 points" in capsys.readouterr().err
     path.write_text("".join(lines[:2]) + "0,4,oops\n")
     assert merge_paths(swept) == 3  # before: a ValueError traceback from the sort
 
@@ -140,7 +142,7 @@ def test_report_rebuilds_a_damaged_paths_csv_from_the_items(swept, cut):
     damaged = {
         "row boundary": "".join(lines[:3]),
         "mid-row": good[: len(good) // 2],
-        "non-number": good.replace(lines[2].split(",")[7], "x", 1),
+        "non-number": good.replace(lines[2].split(",")[8], "x", 1),
     }[cut]
     swept.paths_csv.write_text(damaged)
     pipeline.report(swept.root)
@@ -149,14 +151,15 @@ def test_report_rebuilds_a_damaged_paths_csv_from_the_items(swept, cut):
 
 @pytest.mark.parametrize("cut", ["mid-row", "non-number"])
 def test_a_damaged_paths_csv_without_items_is_one_line(swept, capsys, cut):
+    """paths.csv is derived, never read back: without the item files there is nothing to report."""
     good = swept.paths_csv.read_text()
     shutil.rmtree(swept.sweep_dir)
     lines = good.splitlines(keepends=True)
     swept.paths_csv.write_text(
-        lines[0] + lines[1][:20] + "\n" if cut == "mid-row" else good.replace(lines[2].split(",")[7], "x", 1)
+        lines[0] + lines[1][:20] + "\n" if cut == "mid-row" else good.replace(lines[2].split(",")[8], "x", 1)
     )
     line = one_line_error(capsys, ["report", str(swept.root)])
-    assert "paths.csv line" in line
+    assert "no finished sweep" in line
 
 
 def poison(path: Path, n: int = 3) -> None:

@@ -151,6 +151,7 @@ def figure3(
             ax.fill_between(positions[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.2, linewidth=0)
         ax.axhline(0, color="gray", linewidth=0.8)
         ax.set_xscale("log")
+        ax.set_xlim(positions.min() / 1.5, positions.max() * 1.5)  # also when no value is finite
         ax.set_ylabel(f"{METRIC_WORDS.get(metric, metric)}\nof the {_label(q, curves.split)}", fontsize=9)
         ax.grid(alpha=0.3, which="both")
     ticks = [p for p in (0.5, 1, 4, 16, 64, 256, 1024, 4096, 16384, 65536) if p <= positions.max()]

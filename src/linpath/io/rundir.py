@@ -55,10 +55,6 @@ class RunDir:
     def paths_csv(self) -> Path:
         return self.root / "paths.csv"
 
-    @property
-    def figures_dir(self) -> Path:
-        return self.root / "figures"
-
     def results_dir(self, setting: str) -> Path:
         """One sweep setting's own table, metrics and figures."""
         return self.root / "results" / setting
