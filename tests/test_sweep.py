@@ -14,6 +14,7 @@ from linpath.sweep import run as sweep_module
 from linpath.sweep.grids import Grid
 from linpath.sweep.setting import SweepSetting
 from tests.oracle import plain_path
+from tests.runs import copy_trained
 
 STEPS = [0, 16, 256]
 POINTS = 7
@@ -25,10 +26,11 @@ def rows_of(path):
 
 
 @pytest.fixture(scope="module")
-def swept(small_run, data_root):
+def swept(small_run, data_root, tmp_path_factory):
+    run = copy_trained(small_run, tmp_path_factory.mktemp("swept"))
     setting = SweepSetting(grid=Grid(points=POINTS))
-    pipeline.sweep(small_run.root, setting, data_root, "cpu", STEPS, progress=False)
-    return small_run, rows_of(small_run.paths_csv)
+    pipeline.sweep(run.root, setting, data_root, "cpu", STEPS, progress=False)
+    return run, rows_of(run.paths_csv)
 
 
 def plain_loop(run, mnist, r, t, xs):
@@ -163,10 +165,11 @@ def test_an_interrupted_sweep_resumes_to_the_same_table(small_run, data_root, mo
     assert interrupted.paths_csv.read_text() == reference.paths_csv.read_text()
 
 
-def test_a_sweep_with_recompute_an_adaptive_grid_and_a_subset(small_run, data_root):
+def test_a_sweep_with_recompute_an_adaptive_grid_and_a_subset(small_run, data_root, tmp_path):
     from linpath.data import load
     from linpath.sweep.grids import parse_grid
 
+    small_run = copy_trained(small_run, tmp_path)
     setting = SweepSetting(bn="recompute", bn_batches=2, grid=parse_grid("adaptive:5:0.1"), eval_examples=500)
     assert setting.key == "test-recompute2-adaptive5-tol0.1-loss-fp32-n500"
     assert (

@@ -29,6 +29,7 @@ from linpath.sweep.items import item_problem
 from linpath.sweep.merge import format_rows, merge_paths
 from linpath.sweep.run import item_is_valid, item_path, missing_checkpoints, run_sweep
 from linpath.sweep.setting import SweepSetting
+from tests.runs import copy_trained
 
 from .test_cli import one_line_error
 from .test_openlth import openlth_lenet_state, openlth_run  # noqa: F401 (a fixture)
@@ -38,11 +39,7 @@ STEPS = [4, 8]
 
 
 def copy_run(small_run, tmp_path) -> RunDir:
-    """The trained run without any sweep results (other tests sweep the shared run)."""
-    dest = tmp_path / small_run.root.name
-    ignore = shutil.ignore_patterns(".*lock", "sweep", "results", "paths.csv", "report.md")
-    shutil.copytree(small_run.root, dest, ignore=ignore)
-    return RunDir(dest)
+    return copy_trained(small_run, tmp_path)
 
 
 @pytest.fixture
