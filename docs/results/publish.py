@@ -46,8 +46,14 @@ def _rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def main_setting(folder: Path) -> str:
+    """The paper's sweep setting where the run has it, else its first one."""
+    settings = sorted(p.name for p in (folder / "results").iterdir() if (p / "summary.csv").is_file())
+    return PAPER if PAPER in settings else settings[0]
+
+
 def _summary(folder: Path, t: int, quantity: str, metric: str, stat: str = "mean") -> float:
-    for row in _rows(folder / "results" / PAPER / "summary.csv"):
+    for row in _rows(folder / "results" / main_setting(folder) / "summary.csv"):
         if int(row["t"]) == t and row["quantity"] == quantity and row["metric"] == metric:
             return float(row[stat])
     raise KeyError((t, quantity, metric))
@@ -60,12 +66,14 @@ def table_rows(folder: Path) -> list[str]:
         float(_rows(log)[-1]["test_accuracy"]) for log in sorted(folder.glob("replicate-*/train_log.csv"))
     ]
     mean = sum(accuracies) / len(accuracies)
-    steps = sorted({int(r["t"]) for r in _rows(folder / "results" / PAPER / "summary.csv")})
+    steps = sorted({int(r["t"]) for r in _rows(folder / "results" / main_setting(folder) / "summary.csv")})
     rises = {t: _summary(folder, t, "error", "rise_over_start") for t in steps}
     worst = max(rises, key=rises.get)
     lo, hi = (_summary(folder, worst, "error", "rise_over_start", s) for s in ("ci_low", "ci_high"))
+    n = len(accuracies)
     return [
-        f"| `{folder.name}` | {spec['train']['training_steps']}, {len(accuracies)} replicates | {100 * mean:.2f} % | "
+        f"| `{folder.name}` | {spec['train']['training_steps']}, {n} replicate{'s' * (n != 1)}; "
+        f"`{main_setting(folder)}` | {100 * mean:.2f} % | "
         f"{_summary(folder, 0, 'loss', 'monotonicity_gap'):.4f} | {_summary(folder, 0, 'loss', 'convexity_gap'):.4f} | "
         f"{rises[worst]:.4f} [{lo:.4f}, {hi:.4f}] at t = {worst} |"
     ]
@@ -73,7 +81,7 @@ def table_rows(folder: Path) -> list[str]:
 
 def readme_table() -> str:
     lines = [
-        "| run | training | final test accuracy (mean) | loss monotonicity gap from init | "
+        "| run | training; sweep setting | final test accuracy (mean) | loss monotonicity gap from init | "
         "loss convexity gap from init | largest error rise above the start [95 % interval] |",
         "|---|---|---:|---:|---:|---|",
     ]
