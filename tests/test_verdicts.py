@@ -121,3 +121,33 @@ def test_the_overfitting_note_appears_only_when_the_loss_ends_above_its_start():
     assert "overfitting" in overfitting_note(rising, summary_rows(rising, metric_rows(rising)))
     falling = _curves({100: [np.linspace(0.3, 0.2, 11)]})
     assert overfitting_note(falling, summary_rows(falling, metric_rows(falling))) is None
+
+
+def test_from_init_verdicts_follow_each_settings_claim():
+    from linpath.analysis.verdicts import from_init_verdicts
+
+    convex = _curves({0: [np.exp(-5 * X) * 2.3]})  # falls at once: MNIST's claim
+    plateau = _curves({0: [2.3 - 2.2 * X**8]})  # stays high, drops near the end: the convnets'
+    for curves, preset, expected in (
+        (convex, "mnist_lenet_300_100", "roughly convex"),
+        (plateau, "cifar_resnet_20", "stays high"),
+    ):
+        summary = summary_rows(curves, metric_rows(curves))
+        lines = from_init_verdicts(curves, summary, claims_of(preset))
+        line = next(line for line in lines if expected in line)
+        assert "**CONFIRMED**" in line, line
+    summary = summary_rows(plateau, metric_rows(plateau))
+    assert "NOT CONFIRMED" in next(
+        line
+        for line in from_init_verdicts(plateau, summary, claims_of("mnist_lenet_300_100"))
+        if "convex" in line
+    )
+
+
+def test_the_barrier_window_is_not_judged_on_a_shortened_schedule():
+    curves = _curves(
+        {0: [bump(0.0)] * 2, 16: [bump(0.05)] * 2, 2000: [bump(0.02)] * 2, 8000: [bump(0.0)] * 2}
+    )
+    summary = summary_rows(curves, metric_rows(curves))
+    assert "**not applicable**" in barrier_verdict(curves, summary, claims_of("cifar_resnet_20"), "8ep")
+    assert "**CONFIRMED**" in barrier_verdict(curves, summary, claims_of("cifar_resnet_20"), "160ep")
