@@ -327,7 +327,9 @@ def _add_plane_command(sub) -> None:
     p.add_argument("--grid", default="21", help="points per side, N or N_ALPHA,N_BETA (default 21)")
     p.add_argument("--span", default="-0.5,1.5", help="range of α and β, LO,HI (default -0.5,1.5)")
     p.add_argument("--split", choices=("test", "train"), default="test")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    p.add_argument(
+        "--eval-precision", choices=PRECISIONS, default="fp32", help="evaluation arithmetic (default fp32)"
+    )
     p.add_argument("--batch-size", type=int, default=1000, help="evaluation batch size (default 1000)")
     p.add_argument("--allow-nonfinite", action="store_true", help="evaluate states holding NaN or inf")
     p.add_argument(
@@ -342,7 +344,7 @@ def _dispatch_plane(args) -> int:
         span=parse_pair(args.span, float, "--span"),
         split=args.split,
         device=args.device,
-        precision=args.precision,
+        precision=args.eval_precision,
         batch_size=args.batch_size,
         allow_nonfinite=args.allow_nonfinite,
     )
