@@ -25,3 +25,22 @@ def test_every_figure_the_readme_shows_exists():
     for target in [part.split(")")[0] for part in text.split("](")[1:]]:
         if target.endswith(".png"):
             assert (REPO / target).is_file(), target
+
+
+def test_the_numbers_quoted_beyond_the_line_are_those_of_the_committed_files():
+    import csv
+    import json
+
+    folder = REPO / "docs" / "results" / "beyond_the_line_mnist"
+    text = (REPO / "docs" / "beyond_the_line.md").read_text()
+    before, after = (
+        json.loads((folder / f / "metrics.json").read_text()) for f in ("replicates", "replicates-aligned")
+    )
+    for q, digits in (("error", 4), ("loss", 4)):
+        assert (
+            f"{before[q]['rise_over_start']:.{digits}f}" in text
+            and f"{after[q]['rise_over_start']:.{digits}f}" in text
+        )
+    rows = list(csv.DictReader(open(folder / "trajectory" / "trajectory.csv")))
+    far = max(rows, key=lambda r: float(r["distance_rel"]))
+    assert f"{float(far['distance_rel']):.3f}·‖u‖, at t = {far['t']}" in text
