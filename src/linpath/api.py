@@ -36,6 +36,7 @@ from linpath.engine.bn_stats import DEFAULT_BN_BATCHES, check_bn_policy
 from linpath.engine.evaluator import PathEvaluator
 from linpath.engine.interpolate import check_compatible
 from linpath.engine.outputs import OutputFn, to_logits
+from linpath.engine.params import check_hold, restrict, select
 from linpath.engine.plane import Plane, random_directions, through_three
 from linpath.engine.scoring import classification_score
 from linpath.errors import LinpathError
@@ -334,6 +335,8 @@ def path(
     allow_nonfinite: bool = False,
     key: str | None = None,
     output_fn: OutputFn | None = None,
+    params: str | None = None,
+    hold: str = "end",
 ) -> PathCurve:
     """Evaluate loss (and error) along θ(x) = (1 - x)·start + x·end.
 
@@ -358,9 +361,15 @@ def path(
     device       default: the model's device. precision "fp32" or "bf16" (autocast).
     allow_nonfinite
                  evaluate states holding NaN or inf (refused by default, naming the tensor).
+    params       move only these tensors (engine/params.py: "fc1.*", "fc*.bias", "weights",
+                 "biases", "bn", "layer:fc1", comma-separated for a union); the others stay at
+                 the `hold` endpoint, "end" (default, Vlaar & Frankle's) or "start".
     """
     if not isinstance(model, nn.Module):
         raise LinpathError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_hold(hold)
+    if params is None and hold != "end":
+        raise LinpathError("hold only applies with params (without it every tensor moves)")
     check_bn_policy(bn)
     check_precision(precision)
     if not isinstance(batch_size, int) or batch_size <= 0:
@@ -373,6 +382,8 @@ def path(
 
     work = copy.deepcopy(model)
     start, end = _endpoints(work.state_dict(), start_state, end_state, key, allow_nonfinite)
+    if params is not None:
+        start, end = restrict(start, end, select(params, work), hold)
     evalset = _fit_inputs(work, as_evalset(data, dev, batch_size), dev, output_fn)
     batches = None
     if bn == "recompute":

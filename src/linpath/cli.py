@@ -23,6 +23,7 @@ from linpath.commands.spawn import spawn, spawn_steps
 from linpath.config.presets import PRESETS, preset
 from linpath.config.spec import DataSpec, ModelSpec, TrainSpec, override_fields, read_spec
 from linpath.engine.bn_stats import BN_POLICIES, DEFAULT_BN_BATCHES
+from linpath.engine.params import HOLDS
 from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
 from linpath.runtime import distributed
@@ -141,6 +142,20 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
         default="fp32",
         help="evaluation arithmetic (default fp32)",
     )
+    g.add_argument(
+        "--params",
+        default=None,
+        metavar="SPEC",
+        help="move only these tensors, the others held (see --hold): glob patterns such as 'fc1.*' or "
+        "'fc*.bias', 'weights', 'biases', 'bn' (BatchNorm parameters and statistics), 'layer:NAME'; "
+        "comma-separated for a union. A setting of its own (default: every tensor moves)",
+    )
+    g.add_argument(
+        "--hold",
+        choices=HOLDS,
+        default="end",
+        help="where the tensors outside --params stay: end (trained, the default, as Vlaar & Frankle) or start",
+    )
 
 
 def _add_report_options(p: argparse.ArgumentParser) -> None:
@@ -178,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="a run folder, e.g. runs/mnist_lenet_300_100-<hash>")
     _add_common(p)
     _add_sweep_options(p)
+    p.add_argument(
+        "--per-layer",
+        action="store_true",
+        help="one path per layer (a module owning parameters; a convolution with the BatchNorm it feeds), "
+        "the other layers held (--hold), each its own setting; then layers/<setting>-hold<H>/ holds "
+        "layers.csv and a figure per t with one line per layer",
+    )
 
     p = sub.add_parser(
         "report", help="report.md, and each sweep setting's tables and figures in results/<setting>/"
@@ -404,6 +426,8 @@ def _setting(args):
         precision=args.eval_precision,
         bn_batches=args.bn_batches,
         eval_examples=args.eval_examples,
+        params=args.params or "",
+        hold="end" if getattr(args, "per_layer", False) else args.hold,
     )
 
 
@@ -420,6 +444,22 @@ def _sweep(args, run_dir, setting, world, progress: bool):
         world,
         args.compile,
         args.allow_nonfinite,
+    )
+
+
+def _sweep_layers(args, setting, world, progress: bool):
+    """--per-layer: the sweep stage once per layer, then the per-layer table and figures."""
+    return pipeline.sweep_layers(
+        args.run_dir,
+        setting,
+        args.hold,
+        data_root=args.data_root,
+        device=args.device,
+        from_steps=parse_steps(args.from_steps),
+        progress=progress,
+        world=world,
+        compile=args.compile,
+        allow_nonfinite=args.allow_nonfinite,
     )
 
 
@@ -452,6 +492,11 @@ def _dispatch(args) -> int:
             raise LinpathError(f"no run folder at {args.run_dir}")
         setting = _setting(args)
         world = distributed.init(args.device)
+        if args.per_layer:
+            folder = _sweep_layers(args, setting, world, progress)
+            if world.is_main:
+                print(f"per layer: {folder}")
+            return 0
         run = _sweep(args, args.run_dir, setting, world, progress)
         if world.is_main:
             print(f"swept: {run.paths_csv}")

@@ -6,17 +6,20 @@ each can be run alone, re-run, or resumed.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from linpath import data as datasets
 from linpath.analysis.curves import REPLICATE_COLUMNS, SUMMARY_COLUMNS, load_curves, metric_rows, settings_of
 from linpath.analysis.figures import all_figures
 from linpath.analysis.intervals import summary_rows
+from linpath.analysis.layers import LAYER_COLUMNS, layer_figure, layer_rows
 from linpath.analysis.verdicts import verdicts
 from linpath.config.presets import claims_of, figure2_steps_of
 from linpath.config.schedule import Schedule
-from linpath.config.spec import Spec, read_spec, write_spec
+from linpath.config.spec import Spec, build_model, read_spec, write_spec
 from linpath.config.steps import kept_steps
+from linpath.engine.params import layer_specs
 from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
 from linpath.io.tables import write_csv
@@ -102,6 +105,45 @@ def sweep(
     if world.is_main:
         merge_paths(run)
     return run
+
+
+def layer_settings(run_dir: str | Path, setting: SweepSetting, hold: str = "end") -> dict[str, SweepSetting]:
+    """The per-layer mode's settings: `setting` with each layer's parameter subset (see
+    engine.params.layer_specs), keyed by the layer's name."""
+    if setting.params:
+        raise LinpathError("--per-layer chooses the parameters itself; leave out --params")
+    spec = read_spec(RunDir(run_dir))
+    model = build_model(spec, datasets.info(spec.data.dataset).num_classes, seed=0)
+    return {layer: replace(setting, params=p, hold=hold) for layer, p in layer_specs(model).items()}
+
+
+def layers_folder(run: RunDir, setting: SweepSetting, hold: str = "end") -> Path:
+    """Where the per-layer table and figures of `setting` go (apart from results/, whose
+    folders are sweep settings)."""
+    return run.root / "layers" / f"{setting.key}-hold{hold}"
+
+
+def sweep_layers(run_dir: str | Path, setting: SweepSetting, hold: str = "end", **options) -> Path | None:
+    """The per-layer mode: one sweep per layer (each its own setting), then layers.csv
+    (mean ± std over replicates per layer, t, x) and a figure per starting t in
+    layers/<setting>-hold<end|start>/ (rank 0's; other ranks return None). `options` are
+    sweep()'s."""
+    run = RunDir(run_dir)
+    by_layer = layer_settings(run_dir, setting, hold)
+    for layer_setting in by_layer.values():
+        sweep(run_dir, layer_setting, **options)
+    if not options.get("world", World()).is_main:
+        return None
+    curves = {layer: load_curves(run, s.key) for layer, s in by_layer.items()}
+    folder = layers_folder(run, setting, hold)
+    write_csv(folder / "layers.csv", LAYER_COLUMNS, layer_rows(curves))
+    spec = read_spec(run)
+    claims = claims_of(spec.preset)
+    title = claims.setting if claims else spec.preset
+    steps = sorted({t for c in curves.values() for t in c.steps})
+    for t in steps:
+        layer_figure(curves, t, title, folder / "figures", hold)
+    return folder
 
 
 def final_accuracies(run: RunDir, replicates: list[int]) -> list[float]:

@@ -40,7 +40,8 @@ def format_rows(rows: list[list]) -> str:
 
 _ITEM_NAME = re.compile(r"^r(\d+)-t(\d+)\.csv$")
 _KEY = re.compile(
-    r"^(?P<split>[a-z]+)-(?P<bn>[a-z]+)(?:\d+)?-(?P<grid>.+)-(?P<precision>fp32|bf16)(?:-n\d+)?$"
+    r"^(?P<split>[a-z]+)-(?P<bn>[a-z]+)(?:\d+)?-(?P<grid>.+)-(?P<precision>fp32|bf16)(?:-n\d+)?"
+    r"(?:-params\[[A-Za-z0-9._,=]+(?:-[0-9a-f]{8})?\]-hold(?:end|start))?$"
 )
 _FIXED_GRID = re.compile(
     r"^(?P<kind>uniform|dense-start|dense-end)(?P<n>\d+)(?:\[(?P<a>[^,\]]+),(?P<b>[^\]]+)\])?$"

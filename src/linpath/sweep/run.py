@@ -17,6 +17,7 @@ from tqdm import tqdm
 from linpath.config.schedule import Schedule
 from linpath.config.spec import build_model, read_spec
 from linpath.engine.evaluator import PathEvaluator
+from linpath.engine.params import restrict, select
 from linpath.engine.subsets import class_counts, stratified_subset
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
@@ -110,7 +111,8 @@ def _unfinished(run: RunDir, setting: SweepSetting, items, announce: bool) -> li
 
 
 def _engine(spec, setting: SweepSetting, source, dev, batch_size, compile: bool):
-    """The evaluator for this setting, with its (sub)set of the split and its BN batches."""
+    """The evaluator for this setting, with its (sub)set of the split, its BN batches and the
+    state-dict keys its parameter subset moves (None: all)."""
     evalset = source.eval_set(setting.split, dev)
     population = None
     if setting.eval_examples and setting.eval_examples < len(evalset):
@@ -129,6 +131,7 @@ def _engine(spec, setting: SweepSetting, source, dev, batch_size, compile: bool)
         stream = source.train_batches(spec.train.seed, spec.data.batch_size, device=dev, augment=False)
         bn_batches = [next(stream)[0] for _ in range(setting.bn_batches)]
     model = build_model(spec, source.num_classes, seed=0)
+    selected = select(setting.params, model) if setting.params else None
     engine = PathEvaluator(
         model,
         evalset,
@@ -137,7 +140,7 @@ def _engine(spec, setting: SweepSetting, source, dev, batch_size, compile: bool)
         population=population,
         compile=compile,
     )
-    return engine, bn_batches
+    return engine, bn_batches, selected
 
 
 def _item_rows(
@@ -200,7 +203,7 @@ def run_sweep(
     todo = world.broadcast(_unfinished(run, setting, items, world.is_main))[world.rank :: world.size]
     if not todo:
         return 0
-    engine, bn_batches = _engine(spec, setting, source, resolve_device(device), batch_size, compile)
+    engine, bn_batches, selected = _engine(spec, setting, source, resolve_device(device), batch_size, compile)
     last_merge = time.monotonic()
     plain = progress and plain_progress.plain()
     bar = tqdm(
@@ -221,9 +224,11 @@ def run_sweep(
     for done, (r, t) in enumerate(todo, 1):
         if r not in finals:
             finals = {r: load(schedule.total)}
-        start = load(t)
+        start, final = load(t), finals[r]
+        if selected is not None:
+            start, final = restrict(start, final, selected, setting.hold)
         try:
-            rows = _item_rows(engine, setting, start, finals[r], bn_batches, r, t)
+            rows = _item_rows(engine, setting, start, final, bn_batches, r, t)
         except LinpathError as e:
             raise LinpathError(
                 f"{run.checkpoint(r, t)} and {run.checkpoint(r, schedule.total)}: {e}"
