@@ -44,3 +44,22 @@ def test_the_numbers_quoted_beyond_the_line_are_those_of_the_committed_files():
     rows = list(csv.DictReader(open(folder / "trajectory" / "trajectory.csv")))
     far = max(rows, key=lambda r: float(r["distance_rel"]))
     assert f"{float(far['distance_rel']):.3f}·‖u‖, at t = {far['t']}" in text
+
+
+def test_the_per_layer_numbers_beyond_the_line_are_those_of_the_committed_table():
+    import csv
+
+    rows = list(csv.DictReader(open(REPO / "docs/results/beyond_the_line_mnist/layers/layers.csv")))
+    text = (REPO / "docs" / "beyond_the_line.md").read_text()
+
+    def at(layer, x, column):
+        return next(float(r[column]) for r in rows if r["layer"] == layer and float(r["x"]) == x)
+
+    assert {r["layer"] for r in rows} == {"fc_layers.0", "fc_layers.1", "fc"}
+    assert {r["replicates"] for r in rows} == {"3"} and {r["t"] for r in rows} == {"0"}
+    for layer in ("fc_layers.0", "fc_layers.1", "fc"):
+        assert f"{at(layer, 0.0, 'error_mean'):.4f} ± {at(layer, 0.0, 'error_std'):.4f}" in text, layer
+    assert (
+        f"loss {at('fc_layers.0', 0.0, 'loss_mean'):.3f} ± {at('fc_layers.0', 0.0, 'loss_std'):.3f}" in text
+    )
+    assert f"against {at('fc', 1.0, 'error_mean'):.4f} for the trained" in text

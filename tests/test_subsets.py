@@ -125,7 +125,9 @@ def spec_cases():
 def test_subset_path_equals_hand_made_state_dicts(case, bn, use_stem, hold):
     make, inputs, labels, bn_batches, start, end, specs = case
     if bn == "recompute" and (make is TinyMLP or hold == "start"):
-        pytest.skip("no BatchNorm to recompute" if make is TinyMLP else "hold start: covered under interpolate")
+        pytest.skip(
+            "no BatchNorm to recompute" if make is TinyMLP else "hold start: covered under interpolate"
+        )
     engine = PathEvaluator(make(), EvalSet(inputs, labels), batch_size=40, use_stem=use_stem)
     assert engine.uses_stem == use_stem
     if make is TinyCNN:

@@ -33,8 +33,13 @@ def describe(curves: Curves) -> str:
         if "-n" in curves.setting
         else f"all {curves.examples} examples"
     )
+    _, found, params = curves.setting.partition("-params[")
+    moved = ""
+    if found:
+        spec, _, hold = params.rpartition("]-hold")
+        moved = f", only the parameters `{spec}` moved (the others held at the {hold})"
     return (
-        f"split `{curves.split}` ({subset}), BatchNorm `{curves.bn}`, {n} points per path, "
+        f"split `{curves.split}` ({subset}), BatchNorm `{curves.bn}`{moved}, {n} points per path, "
         f"{len(curves.steps)} starting steps, {len(curves.replicates)} replicate{'s' * (len(curves.replicates) != 1)}"
     )
 

@@ -3,7 +3,7 @@ and by the merge, before its rows enter paths.csv).
 
 An item file sweep/<key>/r<r>-t<t>.csv is valid when it parses as a table with the sweep's
 columns, has at least one row, every row names its (r, t), its split, BN policy and precision
-agree with the folder's key, every number parses, and its x values are the grid's: for a fixed
+agree with the folder's key (which may end in a parameter subset, -params[...]-hold...), every number parses, and its x values are the grid's: for a fixed
 grid exactly its positions (no row missing or extra); for an adaptive grid (whose further x
 depend on the data) every x within the grid's range and its initial uniform points included.
 """
