@@ -102,10 +102,10 @@ def select(spec: str, model: nn.Module) -> set[str]:
 def restrict(start: dict, end: dict, selected: set[str], hold: str = "end") -> tuple[dict, dict]:
     """Endpoints whose straight line moves only the selected tensors: each held tensor is the
     hold endpoint's at both ends (shared, not copied: the engine never writes to them)."""
-    check_hold(hold)
+    check_hold(hold)  # a key only one endpoint has is left for the engine's check to name
     if hold == "end":
-        return {k: v if k in selected else end[k] for k, v in start.items()}, end
-    return start, {k: v if k in selected else start[k] for k, v in end.items()}
+        return {k: v if k in selected else end.get(k, v) for k, v in start.items()}, end
+    return start, {k: v if k in selected else start.get(k, v) for k, v in end.items()}
 
 
 def layer_specs(model: nn.Module) -> dict[str, str]:
