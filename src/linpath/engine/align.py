@@ -105,7 +105,8 @@ def vgg_spec(model: CifarVGG) -> PermutationSpec:
 def resnet_spec(model: CifarResNet) -> PermutationSpec:
     """Inner groups per block and one group per residual stream (see the module docstring)."""
     names = _Names(model)
-    stream = "residual stream 0"
+    streams = 0
+    stream = f"residual stream {streams}"
     groups = {stream: names.outputs(model.conv, model.bn)}
     for block in model.blocks:
         block_name = names.names[block]
@@ -114,7 +115,8 @@ def resnet_spec(model: CifarResNet) -> PermutationSpec:
         if len(block.shortcut):  # a projection: conv + BN start a new residual stream
             conv, bn = block.shortcut
             groups[stream] += names.inputs(conv)
-            stream = f"residual stream {sum(n.startswith('residual') for n in groups)}"
+            streams += 1
+            stream = f"residual stream {streams}"
             groups[stream] = names.outputs(conv, bn)
         groups[stream] += names.outputs(block.conv2, block.bn2)
     groups[stream] += names.inputs(model.fc)
@@ -168,5 +170,4 @@ def matching_permutations(state_a: dict, state_b: dict, max_sweeps: int = 100, s
 
 def align_mlp(state_a: dict, state_b: dict, max_sweeps: int = 100, seed: int = 0) -> dict:
     """state_b with its hidden units permuted to match state_a's (fully connected networks)."""
-    spec = _mlp_spec_of_state(state_a)
-    return permute_state(state_b, spec, weight_matching(state_a, state_b, spec, max_sweeps, seed))
+    return align_states(state_a, state_b, None, max_sweeps, seed)
