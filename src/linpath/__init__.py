@@ -3,7 +3,7 @@
 The public Python API (see api.py and docs/own_model.md):
     linpath.path(model, start_state, end_state, data, ...) -> linpath.PathCurve
     linpath.plane(model, origin, a, b, data, ...) / linpath.random_plane(...) -> linpath.Surface
-    linpath.align(state_a, state_b) -> state_b permuted to match a (fully connected networks)
+    linpath.align(state_a, state_b, model) -> state_b permuted to match a (LeNet, VGG, ResNet, MLPs)
     linpath.load(run_dir) -> linpath.RunTables (the run's tables as pandas DataFrames)
 It is imported on first use, so `import linpath` (and the CLI's start) stays light.
 """

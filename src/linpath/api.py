@@ -31,7 +31,7 @@ from linpath.analysis.metrics import path_metrics
 from linpath.analysis.plane import Surface
 from linpath.config.spec import Spec, read_spec
 from linpath.data.source import EvalSet
-from linpath.engine.align import align_mlp
+from linpath.engine.align import align_states
 from linpath.engine.bn_stats import DEFAULT_BN_BATCHES, check_bn_policy
 from linpath.engine.evaluator import PathEvaluator
 from linpath.engine.interpolate import check_compatible
@@ -568,14 +568,29 @@ def random_plane(
     return _surface(*evaluated, ((0.0, 0.0, "center"),), precision)
 
 
-def align(state_a: StateLike, state_b: StateLike, seed: int = 0) -> dict[str, torch.Tensor]:
-    """State b with its hidden units permuted to match state a's by weight matching (Ainsworth
-    et al. 2023), for fully connected networks such as LeNet-300-100: the same function as b,
-    usually much closer to a, so that path(model, a, align(a, b), ...) shows the barrier left
-    after the permutation symmetry is taken out."""
-    a = load_state(state_a, "state a")
-    b = load_state(state_b, "state b")
-    return align_mlp(a, b, seed=seed)
+def align(
+    state_a: StateLike,
+    state_b: StateLike,
+    model: nn.Module | None = None,
+    seed: int = 0,
+    key: str | None = None,
+) -> dict[str, torch.Tensor]:
+    """State b with its units permuted to match state a's by weight matching (Ainsworth et al.
+    2023): the same function as b, usually much closer to a, so that
+    path(model, a, align(a, b, model), ...) shows the barrier left after the permutation
+    symmetry is taken out. `model` (a LeNet, cifar_vgg or cifar_resnet model) gives the
+    permutation groups (see engine/align.py); without it the states must be a plain MLP.
+    States load as in path() (`key`, wrappers, a "module." prefix fitted to the model's keys)."""
+    a = load_state(state_a, "state a", key)
+    b = load_state(state_b, "state b", key)
+    if model is not None:
+        if not isinstance(model, nn.Module):
+            raise LinpathError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        own = model.state_dict()
+        a, b = fit_keys(a, own), fit_keys(b, own)
+        check_compatible(own, a, "the model", "state a")
+        check_compatible(own, b, "the model", "state b")
+    return align_states(a, b, model, seed=seed)
 
 
 @dataclass(frozen=True)

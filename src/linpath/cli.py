@@ -16,6 +16,7 @@ from linpath import data as datasets
 from linpath import pipeline
 from linpath.analysis.metrics import METRICS
 from linpath.analysis.trajectory import trajectory_rows, write_trajectory
+from linpath.commands.align import align_files
 from linpath.commands.openlth import import_run
 from linpath.commands.path import path_between_files
 from linpath.commands.plane import PlaneOptions, parse_pair, plane_between_files, plane_of_run
@@ -259,7 +260,10 @@ def _add_own_model_commands(sub) -> None:
         "--points", type=int, default=100, help="evenly spaced x in [0, 1], ends included (default 100)"
     )
     p.add_argument(
-        "--bn", choices=BN_POLICIES, default="interpolate", help="BatchNorm policy (default interpolate)"
+        "--bn",
+        choices=BN_POLICIES,
+        default=None,
+        help="BatchNorm policy (default: recompute with --align on a model with BatchNorm, else interpolate)",
     )
     p.add_argument(
         "--eval-precision", choices=PRECISIONS, default="fp32", help="evaluation arithmetic (default fp32)"
@@ -273,8 +277,8 @@ def _add_own_model_commands(sub) -> None:
     p.add_argument(
         "--align",
         action="store_true",
-        help="permute END's hidden units to match START's first (weight matching, Ainsworth et al. "
-        "2023; fully connected networks such as LeNet-300-100 only)",
+        help="permute END's units to match START's first (weight matching, Ainsworth et al. 2023; "
+        "LeNet, VGG and CIFAR ResNet models, and plain MLPs; see 'linpath align')",
     )
     p.add_argument(
         "--out",
@@ -284,6 +288,7 @@ def _add_own_model_commands(sub) -> None:
     _add_common(p)
 
     _add_plane_command(sub)
+    _add_align_command(sub)
 
     p = sub.add_parser("trajectory", help="a replicate's kept states against the line from init to final")
     p.add_argument("run_dir")
@@ -358,6 +363,33 @@ def _add_plane_command(sub) -> None:
         "--out", default=None, help="output folder (default plane-out/, or <run>/plane/r<R>-<third>/)"
     )
     _add_common(p)
+
+
+def _add_align_command(sub) -> None:
+    """align: B permuted to match A by weight matching, written as a new state file."""
+    p = sub.add_parser("align", help="permute B's units to match A's (weight matching), write it to --out")
+    p.add_argument("a", help="the state to match (a state file as 'linpath path' reads)")
+    p.add_argument("b", help="the state to permute")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="a preset or model name (mnist_lenet_300_100, cifar_vgg_16, cifar_resnet_20, ...), "
+        "or module:callable returning a plain MLP",
+    )
+    p.add_argument("--out", required=True, help="the file to write: B aligned, a weights-only state dict")
+    p.add_argument("--num-classes", type=int, default=10, help="classes of a named model (default 10)")
+    p.add_argument("--key", default=None, help="dotted path to the state dict inside each checkpoint")
+    p.add_argument("--seed", type=int, default=0, help="seed of the order in which groups are solved")
+    p.add_argument("--force", action="store_true", help="replace --out when it exists")
+
+
+def _dispatch_align(args) -> int:
+    out, before, after = align_files(
+        args.a, args.b, args.model, args.out, args.num_classes, args.key, args.seed, args.force
+    )
+    print(f"distance to A over the parameters: {before:.4f} before, {after:.4f} after alignment")
+    print(f"wrote: {out}")
+    return 0
 
 
 def _dispatch_plane(args) -> int:
@@ -510,6 +542,8 @@ def _dispatch(args) -> int:
         return _dispatch_own_model(args, progress)
     if args.command == "plane":
         return _dispatch_plane(args)
+    if args.command == "align":
+        return _dispatch_align(args)
     if args.command == "trajectory":
         return _dispatch_trajectory(args)
     raise AssertionError(args.command)
@@ -542,6 +576,8 @@ def _dispatch_own_model(args, progress: bool) -> int:
                 f"{quantity}: start {values[0]:.4f}, end {values[-1]:.4f}, max {values.max():.4f} at x = {m['argmax_x']:.3f}; "
                 f"rise_over_start {m['rise_over_start']:.4f}, rise_over_chord {m['rise_over_chord']:.4f}"
             )
+        if args.align:
+            print(f"aligned {args.end} to {args.start} by weight matching; BatchNorm policy: {curve.bn}")
         print(f"wrote: {', '.join(str(f) for f in files)}")
         return 0
     if args.command == "spawn":

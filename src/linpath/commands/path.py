@@ -17,6 +17,7 @@ from linpath.api import PathCurve, align, as_evalset, is_classification, path
 from linpath.config.presets import PRESETS
 from linpath.config.spec import read_spec
 from linpath.data.source import EvalSet
+from linpath.engine.bn_stats import path_bn_policy
 from linpath.engine.outputs import OutputFn
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
@@ -135,7 +136,7 @@ def path_between_files(
     data_root=None,
     split: str = "test",
     points: int = 100,
-    bn: str = "interpolate",
+    bn: str | None = None,
     device: str = "auto",
     precision: str = "fp32",
     batch_size: int = 1000,
@@ -147,8 +148,9 @@ def path_between_files(
 ) -> tuple[PathCurve, list[Path]]:
     """`linpath path`: the path between two saved states, written to `out` as paths.csv (the
     sweep's columns), metrics.json and path.png/.pdf. Without `model`/`data`, both come from the
-    linpath run folder holding `start` (if it lies in one). `align_end` permutes the end's hidden
-    units to match the start's first (weight matching; fully connected networks only); `key` and
+    linpath run folder holding `start` (if it lies in one). `align_end` permutes the end's units
+    to match the start's first (weight matching, see engine/align.py); `bn` None is
+    engine.bn_stats.path_bn_policy's default (recompute on an aligned BatchNorm model); `key` and
     `output` are path()'s key and output_fn (the latter as module:callable)."""
     spec = find_run_spec(start) if model is None or data is None else None
     if model is None:
@@ -162,6 +164,7 @@ def path_between_files(
     dev = resolve_device(device)
     evalset, classes = load_data(data, data_root, split, dev)
     net = resolve_model(model, num_classes or classes)
+    bn = path_bn_policy(bn, net, align_end)
     output_fn = resolve_output(output)
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -169,7 +172,7 @@ def path_between_files(
     curve = path(
         net,
         start,
-        align(start, end) if align_end else end,
+        align(start, end, net, key=key) if align_end else end,
         evalset,
         grid=points,
         bn=bn,

@@ -1,21 +1,31 @@
-"""Weight matching (Ainsworth et al. 2023) for fully connected networks such as LeNet-300-100.
+"""Weight matching for linpath's models: which permutations each network has, and aligning b to a.
 
-Permuting the hidden units of a layer (rows of its weight and bias, columns of the next
-layer's weight) leaves the function unchanged, so two replicates may differ by such a
-permutation and a straight path between them crosses needless barriers. align_mlp permutes b
-to be as close as it can to a: it maximizes Σ_l <W_l^a, P_l W_l^b P_{l-1}^T> + <b_l^a, P_l b_l^b>
-one layer at a time (a linear assignment given the neighbouring permutations, solved by
-scipy's linear_sum_assignment), sweeping the layers in random order until no layer improves.
+The permutation groups are read off the built model's modules (see engine/permutation.py for
+the spec and the solver), following Git Re-Basin (Ainsworth et al. 2023):
+  MLP (LeNet)  one group per hidden layer: its weight's rows and bias, the next layer's columns.
+  VGG          one group per conv: its output channels, its BatchNorm, the next conv's input
+               channels (after the last conv, the classifier's input features: the model
+               average-pools to 1x1 and flattens, so a feature is a channel).
+  CIFAR ResNet one group inside each block (conv1's outputs, bn1, conv2's inputs), and one per
+               residual stream (a stage: the stem or a projection shortcut starts it) shared by
+               everything added into it (the stem conv/BN, each block's conv2/bn2 and the
+               projection shortcut's conv/BN) and everything reading it (conv1's and the
+               shortcut's inputs, the classifier's input features).
+BatchNorm running statistics follow their channels but are not compared; num_batches_tracked
+is untouched. For any other model, a state made only of chained linear layers is aligned as an
+MLP; anything else is refused.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
-from scipy.optimize import linear_sum_assignment
+from torch import nn
 
-from linpath.engine.interpolate import check_compatible
+from linpath.engine.permutation import PermutationSpec, permute_state, weight_matching
 from linpath.errors import LinpathError
+from linpath.models.cifar_resnet import CifarResNet
+from linpath.models.cifar_vgg import CifarVGG, ConvBN
+from linpath.models.lenet import LeNet
 
 
 def mlp_layers(state: dict) -> list[str]:
@@ -35,70 +45,129 @@ def mlp_layers(state: dict) -> list[str]:
     return layers
 
 
+def _mlp_spec_of_state(state: dict) -> PermutationSpec:
+    layers = mlp_layers(state)
+    groups = {}
+    for layer, consumer in zip(layers, layers[1:]):
+        outputs = [(f"{layer}.{s}", 0) for s in ("weight", "bias") if f"{layer}.{s}" in state]
+        groups[layer] = (*outputs, (f"{consumer}.weight", 1))
+    return PermutationSpec(groups)
+
+
+class _Names:
+    """(state-dict key, axis) pairs of a model's modules, by the modules' names in the model."""
+
+    def __init__(self, model: nn.Module):
+        self.names = {m: name for name, m in model.named_modules()}
+        self.buffers = frozenset(
+            self.key(m, b) for m in self.names for b, _ in m.named_buffers(recurse=False)
+        )
+
+    def key(self, module: nn.Module, entry: str) -> str:
+        prefix = self.names[module]
+        return f"{prefix}.{entry}" if prefix else entry
+
+    def outputs(self, *modules: nn.Module) -> list[tuple[str, int]]:
+        """Every float tensor of the modules along its first axis: a conv's or linear layer's
+        output units, a BatchNorm's channels (its integer batch counter is left out)."""
+        entries = []
+        for m in modules:
+            for name, t in [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]:
+                if t.is_floating_point():
+                    entries.append((self.key(m, name), 0))
+        return entries
+
+    def inputs(self, module: nn.Module) -> list[tuple[str, int]]:
+        """The input units of a conv or linear layer: its weight's second axis."""
+        return [(self.key(module, "weight"), 1)]
+
+
+def mlp_spec(model: nn.Module) -> PermutationSpec:
+    """One group per hidden layer of a network of Linear layers applied in module order."""
+    names = _Names(model)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    groups = {names.names[m]: (*names.outputs(m), *names.inputs(nxt)) for m, nxt in zip(linears, linears[1:])}
+    return PermutationSpec(groups, names.buffers)
+
+
+def vgg_spec(model: CifarVGG) -> PermutationSpec:
+    """One group per conv + BN block; the last feeds the classifier (see the module docstring)."""
+    names = _Names(model)
+    blocks = [m for m in model.layers if isinstance(m, ConvBN)]
+    consumers = [b.conv for b in blocks[1:]] + [model.fc]
+    groups = {
+        names.names[block]: (*names.outputs(block.conv, block.bn), *names.inputs(consumer))
+        for block, consumer in zip(blocks, consumers)
+    }
+    return PermutationSpec(groups, names.buffers)
+
+
+def resnet_spec(model: CifarResNet) -> PermutationSpec:
+    """Inner groups per block and one group per residual stream (see the module docstring)."""
+    names = _Names(model)
+    streams = 0
+    stream = f"residual stream {streams}"
+    groups = {stream: names.outputs(model.conv, model.bn)}
+    for block in model.blocks:
+        block_name = names.names[block]
+        groups[f"{block_name} inner"] = [*names.outputs(block.conv1, block.bn1), *names.inputs(block.conv2)]
+        groups[stream] += names.inputs(block.conv1)
+        if len(block.shortcut):  # a projection: conv + BN start a new residual stream
+            conv, bn = block.shortcut
+            groups[stream] += names.inputs(conv)
+            streams += 1
+            stream = f"residual stream {streams}"
+            groups[stream] = names.outputs(conv, bn)
+        groups[stream] += names.outputs(block.conv2, block.bn2)
+    groups[stream] += names.inputs(model.fc)
+    return PermutationSpec({k: tuple(v) for k, v in groups.items()}, names.buffers)
+
+
+SPEC_BUILDERS = {LeNet: mlp_spec, CifarVGG: vgg_spec, CifarResNet: resnet_spec}
+
+
+def permutation_spec(model: nn.Module | None, state: dict) -> PermutationSpec:
+    """The permutation groups of `model` (a LeNet, CifarVGG or CifarResNet); for another model,
+    or none, those of `state` when it is a plain MLP. Anything else is one clear error."""
+    builder = SPEC_BUILDERS.get(type(model))
+    if builder is not None:
+        return builder(model)
+    try:
+        return _mlp_spec_of_state(state)
+    except LinpathError:
+        if model is None:
+            raise
+        known = ", ".join(t.__name__ for t in SPEC_BUILDERS)
+        raise LinpathError(
+            f"weight matching does not know {type(model).__name__}: it aligns {known} "
+            "and networks made only of chained linear layers"
+        ) from None
+
+
+def align_states(
+    state_a: dict, state_b: dict, model: nn.Module | None = None, max_sweeps: int = 100, seed: int = 0
+) -> dict:
+    """state_b with its units permuted to match state_a's (the same function as b)."""
+    spec = permutation_spec(model, state_a)
+    return permute_state(state_b, spec, weight_matching(state_a, state_b, spec, max_sweeps, seed))
+
+
 def permute_mlp(state: dict, perms: list) -> dict:
     """The state with hidden layer i's units reordered by perms[i] (unit j of the result is unit
     perms[i][j] of `state`); the same function as `state`."""
-    layers = mlp_layers(state)
-    if len(perms) != len(layers) - 1:
-        raise LinpathError(f"{len(layers) - 1} hidden layers need as many permutations, got {len(perms)}")
-    out = dict(state)
-    for i, layer in enumerate(layers):
-        w = state[f"{layer}.weight"]
-        if i < len(perms):
-            rows = torch.as_tensor(np.asarray(perms[i]), dtype=torch.long)
-            w = w[rows]
-            if f"{layer}.bias" in state:
-                out[f"{layer}.bias"] = state[f"{layer}.bias"][rows].clone()
-        if i > 0:
-            w = w[:, torch.as_tensor(np.asarray(perms[i - 1]), dtype=torch.long)]
-        out[f"{layer}.weight"] = w.clone()
-    return out
-
-
-def _similarity(a: list, b: list, perms: list, i: int) -> np.ndarray:
-    """C[j, k]: how well unit k of b's hidden layer i matches unit j of a's, given the other
-    layers' permutations (incoming weights and bias, then outgoing weights)."""
-    w_a, bias_a = a[i]
-    w_b, bias_b = b[i]
-    if i > 0:
-        w_b = w_b[:, perms[i - 1]]
-    c = w_a @ w_b.T
-    if bias_a is not None and bias_b is not None:
-        c += np.outer(bias_a, bias_b)
-    next_b = b[i + 1][0]
-    if i + 1 < len(perms):
-        next_b = next_b[perms[i + 1]]
-    return c + a[i + 1][0].T @ next_b
-
-
-def _arrays(state: dict, layers: list[str]) -> list:
-    def array(key):
-        return state[key].detach().to("cpu", torch.float64).numpy() if key in state else None
-
-    return [(array(f"{p}.weight"), array(f"{p}.bias")) for p in layers]
+    spec = _mlp_spec_of_state(state)
+    if len(perms) != len(spec.groups):
+        raise LinpathError(f"{len(spec.groups)} hidden layers need as many permutations, got {len(perms)}")
+    return permute_state(state, spec, dict(zip(spec.groups, perms)))
 
 
 def matching_permutations(state_a: dict, state_b: dict, max_sweeps: int = 100, seed: int = 0) -> list:
-    """The hidden-unit permutations of b found by weight matching (see the module docstring)."""
-    check_compatible(state_a, state_b, "state a", "state b")
-    layers = mlp_layers(state_a)
-    a, b = _arrays(state_a, layers), _arrays(state_b, layers)
-    perms = [np.arange(w.shape[0]) for w, _ in a[:-1]]
-    rng = np.random.default_rng(seed)
-    for _ in range(max_sweeps):
-        improved = False
-        for i in rng.permutation(len(perms)):
-            c = _similarity(a, b, perms, i)
-            new = linear_sum_assignment(c, maximize=True)[1]
-            rows = np.arange(len(new))
-            old_value, new_value = c[rows, perms[i]].sum(), c[rows, new].sum()
-            if new_value > old_value + 1e-12 * max(1.0, abs(old_value)):
-                perms[i], improved = new, True
-        if not improved:
-            break
-    return perms
+    """The hidden-unit permutations of b (an MLP) found by weight matching, layer by layer."""
+    spec = _mlp_spec_of_state(state_a)
+    perms = weight_matching(state_a, state_b, spec, max_sweeps, seed)
+    return [np.asarray(perms[name]) for name in spec.groups]
 
 
 def align_mlp(state_a: dict, state_b: dict, max_sweeps: int = 100, seed: int = 0) -> dict:
-    """state_b with its hidden units permuted to match state_a's (the same function as b)."""
-    return permute_mlp(state_b, matching_permutations(state_a, state_b, max_sweeps, seed))
+    """state_b with its hidden units permuted to match state_a's (fully connected networks)."""
+    return align_states(state_a, state_b, None, max_sweeps, seed)

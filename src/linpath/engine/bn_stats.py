@@ -31,6 +31,17 @@ def bn_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
+def path_bn_policy(bn: str | None, model: nn.Module, aligned: bool) -> str:
+    """The policy of a path: `bn` when given; else `recompute` on a path between aligned
+    replicates of a model with BatchNorm, as the weight-matching literature evaluates them
+    (Ainsworth et al. 2023; Jordan et al. 2023): the mixed statistics of two networks match
+    neither's activations, so `interpolate` would show a barrier that is not the weights'.
+    Otherwise `interpolate`, the paper's."""
+    if bn is not None:
+        return check_bn_policy(bn)
+    return "recompute" if aligned and bn_modules(model) else "interpolate"
+
+
 @torch.no_grad()
 def recompute_bn_statistics(model: nn.Module, batches, precision: str = "fp32") -> None:
     """Reset BatchNorm running statistics and re-estimate them as a cumulative average over
