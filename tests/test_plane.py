@@ -243,3 +243,61 @@ def test_cli_plane_of_three_files(tmp_path, capsys):
     assert {float(r["beta"]) for r in rows} == {-0.5, 1.5}
     assert main(["plane", *names[:2], "--model", "x:y", "--data", "d"]) == 2
     assert "three state files" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name,stem", [("mlp", "1"), ("cnn", "0")])
+def test_plane_with_mixed_stem_equals_plain_loop(name, stem):
+    """The stem's output mixed from the three anchors' (the shortcut a path takes) gives the
+    plain loop's values; a small stem memory forces several chunks of examples."""
+    make, shape = MODELS[name]
+    o, a, b = (random_state(make, s) for s in (1, 2, 3))
+    inputs, labels = data(shape)
+    model = make()
+    model.linear_stem = stem
+    engine = PathEvaluator(model, EvalSet(inputs, labels), batch_size=8, use_stem=True, stem_memory=1)
+    assert engine.uses_stem
+    alphas, betas = [-0.2, 0.3, 0.7], [0.1, 0.25]  # BatchNorm variances stay positive
+    rows = Plane(engine, o, *through_three(o, a, b)).evaluate(alphas, betas)
+    for i, beta in enumerate(betas):
+        for j, alpha in enumerate(alphas):
+            loss, error = plain_eval(make, mixed(o, a, b, alpha, beta), inputs, labels)
+            assert rows[i][j].loss == pytest.approx(loss, abs=1e-5, rel=1e-5)
+            assert rows[i][j].error == pytest.approx(error, abs=1e-5)
+
+
+def test_plane_resumes_from_its_rows_file(tmp_path, monkeypatch):
+    """Finished rows are kept; a rerun evaluates only the missing ones and gives the same
+    surface; another plane never reuses (or overwrites) them."""
+    make, shape = MODELS["mlp"]
+    o, a, b = (random_state(make, s) for s in (1, 2, 3))
+    d = data(shape)
+    rows_file = tmp_path / "plane.csv"
+    seen = []
+    full = linpath.plane(
+        make(), o, a, b, d, grid=(3, 4), rows_file=rows_file, progress=lambda i, n: seen.append((i, n))
+    )
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    lines = rows_file.read_text().splitlines()
+    assert len(lines) == 1 + 12
+    rows_file.write_text(
+        "\n".join(lines[:-4] + [lines[-1].replace(",", ";")]) + "\n"
+    )  # row 2 cut short; of row 3 one damaged line
+
+    evaluated = []
+    original = Plane.evaluate
+
+    def counting(self, alphas, betas, progress=None):
+        evaluated.extend(betas)
+        return original(self, alphas, betas, progress)
+
+    monkeypatch.setattr(Plane, "evaluate", counting)
+    again = linpath.plane(make(), o, a, b, d, grid=(3, 4), rows_file=rows_file)
+    assert evaluated == [full.beta[2], full.beta[3]]
+    np.testing.assert_array_equal(again.loss, full.loss)
+    np.testing.assert_array_equal(again.error, full.error)
+    before = rows_file.read_text()
+    with pytest.raises(LinpathError, match="holds another plane"):
+        linpath.plane(make(), o, b, a, d, grid=(3, 4), rows_file=rows_file)
+    with pytest.raises(LinpathError, match="holds another plane"):
+        linpath.plane(make(), o, a, b, d, grid=(3, 5), rows_file=rows_file)
+    assert rows_file.read_text() == before

@@ -6,6 +6,7 @@ expects. The figure is built without pyplot, so it changes no global matplotlib 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -13,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
-from linpath.io.tables import csv_text
+from linpath.io.tables import csv_text, read_csv_rows
 
 PLANE_COLUMNS = ["alpha", "beta", "loss", "error"]
 
@@ -94,3 +96,58 @@ def _contour(fig, ax, alpha, beta, values, log: bool) -> None:
     bar = fig.colorbar(filled, ax=ax, shrink=0.85, ticks=levels[::4])
     bar.ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
     bar.ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+class PlaneRows:
+    """A plane's finished rows (one β each) kept in a CSV of PLANE_COLUMNS, with a sidecar
+    <name>.json naming the plane (its fingerprint and grid), so that an interrupted plane
+    resumes: a rerun reuses every complete row of the same plane and evaluates the rest. A file
+    that holds another plane, or rows without their sidecar, is never overwritten."""
+
+    def __init__(self, path: str | os.PathLike, alpha: np.ndarray, beta: np.ndarray, fingerprint: str):
+        self.path = Path(path)
+        self.sidecar = self.path.with_suffix(".json")
+        self.alpha = [float(a) for a in alpha]
+        self.beta = [float(b) for b in beta]
+        self.identity = {"fingerprint": fingerprint, "alpha": self.alpha, "beta": self.beta}
+        self.rows: dict[int, tuple[list[float], list[float]]] = {}
+        if self.path.exists() or self.sidecar.exists():
+            self._read()
+
+    def _read(self) -> None:
+        try:
+            identity = json.loads(self.sidecar.read_text())
+        except (OSError, ValueError):
+            identity = None
+        if identity != self.identity:
+            raise LinpathError(
+                f"{self.path} holds another plane (or its {self.sidecar.name} is missing or damaged); "
+                "choose another output folder or remove it"
+            )
+        by_beta: dict[float, dict[float, tuple[float, float]]] = {}
+        for row in read_csv_rows(self.path) if self.path.exists() else []:
+            try:
+                a, b, loss, error = (float(row[c]) for c in PLANE_COLUMNS)
+            except (KeyError, TypeError, ValueError):
+                continue  # a damaged row: its β row is evaluated again
+            by_beta.setdefault(b, {})[a] = (loss, error)
+        for i, b in enumerate(self.beta):
+            got = by_beta.get(b, {})
+            if all(a in got for a in self.alpha):
+                self.rows[i] = ([got[a][0] for a in self.alpha], [got[a][1] for a in self.alpha])
+
+    def row(self, i: int) -> tuple[list[float], list[float]] | None:
+        """(losses, errors) of β row i when it is finished, else None."""
+        return self.rows.get(i)
+
+    def save(self, i: int, losses: list[float], errors: list[float]) -> None:
+        """Record β row i and rewrite the file (atomically) with every finished row."""
+        self.rows[i] = (list(losses), list(errors))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.sidecar, json.dumps(self.identity))
+        table = [
+            [a, self.beta[r], loss, error]
+            for r in sorted(self.rows)
+            for a, loss, error in zip(self.alpha, *self.rows[r])
+        ]
+        atomic_write_text(self.path, csv_text(PLANE_COLUMNS, table))
