@@ -301,3 +301,41 @@ def test_plane_resumes_from_its_rows_file(tmp_path, monkeypatch):
     with pytest.raises(LinpathError, match="holds another plane"):
         linpath.plane(make(), o, a, b, d, grid=(3, 5), rows_file=rows_file)
     assert rows_file.read_text() == before
+
+
+def test_plane_of_a_run_is_a_setting_of_its_own_and_resumes(small_run, data_root, tmp_path, capsys):
+    """A run's plane lands in <run>/plane/<key>/ (states and settings in the key), with the
+    replicate's kept checkpoints projected onto it; a rerun evaluates nothing; a point equals a
+    hand-mixed LeNet evaluated on the MNIST test set; a random plane is a setting of its own."""
+    from linpath.cli import main
+    from linpath.data import load
+    from linpath.models import build
+    from tests.runs import copy_trained
+
+    run = copy_trained(small_run, tmp_path)
+    argv = ["plane", str(run.root), "--replicate", "0", "--other-replicate", "1", "--grid", "3"]
+    argv += ["--span", "0,1", "--data-root", str(data_root)]
+    assert main(argv) == 0
+    assert capsys.readouterr().err.count("row ") == 3
+    folder = run.root / "plane" / "r0-r1-test-3x3-span0to1-fp32"
+    rows = list(csv.DictReader(open(folder / "plane.csv")))
+    assert len(rows) == 9 and (folder / "plane.png").is_file()
+    steps = run.saved_steps(0)
+    trajectory = list(csv.DictReader(open(folder / "trajectory.csv")))
+    assert [int(r["t"]) for r in trajectory] == steps
+    assert [float(trajectory[0][c]) for c in ("alpha", "beta")] == pytest.approx([0, 0], abs=1e-9)
+    assert [float(trajectory[-1][c]) for c in ("alpha", "beta")] == pytest.approx([1, 0], abs=1e-9)
+
+    states = [torch.load(run.checkpoint(q, t), weights_only=True) for q, t in ((0, 0), (0, 300), (1, 300))]
+    test = load("mnist", data_root).eval_set("test", "cpu")
+    make = lambda: build("mnist_lenet_300_100", 10, seed=0)  # noqa: E731
+    row = next(r for r in rows if float(r["alpha"]) == 0.5 and float(r["beta"]) == 0.5)
+    loss, error = plain_eval(make, mixed(*states, 0.5, 0.5), test.inputs, test.labels)
+    assert float(row["loss"]) == pytest.approx(loss, rel=1e-5) and float(row["error"]) == pytest.approx(error)
+
+    before = (folder / "plane.csv").read_text()
+    assert main(argv) == 0
+    assert "row " not in capsys.readouterr().err
+    assert (folder / "plane.csv").read_text() == before
+    assert main(["plane", str(run.root), "--seed", "0", "--grid", "2", "--data-root", str(data_root)]) == 0
+    assert (run.root / "plane" / "r0-t300-random-seed0-test-2x2-span-0.5to1.5-fp32" / "plane.csv").is_file()

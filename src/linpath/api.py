@@ -492,9 +492,9 @@ def _evaluate_plane(work, origin, d_a, d_b, data, grid, span, options) -> tuple:
             row = [r.loss for r in results], [r.error for r in results]
             if store is not None:
                 store.save(i, *row)
+            if options["progress"] is not None:
+                options["progress"](i + 1, len(betas))
         loss[i], error[i] = row
-        if options["progress"] is not None:
-            options["progress"](i + 1, len(betas))
     has_error = options["error_fn"] is not None or classification
     return alphas, betas, loss, error if has_error else None, evalset
 
@@ -526,7 +526,7 @@ def plane(
     grid is n or (n_alpha, n_beta) evenly spaced points over span = (lo, hi) (both axes) or
     ((lo_alpha, hi_alpha), (lo_beta, hi_beta)). BatchNorm statistics are mixed like the
     weights. rows_file (a CSV) keeps each finished row of β so that a rerun of the same plane
-    resumes; progress(rows_done, rows) is called after each row. The other arguments are
+    resumes; progress(row, rows) is called after each row evaluated. The other arguments are
     path()'s. Returns a Surface (arrays [i_beta, i_alpha])."""
     if not isinstance(model, nn.Module):
         raise LinpathError(f"model must be a torch.nn.Module, got {type(model).__name__}")

@@ -33,6 +33,7 @@ class Surface:
     marks: tuple[tuple[float, float, str], ...] = field(default=())  # (α, β, label) of the states
     split: str = "custom"
     precision: str = "fp32"
+    trajectory: tuple[tuple[float, float, str], ...] = field(default=())  # (α, β, t) of kept states
 
     def rows(self) -> list[list[float]]:
         """One [alpha, beta, loss, error] row per point, β outer; the error is nan when absent."""
@@ -58,6 +59,7 @@ class Surface:
         for i, (name, values) in enumerate(panels):
             ax = fig.add_subplot(1, len(panels), i + 1)
             _contour(fig, ax, self.alpha, self.beta, values, log=name == "loss")
+            _draw_trajectory(ax, self.trajectory)
             for a, b, label in self.marks:
                 ax.plot([a], [b], marker="o", color="white", markeredgecolor="black", markersize=7)
                 ax.annotate(label, (a, b), textcoords="offset points", xytext=(6, 6), fontsize=9)
@@ -72,6 +74,22 @@ class Surface:
             path.parent.mkdir(parents=True, exist_ok=True)
             fig.savefig(path, dpi=150, bbox_inches="tight")
         return fig
+
+
+def _draw_trajectory(ax, points) -> None:
+    """The training trajectory projected onto the plane: a white line through the kept states,
+    labelled with t where the labels do not pile up."""
+    if not points:
+        return
+    ax.plot(
+        [p[0] for p in points], [p[1] for p in points], color="white", linewidth=1, marker=".", markersize=3
+    )
+    span = max(np.ptp([p[0] for p in points]), np.ptp([p[1] for p in points]), 1e-12)
+    last = None
+    for a, b, label in points:
+        if last is None or math.dist((a, b), last) > 0.08 * span:
+            ax.annotate(label, (a, b), textcoords="offset points", xytext=(3, -9), fontsize=6, color="white")
+            last = (a, b)
 
 
 def _contour(fig, ax, alpha, beta, values, log: bool) -> None:
