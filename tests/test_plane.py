@@ -339,3 +339,25 @@ def test_plane_of_a_run_is_a_setting_of_its_own_and_resumes(small_run, data_root
     assert (folder / "plane.csv").read_text() == before
     assert main(["plane", str(run.root), "--seed", "0", "--grid", "2", "--data-root", str(data_root)]) == 0
     assert (run.root / "plane" / "r0-t300-random-seed0-test-2x2-span-0.5to1.5-fp32" / "plane.csv").is_file()
+
+
+def test_report_lists_finished_planes_and_names_unfinished_ones(tmp_path):
+    from linpath.analysis.plane import Surface, read_surface
+    from linpath.io.rundir import RunDir
+    from linpath.report.markdown import plane_lines
+
+    loss = np.array([[3.0, 2.0, 4.0], [1.5, 0.25, 9.0]])  # lowest at α = 0.5, β = 1
+    error = np.array([[0.5, 0.4, 0.9], [0.3, 0.2, 0.1]])  # lowest at α = 1, β = 1
+    surface = Surface(np.array([0.0, 0.5, 1.0]), np.array([0.0, 1.0]), loss, error, examples=10)
+    done = tmp_path / "plane" / "r0-r1-test-3x2-span0to1-fp32"
+    surface.to_csv(done / "plane.csv")
+    back = read_surface(done / "plane.csv")
+    np.testing.assert_array_equal(back.loss, loss)
+    np.testing.assert_array_equal(back.error, error)
+    partial = tmp_path / "plane" / "r0-at100-test-3x2-span0to1-fp32"
+    partial.mkdir()
+    (partial / "plane.json").write_text('{"fingerprint": "x", "alpha": [0.0, 0.5, 1.0], "beta": [0.0, 1.0]}')
+    (partial / "plane.csv").write_text("\n".join((done / "plane.csv").read_text().splitlines()[:4]) + "\n")
+    text = "\n".join(plane_lines(RunDir(tmp_path)))
+    assert "lowest loss 0.2500 at (α, β) = (0.50, 1.00); lowest error 0.1000 at (α, β) = (1.00, 1.00)" in text
+    assert "`r0-at100-test-3x2-span0to1-fp32` left out" in text and "not a complete grid" in text

@@ -169,3 +169,30 @@ class PlaneRows:
             for a, loss, error in zip(self.alpha, *self.rows[r])
         ]
         atomic_write_text(self.path, csv_text(PLANE_COLUMNS, table))
+
+
+def read_surface(csv_path: str | os.PathLike) -> Surface:
+    """A plane.csv read back as a Surface, checked to be a complete grid of numbers (the grid
+    of its PlaneRows sidecar when it has one): a plane still being evaluated, or a damaged
+    file, is refused naming the file."""
+    rows = read_csv_rows(Path(csv_path))
+    try:
+        values = {(float(r["alpha"]), float(r["beta"])): (float(r["loss"]), float(r["error"])) for r in rows}
+    except (KeyError, TypeError, ValueError):
+        raise LinpathError(f"{csv_path}: not a plane table ({', '.join(PLANE_COLUMNS)})") from None
+    alpha = np.array(sorted({a for a, _ in values}))
+    beta = np.array(sorted({b for _, b in values}))
+    sidecar = Path(csv_path).with_suffix(".json")  # the grid a plane of PlaneRows is to fill
+    if sidecar.is_file():
+        try:
+            grid = json.loads(sidecar.read_text())
+            alpha, beta = np.array(grid["alpha"], dtype=float), np.array(grid["beta"], dtype=float)
+        except (OSError, ValueError, KeyError, TypeError):
+            raise LinpathError(f"{sidecar}: damaged (not the plane's grid)") from None
+    complete = all((a, b) in values for a in alpha for b in beta)
+    if not complete or len(values) != len(rows) or len(values) != alpha.size * beta.size or not len(values):
+        raise LinpathError(
+            f"{csv_path}: not a complete grid ({len(rows)} rows; is it still being evaluated?)"
+        )
+    loss, error = (np.array([[values[(a, b)][i] for a in alpha] for b in beta]) for i in (0, 1))
+    return Surface(alpha, beta, loss, None if np.isnan(error).all() else error, examples=0)
