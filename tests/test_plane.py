@@ -243,3 +243,121 @@ def test_cli_plane_of_three_files(tmp_path, capsys):
     assert {float(r["beta"]) for r in rows} == {-0.5, 1.5}
     assert main(["plane", *names[:2], "--model", "x:y", "--data", "d"]) == 2
     assert "three state files" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name,stem", [("mlp", "1"), ("cnn", "0")])
+def test_plane_with_mixed_stem_equals_plain_loop(name, stem):
+    """The stem's output mixed from the three anchors' (the shortcut a path takes) gives the
+    plain loop's values; a small stem memory forces several chunks of examples."""
+    make, shape = MODELS[name]
+    o, a, b = (random_state(make, s) for s in (1, 2, 3))
+    inputs, labels = data(shape)
+    model = make()
+    model.linear_stem = stem
+    engine = PathEvaluator(model, EvalSet(inputs, labels), batch_size=8, use_stem=True, stem_memory=1)
+    assert engine.uses_stem
+    alphas, betas = [-0.2, 0.3, 0.7], [0.1, 0.25]  # BatchNorm variances stay positive
+    rows = Plane(engine, o, *through_three(o, a, b)).evaluate(alphas, betas)
+    for i, beta in enumerate(betas):
+        for j, alpha in enumerate(alphas):
+            loss, error = plain_eval(make, mixed(o, a, b, alpha, beta), inputs, labels)
+            assert rows[i][j].loss == pytest.approx(loss, abs=1e-5, rel=1e-5)
+            assert rows[i][j].error == pytest.approx(error, abs=1e-5)
+
+
+def test_plane_resumes_from_its_rows_file(tmp_path, monkeypatch):
+    """Finished rows are kept; a rerun evaluates only the missing ones and gives the same
+    surface; another plane never reuses (or overwrites) them."""
+    make, shape = MODELS["mlp"]
+    o, a, b = (random_state(make, s) for s in (1, 2, 3))
+    d = data(shape)
+    rows_file = tmp_path / "plane.csv"
+    seen = []
+    full = linpath.plane(
+        make(), o, a, b, d, grid=(3, 4), rows_file=rows_file, progress=lambda i, n: seen.append((i, n))
+    )
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    lines = rows_file.read_text().splitlines()
+    assert len(lines) == 1 + 12
+    rows_file.write_text(
+        "\n".join(lines[:-4] + [lines[-1].replace(",", ";")]) + "\n"
+    )  # row 2 cut short; of row 3 one damaged line
+
+    evaluated = []
+    original = Plane.evaluate
+
+    def counting(self, alphas, betas, progress=None):
+        evaluated.extend(betas)
+        return original(self, alphas, betas, progress)
+
+    monkeypatch.setattr(Plane, "evaluate", counting)
+    again = linpath.plane(make(), o, a, b, d, grid=(3, 4), rows_file=rows_file)
+    assert evaluated == [full.beta[2], full.beta[3]]
+    np.testing.assert_array_equal(again.loss, full.loss)
+    np.testing.assert_array_equal(again.error, full.error)
+    before = rows_file.read_text()
+    with pytest.raises(LinpathError, match="holds another plane"):
+        linpath.plane(make(), o, b, a, d, grid=(3, 4), rows_file=rows_file)
+    with pytest.raises(LinpathError, match="holds another plane"):
+        linpath.plane(make(), o, a, b, d, grid=(3, 5), rows_file=rows_file)
+    assert rows_file.read_text() == before
+
+
+def test_plane_of_a_run_is_a_setting_of_its_own_and_resumes(small_run, data_root, tmp_path, capsys):
+    """A run's plane lands in <run>/plane/<key>/ (states and settings in the key), with the
+    replicate's kept checkpoints projected onto it; a rerun evaluates nothing; a point equals a
+    hand-mixed LeNet evaluated on the MNIST test set; a random plane is a setting of its own."""
+    from linpath.cli import main
+    from linpath.data import load
+    from linpath.models import build
+    from tests.runs import copy_trained
+
+    run = copy_trained(small_run, tmp_path)
+    argv = ["plane", str(run.root), "--replicate", "0", "--other-replicate", "1", "--grid", "3"]
+    argv += ["--span", "0,1", "--data-root", str(data_root)]
+    assert main(argv) == 0
+    assert capsys.readouterr().err.count("row ") == 3
+    folder = run.root / "plane" / "r0-r1-test-3x3-span0to1-fp32"
+    rows = list(csv.DictReader(open(folder / "plane.csv")))
+    assert len(rows) == 9 and (folder / "plane.png").is_file()
+    steps = run.saved_steps(0)
+    trajectory = list(csv.DictReader(open(folder / "trajectory.csv")))
+    assert [int(r["t"]) for r in trajectory] == steps
+    assert [float(trajectory[0][c]) for c in ("alpha", "beta")] == pytest.approx([0, 0], abs=1e-9)
+    assert [float(trajectory[-1][c]) for c in ("alpha", "beta")] == pytest.approx([1, 0], abs=1e-9)
+
+    states = [torch.load(run.checkpoint(q, t), weights_only=True) for q, t in ((0, 0), (0, 300), (1, 300))]
+    test = load("mnist", data_root).eval_set("test", "cpu")
+    make = lambda: build("mnist_lenet_300_100", 10, seed=0)  # noqa: E731
+    row = next(r for r in rows if float(r["alpha"]) == 0.5 and float(r["beta"]) == 0.5)
+    loss, error = plain_eval(make, mixed(*states, 0.5, 0.5), test.inputs, test.labels)
+    assert float(row["loss"]) == pytest.approx(loss, rel=1e-5) and float(row["error"]) == pytest.approx(error)
+
+    before = (folder / "plane.csv").read_text()
+    assert main(argv) == 0
+    assert "row " not in capsys.readouterr().err
+    assert (folder / "plane.csv").read_text() == before
+    assert main(["plane", str(run.root), "--seed", "0", "--grid", "2", "--data-root", str(data_root)]) == 0
+    assert (run.root / "plane" / "r0-t300-random-seed0-test-2x2-span-0.5to1.5-fp32" / "plane.csv").is_file()
+
+
+def test_report_lists_finished_planes_and_names_unfinished_ones(tmp_path):
+    from linpath.analysis.plane import Surface, read_surface
+    from linpath.io.rundir import RunDir
+    from linpath.report.markdown import plane_lines
+
+    loss = np.array([[3.0, 2.0, 4.0], [1.5, 0.25, 9.0]])  # lowest at α = 0.5, β = 1
+    error = np.array([[0.5, 0.4, 0.9], [0.3, 0.2, 0.1]])  # lowest at α = 1, β = 1
+    surface = Surface(np.array([0.0, 0.5, 1.0]), np.array([0.0, 1.0]), loss, error, examples=10)
+    done = tmp_path / "plane" / "r0-r1-test-3x2-span0to1-fp32"
+    surface.to_csv(done / "plane.csv")
+    back = read_surface(done / "plane.csv")
+    np.testing.assert_array_equal(back.loss, loss)
+    np.testing.assert_array_equal(back.error, error)
+    partial = tmp_path / "plane" / "r0-at100-test-3x2-span0to1-fp32"
+    partial.mkdir()
+    (partial / "plane.json").write_text('{"fingerprint": "x", "alpha": [0.0, 0.5, 1.0], "beta": [0.0, 1.0]}')
+    (partial / "plane.csv").write_text("\n".join((done / "plane.csv").read_text().splitlines()[:4]) + "\n")
+    text = "\n".join(plane_lines(RunDir(tmp_path)))
+    assert "lowest loss 0.2500 at (α, β) = (0.50, 1.00); lowest error 0.1000 at (α, β) = (1.00, 1.00)" in text
+    assert "`r0-at100-test-3x2-span0to1-fp32` left out" in text and "not a complete grid" in text

@@ -87,3 +87,28 @@ def test_cli_trajectory(tmp_path, capsys):
     assert "t=2: progress 0.500" in capsys.readouterr().out
     assert (run.root / "trajectory" / "r0" / "trajectory.png").is_file()
     assert main(["trajectory", str(run.root), "--replicate", "1"]) == 2
+
+
+def test_plane_coordinates_of_hand_made_states():
+    """States built as θ_o + α·d_a + β·d_b + (a part off the plane) project to (α, β), at the
+    off-plane part's norm (d_a and d_b are not orthogonal, so a mere dot product would be off)."""
+    from linpath.analysis.trajectory import plane_coordinates
+
+    origin = {"w": torch.tensor([[1.0, 2.0], [3.0, 4.0]]), "b": torch.tensor([0.5, -0.5])}
+    d_a = {"w": torch.tensor([[1.0, 0.0], [0.0, 0.0]]), "b": torch.tensor([0.0, 0.0])}
+    d_b = {"w": torch.tensor([[1.0, 1.0], [0.0, 0.0]]), "b": torch.tensor([0.0, 0.0])}
+    off = {"w": torch.tensor([[0.0, 0.0], [0.0, 0.3]]), "b": torch.tensor([0.4, 0.0])}  # norm 0.5
+    states = {
+        t: {k: origin[k] + alpha * d_a[k] + beta * d_b[k] + s * off[k] for k in origin}
+        for t, (alpha, beta, s) in {0: (0, 0, 0), 5: (0.3, -0.2, 1.0), 9: (2.0, 1.5, 0.0)}.items()
+    }
+    rows = plane_coordinates(states, origin, d_a, d_b)
+    assert [r["t"] for r in rows] == [0, 5, 9]
+    assert [(r["alpha"], r["beta"], r["off_plane"]) for r in rows] == [
+        pytest.approx((0, 0, 0), abs=1e-6),  # float32 states
+        pytest.approx((0.3, -0.2, 0.5), abs=1e-6),  # float32 states
+        pytest.approx((2.0, 1.5, 0.0), abs=1e-6),  # float32 states
+    ]
+    assert rows[1]["off_plane_rel"] == pytest.approx(0.5)  # ‖d_a‖ = 1
+    with pytest.raises(LinpathError, match="parallel"):
+        plane_coordinates(states, origin, d_a, {k: 2 * v for k, v in d_a.items()})

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from linpath.analysis.curves import REPLICATE_COLUMNS, SUMMARY_COLUMNS, settings_of
 from linpath.analysis.metrics import path_metrics
-from linpath.analysis.plane import Surface
+from linpath.analysis.plane import PlaneRows, Surface
 from linpath.config.spec import Spec, read_spec
 from linpath.data.source import EvalSet
 from linpath.engine.align import align_states
@@ -37,7 +37,7 @@ from linpath.engine.evaluator import PathEvaluator
 from linpath.engine.interpolate import check_compatible
 from linpath.engine.outputs import OutputFn, to_logits
 from linpath.engine.params import check_hold, restrict, select
-from linpath.engine.plane import Plane, random_directions, through_three
+from linpath.engine.plane import Plane, plane_fingerprint, random_directions, through_three
 from linpath.engine.scoring import classification_score
 from linpath.errors import LinpathError
 from linpath.io.checkpoints import find_state, fit_keys
@@ -478,7 +478,9 @@ def _prepared_states(model: nn.Module, given: dict[str, StateLike], allow_nonfin
 
 
 def _evaluate_plane(work, origin, d_a, d_b, data, grid, span, options) -> tuple:
-    """The plane's results on `work` (overwritten), with api options (loss_fn, device, ...)."""
+    """The plane's (alphas, betas, loss, error or None, evalset) on `work` (overwritten), with
+    api options (loss_fn, device, ...); evaluated a β row at a time, each kept in
+    options["rows_file"] when given, so that an interrupted plane resumes there."""
     alphas, betas = _plane_axes(grid, span)
     dev = _default_device(work) if options["device"] is None else resolve_device(str(options["device"]))
     check_precision(options["precision"])
@@ -486,21 +488,29 @@ def _evaluate_plane(work, origin, d_a, d_b, data, grid, span, options) -> tuple:
     classification = is_classification(evalset.labels)
     score = make_score(options["loss_fn"], options["error_fn"], classification)
     engine = PathEvaluator(
-        work,
-        evalset,
-        batch_size=options["batch_size"],
-        precision=options["precision"],
-        score=score,
-        use_stem=False,
+        work, evalset, batch_size=options["batch_size"], precision=options["precision"], score=score
     )
-    results = Plane(engine, origin, d_a, d_b).evaluate(alphas, betas)
+    plane = Plane(engine, origin, d_a, d_b)
+    store = None
+    if options["rows_file"] is not None:
+        fingerprint = plane_fingerprint(plane.origin, plane.d_a, plane.d_b, evalset.inputs, evalset.labels)
+        store = PlaneRows(options["rows_file"], alphas, betas, fingerprint + options["precision"])
+    loss, error = np.full((2, len(betas), len(alphas)), np.nan)
+    for i, beta in enumerate(betas):
+        row = store.row(i) if store is not None else None
+        if row is None:
+            results = plane.evaluate(alphas, [beta])[0]
+            row = [r.loss for r in results], [r.error for r in results]
+            if store is not None:
+                store.save(i, *row)
+            if options["progress"] is not None:
+                options["progress"](i + 1, len(betas))
+        loss[i], error[i] = row
     has_error = options["error_fn"] is not None or classification
-    return alphas, betas, results, has_error, evalset
+    return alphas, betas, loss, error if has_error else None, evalset
 
 
-def _surface(alphas, betas, results, has_error, evalset, marks, precision) -> Surface:
-    loss = np.array([[r.loss for r in row] for row in results], dtype=float)
-    error = np.array([[r.error for r in row] for row in results], dtype=float) if has_error else None
+def _surface(alphas, betas, loss, error, evalset, marks, precision) -> Surface:
     return Surface(alphas, betas, loss, error, len(evalset), marks, evalset.name, precision)
 
 
@@ -518,20 +528,30 @@ def plane(
     batch_size: int = 1000,
     precision: str = "fp32",
     allow_nonfinite: bool = False,
+    rows_file: str | os.PathLike | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Surface:
     """Loss (and error) on the plane through three states (Goodfellow et al. 2015):
     θ(α, β) = θ_o + α(θ_a - θ_o) + β(θ_b - θ_o), so θ_o, θ_a, θ_b sit at (0,0), (1,0), (0,1).
 
     grid is n or (n_alpha, n_beta) evenly spaced points over span = (lo, hi) (both axes) or
     ((lo_alpha, hi_alpha), (lo_beta, hi_beta)). BatchNorm statistics are mixed like the
-    weights. The other arguments are path()'s. Returns a Surface (arrays [i_beta, i_alpha])."""
+    weights. rows_file (a CSV) keeps each finished row of β so that a rerun of the same plane
+    resumes; progress(row, rows) is called after each row evaluated. The other arguments are
+    path()'s. Returns a Surface (arrays [i_beta, i_alpha])."""
     if not isinstance(model, nn.Module):
         raise LinpathError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     work = copy.deepcopy(model)
     states = _prepared_states(work, {"origin": origin, "state a": a, "state b": b}, allow_nonfinite)
     d_a, d_b = through_three(states["origin"], states["state a"], states["state b"])
     options = dict(
-        loss_fn=loss_fn, error_fn=error_fn, device=device, batch_size=batch_size, precision=precision
+        loss_fn=loss_fn,
+        error_fn=error_fn,
+        device=device,
+        batch_size=batch_size,
+        precision=precision,
+        rows_file=rows_file,
+        progress=progress,
     )
     evaluated = _evaluate_plane(work, states["origin"], d_a, d_b, data, grid, span, options)
     marks = ((0.0, 0.0, "origin"), (1.0, 0.0, "a"), (0.0, 1.0, "b"))
@@ -551,6 +571,8 @@ def random_plane(
     batch_size: int = 1000,
     precision: str = "fp32",
     allow_nonfinite: bool = False,
+    rows_file: str | os.PathLike | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Surface:
     """Loss (and error) around one state along two random filter-normalized directions (Li et
     al. 2018): θ(α, β) = θ_c + α·δ + β·η, each filter of δ and η scaled to the norm of θ_c's
@@ -562,7 +584,13 @@ def random_plane(
     state = _prepared_states(work, {"center": center}, allow_nonfinite)["center"]
     d_a, d_b = random_directions(state, seed)
     options = dict(
-        loss_fn=loss_fn, error_fn=error_fn, device=device, batch_size=batch_size, precision=precision
+        loss_fn=loss_fn,
+        error_fn=error_fn,
+        device=device,
+        batch_size=batch_size,
+        precision=precision,
+        rows_file=rows_file,
+        progress=progress,
     )
     evaluated = _evaluate_plane(work, state, d_a, d_b, data, grid, span, options)
     return _surface(*evaluated, ((0.0, 0.0, "center"),), precision)

@@ -328,14 +328,17 @@ def _add_own_model_commands(sub) -> None:
 
 def _add_plane_command(sub) -> None:
     """plane: loss and error on the plane through three states (files, or a run folder's)."""
-    p = sub.add_parser("plane", help="loss and error on the plane through three saved states")
+    p = sub.add_parser(
+        "plane", help="loss and error on the plane through three saved states, or around one (--seed)"
+    )
     # let "--span -0.5,1.5" read as a value, not as an option
     p._negative_number_matcher = re.compile(r"^-\d*\.?\d+(,-?\d*\.?\d+)*$")
     p.add_argument(
         "states",
         nargs="+",
-        help="three state files ORIGIN A B (at (0,0), (1,0), (0,1)), or one run folder "
-        "(with --replicate and --other-replicate or --at)",
+        help="three state files ORIGIN A B (at (0,0), (1,0), (0,1)), one CENTER with --seed, or one "
+        "run folder (with --replicate and --other-replicate or --at; with --seed the center is the "
+        "replicate's final state, or its state at --at)",
     )
     p.add_argument("--model", default=None, help="as for 'linpath path' (default: the run folder's)")
     p.add_argument("--data", default=None, help="as for 'linpath path' (default: the run folder's)")
@@ -351,6 +354,13 @@ def _add_plane_command(sub) -> None:
     p.add_argument(
         "--at", default=None, help="run folder: third state, the replicate's state at T (e.g. 100, 2ep)"
     )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="a plane around one state along two random filter-normalized directions (Li et al. 2018) "
+        "drawn with this seed, instead of the plane through three states",
+    )
     p.add_argument("--grid", default="21", help="points per side, N or N_ALPHA,N_BETA (default 21)")
     p.add_argument("--span", default="-0.5,1.5", help="range of α and β, LO,HI (default -0.5,1.5)")
     p.add_argument("--split", choices=("test", "train"), default="test")
@@ -360,7 +370,10 @@ def _add_plane_command(sub) -> None:
     p.add_argument("--batch-size", type=int, default=1000, help="evaluation batch size (default 1000)")
     p.add_argument("--allow-nonfinite", action="store_true", help="evaluate states holding NaN or inf")
     p.add_argument(
-        "--out", default=None, help="output folder (default plane-out/, or <run>/plane/r<R>-<third>/)"
+        "--out",
+        default=None,
+        help="output folder (default plane-out/, or the setting's own <run>/plane/<key>/); "
+        "a rerun of the same plane there resumes it",
     )
     _add_common(p)
 
@@ -401,6 +414,7 @@ def _dispatch_plane(args) -> int:
         precision=args.eval_precision,
         batch_size=args.batch_size,
         allow_nonfinite=args.allow_nonfinite,
+        seed=args.seed,
     )
     if len(args.states) == 1 and Path(args.states[0]).is_dir():
         surface, files = plane_of_run(

@@ -6,6 +6,7 @@ expects. The figure is built without pyplot, so it changes no global matplotlib 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -13,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
-from linpath.io.tables import csv_text
+from linpath.io.tables import csv_text, read_csv_rows
 
 PLANE_COLUMNS = ["alpha", "beta", "loss", "error"]
 
@@ -31,6 +33,7 @@ class Surface:
     marks: tuple[tuple[float, float, str], ...] = field(default=())  # (α, β, label) of the states
     split: str = "custom"
     precision: str = "fp32"
+    trajectory: tuple[tuple[float, float, str], ...] = field(default=())  # (α, β, t) of kept states
 
     def rows(self) -> list[list[float]]:
         """One [alpha, beta, loss, error] row per point, β outer; the error is nan when absent."""
@@ -56,6 +59,7 @@ class Surface:
         for i, (name, values) in enumerate(panels):
             ax = fig.add_subplot(1, len(panels), i + 1)
             _contour(fig, ax, self.alpha, self.beta, values, log=name == "loss")
+            _draw_trajectory(ax, self.trajectory)
             for a, b, label in self.marks:
                 ax.plot([a], [b], marker="o", color="white", markeredgecolor="black", markersize=7)
                 ax.annotate(label, (a, b), textcoords="offset points", xytext=(6, 6), fontsize=9)
@@ -70,6 +74,22 @@ class Surface:
             path.parent.mkdir(parents=True, exist_ok=True)
             fig.savefig(path, dpi=150, bbox_inches="tight")
         return fig
+
+
+def _draw_trajectory(ax, points) -> None:
+    """The training trajectory projected onto the plane: a white line through the kept states,
+    labelled with t where the labels do not pile up."""
+    if not points:
+        return
+    ax.plot(
+        [p[0] for p in points], [p[1] for p in points], color="white", linewidth=1, marker=".", markersize=3
+    )
+    span = max(np.ptp([p[0] for p in points]), np.ptp([p[1] for p in points]), 1e-12)
+    last = None
+    for a, b, label in points:
+        if last is None or math.dist((a, b), last) > 0.08 * span:
+            ax.annotate(label, (a, b), textcoords="offset points", xytext=(3, -9), fontsize=6, color="white")
+            last = (a, b)
 
 
 def _contour(fig, ax, alpha, beta, values, log: bool) -> None:
@@ -94,3 +114,85 @@ def _contour(fig, ax, alpha, beta, values, log: bool) -> None:
     bar = fig.colorbar(filled, ax=ax, shrink=0.85, ticks=levels[::4])
     bar.ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
     bar.ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+class PlaneRows:
+    """A plane's finished rows (one β each) kept in a CSV of PLANE_COLUMNS, with a sidecar
+    <name>.json naming the plane (its fingerprint and grid), so that an interrupted plane
+    resumes: a rerun reuses every complete row of the same plane and evaluates the rest. A file
+    that holds another plane, or rows without their sidecar, is never overwritten."""
+
+    def __init__(self, path: str | os.PathLike, alpha: np.ndarray, beta: np.ndarray, fingerprint: str):
+        self.path = Path(path)
+        self.sidecar = self.path.with_suffix(".json")
+        self.alpha = [float(a) for a in alpha]
+        self.beta = [float(b) for b in beta]
+        self.identity = {"fingerprint": fingerprint, "alpha": self.alpha, "beta": self.beta}
+        self.rows: dict[int, tuple[list[float], list[float]]] = {}
+        if self.path.exists() or self.sidecar.exists():
+            self._read()
+
+    def _read(self) -> None:
+        try:
+            identity = json.loads(self.sidecar.read_text())
+        except (OSError, ValueError):
+            identity = None
+        if identity != self.identity:
+            raise LinpathError(
+                f"{self.path} holds another plane (or its {self.sidecar.name} is missing or damaged); "
+                "choose another output folder or remove it"
+            )
+        by_beta: dict[float, dict[float, tuple[float, float]]] = {}
+        for row in read_csv_rows(self.path) if self.path.exists() else []:
+            try:
+                a, b, loss, error = (float(row[c]) for c in PLANE_COLUMNS)
+            except (KeyError, TypeError, ValueError):
+                continue  # a damaged row: its β row is evaluated again
+            by_beta.setdefault(b, {})[a] = (loss, error)
+        for i, b in enumerate(self.beta):
+            got = by_beta.get(b, {})
+            if all(a in got for a in self.alpha):
+                self.rows[i] = ([got[a][0] for a in self.alpha], [got[a][1] for a in self.alpha])
+
+    def row(self, i: int) -> tuple[list[float], list[float]] | None:
+        """(losses, errors) of β row i when it is finished, else None."""
+        return self.rows.get(i)
+
+    def save(self, i: int, losses: list[float], errors: list[float]) -> None:
+        """Record β row i and rewrite the file (atomically) with every finished row."""
+        self.rows[i] = (list(losses), list(errors))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.sidecar, json.dumps(self.identity))
+        table = [
+            [a, self.beta[r], loss, error]
+            for r in sorted(self.rows)
+            for a, loss, error in zip(self.alpha, *self.rows[r])
+        ]
+        atomic_write_text(self.path, csv_text(PLANE_COLUMNS, table))
+
+
+def read_surface(csv_path: str | os.PathLike) -> Surface:
+    """A plane.csv read back as a Surface, checked to be a complete grid of numbers (the grid
+    of its PlaneRows sidecar when it has one): a plane still being evaluated, or a damaged
+    file, is refused naming the file."""
+    rows = read_csv_rows(Path(csv_path))
+    try:
+        values = {(float(r["alpha"]), float(r["beta"])): (float(r["loss"]), float(r["error"])) for r in rows}
+    except (KeyError, TypeError, ValueError):
+        raise LinpathError(f"{csv_path}: not a plane table ({', '.join(PLANE_COLUMNS)})") from None
+    alpha = np.array(sorted({a for a, _ in values}))
+    beta = np.array(sorted({b for _, b in values}))
+    sidecar = Path(csv_path).with_suffix(".json")  # the grid a plane of PlaneRows is to fill
+    if sidecar.is_file():
+        try:
+            grid = json.loads(sidecar.read_text())
+            alpha, beta = np.array(grid["alpha"], dtype=float), np.array(grid["beta"], dtype=float)
+        except (OSError, ValueError, KeyError, TypeError):
+            raise LinpathError(f"{sidecar}: damaged (not the plane's grid)") from None
+    complete = all((a, b) in values for a in alpha for b in beta)
+    if not complete or len(values) != len(rows) or len(values) != alpha.size * beta.size or not len(values):
+        raise LinpathError(
+            f"{csv_path}: not a complete grid ({len(rows)} rows; is it still being evaluated?)"
+        )
+    loss, error = (np.array([[values[(a, b)][i] for a in alpha] for b in beta]) for i in (0, 1))
+    return Surface(alpha, beta, loss, None if np.isnan(error).all() else error, examples=0)

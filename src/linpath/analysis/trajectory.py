@@ -110,3 +110,29 @@ def trajectory_figure(rows: list[dict], title: str = "trajectory against the lin
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+PLANE_TRAJECTORY_COLUMNS = ["t", "alpha", "beta", "off_plane", "off_plane_rel"]
+
+
+def plane_coordinates(states: dict[int, dict], origin: dict, d_a: dict, d_b: dict) -> list[dict]:
+    """Each state projected onto the plane θ_o + α·d_a + β·d_b (least squares over the trained
+    weights, in float64): its (α, β), and its distance from the plane, also relative to ‖d_a‖.
+    One row (PLANE_TRAJECTORY_COLUMNS) per state, by t ascending."""
+    v0, a, b = weight_vector(origin), weight_vector(d_a), weight_vector(d_b)
+    gram = torch.tensor([[a @ a, a @ b], [a @ b, b @ b]], dtype=torch.float64)
+    if float(torch.linalg.det(gram)) <= 1e-12 * float(a @ a) * float(b @ b):
+        raise LinpathError(
+            "the plane's two directions are parallel (or zero): there is no plane to project on"
+        )
+    rows = []
+    for t in sorted(states):
+        w = weight_vector(states[t]) - v0
+        if w.shape != a.shape:
+            raise LinpathError(f"the state at t={t} has {w.numel() + 0} weights, the plane {a.numel()}")
+        alpha, beta = torch.linalg.solve(gram, torch.stack([a @ w, b @ w])).tolist()
+        off = float((w - alpha * a - beta * b).norm())
+        rows.append(
+            {"t": t, "alpha": alpha, "beta": beta, "off_plane": off, "off_plane_rel": off / float(a.norm())}
+        )
+    return rows

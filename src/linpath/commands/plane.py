@@ -1,6 +1,11 @@
 """`linpath plane`: loss and error on the plane through three saved states (Goodfellow et al.
-2015), from files on disk or from a run folder (init, final, and another replicate's final or
-the state at T), written as plane.csv and plane.png."""
+2015), or around one state along two random filter-normalized directions (Li et al. 2018),
+from files on disk or from a run folder, written as plane.csv and plane.png.
+
+In a run folder each plane is a setting of its own, <run>/plane/<key>/ with the states, split,
+grid, span and precision in the key, so two settings never share a table; plane.csv is kept a
+row at a time and a rerun resumes it. A run's three-state plane also shows replicate r's kept
+checkpoints projected onto it (trajectory.csv)."""
 
 from __future__ import annotations
 
@@ -9,14 +14,19 @@ import os
 from pathlib import Path
 
 from linpath import data as datasets
-from linpath.api import Surface, plane
+from linpath.analysis.trajectory import PLANE_TRAJECTORY_COLUMNS, plane_coordinates
+from linpath.api import Surface, plane, random_plane
 from linpath.commands.path import find_run_spec, load_data, resolve_model
 from linpath.config.schedule import Schedule
 from linpath.config.spec import read_spec
 from linpath.config.steps import Step
+from linpath.engine.plane import through_three
 from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
+from linpath.io.tables import write_csv
+from linpath.io.tensors import load_state_dict
 from linpath.runtime.device import resolve_device
+from linpath.runtime.progress import line
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +40,12 @@ class PlaneOptions:
     precision: str = "fp32"
     batch_size: int = 1000
     allow_nonfinite: bool = False
+    seed: int | None = None  # a random-direction plane (Li et al.) with this seed, else three states
+
+    def key(self, states: str) -> str:
+        """The folder name of this plane in a run: which states, then every evaluation setting."""
+        (na, nb), (lo, hi) = self.grid, self.span
+        return f"{states}-{self.split}-{na}x{nb}-span{lo:g}to{hi:g}-{self.precision}"
 
 
 def parse_pair(text: str, kind, what: str) -> tuple:
@@ -46,29 +62,44 @@ def parse_pair(text: str, kind, what: str) -> tuple:
     return tuple(values)
 
 
-def _write(surface: Surface, out: Path, title: str) -> list[Path]:
+def _check_out(out: Path) -> Path:
     if out.exists() and not out.is_dir():
         raise LinpathError(f"--out {out} is a file, not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    files = [surface.to_csv(out / "plane.csv")]
-    surface.plot(out / "plane.png", title=title)
-    return [*files, out / "plane.png"]
+    return out
 
 
-def _evaluate(net, states: list, labels: list[str], evalset, options: PlaneOptions) -> Surface:
-    surface = plane(
-        net,
-        *states,
-        evalset,
+def _row_progress(what: str):
+    """A progress callback for plane rows: a line per row (a plane row takes seconds to minutes)."""
+
+    def report(done: int, rows: int) -> None:
+        line(f"{what}: row {done}/{rows}")
+
+    return report
+
+
+def _evaluate(net, states: list, labels: list[str], evalset, options: PlaneOptions, out: Path) -> Surface:
+    """The surface of three states (or of one, with options.seed), its rows kept in out/plane.csv."""
+    common = dict(
         grid=options.grid,
         span=options.span,
         device=evalset.inputs.device,
         batch_size=options.batch_size,
         precision=options.precision,
         allow_nonfinite=options.allow_nonfinite,
+        rows_file=_check_out(out) / "plane.csv",
+        progress=_row_progress(f"plane {out.name}"),
     )
+    if options.seed is None:
+        surface = plane(net, *states, evalset, **common)
+    else:
+        surface = random_plane(net, states[0], evalset, seed=options.seed, **common)
     marks = tuple((a, b, label) for (a, b, _), label in zip(surface.marks, labels))
     return dataclasses.replace(surface, marks=marks)
+
+
+def _write(surface: Surface, out: Path, title: str) -> list[Path]:
+    surface.plot(out / "plane.png", title=title)
+    return [out / "plane.csv", out / "plane.png"]
 
 
 def plane_between_files(
@@ -80,12 +111,13 @@ def plane_between_files(
     data_root=None,
     num_classes: int | None = None,
 ) -> tuple[Surface, list[Path]]:
-    """The plane through three state files (origin, a, b) of `model` on `data`; without them,
-    both come from the linpath run folder holding the origin."""
-    if len(states) != 3:
-        raise LinpathError(
-            f"give three state files (origin, a, b) or one run folder, got {len(states)} paths"
-        )
+    """The plane through three state files (origin, a, b), or around one (with options.seed),
+    of `model` on `data`; without them, both come from the linpath run folder holding the
+    first state."""
+    wanted = 1 if options.seed is not None else 3
+    if len(states) != wanted:
+        what = "one state file (the center)" if wanted == 1 else "three state files (origin, a, b)"
+        raise LinpathError(f"give {what} or one run folder, got {len(states)} paths")
     spec = find_run_spec(states[0]) if model is None or data is None else None
     if (model is None or data is None) and spec is None:
         raise LinpathError(f"--model and --data are needed: {states[0]} is not inside a linpath run folder")
@@ -94,34 +126,58 @@ def plane_between_files(
     evalset, classes = load_data(data, data_root, options.split, resolve_device(options.device))
     net = resolve_model(model, num_classes or classes)
     labels = [Path(s).stem for s in states]
-    surface = _evaluate(net, list(states), labels, evalset, options)
+    surface = _evaluate(net, list(states), labels, evalset, options, Path(out))
     return surface, _write(surface, Path(out), f"{' / '.join(labels)} ({model}, {evalset.name})")
 
 
-def _run_states(run: RunDir, schedule: Schedule, r: int, other: int | None, at: str | None):
-    """The run's (files, labels): init and final of replicate r, then the other replicate's
-    final or r's state at T."""
+def _run_states(run: RunDir, schedule: Schedule, r: int, other: int | None, at: str | None, random: bool):
+    """The run's (replicate, step) pairs and the plane's name: for three states, init and final
+    of replicate r, then the other replicate's final or r's state at T; for a random plane, the
+    center: r's final, or its state at T."""
+    final = schedule.total
+    if random:
+        if other is not None:
+            raise LinpathError("--other-replicate does not apply to a random plane (--seed)")
+        t = final if at is None else _step_within(at, schedule)
+        return [(r, t)], f"r{r}-t{t}-random"
     if (other is None) == (at is None):
         raise LinpathError("give exactly one of --other-replicate and --at for a run folder")
-    final = schedule.total
-    files = [(r, 0), (r, final)]
     if other is not None:
         if other == r:
             raise LinpathError(f"--other-replicate {other} is the replicate itself")
-        files.append((other, final))
-    else:
-        t = Step.parse(at).to_iterations(schedule.iterations_per_epoch)
-        if not 0 < t < final:
-            raise LinpathError(f"--at {at} is step {t}; it must lie strictly between 0 and the final {final}")
-        files.append((r, t))
-    for q, t in files:
+        return [(r, 0), (r, final), (other, final)], f"r{r}-r{other}"
+    t = _step_within(at, schedule)
+    return [(r, 0), (r, final), (r, t)], f"r{r}-at{t}"
+
+
+def _step_within(at: str, schedule: Schedule) -> int:
+    t = Step.parse(at).to_iterations(schedule.iterations_per_epoch)
+    if not 0 < t < schedule.total:
+        raise LinpathError(
+            f"--at {at} is step {t}; it must lie strictly between 0 and the final {schedule.total}"
+        )
+    return t
+
+
+def _checkpoints(run: RunDir, pairs: list[tuple[int, int]]) -> list[Path]:
+    for q, t in pairs:
         if not run.checkpoint(q, t).is_file():
             kept = ", ".join(map(str, run.saved_steps(q))) or "none"
             raise LinpathError(
                 f"replicate {q} has no checkpoint at t={t} ({run.checkpoint(q, t)}; kept: {kept})"
             )
-    labels = [f"r{q} t={t}" for q, t in files]
-    return [run.checkpoint(q, t) for q, t in files], labels
+    return [run.checkpoint(q, t) for q, t in pairs]
+
+
+def _projected_trajectory(run: RunDir, r: int, files: list[Path], folder: Path) -> tuple:
+    """Replicate r's kept checkpoints projected onto the plane through `files` (written to
+    folder/trajectory.csv), as Surface.trajectory points."""
+    origin, a, b = (load_state_dict(f) for f in files)
+    d_a, d_b = through_three(origin, a, b)
+    states = {t: load_state_dict(run.checkpoint(r, t)) for t in run.saved_steps(r)}
+    rows = plane_coordinates(states, origin, d_a, d_b)
+    write_csv(folder / "trajectory.csv", PLANE_TRAJECTORY_COLUMNS, rows)
+    return tuple((row["alpha"], row["beta"], str(row["t"])) for row in rows)
 
 
 def plane_of_run(
@@ -133,16 +189,26 @@ def plane_of_run(
     out: str | os.PathLike | None = None,
     data_root=None,
 ) -> tuple[Surface, list[Path]]:
-    """The plane of a run folder through replicate r's init and final and a third state (see
-    _run_states); written to `out`, by default <run>/plane/r<r>-<other or at>/."""
+    """The plane of a run folder (see _run_states), written to `out`, by default to the
+    setting's own folder <run>/plane/<key>/ (resumed when it holds part of this plane)."""
     run = RunDir(run_dir)
     spec = read_spec(run)
     source = datasets.load(spec.data.dataset, data_root)
     schedule = Schedule.of(spec, source.num_train_examples)
-    files, labels = _run_states(run, schedule, replicate, other_replicate, at)
+    pairs, name = _run_states(run, schedule, replicate, other_replicate, at, options.seed is not None)
+    if options.seed is not None:
+        name += f"-seed{options.seed}"
+    files = _checkpoints(run, pairs)
+    labels = [f"r{q} t={t}" for q, t in pairs]
+    folder = Path(out) if out is not None else run.root / "plane" / options.key(name)
     evalset = source.eval_set(options.split, resolve_device(options.device))
     net = resolve_model(spec.model.model, source.num_classes)
-    surface = _evaluate(net, files, labels, evalset, options)
-    third = f"r{other_replicate}" if other_replicate is not None else f"at{at}"
-    folder = Path(out) if out is not None else run.root / "plane" / f"r{replicate}-{third}"
-    return surface, _write(surface, folder, f"{' / '.join(labels)} ({spec.model.model}, {evalset.name})")
+    surface = _evaluate(net, files, labels, evalset, options, folder)
+    written = []
+    if options.seed is None:
+        surface = dataclasses.replace(
+            surface, trajectory=_projected_trajectory(run, replicate, files, folder)
+        )
+        written.append(folder / "trajectory.csv")
+    title = f"{' / '.join(labels)} ({spec.model.model}, {evalset.name})"
+    return surface, _write(surface, folder, title) + written

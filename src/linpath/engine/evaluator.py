@@ -280,9 +280,7 @@ class Path:
         bn_states = [self._recomputed(x) for x in xs]
         tallies = [make_tally(e.labels, e.population) for _ in xs]
         n = len(e.labels)
-        per_chunk = max(
-            e.batch_size, e.stem_memory // max(1, 2 * 4 * e.stem_numel) // e.batch_size * e.batch_size
-        )
+        per_chunk = stem_chunk(e, anchors=2)
         stem = _get_submodule(e.model, e.stem_name)
         net = e.net
         net_stem = _get_submodule(net, e.stem_name)
@@ -292,8 +290,8 @@ class Path:
                 h_start, h_end = self._stems
             else:
                 h_start, h_end = (
-                    self._stem_outputs(stem, self.start, lo, hi),
-                    self._stem_outputs(stem, self.end, lo, hi),
+                    stem_outputs(e, stem, self.start, lo, hi),
+                    stem_outputs(e, stem, self.end, lo, hi),
                 )
                 if per_chunk >= n:
                     self._stems = (h_start, h_end)
@@ -312,25 +310,33 @@ class Path:
                 set_submodule(net, e.stem_name, net_stem)
         return [t.result() for t in tallies]
 
-    @torch.no_grad()
-    def _stem_outputs(self, stem: nn.Module, state: dict, lo: int, hi: int) -> list[torch.Tensor]:
-        """The stem's output under `state` for each batch of examples lo..hi (the forward
-        pass is cut short right after the stem)."""
-        prefix = self.e.stem_name + "."
-        for k, target in self.e.targets.items():
-            if k.startswith(prefix):
-                target.copy_(state[k])
-        captured = []
 
-        def capture_and_stop(module, inputs, output):
-            captured.append(output.float())
-            raise _StopForward
+def stem_chunk(engine: PathEvaluator, anchors: int) -> int:
+    """Examples per chunk whose stem outputs under `anchors` states fit in engine.stem_memory
+    (float32), a multiple of the batch size and at least one batch."""
+    per_example = max(1, anchors * 4 * engine.stem_numel)
+    return max(engine.batch_size, engine.stem_memory // per_example // engine.batch_size * engine.batch_size)
 
-        hook = stem.register_forward_hook(capture_and_stop)
-        try:
-            for inputs, _ in self.e._batches(lo, hi):
-                with contextlib.suppress(_StopForward), autocast(self.e.device, self.e.precision):
-                    self.e.model(inputs)
-        finally:
-            hook.remove()
-        return captured
+
+@torch.no_grad()
+def stem_outputs(engine: PathEvaluator, stem: nn.Module, state: dict, lo: int, hi: int) -> list[torch.Tensor]:
+    """The stem's output under `state` for each batch of examples lo..hi (the forward pass is
+    cut short right after the stem); writes the stem's entries of `state` into the model."""
+    prefix = engine.stem_name + "."
+    for k, target in engine.targets.items():
+        if k.startswith(prefix):
+            target.copy_(state[k])
+    captured = []
+
+    def capture_and_stop(module, inputs, output):
+        captured.append(output.float())
+        raise _StopForward
+
+    hook = stem.register_forward_hook(capture_and_stop)
+    try:
+        for inputs, _ in engine._batches(lo, hi):
+            with contextlib.suppress(_StopForward), autocast(engine.device, engine.precision):
+                engine.model(inputs)
+    finally:
+        hook.remove()
+    return captured

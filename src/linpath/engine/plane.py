@@ -7,17 +7,24 @@ directions. Either way each point is written in place into the PathEvaluator's r
 scoring, batching, precision and BatchNorm folding (refolded per point) are the path's.
 BatchNorm running statistics are mixed like the weights (the path's "interpolate" policy); far
 outside the triangle a mixed running variance can turn negative and the point evaluates to NaN.
-The linear stem is not mixed here: the evaluator should be built with use_stem=False.
+
+θ(α, β) = (1 - α - β)·θ_o + α·(θ_o + d_a) + β·(θ_o + d_b) is an affine combination of three
+states, so when the evaluator uses a linear stem its output is mixed the same way from the
+three anchors' stem outputs, computed once per chunk of examples (as a path mixes two).
 """
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 
-from linpath.engine.evaluator import PathEvaluator
+from linpath.engine.bnfold import set_submodule
+from linpath.engine.evaluator import PathEvaluator, _get_submodule, _Given, stem_chunk, stem_outputs
 from linpath.engine.interpolate import check_compatible
-from linpath.engine.scoring import Result
+from linpath.engine.scoring import Result, make_tally
 from linpath.errors import LinpathError
+from linpath.runtime.device import autocast
 
 
 def through_three(origin: dict, a: dict, b: dict) -> tuple[dict, dict]:
@@ -61,8 +68,6 @@ class Plane:
     results on the grid, rows over β and columns over α."""
 
     def __init__(self, engine: PathEvaluator, origin: dict, d_a: dict, d_b: dict):
-        if engine.uses_stem:
-            raise LinpathError("a plane needs an evaluator without the mixed linear stem (use_stem=False)")
         check_compatible(engine.targets, origin, "the model", "the origin")
         for name, d in (("d_a", d_a), ("d_b", d_b)):
             missing = [k for k, v in origin.items() if v.is_floating_point() and k not in d]
@@ -73,6 +78,7 @@ class Plane:
         floating = [k for k in self.origin if engine.targets[k].is_floating_point()]
         self.d_a = engine.like_targets({k: d_a[k] for k in floating})
         self.d_b = engine.like_targets({k: d_b[k] for k in floating})
+        self._stems: tuple | None = None  # the whole set's stem outputs, when they fit in one chunk
 
     @torch.no_grad()
     def assign(self, alpha: float, beta: float) -> None:
@@ -91,6 +97,8 @@ class Plane:
 
     def evaluate(self, alphas, betas, progress=None) -> list[list[Result]]:
         """Results[i_beta][i_alpha]; `progress` (if given) is called after each point."""
+        if self.e.uses_stem:
+            return self._evaluate_mixed(alphas, betas, progress)
         rows = []
         for beta in betas:
             row = []
@@ -100,3 +108,65 @@ class Plane:
                     progress()
             rows.append(row)
         return rows
+
+    def _stem_chunk(self, stem, lo: int, hi: int) -> tuple[list, list, list]:
+        """For examples lo..hi, per batch: the stem's output at θ_o and its changes towards
+        θ_o + d_a and θ_o + d_b."""
+        a = {k: v + self.d_a[k] if k in self.d_a else v for k, v in self.origin.items()}
+        b = {k: v + self.d_b[k] if k in self.d_b else v for k, v in self.origin.items()}
+        h_o, h_a, h_b = (stem_outputs(self.e, stem, state, lo, hi) for state in (self.origin, a, b))
+        return h_o, [x - o for x, o in zip(h_a, h_o)], [x - o for x, o in zip(h_b, h_o)]
+
+    @torch.no_grad()
+    def _evaluate_mixed(self, alphas, betas, progress) -> list[list[Result]]:
+        """The grid with the stem's output mixed: for each chunk of examples, the three anchors'
+        stem outputs once, then every point's tail of the network on them."""
+        e = self.e
+        points = [(float(a), float(b)) for b in betas for a in alphas]
+        tallies = [make_tally(e.labels, e.population) for _ in points]
+        stem, net = _get_submodule(e.model, e.stem_name), e.net
+        net_stem = _get_submodule(net, e.stem_name)
+        per_chunk, n = stem_chunk(e, anchors=3), len(e.labels)
+        for lo in range(0, n, per_chunk):
+            hi = min(n, lo + per_chunk)
+            h_o, d_a, d_b = self._stems if per_chunk >= n and self._stems else self._stem_chunk(stem, lo, hi)
+            if per_chunk >= n:
+                self._stems = (h_o, d_a, d_b)  # one chunk: keep it for the next rows
+            given = _Given()
+            set_submodule(net, e.stem_name, given)
+            try:
+                for (alpha, beta), tally in zip(points, tallies):
+                    self.assign(alpha, beta)
+                    e._fold()
+                    for (inputs, labels), o, da, db in zip(e._batches(lo, hi), h_o, d_a, d_b):
+                        given.value = torch.add(o, da, alpha=alpha).add_(db, alpha=beta)
+                        with autocast(e.device, e.precision):
+                            tally.add(e.forward(inputs), labels, e.score)
+                    if progress is not None and hi == n:
+                        progress()
+            finally:
+                set_submodule(net, e.stem_name, net_stem)
+        results = [t.result() for t in tallies]
+        return [results[i : i + len(alphas)] for i in range(0, len(results), len(alphas))]
+
+
+def plane_fingerprint(origin: dict, d_a: dict, d_b: dict, inputs: torch.Tensor, labels: torch.Tensor) -> str:
+    """A sha256 of what a plane's values depend on: the origin and both directions, the
+    labels, and the inputs' shape with up to 1,000 examples evenly spread (hashing every input
+    of a large set would cost more than it protects). Stored beside a plane's rows so that a
+    resumed plane reuses only rows of the same plane."""
+    digest = hashlib.sha256()
+    for name, state in (("origin", origin), ("d_a", d_a), ("d_b", d_b)):
+        for k in sorted(state):
+            digest.update(f"{name}:{k}:{tuple(state[k].shape)}".encode())
+            digest.update(_bytes(state[k]))
+    step = max(1, len(inputs) // 1000)
+    digest.update(str(tuple(inputs.shape)).encode())
+    digest.update(_bytes(inputs[::step]))
+    digest.update(_bytes(labels))
+    return digest.hexdigest()
+
+
+def _bytes(tensor: torch.Tensor) -> bytes:
+    """The tensor's raw bytes, whatever its dtype (bfloat16 has no numpy type)."""
+    return tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()

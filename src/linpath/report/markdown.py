@@ -7,10 +7,14 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from linpath.analysis.curves import PAPER_SETTING, Curves
 from linpath.analysis.intervals import aggregate
+from linpath.analysis.plane import read_surface
 from linpath.analysis.verdicts import pm
 from linpath.config.spec import Spec
+from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
 
@@ -101,6 +105,48 @@ def section_lines(run: RunDir, section: Section) -> list[str]:
     return lines
 
 
+def _lowest(surface, quantity: str) -> str:
+    values = getattr(surface, quantity)
+    if values is None or not np.isfinite(values).any():
+        return f"no finite {quantity}"
+    i, j = divmod(int(np.nanargmin(values)), values.shape[1])
+    return f"lowest {quantity} {values[i, j]:.4f} at (α, β) = ({surface.alpha[j]:.2f}, {surface.beta[i]:.2f})"
+
+
+def plane_lines(run: RunDir) -> list[str]:
+    """A section per finished plane of the run (<run>/plane/<key>/, made by `linpath plane`);
+    one still being evaluated, or damaged, is named and left out."""
+    folders = sorted(p.parent for p in (run.root / "plane").glob("*/plane.csv"))
+    if not folders:
+        return []
+    lines = [
+        "## Planes",
+        "",
+        "Each plane is a setting of its own: its states, split, grid, span and precision "
+        "name its folder `plane/<key>/` (made by `linpath plane`).",
+        "",
+    ]
+    for folder in folders:
+        try:
+            surface = read_surface(folder / "plane.csv")
+        except LinpathError as e:
+            lines += [f"- `{folder.name}` left out: {e}", ""]
+            continue
+        n_beta, n_alpha = surface.loss.shape
+        lines += [
+            f"### Plane `{folder.name}`",
+            "",
+            f"{n_alpha} × {n_beta} points; {_lowest(surface, 'loss')}; {_lowest(surface, 'error')}.",
+            "",
+        ]
+        if (folder / "plane.png").is_file():
+            lines += [
+                f"![plane {folder.name}]({(folder / 'plane.png').relative_to(run.root).as_posix()})",
+                "",
+            ]
+    return lines
+
+
 def write_report(run: RunDir, spec: Spec, title: str, sections: list[Section], notes: list[str]) -> Path:
     seeds = ", ".join(str(spec.train.seed + r) for r in sections[0].curves.replicates) if sections else ""
     lines = [
@@ -113,5 +159,6 @@ def write_report(run: RunDir, spec: Spec, title: str, sections: list[Section], n
     lines += [f"- Note: {n}" for n in notes] + ([""] if notes else [])
     for section in sections:
         lines += section_lines(run, section)
+    lines += plane_lines(run)
     atomic_write_text(run.report, "\n".join(lines))
     return run.report
