@@ -20,7 +20,8 @@ from linpath.config.steps import kept_steps
 from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
 from linpath.io.tables import write_csv
-from linpath.report.markdown import Section, write_report
+from linpath.report.html import write_html
+from linpath.report.markdown import Section, run_line, write_report
 from linpath.runtime.distributed import World
 from linpath.sweep.merge import merge_paths
 from linpath.sweep.run import run_sweep
@@ -138,8 +139,9 @@ def report_setting(run: RunDir, spec: Spec, setting: str, metric: str = "rise_ov
 
 
 def report(run_dir: str | Path, metric: str = "rise_over_start", settings: list[str] | None = None) -> Path:
-    """report.md with one section per sweep setting (the paper's first); each setting's tables
-    and figures in results/<setting>/, so no setting's report overwrites another's."""
+    """report.md with one section per sweep setting (the paper's first), and report.html, the
+    same numbers interactive; each setting's tables and figures in results/<setting>/, so no
+    setting's report overwrites another's."""
     run = RunDir(run_dir)
     spec = read_spec(run)
     merge_paths(run)
@@ -150,7 +152,10 @@ def report(run_dir: str | Path, metric: str = "rise_over_start", settings: list[
         )
     sections = [report_setting(run, spec, s, metric) for s in settings]
     claims = claims_of(spec.preset)
-    return write_report(run, spec, claims.setting if claims else spec.preset, sections, missing_notes(run))
+    title, notes = claims.setting if claims else spec.preset, missing_notes(run)
+    path = write_report(run, spec, title, sections, notes)
+    write_html(run, title, run_line(run, spec, sections), sections, notes, metric)
+    return path
 
 
 def missing_notes(run: RunDir) -> list[str]:

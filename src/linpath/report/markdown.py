@@ -96,15 +96,17 @@ def section_lines(run: RunDir, section: Section) -> list[str]:
     return lines
 
 
-def write_report(run: RunDir, spec: Spec, title: str, sections: list[Section], notes: list[str]) -> Path:
+def run_line(run: RunDir, spec: Spec, sections: list[Section]) -> str:
+    """The report's first sentence: the run, its training and seeds, how many settings."""
     seeds = ", ".join(str(spec.train.seed + r) for r in sections[0].curves.replicates) if sections else ""
-    lines = [
-        f"# linpath report: {title}",
-        "",
+    return (
         f"Run `{run.root.name}`: training {spec.train.training_steps}, seeds {seeds}; "
-        f"{len(sections)} sweep setting{'s' * (len(sections) != 1)}, each reported on its own.",
-        "",
-    ]
+        f"{len(sections)} sweep setting{'s' * (len(sections) != 1)}, each reported on its own."
+    )
+
+
+def write_report(run: RunDir, spec: Spec, title: str, sections: list[Section], notes: list[str]) -> Path:
+    lines = [f"# linpath report: {title}", "", run_line(run, spec, sections), ""]
     lines += [f"- Note: {n}" for n in notes] + ([""] if notes else [])
     for section in sections:
         lines += section_lines(run, section)
