@@ -20,8 +20,8 @@ from linpath.config.steps import kept_steps
 from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
 from linpath.io.tables import write_csv
-from linpath.report.html import write_html
-from linpath.report.markdown import Section, run_line, write_report
+from linpath.report.html import setting_data, write_html
+from linpath.report.markdown import Section, describe, run_line, write_report
 from linpath.runtime.distributed import World
 from linpath.sweep.merge import merge_paths
 from linpath.sweep.run import run_sweep
@@ -154,7 +154,8 @@ def report(run_dir: str | Path, metric: str = "rise_over_start", settings: list[
     claims = claims_of(spec.preset)
     title, notes = claims.setting if claims else spec.preset, missing_notes(run)
     path = write_report(run, spec, title, sections, notes)
-    write_html(run, title, run_line(run, spec, sections), sections, notes, metric)
+    pages = [setting_data(s.curves, s.summary, s.verdicts, describe(s.curves), metric) for s in sections]
+    write_html(run, title, run_line(run, spec, sections), pages, notes)
     return path
 
 

@@ -2,8 +2,10 @@
 
 The page shows, one sweep setting at a time (a menu), the mean ± std curves at every kept t (a
 slider, a hover readout), Figure 3 with its bootstrap intervals and the verdicts. Its data are
-the sections report.md was rendered from, inlined as JSON beside the template's script
-(report.html and report.js, shipped with the package), so the two reports cannot disagree.
+the curves, summaries and verdicts report.md was rendered from (passed in, not read again),
+inlined as JSON beside the template's script (report.html and report.js, shipped with the
+package), so the two reports cannot disagree. It does not import report.markdown, to keep the
+import chain one module per stage.
 """
 
 from __future__ import annotations
@@ -15,11 +17,10 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from linpath.analysis.curves import PAPER_SETTING, QUANTITIES
+from linpath.analysis.curves import PAPER_SETTING, QUANTITIES, Curves
 from linpath.analysis.intervals import aggregate
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
-from linpath.report.markdown import Section, describe
 
 STATS = ("mean", "std", "ci_low", "ci_high")
 _PLACEHOLDER = re.compile(r"/\*@(TITLE|DATA|SCRIPT)@\*/")
@@ -30,30 +31,31 @@ def _numbers(values) -> list[float | None]:
     return [float(f"{v:.6g}") if math.isfinite(v) else None for v in map(float, values)]
 
 
-def setting_data(section: Section, metric: str) -> dict:
+def setting_data(
+    curves: Curves, summary: list[dict], verdicts: list[str], description: str, metric: str
+) -> dict:
     """One setting's curves, Figure 3 (metric with its interval per t) and verdicts, as plain data."""
-    c, summary = section.curves, section.summary
-    curves = []
-    for t in c.steps:
+    shown = []
+    for t in curves.steps:
         entry = {}
         for q in QUANTITIES:
-            x, mean, std = c.mean_std(t, q)
+            x, mean, std = curves.mean_std(t, q)
             entry.update({"x": _numbers(x), q: _numbers(mean), f"{q}_std": _numbers(std)})
-        curves.append(entry)
+        shown.append(entry)
     figure3 = {
-        q: {stat: _numbers(aggregate(summary, t, q, metric, stat) for t in c.steps) for stat in STATS}
+        q: {stat: _numbers(aggregate(summary, t, q, metric, stat) for t in curves.steps) for stat in STATS}
         for q in QUANTITIES
     }
     return {
-        "key": c.setting,
-        "paper": c.setting == PAPER_SETTING,
-        "description": describe(c),
-        "replicates": len(c.replicates),
-        "steps": c.steps,
-        "curves": curves,
+        "key": curves.setting,
+        "paper": curves.setting == PAPER_SETTING,
+        "description": description,
+        "replicates": len(curves.replicates),
+        "steps": curves.steps,
+        "curves": shown,
         "metric": metric,
         "figure3": figure3,
-        "verdicts": list(section.verdicts),
+        "verdicts": list(verdicts),
     }
 
 
@@ -79,11 +81,9 @@ def render_html(title: str, subtitle: str, settings: list[dict], notes: list[str
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], _template("report.html"))
 
 
-def write_html(
-    run: RunDir, title: str, subtitle: str, sections: list[Section], notes: list[str], metric: str
-) -> Path:
-    """report.html beside report.md; returns its path."""
-    page = render_html(title, subtitle, [setting_data(s, metric) for s in sections], notes)
+def write_html(run: RunDir, title: str, subtitle: str, settings: list[dict], notes: list[str]) -> Path:
+    """report.html beside report.md, one entry of `settings` (setting_data) per sweep setting."""
+    page = render_html(title, subtitle, settings, notes)
     path = run.report.with_suffix(".html")
     atomic_write_text(path, page)
     return path
