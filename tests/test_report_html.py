@@ -196,3 +196,20 @@ def test_the_page_in_a_browser(browser, reported):
     assert problems == []
     assert requests == [url]  # nothing but the page itself: no network, no other file
     page.close()
+
+
+def test_the_published_report_html_shows_the_published_tables():
+    """docs/results' MNIST report.html (linked from the README) against that run's summary.csv."""
+    folder = Path(__file__).resolve().parents[1] / "docs" / "results" / "mnist_lenet_300_100"
+    (setting,) = page_data((folder / "report.html").read_text())["settings"]
+    rows = read_rows(folder / "results" / setting["key"] / "summary.csv")
+    checked = 0
+    for row in rows:
+        if row["metric"] == setting["metric"]:
+            i = setting["steps"].index(int(row["t"]))
+            for stat in ("mean", "ci_low", "ci_high"):
+                assert setting["figure3"][row["quantity"]][stat][i] == pytest.approx(
+                    float(row[stat]), rel=1e-5
+                )
+                checked += 1
+    assert checked == 3 * 2 * len(setting["steps"]) == 3 * 2 * 29
