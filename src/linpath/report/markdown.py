@@ -96,15 +96,6 @@ def section_lines(run: RunDir, section: Section) -> list[str]:
     return lines
 
 
-def run_line(run: RunDir, spec: Spec, sections: list[Section]) -> str:
-    """The report's first sentence: the run, its training and seeds, how many settings."""
-    seeds = ", ".join(str(spec.train.seed + r) for r in sections[0].curves.replicates) if sections else ""
-    return (
-        f"Run `{run.root.name}`: training {spec.train.training_steps}, seeds {seeds}; "
-        f"{len(sections)} sweep setting{'s' * (len(sections) != 1)}, each reported on its own."
-    )
-
-
 def write_report(run: RunDir, spec: Spec, title: str, sections: list[Section], notes: list[str]) -> Path:
     lines = [f"# linpath report: {title}", "", run_line(run, spec, sections), ""]
     lines += [f"- Note: {n}" for n in notes] + ([""] if notes else [])
@@ -112,3 +103,12 @@ def write_report(run: RunDir, spec: Spec, title: str, sections: list[Section], n
         lines += section_lines(run, section)
     atomic_write_text(run.report, "\n".join(lines))
     return run.report
+
+
+def run_line(run: RunDir, spec: Spec, sections: list[Section]) -> str:
+    """The report's first sentence: the run, its training and seeds, how many settings."""
+    seeds = ", ".join(str(spec.train.seed + r) for r in sections[0].curves.replicates) if sections else ""
+    return (
+        f"Run `{run.root.name}`: training {spec.train.training_steps}, seeds {seeds}; "
+        f"{len(sections)} sweep setting{'s' * (len(sections) != 1)}, each reported on its own."
+    )
