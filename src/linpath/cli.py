@@ -456,7 +456,8 @@ def _dispatch(args) -> int:
         _sweep(args, run.root, setting, world, progress)
         say(f"swept: {run.paths_csv}")
         if world.is_main:
-            say(f"report: {pipeline.report(run.root, args.metric, tensorboard=args.tensorboard)}")
+            report = pipeline.report(run.root, args.metric, tensorboard=args.tensorboard)
+            say(f"report: {report} (interactive: {report.with_suffix('.html')})")
         return 0
     if args.command == "sweep":
         if not Path(args.run_dir).is_dir():
@@ -470,7 +471,8 @@ def _dispatch(args) -> int:
     if args.command == "report":
         if not Path(args.run_dir).is_dir():
             raise LinpathError(f"no run folder at {args.run_dir}")
-        print(f"report: {pipeline.report(args.run_dir, args.metric, args.setting, args.tensorboard)}")
+        report = pipeline.report(args.run_dir, args.metric, args.setting, args.tensorboard)
+        print(f"report: {report} (interactive: {report.with_suffix('.html')})")
         return 0
     if args.command in ("path", "spawn", "import-openlth"):
         return _dispatch_own_model(args, progress)
