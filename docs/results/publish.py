@@ -1,6 +1,6 @@
 """Publish a run's results as data under docs/results/<name>/, and the README's results table.
 
-    python docs/results/publish.py RUN_DIR NAME    # copy spec, logs, tables, report, figures (no checkpoints)
+    python docs/results/publish.py RUN_DIR NAME    # copy spec, logs, tables, reports, figures (no checkpoints)
     python docs/results/publish.py --readme        # rewrite the README's table from docs/results/
 
 The README's numbers come only from these committed files; tests/test_readme.py checks that
@@ -32,6 +32,8 @@ def publish(run_dir: Path, name: str) -> Path:
     out.mkdir(parents=True)
     for f in ("spec.json", "report.md"):
         shutil.copy(run_dir / f, out / f)
+    if (run_dir / "report.html").is_file():  # the interactive report, from `linpath report`
+        shutil.copy(run_dir / "report.html", out / "report.html")
     for log in sorted(run_dir.glob("replicate-*/train_log.csv")):
         (out / log.parent.name).mkdir()
         shutil.copy(log, out / log.parent.name / log.name)

@@ -166,6 +166,16 @@ def _add_report_options(p: argparse.ArgumentParser) -> None:
         default="rise_over_start",
         help="the metric of Figure 3 (default rise_over_start, the paper's)",
     )
+    _add_tensorboard(p)
+
+
+def _add_tensorboard(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write TensorBoard scalars to RUN/tensorboard/ (per-epoch training curves, path "
+        "metrics against t); the run keeps them on once asked (needs linpath[tb])",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs", help="folder that holds run folders (default runs/)")
     _add_common(p)
     _add_overrides(p)
+    _add_tensorboard(p)
 
     p = sub.add_parser("sweep", help="evaluate the paths of a trained run (resumes)")
     p.add_argument("run_dir", help="a run folder, e.g. runs/mnist_lenet_300_100-<hash>")
@@ -523,7 +534,7 @@ def _dispatch(args) -> int:
         spec = _spec_from(args)
         setting = _setting(args) if args.command == "run" else None  # bad sweep options fail before training
         world = distributed.init(args.device)
-        run = pipeline.train(spec, args.out, args.data_root, args.device, progress, world)
+        run = pipeline.train(spec, args.out, args.data_root, args.device, progress, world, args.tensorboard)
         say = print if world.is_main else (lambda *a: None)
         say(f"trained: {run.root}")
         if args.command == "train":
@@ -531,7 +542,8 @@ def _dispatch(args) -> int:
         _sweep(args, run.root, setting, world, progress)
         say(f"swept: {run.paths_csv}")
         if world.is_main:
-            say(f"report: {pipeline.report(run.root, args.metric)}")
+            report = pipeline.report(run.root, args.metric, tensorboard=args.tensorboard)
+            say(f"report: {report} (interactive: {report.with_suffix('.html')})")
         return 0
     if args.command == "sweep":
         if not Path(args.run_dir).is_dir():
@@ -550,7 +562,8 @@ def _dispatch(args) -> int:
     if args.command == "report":
         if not Path(args.run_dir).is_dir():
             raise LinpathError(f"no run folder at {args.run_dir}")
-        print(f"report: {pipeline.report(args.run_dir, args.metric, args.setting)}")
+        report = pipeline.report(args.run_dir, args.metric, args.setting, args.tensorboard)
+        print(f"report: {report} (interactive: {report.with_suffix('.html')})")
         return 0
     if args.command in ("path", "spawn", "import-openlth"):
         return _dispatch_own_model(args, progress)

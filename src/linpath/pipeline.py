@@ -23,7 +23,9 @@ from linpath.engine.params import layer_specs
 from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
 from linpath.io.tables import write_csv
-from linpath.report.markdown import Section, write_report
+from linpath.report.html import setting_data, write_html
+from linpath.report.markdown import Section, describe, run_line, write_report
+from linpath.runtime import tensorboard as tb
 from linpath.runtime.distributed import World
 from linpath.sweep.merge import merge_paths
 from linpath.sweep.run import run_sweep
@@ -53,10 +55,16 @@ def train(
     device: str = "cpu",
     progress: bool = True,
     world: World = World(),
+    tensorboard: bool = False,
 ) -> RunDir:
     """Train every replicate not yet finished (under torchrun: all ranks together, one
-    replicate at a time, with DistributedDataParallel)."""
+    replicate at a time, with DistributedDataParallel); `tensorboard` switches the run's
+    TensorBoard scalars on (runtime/tensorboard.py)."""
+    if tensorboard and world.is_main:
+        tb.require()  # before anything is written
     run = open_run(spec, out) if world.is_main else RunDir(Path(out) / spec.run_name)
+    if tensorboard and world.is_main:
+        tb.enable(run.root)
     world.barrier()  # the run folder exists before any rank reads it
     replicates = range(spec.replicates)
     if world.broadcast(all(run.done_marker(r).exists() for r in replicates)):
@@ -179,11 +187,20 @@ def report_setting(run: RunDir, spec: Spec, setting: str, metric: str = "rise_ov
     )
 
 
-def report(run_dir: str | Path, metric: str = "rise_over_start", settings: list[str] | None = None) -> Path:
-    """report.md with one section per sweep setting (the paper's first); each setting's tables
-    and figures in results/<setting>/, so no setting's report overwrites another's."""
+def report(
+    run_dir: str | Path,
+    metric: str = "rise_over_start",
+    settings: list[str] | None = None,
+    tensorboard: bool = False,
+) -> Path:
+    """report.md with one section per sweep setting (the paper's first), and report.html, the
+    same numbers interactive; each setting's tables and figures in results/<setting>/, so no
+    setting's report overwrites another's. With `tensorboard` (or a run that asked for it in
+    training) the path metrics also go to TensorBoard."""
     run = RunDir(run_dir)
     spec = read_spec(run)
+    if tensorboard:
+        tb.enable(run.root)
     merge_paths(run)
     settings = settings_of(run) if settings is None else settings
     if not settings:
@@ -192,7 +209,20 @@ def report(run_dir: str | Path, metric: str = "rise_over_start", settings: list[
         )
     sections = [report_setting(run, spec, s, metric) for s in settings]
     claims = claims_of(spec.preset)
-    return write_report(run, spec, claims.setting if claims else spec.preset, sections, missing_notes(run))
+    title, notes = claims.setting if claims else spec.preset, missing_notes(run)
+    path = write_report(run, spec, title, sections, notes)
+    pages = [setting_data(s.curves, s.summary, s.verdicts, describe(s.curves), metric) for s in sections]
+    write_html(run, title, run_line(run, spec, sections), pages, notes)
+    for section in sections:
+        board_path_metrics(run, section)
+    return path
+
+
+def board_path_metrics(run: RunDir, section: Section) -> None:
+    """The setting's path metrics (replicate means) against t on TensorBoard, if the run asked."""
+    if folder := tb.board(run.root, f"paths-{section.curves.setting}"):
+        series = [(f"{row['quantity']}/{row['metric']}", row["t"], row["mean"]) for row in section.summary]
+        tb.replace_board(folder, series)
 
 
 def missing_notes(run: RunDir) -> list[str]:

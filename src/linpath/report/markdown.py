@@ -148,17 +148,19 @@ def plane_lines(run: RunDir) -> list[str]:
 
 
 def write_report(run: RunDir, spec: Spec, title: str, sections: list[Section], notes: list[str]) -> Path:
-    seeds = ", ".join(str(spec.train.seed + r) for r in sections[0].curves.replicates) if sections else ""
-    lines = [
-        f"# linpath report: {title}",
-        "",
-        f"Run `{run.root.name}`: training {spec.train.training_steps}, seeds {seeds}; "
-        f"{len(sections)} sweep setting{'s' * (len(sections) != 1)}, each reported on its own.",
-        "",
-    ]
+    lines = [f"# linpath report: {title}", "", run_line(run, spec, sections), ""]
     lines += [f"- Note: {n}" for n in notes] + ([""] if notes else [])
     for section in sections:
         lines += section_lines(run, section)
     lines += plane_lines(run)
     atomic_write_text(run.report, "\n".join(lines))
     return run.report
+
+
+def run_line(run: RunDir, spec: Spec, sections: list[Section]) -> str:
+    """The report's first sentence: the run, its training and seeds, how many settings."""
+    seeds = ", ".join(str(spec.train.seed + r) for r in sections[0].curves.replicates) if sections else ""
+    return (
+        f"Run `{run.root.name}`: training {spec.train.training_steps}, seeds {seeds}; "
+        f"{len(sections)} sweep setting{'s' * (len(sections) != 1)}, each reported on its own."
+    )

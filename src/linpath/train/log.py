@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from linpath.io.rundir import RunDir
 from linpath.io.tables import read_csv_rows, write_csv
+from linpath.runtime import tensorboard
 
 LOG_COLUMNS = ["iteration", "epoch", "lr", "train_loss", "test_loss", "test_accuracy", "seconds"]
+TENSORBOARD_COLUMNS = ["train_loss", "test_loss", "test_accuracy", "lr"]  # against the iteration
 
 
 def read_log(run: RunDir, r: int) -> list[dict]:
@@ -20,6 +22,9 @@ def _write_log(run: RunDir, r: int, rows: list[list]) -> None:
 def append_log(run: RunDir, r: int, row: list) -> None:
     rows = [[d[c] for c in LOG_COLUMNS] for d in read_log(run, r)]
     _write_log(run, r, rows + [row])
+    if folder := tensorboard.board(run.root, f"replicate-{r}"):  # only where the run asked for it
+        values = dict(zip(LOG_COLUMNS, row))
+        tensorboard.add_scalars(folder, values["iteration"], {c: values[c] for c in TENSORBOARD_COLUMNS})
 
 
 def truncate_log(run: RunDir, r: int, step: int) -> None:
