@@ -197,6 +197,26 @@ def test_example_script(tmp_path, capsys):
     assert "rise_over_start" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_hugging_face_and_lightning_example(tmp_path):
+    """examples/hf_and_lightning.py: each path's end is its trained model, evaluated here
+    directly (the Lightning file read back by hand: its state_dict without the 'net.' prefix)."""
+    pytest.importorskip("transformers")
+    spec = importlib.util.spec_from_file_location("hf_example", REPO / "examples" / "hf_and_lightning.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    bert = example.hugging_face_path()
+    assert bert.loss[-1] < bert.loss[0] - 0.2
+    curve = example.lightning_path(tmp_path)
+    saved = torch.load(tmp_path / "epoch=9.ckpt", weights_only=True)["state_dict"]
+    net = torch.nn.Sequential(torch.nn.Linear(20, 64), torch.nn.ReLU(), torch.nn.Linear(64, 3))
+    net.load_state_dict({k.removeprefix("net."): v for k, v in saved.items()})
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(512, 20, generator=g), torch.randint(0, 3, (512,), generator=g)
+    with torch.no_grad():
+        assert curve.loss[-1] == pytest.approx(torch.nn.functional.cross_entropy(net(x), y).item(), rel=1e-5)
+
+
 # --- linpath path ------------------------------------------------------------------------
 
 
