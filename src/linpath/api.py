@@ -328,7 +328,7 @@ def path(
     loss_fn: BatchFn | None = None,
     error_fn: BatchFn | None = None,
     device: torch.device | str | None = None,
-    batch_size: int = 1000,
+    batch_size: int | None = None,
     precision: str = "fp32",
     bn_data: DataLike | None = None,
     bn_batches: int = DEFAULT_BN_BATCHES,
@@ -348,7 +348,8 @@ def path(
                  Files are loaded weights-only. `key`: a dotted path to the state dict in
                  anything else (e.g. "ema.state_dict").
     data         (inputs, targets) tensors, a Dataset of pairs, or a DataLoader of pairs.
-    grid         a number of evenly spaced points in [0, 1] (ends included), a Grid, or x values.
+    grid         a number of evenly spaced points in [0, 1] (ends included), a Grid (e.g.
+                 linpath.sweep.grids.parse_grid("adaptive")), or x values.
     bn           "interpolate" (BatchNorm statistics mixed with the weights, the paper's) or
                  "recompute" (re-estimated at each x from up to `bn_batches` batches of
                  `bn_batch_size` inputs of `bn_data`, by default the evaluation inputs).
@@ -358,6 +359,8 @@ def path(
     output_fn    the model's output -> logits (what loss_fn takes); by default a tensor as is,
                  a dict's "logits" (else its only tensor), a tuple's first element, `.logits`.
     device       default: the model's device. precision "fp32" or "bf16" (autocast).
+    batch_size   examples per forward pass; default the engine's: 10,000 for fully connected
+                 networks, 256 for convnets on a CPU, 1,024 on CUDA.
     allow_nonfinite
                  evaluate states holding NaN or inf (refused by default, naming the tensor).
     """
@@ -365,7 +368,7 @@ def path(
         raise LinpathError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     check_bn_policy(bn)
     check_precision(precision)
-    if not isinstance(batch_size, int) or batch_size <= 0:
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size <= 0):
         raise LinpathError(f"batch_size must be a positive integer, got {batch_size!r}")
     xs = grid if isinstance(grid, Grid) else _grid_xs(grid)
     if device is None:
@@ -375,10 +378,10 @@ def path(
 
     work = copy.deepcopy(model)
     start, end = endpoints(work.state_dict(), start_state, end_state, key, allow_nonfinite)
-    evalset = fit_inputs(work, as_evalset(data, dev, batch_size), dev, output_fn)
+    evalset = fit_inputs(work, as_evalset(data, dev, batch_size or 1000), dev, output_fn)
     batches = None
     if bn == "recompute":
-        source = evalset if bn_data is None else as_evalset(bn_data, dev, batch_size)
+        source = evalset if bn_data is None else as_evalset(bn_data, dev, batch_size or 1000)
         batches = [inputs for inputs, _ in source.batches(bn_batch_size)][:bn_batches]
     return evaluate_curve(
         work,
@@ -405,7 +408,7 @@ def evaluate_curve(
     bn: str = "interpolate",
     loss_fn: BatchFn | None = None,
     error_fn: BatchFn | None = None,
-    batch_size: int | None = 1000,
+    batch_size: int | None = None,
     precision: str = "fp32",
     bn_batches: list[torch.Tensor] | None = None,
     output_fn: OutputFn | None = None,

@@ -237,7 +237,12 @@ def _add_own_model_commands(sub) -> None:
         help="module:callable mapping the model's output to logits (default: a tensor as is, "
         "a dict's 'logits', a tuple's first element, .logits)",
     )
-    p.add_argument("--batch-size", type=int, default=1000, help="evaluation batch size (default 1000)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="evaluation batch size (default: 10000 for fully connected nets, 256 for convnets on a CPU)",
+    )
     p.add_argument(
         "--align",
         action="store_true",

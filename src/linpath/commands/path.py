@@ -160,7 +160,7 @@ class PathOptions:
 
     data_root: str | None = None
     device: str = "auto"
-    batch_size: int | None = 1000
+    batch_size: int | None = None  # the engine's choice
     num_classes: int | None = None
     bn_data: str | None = None  # recompute: a data set (its training split) or a .pt file
     allow_nonfinite: bool = False
@@ -168,6 +168,11 @@ class PathOptions:
     key: str | None = None
     output: str | None = None
     progress: bool = False
+
+    def __post_init__(self):
+        if self.batch_size is not None and (isinstance(self.batch_size, bool) or self.batch_size <= 0):
+            raise LinpathError(f"--batch-size must be a positive integer, got {self.batch_size}")
+
     # --params (a parameter subset) joins here and in SweepSetting: the lead wires it
 
 
