@@ -183,9 +183,12 @@ def main() -> None:
     p.add_argument("--conv-examples", type=int, default=1000, help="convnet: random images (default 1000)")
     p.add_argument("--conv-points", type=int, default=20, help="convnet: points (default 20)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each; the best is kept (default 3)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     p.add_argument("--peer-dir", default="/tmp/linpath-peer", help="where the peer is installed if missing")
     args = p.parse_args()
     ll = peer(Path(args.peer_dir))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     jobs = {
         f"LeNet-300-100, MNIST test 10,000 x {args.points} points": (
             UserLeNet,

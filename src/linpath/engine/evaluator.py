@@ -307,13 +307,14 @@ class Path:
                 if per_chunk >= n:
                     self._stems = (h_start, h_end)
             given = _Given()
+            buffer = torch.empty_like(h_start[0])  # one batch's mixed stem output, reused
             set_submodule(net, e.stem_name, given)
             try:
                 for x, bn_state, tally in zip(xs, bn_states, tallies):
                     self._set(x, bn_state)
                     e._fold()
                     for (inputs, labels), a, b in zip(e._batches(lo, hi), h_start, h_end):
-                        given.value = torch.lerp(a, b, x)
+                        given.value = torch.lerp(a, b, x, out=buffer[: len(a)])
                         with autocast(e.device, e.precision):
                             outputs = e.forward(inputs)  # net, with the stem given
                         tally.add(outputs, labels, e.score)
