@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import importlib
 import importlib.util
 import json
@@ -330,8 +329,7 @@ def path_between_files(
         raise LinpathError(f"--out {out} is a file, not a folder")
     dev = resolve_device(opts.device)
     job = _prepare(start, model, data, setting, opts, dev)
-    net = resolve_model(job.model_name, opts.num_classes or job.classes)
-    work = copy.deepcopy(net)
+    work = resolve_model(job.model_name, opts.num_classes or job.classes)  # a fresh model, ours to overwrite
     end_state = align(start, end) if opts.align_end else end
     start_sd, end_sd = endpoints(work.state_dict(), start, end_state, opts.key, opts.allow_nonfinite)
     output_fn = resolve_output(opts.output)
