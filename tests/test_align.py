@@ -310,6 +310,7 @@ def test_cli_path_align_on_a_resnet_recomputes_batchnorm(tmp_path, capsys):
     torch.save(data, tmp_path / "d.pt")
     args = [str(tmp_path / f) for f in ("a.pt", "b.pt")]
     args += ["--model", "cifar_resnet_20", "--data", str(tmp_path / "d.pt"), "--points", "3", "--quiet"]
+    args += ["--bn-data", str(tmp_path / "d.pt")]
     assert main(["path", *args, "--align", "--out", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
     assert "BatchNorm policy: recompute" in printed

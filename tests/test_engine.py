@@ -301,8 +301,11 @@ def test_compiled_engine_equals_the_eager_engine(recwarn):
     evalset = EvalSet(torch.randn(48, 3, 8, 8, generator=g), torch.randint(0, 10, (48,), generator=g))
     start, end = _tiny_states()
     xs = [0.0, 0.4, 1.0]
-    eager = PathEvaluator(_tiny_convnet(), evalset, batch_size=16).evaluate_path(start, end, xs)
-    engine = PathEvaluator(_tiny_convnet(), evalset, batch_size=16, compile=True)
+    # no stem mixing: the compiled network is the whole one (compile is not used with a mixed stem)
+    eager = PathEvaluator(_tiny_convnet(), evalset, batch_size=16, use_stem=False).evaluate_path(
+        start, end, xs
+    )
+    engine = PathEvaluator(_tiny_convnet(), evalset, batch_size=16, compile=True, use_stem=False)
     compiled = engine.evaluate_path(start, end, xs)
     if any("torch.compile failed" in str(w.message) for w in recwarn):
         pytest.skip("torch.compile is not usable on this machine (it fell back to eager)")
@@ -325,6 +328,8 @@ def test_a_failing_compile_falls_back_to_eager(monkeypatch):
     evalset = EvalSet(torch.randn(16, 3, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g))
     start, end = _tiny_states()
     with pytest.warns(UserWarning, match="torch.compile failed"):
-        got = PathEvaluator(_tiny_convnet(), evalset, compile=True).evaluate_path(start, end, [0.5])
-    want = PathEvaluator(_tiny_convnet(), evalset).evaluate_path(start, end, [0.5])
+        got = PathEvaluator(_tiny_convnet(), evalset, compile=True, use_stem=False).evaluate_path(
+            start, end, [0.5]
+        )
+    want = PathEvaluator(_tiny_convnet(), evalset, use_stem=False).evaluate_path(start, end, [0.5])
     assert got[0].loss == want[0].loss

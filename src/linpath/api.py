@@ -66,6 +66,8 @@ __all__ = [
     "path",
     "load",
     "evaluate_curve",
+    "endpoints",
+    "fit_inputs",
     "load_state",
     "as_evalset",
     "make_score",
@@ -176,7 +178,7 @@ def _check_finite(state: dict, given: StateLike, name: str) -> None:
         )
 
 
-def _endpoints(
+def endpoints(
     own: dict, start_state: StateLike, end_state: StateLike, key: str | None, allow_nonfinite: bool
 ):
     """The two states as the model's own state dict: keys fitted where the model's are known
@@ -194,7 +196,7 @@ def _endpoints(
     return start, end
 
 
-def _fit_inputs(
+def fit_inputs(
     model: nn.Module, evalset: EvalSet, dev: torch.device, output_fn: OutputFn | None = None
 ) -> EvalSet:
     """Inputs the model accepts: floating inputs cast to the model's floating dtype, then one
@@ -327,7 +329,7 @@ def path(
     loss_fn: BatchFn | None = None,
     error_fn: BatchFn | None = None,
     device: torch.device | str | None = None,
-    batch_size: int = 1000,
+    batch_size: int | None = None,
     precision: str = "fp32",
     bn_data: DataLike | None = None,
     bn_batches: int = DEFAULT_BN_BATCHES,
@@ -349,7 +351,8 @@ def path(
                  Files are loaded weights-only. `key`: a dotted path to the state dict in
                  anything else (e.g. "ema.state_dict").
     data         (inputs, targets) tensors, a Dataset of pairs, or a DataLoader of pairs.
-    grid         a number of evenly spaced points in [0, 1] (ends included), a Grid, or x values.
+    grid         a number of evenly spaced points in [0, 1] (ends included), a Grid (e.g.
+                 linpath.sweep.grids.parse_grid("adaptive")), or x values.
     bn           "interpolate" (BatchNorm statistics mixed with the weights, the paper's) or
                  "recompute" (re-estimated at each x from up to `bn_batches` batches of
                  `bn_batch_size` inputs of `bn_data`, by default the evaluation inputs).
@@ -359,6 +362,8 @@ def path(
     output_fn    the model's output -> logits (what loss_fn takes); by default a tensor as is,
                  a dict's "logits" (else its only tensor), a tuple's first element, `.logits`.
     device       default: the model's device. precision "fp32" or "bf16" (autocast).
+    batch_size   examples per forward pass; default the engine's: 10,000 for fully connected
+                 networks, 256 for convnets on a CPU, 1,024 on CUDA.
     allow_nonfinite
                  evaluate states holding NaN or inf (refused by default, naming the tensor).
     params       move only these tensors (engine/params.py: "fc1.*", "fc*.bias", "weights",
@@ -372,22 +377,22 @@ def path(
         raise LinpathError("hold only applies with params (without it every tensor moves)")
     check_bn_policy(bn)
     check_precision(precision)
-    if not isinstance(batch_size, int) or batch_size <= 0:
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size <= 0):
         raise LinpathError(f"batch_size must be a positive integer, got {batch_size!r}")
-    xs = _grid_xs(grid)
+    xs = grid if isinstance(grid, Grid) else _grid_xs(grid)
     if device is None:
         dev = _default_device(model)
     else:
         dev = resolve_device(str(device))
 
     work = copy.deepcopy(model)
-    start, end = _endpoints(work.state_dict(), start_state, end_state, key, allow_nonfinite)
+    start, end = endpoints(work.state_dict(), start_state, end_state, key, allow_nonfinite)
     if params is not None:
         start, end = restrict(start, end, select(params, work), hold)
-    evalset = _fit_inputs(work, as_evalset(data, dev, batch_size), dev, output_fn)
+    evalset = fit_inputs(work, as_evalset(data, dev, batch_size or 1000), dev, output_fn)
     batches = None
     if bn == "recompute":
-        source = evalset if bn_data is None else as_evalset(bn_data, dev, batch_size)
+        source = evalset if bn_data is None else as_evalset(bn_data, dev, batch_size or 1000)
         batches = [inputs for inputs, _ in source.batches(bn_batch_size)][:bn_batches]
     return evaluate_curve(
         work,
@@ -410,38 +415,65 @@ def evaluate_curve(
     start: dict,
     end: dict,
     evalset: EvalSet,
-    xs: Sequence[float],
+    xs: Sequence[float] | Grid,
     bn: str = "interpolate",
     loss_fn: BatchFn | None = None,
     error_fn: BatchFn | None = None,
-    batch_size: int = 1000,
+    batch_size: int | None = None,
     precision: str = "fp32",
     bn_batches: list[torch.Tensor] | None = None,
     output_fn: OutputFn | None = None,
+    population: torch.Tensor | None = None,
+    on_points: Callable[[int], None] | None = None,
 ) -> PathCurve:
     """path() after its conversions: `model` is overwritten in place, `evalset` is on the
-    device, `bn_batches` are input tensors. For callers that hold these already (spawn.py)."""
+    device, `bn_batches` are input tensors. For callers that hold these already (spawn.py,
+    `linpath path`). `xs` may be a Grid (adaptive grids refine where the curve peaks);
+    `population` holds the split's class counts when `evalset` is a stratified subset of it
+    (standard errors, as in the sweep); `on_points(n)` is called after every n points."""
     classification = is_classification(evalset.labels)
     score = make_score(loss_fn, error_fn, classification)
     engine = PathEvaluator(
-        model, evalset, batch_size=batch_size, precision=precision, score=score, output_fn=output_fn
+        model,
+        evalset,
+        batch_size=batch_size,
+        precision=precision,
+        score=score,
+        output_fn=output_fn,
+        population=population,
     )
-    results = engine.evaluate_path(start, end, xs, bn=bn, bn_batches=bn_batches)
+    path = engine.path(start, end, bn=bn, bn_batches=bn_batches)
+    if isinstance(xs, Grid):
+        xs, results = xs.run(lambda chunk: _evaluate_in_steps(path, chunk, on_points))
+    else:
+        results = _evaluate_in_steps(path, [float(x) for x in xs], on_points)
+    has_error = error_fn is not None or classification
     return PathCurve(
         x=np.array(xs, dtype=float),
         loss=np.array([r.loss for r in results], dtype=float),
-        error=np.array([r.error for r in results], dtype=float)
-        if (error_fn is not None or classification)
-        else None,
+        error=np.array([r.error for r in results], dtype=float) if has_error else None,
         examples=len(evalset),
         bn=bn,
         precision=precision,
         split=evalset.name,
         loss_se=np.array([r.loss_se for r in results], dtype=float),
-        error_se=np.array([r.error_se for r in results], dtype=float)
-        if (error_fn is not None or classification)
-        else None,
+        error_se=np.array([r.error_se for r in results], dtype=float) if has_error else None,
     )
+
+
+PROGRESS_STEP = 10  # points per progress report
+
+
+def _evaluate_in_steps(path, xs: list[float], on_points) -> list:
+    """path.evaluate(xs), in steps of PROGRESS_STEP points when progress is reported (the
+    endpoints' stem outputs are computed once and kept across the steps)."""
+    if on_points is None:
+        return path.evaluate(xs)
+    results = []
+    for i in range(0, len(xs), PROGRESS_STEP):
+        results += path.evaluate(xs[i : i + PROGRESS_STEP])
+        on_points(len(xs[i : i + PROGRESS_STEP]))
+    return results
 
 
 def _plane_axes(grid, span) -> tuple[np.ndarray, np.ndarray]:
@@ -484,7 +516,7 @@ def _evaluate_plane(work, origin, d_a, d_b, data, grid, span, options) -> tuple:
     alphas, betas = _plane_axes(grid, span)
     dev = _default_device(work) if options["device"] is None else resolve_device(str(options["device"]))
     check_precision(options["precision"])
-    evalset = _fit_inputs(work, as_evalset(data, dev, options["batch_size"]), dev)
+    evalset = fit_inputs(work, as_evalset(data, dev, options["batch_size"]), dev)
     classification = is_classification(evalset.labels)
     score = make_score(options["loss_fn"], options["error_fn"], classification)
     engine = PathEvaluator(

@@ -4,6 +4,7 @@ Errors are one line and exit 2."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -86,8 +87,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _add_sweep_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("sweep")
+def _add_setting_options(g) -> None:
+    """The options of a sweep setting (sweep/setting.py): the same names, defaults and parsing
+    on every command that evaluates paths (run, sweep, path)."""
     g.add_argument(
         "--points",
         type=int,
@@ -107,12 +109,6 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
         help=f"recompute policy: training batches per point (default {DEFAULT_BN_BATCHES})",
     )
     g.add_argument(
-        "--compile",
-        action="store_true",
-        help="torch.compile the evaluated network (convnets: about "
-        "1.3x faster in fp32 after a one-off compilation of ~30-60 s; worth it for long sweeps)",
-    )
-    g.add_argument(
         "--eval-examples",
         type=int,
         default=0,
@@ -123,9 +119,6 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
         "--allow-nonfinite",
         action="store_true",
         help="evaluate checkpoints holding NaN or inf (refused by default, naming the tensor)",
-    )
-    g.add_argument(
-        "--from-steps", default=None, help="starting iterations t, e.g. 0,16,1024 (default: every kept t)"
     )
     g.add_argument(
         "--split", choices=("test", "train"), default="test", help="evaluation split (default test)"
@@ -156,6 +149,20 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
         choices=HOLDS,
         default="end",
         help="where the tensors outside --params stay: end (trained, the default, as Vlaar & Frankle) or start",
+    )
+
+
+def _add_sweep_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sweep")
+    _add_setting_options(g)
+    g.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the evaluated network (convnets: about "
+        "1.3x faster in fp32 after a one-off compilation of ~30-60 s; worth it for long sweeps)",
+    )
+    g.add_argument(
+        "--from-steps", default=None, help="starting iterations t, e.g. 0,16,1024 (default: every kept t)"
     )
 
 
@@ -246,11 +253,8 @@ def _add_own_model_commands(sub) -> None:
     p.add_argument(
         "--data",
         default=None,
-        help="a data set name (mnist, ...; read from --data-root) or a .pt file "
-        "holding (inputs, targets) (default: the run folder's data set)",
-    )
-    p.add_argument(
-        "--split", choices=("test", "train"), default="test", help="split of a named data set (default test)"
+        help=f"a data set name (read from --data-root; {_normalizations()}) or a .pt file "
+        "holding (inputs, targets), used as they are (default: the run folder's data set)",
     )
     p.add_argument(
         "--num-classes", type=int, default=None, help="classes of a named model (default: the data's)"
@@ -268,22 +272,10 @@ def _add_own_model_commands(sub) -> None:
         "a dict's 'logits', a tuple's first element, .logits)",
     )
     p.add_argument(
-        "--points", type=int, default=100, help="evenly spaced x in [0, 1], ends included (default 100)"
-    )
-    p.add_argument(
-        "--bn",
-        choices=BN_POLICIES,
+        "--batch-size",
+        type=int,
         default=None,
-        help="BatchNorm policy (default: recompute with --align on a model with BatchNorm, else interpolate)",
-    )
-    p.add_argument(
-        "--eval-precision", choices=PRECISIONS, default="fp32", help="evaluation arithmetic (default fp32)"
-    )
-    p.add_argument("--batch-size", type=int, default=1000, help="evaluation batch size (default 1000)")
-    p.add_argument(
-        "--allow-nonfinite",
-        action="store_true",
-        help="evaluate states holding NaN or inf (refused by default)",
+        help="evaluation batch size (default: 10000 for fully connected nets, 256 for convnets on a CPU)",
     )
     p.add_argument(
         "--align",
@@ -294,8 +286,18 @@ def _add_own_model_commands(sub) -> None:
     p.add_argument(
         "--out",
         default="path-out",
-        help="output folder: paths.csv, metrics.json, path.png/.pdf (default path-out/)",
+        help="output folder: paths.csv, setting.json, metrics.json, path.png/.pdf (default path-out/)",
     )
+    g = p.add_argument_group("sweep setting (as 'linpath sweep')")
+    _add_setting_options(g)
+    g.add_argument(
+        "--bn-data",
+        default=None,
+        help="recompute policy: the data set whose training split gives the batches (default: --data's), "
+        "or a .pt file of (inputs, targets)",
+    )
+    # no --bn: the path's policy (recompute on an aligned BatchNorm model, else interpolate)
+    p.set_defaults(bn=None)
     _add_common(p)
 
     _add_plane_command(sub)
@@ -576,33 +578,57 @@ def _dispatch(args) -> int:
     raise AssertionError(args.command)
 
 
+def _normalizations() -> str:
+    return "; ".join(f"{name}: {datasets.normalization_text(name)}" for name in datasets.NORMALIZATION)
+
+
+def _print_path(curve, record: dict) -> None:
+    """`linpath path`'s summary: the setting, the normalization, the main metrics."""
+    print(
+        f"setting: {record['setting']} ({record['points']} points on {record['eval_examples']} of "
+        f"{record['population']} {record['split']} examples)"
+    )
+    print(f"normalization: {record['normalization']}")
+    if record["bn_data"]:
+        print(f"BatchNorm statistics recomputed from: {record['bn_data']}")
+    for quantity, m in curve.metrics().items():
+        values = getattr(curve, quantity)
+        se = getattr(curve, f"{quantity}_se")
+        pm = (
+            f" ± {float(se[0]):.4f}"
+            if se is not None and record["population"] > record["eval_examples"]
+            else ""
+        )
+        print(
+            f"{quantity}: start {values[0]:.4f}{pm}, end {values[-1]:.4f}, max {values.max():.4f} at x = {m['argmax_x']:.3f}; "
+            f"rise_over_start {m['rise_over_start']:.4f}, rise_over_chord {m['rise_over_chord']:.4f}"
+        )
+
+
 def _dispatch_own_model(args, progress: bool) -> int:
     if args.command == "path":
+        choose_bn, args.bn = args.bn is None, args.bn or "interpolate"
+        setting = _setting(args)
         curve, files = path_between_files(
             args.start,
             args.end,
             args.model,
             args.data,
             args.out,
-            args.data_root,
-            args.split,
-            args.points,
-            args.bn,
-            args.device,
-            args.eval_precision,
-            args.batch_size,
-            args.num_classes,
-            args.allow_nonfinite,
-            args.align,
-            args.key,
-            args.output,
+            setting,
+            data_root=args.data_root,
+            device=args.device,
+            batch_size=args.batch_size,
+            num_classes=args.num_classes,
+            bn_data=args.bn_data,
+            allow_nonfinite=args.allow_nonfinite,
+            align_end=args.align,
+            key=args.key,
+            output=args.output,
+            progress=progress,
+            choose_bn=choose_bn,
         )
-        for quantity, m in curve.metrics().items():
-            values = getattr(curve, quantity)
-            print(
-                f"{quantity}: start {values[0]:.4f}, end {values[-1]:.4f}, max {values.max():.4f} at x = {m['argmax_x']:.3f}; "
-                f"rise_over_start {m['rise_over_start']:.4f}, rise_over_chord {m['rise_over_chord']:.4f}"
-            )
+        _print_path(curve, json.loads((Path(args.out) / "setting.json").read_text()))
         if args.align:
             print(f"aligned {args.end} to {args.start} by weight matching; BatchNorm policy: {curve.bn}")
         print(f"wrote: {', '.join(str(f) for f in files)}")

@@ -2,28 +2,46 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import json
+import math
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from linpath import data as datasets
 from linpath import models
-from linpath.api import PathCurve, align, as_evalset, is_classification, path
+from linpath.api import (
+    PathCurve,
+    align,
+    as_evalset,
+    endpoints,
+    evaluate_curve,
+    fit_inputs,
+    is_classification,
+)
 from linpath.config.presets import PRESETS
 from linpath.config.spec import read_spec
 from linpath.data.source import EvalSet
 from linpath.engine.bn_stats import path_bn_policy
 from linpath.engine.outputs import OutputFn
+from linpath.engine.params import restrict, select
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
 from linpath.io.tensors import load_tensors
+from linpath.runtime import progress as plain_progress
 from linpath.runtime.device import resolve_device
+from linpath.sweep.grids import Grid
+from linpath.sweep.inputs import bn_training_batches, evaluation_subset
+from linpath.sweep.setting import SweepSetting
 
 
 def find_run_spec(checkpoint: str | os.PathLike):
@@ -108,9 +126,13 @@ def load_data(text: str, data_root=None, split: str = "test", device="cpu") -> t
     if text in datasets.DATASETS:
         source = datasets.load(text, data_root)
         return source.eval_set(split, device), source.num_classes
+    return _tensor_file(text, "--data", device)
+
+
+def _tensor_file(text: str, flag: str, device) -> tuple[EvalSet, int | None]:
     if not Path(text).is_file():
         raise LinpathError(
-            f"--data {text!r} is neither a data set ({', '.join(sorted(datasets.DATASETS))}) nor a file"
+            f"{flag} {text!r} is neither a data set ({', '.join(sorted(datasets.DATASETS))}) nor a file"
         )
     obj = load_tensors(Path(text))
     if isinstance(obj, dict) and set(obj) >= {"inputs", "targets"}:
@@ -127,85 +149,221 @@ def load_data(text: str, data_root=None, split: str = "test", device="cpu") -> t
     return evalset, classes
 
 
+def normalization(data: str) -> str:
+    """What `linpath path` does to the inputs of `data` before the model sees them."""
+    if data in datasets.DATASETS:
+        return f"{data}: {datasets.normalization_text(data)} (as its presets train)"
+    return f"{Path(data).name}: none (the file's inputs are used as they are)"
+
+
+@dataclass(frozen=True)
+class PathOptions:
+    """How `linpath path` finds and runs what it evaluates, besides the sweep setting."""
+
+    data_root: str | None = None
+    device: str = "auto"
+    batch_size: int | None = None  # the engine's choice
+    num_classes: int | None = None
+    bn_data: str | None = None  # recompute: a data set (its training split) or a .pt file
+    allow_nonfinite: bool = False
+    align_end: bool = False
+    key: str | None = None
+    output: str | None = None
+    progress: bool = False
+    choose_bn: bool = False  # no policy asked for: path_bn_policy's (recompute on an aligned BatchNorm model)
+
+    def __post_init__(self):
+        if self.batch_size is not None and (isinstance(self.batch_size, bool) or self.batch_size <= 0):
+            raise LinpathError(f"--batch-size must be a positive integer, got {self.batch_size}")
+
+
+@dataclass
+class _Job:
+    """Everything resolved from the files and names, ready to evaluate."""
+
+    model_name: str
+    data_name: str
+    evalset: EvalSet
+    population: torch.Tensor | None
+    classes: int | None
+    run_spec: object  # the spec of the run folder holding the start state, or None
+    bn_batches: list | None = None
+    bn_source: str = "-"
+
+
+def _names(start, model: str | None, data: str | None):
+    """(model, data, the run folder's spec): the run folder's model and data set stand in for
+    the missing ones when the start state lies in one."""
+    spec = find_run_spec(start)
+    for value, flag in ((model, "--model"), (data, "--data")):
+        if value is None and spec is None:
+            raise LinpathError(f"{flag} is needed: {start} is not inside a linpath run folder")
+    return model or spec.model.model, data or spec.data.dataset, spec
+
+
+def _bn_batches(job: _Job, setting: SweepSetting, options: PathOptions, dev) -> None:
+    """The recompute policy's inputs, as the sweep takes them: the first --bn-batches training
+    batches of the named data set (the run's seed and batch size when the start state lies in a
+    run folder, else seed 0 and batch 128), or the first batches of a .pt file's inputs."""
+    if setting.bn != "recompute":
+        return
+    name = options.bn_data or (job.data_name if job.data_name in datasets.DATASETS else None)
+    if name is None:
+        raise LinpathError(
+            "--bn recompute needs --bn-data (recompute is also --align's default on a model with BatchNorm): "
+            "a data set name (its training split is used) or a .pt file of (inputs, targets) to re-estimate "
+            "BatchNorm statistics from"
+        )
+    seed, batch = (job.run_spec.train.seed, job.run_spec.data.batch_size) if job.run_spec else (0, 128)
+    if name in datasets.DATASETS:
+        source = datasets.load(name, options.data_root)
+        job.bn_batches = bn_training_batches(source, setting.bn_batches, seed, batch, dev)
+        job.bn_source = f"{name} training split, {setting.bn_batches} batches of {batch} (seed {seed})"
+    else:
+        inputs = _tensor_file(name, "--bn-data", dev)[0].inputs
+        job.bn_batches = list(inputs.split(batch))[: setting.bn_batches]
+        job.bn_source = f"{Path(name).name}, {len(job.bn_batches)} batches of up to {batch}"
+
+
+def _prepare(start, model, data, setting: SweepSetting, options: PathOptions, dev) -> _Job:
+    model_name, data_name, spec = _names(start, model, data)
+    evalset, classes = load_data(data_name, options.data_root, setting.split, dev)
+    subset, population = evaluation_subset(evalset, setting.eval_examples)
+    if setting.eval_examples and population is None and setting.eval_examples < len(evalset):
+        raise LinpathError("--eval-examples needs class labels (integer targets) to stratify by")
+    return _Job(model_name, data_name, subset, population, classes, spec)
+
+
+def setting_key(setting: SweepSetting, job: _Job) -> str:
+    """The sweep's key for this setting; a .pt file's name stands where the split would be."""
+    if job.data_name in datasets.DATASETS:
+        return setting.key
+    return f"{job.evalset.name}-{setting.key.partition('-')[2]}"
+
+
+def describe_file(file, other) -> str:
+    """`file` with enough of its path to tell it from `other`: from the run folder down when it
+    lies in one, else the shortest distinguishing tail (at least folder/name)."""
+    path = Path(file).resolve()
+    for folder in list(path.parents)[:4]:
+        if (folder / "spec.json").is_file():
+            return str(path.relative_to(folder.parent))
+    mine, theirs = path.parts, Path(other).resolve().parts
+    k = 2
+    while k < len(mine) and mine[-k:] == theirs[-k:]:
+        k += 1
+    return str(Path(*mine[-k:]))
+
+
+def _record(start, end, job: _Job, setting: SweepSetting, options: PathOptions, curve: PathCurve) -> dict:
+    """The setting as recorded beside paths.csv (setting.json) and printed."""
+    return {
+        "setting": setting_key(setting, job),
+        "start": str(start),
+        "end": str(end),
+        "model": job.model_name,
+        "data": job.data_name,
+        "split": job.evalset.name,
+        "normalization": normalization(job.data_name),
+        "grid": setting.grid.key,
+        "points": len(curve.x),
+        "precision": setting.precision,
+        "eval_examples": setting.eval_examples or len(job.evalset),
+        "population": int(job.population.sum()) if job.population is not None else len(job.evalset),
+        "bn": setting.bn,
+        "bn_batches": setting.bn_batches if setting.bn == "recompute" else None,
+        "bn_data": job.bn_source if setting.bn == "recompute" else None,
+        "aligned": options.align_end,
+        "params": setting.params or None,
+        "hold": setting.hold if setting.params else None,
+    }
+
+
+def _write(out: Path, curve: PathCurve, record: dict, title: str) -> list[Path]:
+    files = [curve.to_csv(out / "paths.csv")]
+    atomic_write_text(out / "setting.json", json.dumps(record, indent=2) + "\n")
+    metrics = {**record, "examples": curve.examples, **curve.metrics()}
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    files += [out / "setting.json", out / "metrics.json"]
+    fig = curve.plot(title=title)
+    for ext in ("png", "pdf"):
+        fig.savefig(out / f"path.{ext}", dpi=150, bbox_inches="tight")
+        files.append(out / f"path.{ext}")
+    return files
+
+
+def _progress(enabled: bool, total: int | None):
+    """A callback counting evaluated points: a tqdm bar on a terminal, else a plain line per
+    step (runtime/progress.py); `total` None for adaptive grids. Returns (callback, close)."""
+    if not enabled:
+        return None, lambda: None
+    if not plain_progress.plain():
+        bar = tqdm(total=total, desc="path", unit="net", dynamic_ncols=True)
+        return bar.update, bar.close
+    started, done = time.monotonic(), [0]
+
+    def line(n: int) -> None:
+        done[0] += n
+        of = f"/{total}" if total else ""
+        plain_progress.line(f"path: {done[0]}{of} points ({math.ceil(time.monotonic() - started)} s)")
+
+    return line, lambda: None
+
+
 def path_between_files(
     start: str | os.PathLike,
     end: str | os.PathLike,
     model: str | None = None,
     data: str | None = None,
     out: str | os.PathLike = "path-out",
-    data_root=None,
-    split: str = "test",
-    points: int = 100,
-    bn: str | None = None,
-    device: str = "auto",
-    precision: str = "fp32",
-    batch_size: int = 1000,
-    num_classes: int | None = None,
-    allow_nonfinite: bool = False,
-    align_end: bool = False,
-    key: str | None = None,
-    output: str | None = None,
+    setting: SweepSetting | None = None,
+    points: int | None = None,
+    **options,
 ) -> tuple[PathCurve, list[Path]]:
-    """`linpath path`: the path between two saved states, written to `out` as paths.csv (the
-    sweep's columns), metrics.json and path.png/.pdf. Without `model`/`data`, both come from the
-    linpath run folder holding `start` (if it lies in one). `align_end` permutes the end's units
-    to match the start's first (weight matching, see engine/align.py); `bn` None is
-    engine.bn_stats.path_bn_policy's default (recompute on an aligned BatchNorm model); `key` and
-    `output` are path()'s key and output_fn (the latter as module:callable)."""
-    spec = find_run_spec(start) if model is None or data is None else None
-    if model is None:
-        if spec is None:
-            raise LinpathError(f"--model is needed: {start} is not inside a linpath run folder")
-        model = spec.model.model
-    if data is None:
-        if spec is None:
-            raise LinpathError(f"--data is needed: {start} is not inside a linpath run folder")
-        data = spec.data.dataset
-    dev = resolve_device(device)
-    evalset, classes = load_data(data, data_root, split, dev)
-    net = resolve_model(model, num_classes or classes)
-    bn = path_bn_policy(bn, net, align_end)
-    output_fn = resolve_output(output)
+    """`linpath path`: the path between two saved states under a sweep setting (the sweep's
+    grid, subset, precision and BatchNorm policy), written to `out` as paths.csv (the sweep's
+    columns), setting.json, metrics.json and path.png/.pdf. Without `model`/`data`, both come from
+    the linpath run folder holding `start`. `points` is shorthand for a uniform grid; `options`
+    are PathOptions' fields. Returns the curve and the files (setting.json: what was recorded)."""
+    setting = setting or SweepSetting(grid=Grid(points=points or 100))
+    opts = PathOptions(**options)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise LinpathError(f"--out {out} is a file, not a folder")
-    curve = path(
-        net,
-        start,
-        align(start, end, net, key=key) if align_end else end,
-        evalset,
-        grid=points,
-        bn=bn,
-        device=dev,
-        batch_size=batch_size,
-        precision=precision,
-        allow_nonfinite=allow_nonfinite,
-        key=key,
-        output_fn=output_fn,
-    )
-    files = [curve.to_csv(out / "paths.csv")]
-    atomic_write_text(
-        out / "metrics.json",
-        json.dumps(
-            {
-                "start": str(start),
-                "end": str(end),
-                "model": model,
-                "data": data,
-                "split": evalset.name,
-                "bn": bn,
-                "aligned": align_end,
-                "examples": curve.examples,
-                **curve.metrics(),
-            },
-            indent=2,
+    dev = resolve_device(opts.device)
+    job = _prepare(start, model, data, setting, opts, dev)
+    work = resolve_model(job.model_name, opts.num_classes or job.classes)  # a fresh model, ours to overwrite
+    if opts.choose_bn:
+        setting = dataclasses.replace(setting, bn=path_bn_policy(None, work, opts.align_end))
+    _bn_batches(job, setting, opts, dev)
+    end_state = align(start, end, work, key=opts.key) if opts.align_end else end
+    start_sd, end_sd = endpoints(work.state_dict(), start, end_state, opts.key, opts.allow_nonfinite)
+    if setting.params:
+        start_sd, end_sd = restrict(start_sd, end_sd, select(setting.params, work), setting.hold)
+    output_fn = resolve_output(opts.output)
+    evalset = fit_inputs(work, job.evalset, dev, output_fn)
+    total = None if setting.grid.kind == "adaptive" else len(setting.grid.xs())
+    report, close = _progress(opts.progress, total)
+    try:
+        curve = evaluate_curve(
+            work,
+            start_sd,
+            end_sd,
+            evalset,
+            setting.grid,
+            bn=setting.bn,
+            batch_size=opts.batch_size,
+            precision=setting.precision,
+            bn_batches=job.bn_batches,
+            output_fn=output_fn,
+            population=job.population,
+            on_points=report,
         )
-        + "\n",
+    finally:
+        close()
+    record = _record(start, end, job, setting, opts, curve)
+    title = (
+        f"start: {describe_file(start, end)}\nend: {describe_file(end, start)}\n"
+        f"{job.model_name}, {record['setting']}"
     )
-    files.append(out / "metrics.json")
-    title = f"{Path(start).name} → {Path(end).name} ({model}, {evalset.name}, BN {bn})"
-    fig = curve.plot(title=title)
-    for ext in ("png", "pdf"):
-        fig.savefig(out / f"path.{ext}", dpi=150, bbox_inches="tight")
-        files.append(out / f"path.{ext}")
-    return curve, files
+    return curve, _write(out, curve, record, title)

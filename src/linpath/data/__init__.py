@@ -30,6 +30,25 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
+# what every named data set's inputs go through (source.normalize): scaled to [0, 1], then
+# (x - mean) / std per channel, as its presets train
+NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "mnist": (mnist.MEAN, mnist.STD),
+    "cifar10": (cifar10.MEAN, cifar10.STD),
+    "imagenet": (imagenet.MEAN, imagenet.STD),
+}
+
+
+def normalization_text(name: str) -> str:
+    """The named data set's input normalization, in words: 'x/255, then (x - 0.1307) / 0.3081'."""
+    mean, std = NORMALIZATION[name]
+
+    def values(v: tuple[float, ...]) -> str:
+        return str(v[0]) if len(v) == 1 else f"({', '.join(map(str, v))})"
+
+    return f"x/255, then (x - {values(mean)}) / {values(std)} per channel"
+
+
 def info(name: str) -> DatasetInfo:
     if name not in DATASETS:
         raise LinpathError(f"unknown dataset {name!r} (known: {', '.join(sorted(DATASETS))})")
@@ -50,4 +69,12 @@ def load(name: str, root: str | Path | None, image_size: int = 0) -> Source:
     return source
 
 
-__all__ = ["DATASETS", "DatasetInfo", "info", "load", "default_data_root"]
+__all__ = [
+    "DATASETS",
+    "NORMALIZATION",
+    "normalization_text",
+    "DatasetInfo",
+    "info",
+    "load",
+    "default_data_root",
+]

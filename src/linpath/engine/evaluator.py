@@ -4,9 +4,10 @@ Per point x the engine writes θ(x) into one resident model in place (no load_st
 DataLoader) and streams the preloaded evaluation tensor through it in large batches; convnets
 run channels-last, and `precision="bf16"` runs under bf16 autocast.
 
-Linear stem: when a model names its first layer as `linear_stem` (its input is the network's
-input and its output is linear in its parameters), stem_{θ(x)}(input) = (1 - x)·stem_{θ_start}
-+ x·stem_{θ_end} exactly (up to rounding), so the endpoints' stem outputs are computed once per
+Linear stem: when the model's first layer is a Linear or a convolution applied to the network's
+input (found by tracing one forward pass, stem.py, or named by the model as `linear_stem`),
+its output is linear in its parameters, so stem_{θ(x)}(input) = (1 - x)·stem_{θ_start}
++ x·stem_{θ_end} exactly (up to rounding): the endpoints' stem outputs are computed once per
 path and mixed per point. By default ("auto") this is done when the stem is at least STEM_SHARE
 of the multiply-adds (LeNet's 88 %, not a convnet's 1 %). BatchNorm folding (bnfold.py) and the
 BatchNorm policies (bn_stats.py) are applied per point. Details: docs/engine.md.
@@ -26,6 +27,7 @@ from linpath.engine.interpolate import assign_interpolation, check_compatible
 from linpath.engine.outputs import OutputFn, to_logits
 from linpath.engine.profile import stem_profile
 from linpath.engine.scoring import Result, classification_score, make_tally
+from linpath.engine.stem import find_linear_stem
 from linpath.errors import LinpathError
 from linpath.runtime.device import autocast, check_precision
 
@@ -64,7 +66,7 @@ class PathEvaluator:
     Parameters: `model` is any module whose state dict matches the states to interpolate (it
     is overwritten in place); `evalset` has `.inputs` and `.labels` on the evaluation device;
     `batch_size` None picks 256 for convnets on the CPU (cache-sized, fastest there), 1,024 for
-    convnets on CUDA (fewer kernel launches per network) and 10,000 for the rest; `use_stem` is "auto", True (whenever the model names a stem) or False;
+    convnets on CUDA (fewer kernel launches per network) and 10,000 for the rest; `use_stem` is "auto", True (whenever the model has a stem) or False;
     `population` holds the split's examples per class when `evalset` is a subset of it;
     `fold_bn` folds eval-mode BatchNorm into the preceding convolutions where that is exact
     (see the module's docstring); `output_fn` maps the model's output to what `score` takes
@@ -109,7 +111,7 @@ class PathEvaluator:
             k: (v.data if isinstance(v, nn.Parameter) else v)
             for k, v in self.model.state_dict(keep_vars=True).items()
         }
-        self.stem_name = getattr(model, "linear_stem", None) if use_stem else None
+        self.stem_name = self._find_stem(model) if use_stem and len(self.labels) else None
         self.stem_share, self.stem_numel = 0.0, 0
         if self.stem_name and len(self.labels):
             stem = _get_submodule(self.model, self.stem_name)
@@ -129,6 +131,13 @@ class PathEvaluator:
         # torch.compile treats parameters and buffers as inputs, so writing θ(x) in place needs
         # no recompilation; it is not used with the mixed stem (LeNet), whose tail is tiny.
         self._compiled = torch.compile(self.net, dynamic=False) if compile and not self.stem_name else None
+
+    def _find_stem(self, model: nn.Module) -> str | None:
+        """The stem the model names (`linear_stem`, an override; None turns mixing off), else
+        the one found by tracing a forward pass (stem.py), else None."""
+        if hasattr(model, "linear_stem"):
+            return model.linear_stem
+        return find_linear_stem(self.model, self.inputs[:2])
 
     @property
     def folds_bn(self) -> bool:
@@ -296,13 +305,14 @@ class Path:
                 if per_chunk >= n:
                     self._stems = (h_start, h_end)
             given = _Given()
+            buffer = torch.empty_like(h_start[0])  # one batch's mixed stem output, reused
             set_submodule(net, e.stem_name, given)
             try:
                 for x, bn_state, tally in zip(xs, bn_states, tallies):
                     self._set(x, bn_state)
                     e._fold()
                     for (inputs, labels), a, b in zip(e._batches(lo, hi), h_start, h_end):
-                        given.value = torch.lerp(a, b, x)
+                        given.value = torch.lerp(a, b, x, out=buffer[: len(a)])
                         with autocast(e.device, e.precision):
                             outputs = e.forward(inputs)  # net, with the stem given
                         tally.add(outputs, labels, e.score)

@@ -18,14 +18,14 @@ from linpath.config.schedule import Schedule
 from linpath.config.spec import build_model, read_spec
 from linpath.engine.evaluator import PathEvaluator
 from linpath.engine.params import restrict, select
-from linpath.engine.subsets import class_counts, stratified_subset
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
 from linpath.io.tensors import check_finite, load_state_dict
 from linpath.runtime import progress as plain_progress
-from linpath.runtime.device import check_fits, resolve_device
+from linpath.runtime.device import resolve_device
 from linpath.runtime.distributed import World
+from linpath.sweep.inputs import bn_training_batches, evaluation_subset
 from linpath.sweep.items import item_problem
 from linpath.sweep.merge import format_rows, merge_paths
 from linpath.sweep.setting import SweepSetting
@@ -113,23 +113,12 @@ def _unfinished(run: RunDir, setting: SweepSetting, items, announce: bool) -> li
 def _engine(spec, setting: SweepSetting, source, dev, batch_size, compile: bool):
     """The evaluator for this setting, with its (sub)set of the split, its BN batches and the
     state-dict keys its parameter subset moves (None: all)."""
-    evalset = source.eval_set(setting.split, dev)
-    population = None
-    if setting.eval_examples and setting.eval_examples < len(evalset):
-        population = class_counts(evalset.labels)
-        evalset = evalset.subset(stratified_subset(evalset.labels, setting.eval_examples).to(dev))
+    evalset, population = evaluation_subset(source.eval_set(setting.split, dev), setting.eval_examples)
     bn_batches = None
     if setting.bn == "recompute":
-        per_input = evalset.inputs[0].numel() * 4 if len(evalset.inputs) else 0
-        check_fits(
-            setting.bn_batches * spec.data.batch_size * per_input,
-            dev,
-            f"--bn-batches {setting.bn_batches} (x batch {spec.data.batch_size} x "
-            f"{per_input // 4} inputs x 4 bytes, held for the whole sweep)",
+        bn_batches = bn_training_batches(
+            source, setting.bn_batches, spec.train.seed, spec.data.batch_size, dev
         )
-        # the same training batches (no augmentation) at every x, t and replicate
-        stream = source.train_batches(spec.train.seed, spec.data.batch_size, device=dev, augment=False)
-        bn_batches = [next(stream)[0] for _ in range(setting.bn_batches)]
     model = build_model(spec, source.num_classes, seed=0)
     selected = select(setting.params, model) if setting.params else None
     engine = PathEvaluator(
