@@ -3,7 +3,8 @@ per-replicate loop (nn.Linear, torch.optim.SGD): the same checkpoints bit for bi
 but for the wall-clock column, through interruptions and when a run grows from 3 to 5 replicates.
 
 The data are small random MNIST-shaped images (a 4-iteration epoch, so epoch ends, logs and
-resume files happen within a few dozen steps); test_slow_* repeats the check on real MNIST."""
+resume files happen within a few dozen steps); test_slow_* repeats the check on real MNIST.
+Every test that trains through a run folder is marked slow; the in-memory step check is not."""
 
 import pytest
 import torch
@@ -13,9 +14,10 @@ from linpath.config.spec import write_spec
 from linpath.data.memory import InMemorySource
 from linpath.data.source import Split
 from linpath.io.rundir import RunDir
+from linpath.models import build
 from linpath.train.log import read_log
-from linpath.train.loop import train_replicate
-from linpath.train.together import train_replicates
+from linpath.train.loop import _State, train_replicate
+from linpath.train.together import StackedLeNet, train_replicates
 
 
 def random_mnist(n_train=500, n_test=200) -> InMemorySource:
@@ -63,6 +65,34 @@ def same_logs(a: RunDir, b: RunDir, r: int) -> bool:
     return strip(read_log(a, r)) == strip(read_log(b, r)) and len(read_log(a, r)) > 1
 
 
+def test_stacked_steps_equal_torch_sgd_steps_of_each_model():
+    """In memory, no run folder (the fast check): 6 steps of 3 LeNets with momentum and weight
+    decay, stacked against nn.Linear + torch.optim.SGD one model at a time: bitwise equal."""
+    g = torch.Generator().manual_seed(1)
+    batches = [
+        (torch.randn(3, 32, 1, 28, 28, generator=g), torch.randint(0, 10, (3, 32), generator=g))
+        for _ in range(6)
+    ]
+    sgd = dict(lr=0.05, momentum=0.9, weight_decay=1e-3)
+    refs = [build("mnist_lenet_300_100", 10, seed=r) for r in range(3)]
+    opts = [torch.optim.SGD(m.parameters(), **sgd) for m in refs]
+    models = [build("mnist_lenet_300_100", 10, seed=r) for r in range(3)]
+    states = [_State(m, torch.optim.SGD(m.parameters(), **sgd)) for m in models]  # fresh: no momentum yet
+    stack = StackedLeNet(states, sgd["momentum"], sgd["weight_decay"])
+    for x, y in batches:
+        losses = stack.step(x, y, sgd["lr"])
+        for r, (model, opt) in enumerate(zip(refs, opts)):
+            loss = torch.nn.functional.cross_entropy(model(x[r]), y[r])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            assert torch.equal(losses[r], loss.detach())
+    for ref, s in zip(refs, states):
+        ours, theirs = s.model.state_dict(), ref.state_dict()
+        assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "train",
     [{}, {"momentum": 0.9, "weight_decay": 1e-3, "lr": 0.05, "milestone_steps": "10it"}],
@@ -78,6 +108,7 @@ def test_replicates_trained_together_equal_each_trained_alone(tmp_path, train):
         assert same_logs(run, ref, r) and run.done_marker(r).exists() and not run.resume_file(r).exists()
 
 
+@pytest.mark.slow
 def test_a_batched_run_interrupted_then_resumed_equals_one_trained_alone(tmp_path):
     source, spec = random_mnist(), spec_of(momentum=0.9)
     ref = alone(tmp_path, spec, source)
@@ -92,6 +123,7 @@ def test_a_batched_run_interrupted_then_resumed_equals_one_trained_alone(tmp_pat
         assert same_logs(run, ref, r)
 
 
+@pytest.mark.slow
 def test_a_run_extended_from_3_to_5_replicates_stays_consistent(tmp_path):
     source = random_mnist()
     three, five = spec_of(replicates=3), spec_of(replicates=5)
@@ -108,6 +140,7 @@ def test_a_run_extended_from_3_to_5_replicates_stays_consistent(tmp_path):
         assert max_difference(run, ref, r) == 0.0, r
 
 
+@pytest.mark.slow
 def test_unbatchable_specs_train_one_at_a_time(tmp_path, monkeypatch):
     """bf16 training and a single pending replicate fall back to the per-replicate loop."""
     import linpath.train.together as together

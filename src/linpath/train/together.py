@@ -49,8 +49,11 @@ def train_replicates(
     batched: bool = True,
 ) -> None:
     """Train every unfinished replicate: together where batching applies, else one at a time."""
-    pending = [r for r in replicates if not run.done_marker(r).exists()]
-    groups = _groups(spec, run, pending, source, device) if batched and not world.active else []
+    if world.active:  # every rank runs every replicate (train_replicate agrees on DONE across ranks)
+        pending, groups = list(replicates), []
+    else:
+        pending = [r for r in replicates if not run.done_marker(r).exists()]
+        groups = _groups(spec, run, pending, source, device) if batched else []
     together = {r for group in groups for r in group}
     for group in groups:
         _train_group(spec, run, group, source, device, progress, stop_after)
@@ -192,7 +195,9 @@ def _train_group(
     stack = StackedLeNet(states, spec.train.momentum, spec.train.weight_decay)
     step = states[0].step
     batches = [
-        source.train_batches(spec.train.seed + r, spec.data.batch_size, start_step=step, device=dev)
+        source.train_batches(
+            spec.train.seed + r, spec.data.batch_size, start_step=step, device=dev, augment=spec.data.augment
+        )
         for r in group
     ]
     end = schedule.total if stop_after is None else min(schedule.total, stop_after)
