@@ -1,5 +1,9 @@
 """The command line: parse arguments, call the stages (pipeline.py, commands/), print.
-Errors are one line and exit 2."""
+Errors are one line and exit 2.
+
+The stages (pipeline, commands, data, the distributed runtime) are imported inside the
+handlers that use them, not here: so `linpath --help` and `linpath presets` do not load
+matplotlib and the stages' modules, only what the parser needs (its choices and defaults)."""
 
 from __future__ import annotations
 
@@ -11,24 +15,13 @@ import sys
 import typing
 from pathlib import Path
 
-import numpy as np
-
-from linpath import data as datasets
-from linpath import pipeline
 from linpath.analysis.metrics import METRICS
-from linpath.analysis.trajectory import trajectory_rows, write_trajectory
-from linpath.commands.align import align_files
-from linpath.commands.openlth import import_run
-from linpath.commands.path import path_between_files
-from linpath.commands.plane import PlaneOptions, parse_pair, plane_between_files, plane_of_run
-from linpath.commands.spawn import spawn, spawn_steps
 from linpath.config.presets import PRESETS, preset
 from linpath.config.spec import DataSpec, ModelSpec, TrainSpec, override_fields, read_spec
 from linpath.engine.bn_stats import BN_POLICIES, DEFAULT_BN_BATCHES
 from linpath.engine.params import HOLDS
 from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
-from linpath.runtime import distributed
 from linpath.runtime.device import PRECISIONS
 from linpath.sweep.grids import Grid, parse_grid
 from linpath.sweep.setting import SweepSetting, parse_steps
@@ -410,6 +403,8 @@ def _add_align_command(sub) -> None:
 
 
 def _dispatch_align(args) -> int:
+    from linpath.commands.align import align_files
+
     out, before, after = align_files(
         args.a, args.b, args.model, args.out, args.num_classes, args.key, args.seed, args.force
     )
@@ -419,6 +414,10 @@ def _dispatch_align(args) -> int:
 
 
 def _dispatch_plane(args) -> int:
+    import numpy as np
+
+    from linpath.commands.plane import PlaneOptions, parse_pair, plane_between_files, plane_of_run
+
     options = PlaneOptions(
         grid=parse_pair(args.grid, int, "--grid"),
         span=parse_pair(args.span, float, "--span"),
@@ -455,6 +454,8 @@ def _dispatch_plane(args) -> int:
 
 
 def _dispatch_trajectory(args) -> int:
+    from linpath.analysis.trajectory import trajectory_rows, write_trajectory
+
     if not Path(args.run_dir).is_dir():
         raise LinpathError(f"no run folder at {args.run_dir}")
     run = RunDir(args.run_dir)
@@ -492,6 +493,8 @@ def _setting(args):
 
 def _sweep(args, run_dir, setting, world, progress: bool):
     """The sweep stage with the command line's sweep options."""
+    from linpath import pipeline
+
     steps = parse_steps(args.from_steps)
     return pipeline.sweep(
         run_dir,
@@ -508,6 +511,8 @@ def _sweep(args, run_dir, setting, world, progress: bool):
 
 def _sweep_layers(args, setting, world, progress: bool):
     """--per-layer: the sweep stage once per layer, then the per-layer table and figures."""
+    from linpath import pipeline
+
     return pipeline.sweep_layers(
         args.run_dir,
         setting,
@@ -524,6 +529,8 @@ def _sweep_layers(args, setting, world, progress: bool):
 
 def _dispatch(args) -> int:
     progress = not getattr(args, "quiet", False)
+    if args.command in ("run", "train", "sweep", "report"):
+        return _dispatch_stages(args, progress)
     if args.command == "presets":
         for name, entry in PRESETS.items():
             spec, t = entry.spec, entry.spec.train
@@ -532,6 +539,22 @@ def _dispatch(args) -> int:
                 f"momentum {t.momentum:<4g} wd {t.weight_decay:<7g} milestones {t.milestone_steps or '-'}"
             )
         return 0
+    if args.command in ("path", "spawn", "import-openlth"):
+        return _dispatch_own_model(args, progress)
+    if args.command == "plane":
+        return _dispatch_plane(args)
+    if args.command == "align":
+        return _dispatch_align(args)
+    if args.command == "trajectory":
+        return _dispatch_trajectory(args)
+    raise AssertionError(args.command)
+
+
+def _dispatch_stages(args, progress: bool) -> int:
+    """run, train, sweep, report."""
+    from linpath import pipeline
+    from linpath.runtime import distributed
+
     if args.command in ("run", "train"):
         spec = _spec_from(args)
         setting = _setting(args) if args.command == "run" else None  # bad sweep options fail before training
@@ -561,24 +584,16 @@ def _dispatch(args) -> int:
         if world.is_main:
             print(f"swept: {run.paths_csv}")
         return 0
-    if args.command == "report":
-        if not Path(args.run_dir).is_dir():
-            raise LinpathError(f"no run folder at {args.run_dir}")
-        report = pipeline.report(args.run_dir, args.metric, args.setting, args.tensorboard)
-        print(f"report: {report} (interactive: {report.with_suffix('.html')})")
-        return 0
-    if args.command in ("path", "spawn", "import-openlth"):
-        return _dispatch_own_model(args, progress)
-    if args.command == "plane":
-        return _dispatch_plane(args)
-    if args.command == "align":
-        return _dispatch_align(args)
-    if args.command == "trajectory":
-        return _dispatch_trajectory(args)
-    raise AssertionError(args.command)
+    if not Path(args.run_dir).is_dir():
+        raise LinpathError(f"no run folder at {args.run_dir}")
+    report = pipeline.report(args.run_dir, args.metric, args.setting, args.tensorboard)
+    print(f"report: {report} (interactive: {report.with_suffix('.html')})")
+    return 0
 
 
 def _normalizations() -> str:
+    from linpath import data as datasets
+
     return "; ".join(f"{name}: {datasets.normalization_text(name)}" for name in datasets.NORMALIZATION)
 
 
@@ -606,6 +621,11 @@ def _print_path(curve, record: dict) -> None:
 
 
 def _dispatch_own_model(args, progress: bool) -> int:
+    from linpath import data as datasets
+    from linpath.commands.openlth import import_run
+    from linpath.commands.path import path_between_files
+    from linpath.commands.spawn import spawn, spawn_steps
+
     if args.command == "path":
         choose_bn, args.bn = args.bn is None, args.bn or "interpolate"
         setting = _setting(args)
@@ -694,4 +714,5 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 130
     finally:
-        distributed.shutdown()
+        if "linpath.runtime.distributed" in sys.modules:  # loaded by the commands that train or sweep
+            sys.modules["linpath.runtime.distributed"].shutdown()

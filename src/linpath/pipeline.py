@@ -31,7 +31,7 @@ from linpath.sweep.merge import merge_paths
 from linpath.sweep.run import run_sweep
 from linpath.sweep.setting import SweepSetting
 from linpath.train.log import read_log
-from linpath.train.loop import train_replicate
+from linpath.train.together import train_replicates
 
 
 def open_run(spec: Spec, out: str | Path = "runs") -> RunDir:
@@ -57,9 +57,9 @@ def train(
     world: World = World(),
     tensorboard: bool = False,
 ) -> RunDir:
-    """Train every replicate not yet finished (under torchrun: all ranks together, one
-    replicate at a time, with DistributedDataParallel); `tensorboard` switches the run's
-    TensorBoard scalars on (runtime/tensorboard.py)."""
+    """Train every replicate not yet finished: together, as batched matrix products, where the
+    model is small (train/together.py); else, and under torchrun, one replicate at a time.
+    `tensorboard` switches the run's TensorBoard scalars on (runtime/tensorboard.py)."""
     if tensorboard and world.is_main:
         tb.require()  # before anything is written
     run = open_run(spec, out) if world.is_main else RunDir(Path(out) / spec.run_name)
@@ -74,8 +74,9 @@ def train(
         if world.is_main:
             for r in replicates:
                 run.remove_stale_temporaries(run.replicate_dir(r))
-        for r in replicates:
-            train_replicate(spec, run, r, source, device=world.device(device), progress=progress, world=world)
+        train_replicates(
+            spec, run, replicates, source, device=world.device(device), progress=progress, world=world
+        )
     return run
 
 

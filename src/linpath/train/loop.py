@@ -190,6 +190,54 @@ def train_replicate(
     world.barrier()
 
 
+def _progress_bar(total: int, initial: int, desc: str, enabled: bool):
+    """A tqdm bar that redraws at most twice a second (no per-step terminal writes)."""
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit="it",
+        disable=not enabled,
+        dynamic_ncols=True,
+        leave=False,
+        mininterval=0.5,
+    )
+
+
+@dataclass
+class Hooks:
+    """What happens after a step of one replicate: a checkpoint at kept steps, the log and the
+    resume file at epoch ends (shared by the per-replicate and the batched loops)."""
+
+    run: RunDir
+    spec: Spec
+    schedule: Schedule
+    evalset: object
+    plain: bool
+    keep: frozenset = frozenset()
+
+    def __post_init__(self):
+        self.keep = frozenset(self.schedule.kept())
+
+    def after_step(self, s: _State, r: int) -> float | None:
+        """Run the hooks of s.step; returns the test accuracy at an epoch end, else None."""
+        kept = s.step in self.keep
+        if kept:
+            save_tensors(self.run.checkpoint(r, s.step), _cpu_state(s.model))
+        epoch_end = s.step % self.schedule.iterations_per_epoch == 0 or s.step == self.schedule.total
+        accuracy = None
+        if epoch_end:
+            accuracy = _end_epoch(s, self.run, r, self.schedule, self.evalset, self.spec.train.precision)
+            if self.plain:
+                plain_progress.line(
+                    f"train replicate {r}: iteration {s.step}/{self.schedule.total} "
+                    f"(epoch {s.step / self.schedule.iterations_per_epoch:.2f}), test accuracy {accuracy:.4f}"
+                )
+        if epoch_end or kept:
+            _save_resume(self.run, r, s)
+        return accuracy
+
+
 def _loop(
     s: _State,
     net,
@@ -205,18 +253,11 @@ def _loop(
     channels_last: bool,
     progress: bool,
 ) -> None:
-    """Steps until `end`, with the hooks: a checkpoint at kept steps, log and resume file at epoch ends."""
-    keep = set(schedule.kept())
-    evalset = source.eval_set("test", dev)
+    """Steps until `end`, with the hooks after each (on rank 0)."""
     plain = progress and world.is_main and plain_progress.plain()
-    bar = tqdm(
-        total=schedule.total,
-        initial=s.step,
-        desc=f"train replicate {r}",
-        unit="it",
-        disable=not (progress and world.is_main) or plain,
-        dynamic_ncols=True,
-        leave=False,
+    hooks = Hooks(run, spec, schedule, source.eval_set("test", dev), plain)
+    bar = _progress_bar(
+        schedule.total, s.step, f"train replicate {r}", progress and world.is_main and not plain
     )
     s.started = time.time()
     s.model.train()
@@ -227,19 +268,6 @@ def _loop(
         batch = schedule.batch_at(s.step, spec.data.batch_size, source.num_train_examples)
         _sgd_step(s, net, inputs, labels, schedule.lr_at(s.step), spec, dev, world, batch)
         bar.update(1)
-        if not world.is_main:
-            continue
-        if s.step in keep:
-            save_tensors(run.checkpoint(r, s.step), _cpu_state(s.model))
-        epoch_end = s.step % schedule.iterations_per_epoch == 0 or s.step == schedule.total
-        if epoch_end:
-            accuracy = _end_epoch(s, run, r, schedule, evalset, spec.train.precision)
+        if world.is_main and (accuracy := hooks.after_step(s, r)) is not None:
             bar.set_postfix(test_acc=f"{accuracy:.4f}")
-            if plain:
-                plain_progress.line(
-                    f"train replicate {r}: iteration {s.step}/{schedule.total} "
-                    f"(epoch {s.step / schedule.iterations_per_epoch:.2f}), test accuracy {accuracy:.4f}"
-                )
-        if epoch_end or s.step in keep:
-            _save_resume(run, r, s)
     bar.close()
