@@ -516,7 +516,7 @@ def _evaluate_plane(work, origin, d_a, d_b, data, grid, span, options) -> tuple:
     alphas, betas = _plane_axes(grid, span)
     dev = _default_device(work) if options["device"] is None else resolve_device(str(options["device"]))
     check_precision(options["precision"])
-    evalset = fit_inputs(work, as_evalset(data, dev, options["batch_size"]), dev)
+    evalset = fit_inputs(work, as_evalset(data, dev, options["batch_size"] or 1000), dev)
     classification = is_classification(evalset.labels)
     score = make_score(options["loss_fn"], options["error_fn"], classification)
     engine = PathEvaluator(
@@ -557,7 +557,7 @@ def plane(
     loss_fn: BatchFn | None = None,
     error_fn: BatchFn | None = None,
     device: torch.device | str | None = None,
-    batch_size: int = 1000,
+    batch_size: int | None = None,
     precision: str = "fp32",
     allow_nonfinite: bool = False,
     rows_file: str | os.PathLike | None = None,
@@ -600,7 +600,7 @@ def random_plane(
     loss_fn: BatchFn | None = None,
     error_fn: BatchFn | None = None,
     device: torch.device | str | None = None,
-    batch_size: int = 1000,
+    batch_size: int | None = None,
     precision: str = "fp32",
     allow_nonfinite: bool = False,
     rows_file: str | os.PathLike | None = None,

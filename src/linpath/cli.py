@@ -373,7 +373,12 @@ def _add_plane_command(sub) -> None:
     p.add_argument(
         "--eval-precision", choices=PRECISIONS, default="fp32", help="evaluation arithmetic (default fp32)"
     )
-    p.add_argument("--batch-size", type=int, default=1000, help="evaluation batch size (default 1000)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="evaluation batch size (default: 10000 for fully connected nets, 256 for convnets on a CPU)",
+    )
     p.add_argument("--allow-nonfinite", action="store_true", help="evaluate states holding NaN or inf")
     p.add_argument(
         "--out",

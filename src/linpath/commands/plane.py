@@ -38,7 +38,7 @@ class PlaneOptions:
     split: str = "test"
     device: str = "auto"
     precision: str = "fp32"
-    batch_size: int = 1000
+    batch_size: int | None = None  # the engine's choice
     allow_nonfinite: bool = False
     seed: int | None = None  # a random-direction plane (Li et al.) with this seed, else three states
 
