@@ -50,7 +50,8 @@ class Tally:
     """
 
     def __init__(self, population: torch.Tensor | None, device):
-        self.population = population
+        # the class counts stay on the CPU, where result() computes the standard errors
+        self.population = population.cpu() if population is not None else None
         classes = len(population) if population is not None else 1
         self.sums = torch.zeros(5, classes, dtype=torch.float64, device=device)  # n, Σl, Σl², Σe, Σe²
         self.per_example = True
