@@ -12,8 +12,12 @@ CIFAR-10's test images instead):
       take minutes to hours on a CPU) and compared per point;
   (b) the engine: linpath.plane on the whole grid (LeNet's stem mixed from the three anchors'
       outputs, convnet BatchNorm folded), fp32.
-Printed: ms per point, the ratio, and the largest loss difference on the points both evaluated.
-The engine's ratio on lines (sweep_throughput.py) is the bar: planes should be as far ahead.
+  (c) the engine on a line: linpath.path from the first state to the second at `side` points,
+      on the same model, data and machine, so that the bar "the plane as far ahead of the plain
+      loop as the line" is measured against the same plain loop in the same run.
+The plain loop is warmed up once (untimed) before its points are timed.
+Printed: ms per point of each, the ratios plain/plane and plain/line, and the largest loss
+difference on the points both the plain loop and the plane evaluated.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ def plain_point(name, states, inputs, labels, alpha: float, beta: float) -> floa
 def run_plane(name: str, side: int, examples: int, plain_points: int, data_root: str | None) -> dict:
     inputs, labels = test_images(name, examples, data_root)
     states = [endpoint(name, seed) for seed in (1, 2, 3)]
+    linpath.plane(build(name, 10), *states, (inputs[:256], labels[:256]), grid=2)  # warm-up, untimed
     t = time.perf_counter()
     surface = linpath.plane(build(name, 10), *states, (inputs, labels), grid=side, span=(-0.5, 1.5))
     engine_ms = (time.perf_counter() - t) / side**2 * 1e3
@@ -72,6 +77,10 @@ def run_plane(name: str, side: int, examples: int, plain_points: int, data_root:
     rng = np.random.default_rng(0)
     picks = [inside[k] for k in rng.choice(len(inside), size=min(plain_points, len(inside)), replace=False)]
     t = time.perf_counter()
+    linpath.path(build(name, 10), states[0], states[1], (inputs, labels), grid=side)
+    line_ms = (time.perf_counter() - t) / side * 1e3
+    plain_point(name, states, inputs, labels, 0.5, 0.25)  # warm-up: oneDNN primitives, allocator
+    t = time.perf_counter()
     plain = [plain_point(name, states, inputs, labels, surface.alpha[j], surface.beta[i]) for i, j in picks]
     plain_ms = (time.perf_counter() - t) / len(picks) * 1e3
     diffs = [abs(p - surface.loss[i, j]) for p, (i, j) in zip(plain, picks) if np.isfinite(p)]
@@ -82,6 +91,8 @@ def run_plane(name: str, side: int, examples: int, plain_points: int, data_root:
         "plain_ms": plain_ms,
         "engine_ms": engine_ms,
         "speedup": plain_ms / engine_ms,
+        "line_ms": line_ms,
+        "line_speedup": plain_ms / line_ms,
         "max_loss_diff": max(diffs) if diffs else float("nan"),
     }
 
@@ -99,8 +110,11 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print("| model | grid | examples | plain ms/point | engine ms/point | × | max Δloss |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print(
+        "| model | grid | examples | plain ms/point | plane ms/point | plane × | line ms/point | line × "
+        "| max Δloss |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in [m for m in args.models.split(",") if m]:
         if name not in PLANES:
             raise SystemExit(f"unknown model {name!r}: choose from {', '.join(PLANES)}")
@@ -108,7 +122,8 @@ def main() -> None:
         row = run_plane(name, args.side or side, args.examples or examples, args.plain_points, args.data_root)
         print(
             f"| {row['model']} | {row['grid']} | {row['examples']} | {row['plain_ms']:.1f} | "
-            f"{row['engine_ms']:.1f} | {row['speedup']:.1f} | {row['max_loss_diff']:.1e} |",
+            f"{row['engine_ms']:.1f} | {row['speedup']:.2f} | {row['line_ms']:.1f} | {row['line_speedup']:.2f} | "
+            f"{row['max_loss_diff']:.1e} |",
             flush=True,
         )
 
