@@ -13,7 +13,7 @@ import pytest
 from linpath.cli import main
 from linpath.io.rundir import RunDir
 from linpath.runtime import tensorboard as tb
-from linpath.train.log import LOG_COLUMNS, append_log
+from linpath.train.log import LOG_COLUMNS, append_log, truncate_log
 from tests.synthetic_run import STEPS, make_run
 
 event_accumulator = pytest.importorskip(
@@ -50,6 +50,21 @@ def test_the_train_log_rows_reach_tensorboard_once_asked(tmp_path):
         assert series == [(int(d["iteration"]), pytest.approx(float(d[column]))) for d in logged]
     assert scalars(run.root / "tensorboard" / "replicate-1")["test_accuracy"] == [(100, pytest.approx(0.85))]
     assert LOG_COLUMNS.index("test_accuracy") == 5  # ROWS above are in the log's column order
+
+
+def test_a_resumed_replicate_shows_each_epoch_once(tmp_path):
+    """Killed after logging epoch 2 but resuming from epoch 1's state: epoch 2 is logged again,
+    with other values; the board shows epoch 2 once, with the new values, as the log does."""
+    run = RunDir(tmp_path / "run")
+    tb.enable(run.root)
+    truncate_log(run, 0, 0)
+    append_log(run, 0, ROWS[0]), append_log(run, 0, ROWS[1])
+    truncate_log(run, 0, 100)  # the resume: state at iteration 100
+    again = [200, 2.0, 0.05, 0.7, 0.6, 0.77, 9.9]
+    append_log(run, 0, again)
+    board = scalars(run.root / "tensorboard" / "replicate-0")
+    assert board["test_accuracy"] == [(100, pytest.approx(0.85)), (200, pytest.approx(0.77))]
+    assert [d["test_accuracy"] for d in read_rows(run.train_log(0))] == ["0.85", "0.77"]
 
 
 def test_without_the_package_asking_is_one_line(tmp_path, monkeypatch, capsys):

@@ -5,6 +5,8 @@ also goes to tensorboard/replicate-<r>/ (train loss, test loss, test accuracy, l
 against the iteration), and each report writes the path metrics against t to
 tensorboard/paths-<setting>/. The folder is the switch, so a resumed or continued run keeps
 writing without being asked again; runs that never asked write nothing and need no package.
+A resumed replicate re-logs the epochs after its resume state: its board is reopened with
+TensorBoard's purge_step there, so each epoch shows once.
 """
 
 from __future__ import annotations
@@ -54,6 +56,17 @@ def add_scalars(folder: Path, step: int, scalars: dict[str, float]) -> None:
     for tag, value in scalars.items():
         writer.add_scalar(tag, float(value), global_step=int(step))
     writer.flush()
+
+
+def resume_board(folder: Path, step: int) -> None:
+    """Hide the board's events after `step` (a resumed replicate writes them again): the writer
+    is reopened with purge_step = step + 1, which TensorBoard's readers honour."""
+    if not folder.is_dir():
+        return
+    writer = _writers.pop(folder, None)
+    if writer is not None:
+        writer.close()
+    _writers[folder] = _summary_writer()(log_dir=str(folder), purge_step=int(step) + 1)
 
 
 def replace_board(folder: Path, series: list[tuple[str, int, float]]) -> None:

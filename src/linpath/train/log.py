@@ -52,6 +52,8 @@ def truncate_log(run: RunDir, r: int, step: int) -> None:
     kept = [[d[c] for c in LOG_COLUMNS] for d in rows if _complete(d) and int(d["iteration"]) <= step]
     if len(kept) != len(rows) or not run.train_log(r).exists() or not _ends_with_newline(run, r):
         _write_log(run, r, kept)
+    if folder := tensorboard.board(run.root, f"replicate-{r}"):
+        tensorboard.resume_board(folder, step)
 
 
 def _ends_with_newline(run: RunDir, r: int) -> bool:
