@@ -4,6 +4,7 @@ BatchNorm the engine folds, so refolding per point is checked too)."""
 
 import csv
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -267,7 +268,9 @@ def test_plane_with_mixed_stem_equals_plain_loop(name, stem):
 
 def test_plane_resumes_from_its_rows_file(tmp_path, monkeypatch):
     """Finished rows are kept; a rerun evaluates only the missing ones and gives the same
-    surface; another plane never reuses (or overwrites) them."""
+    surface; another plane never reuses (or overwrites) them. The row files are removed
+    first, so this is a plane.csv as versions before row files wrote it (rows there only);
+    tests/test_plane_rows.py tests the row files."""
     make, shape = MODELS["mlp"]
     o, a, b = (random_state(make, s) for s in (1, 2, 3))
     d = data(shape)
@@ -279,6 +282,7 @@ def test_plane_resumes_from_its_rows_file(tmp_path, monkeypatch):
     assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
     lines = rows_file.read_text().splitlines()
     assert len(lines) == 1 + 12
+    shutil.rmtree(tmp_path / "plane.rows")
     rows_file.write_text(
         "\n".join(lines[:-4] + [lines[-1].replace(",", ";")]) + "\n"
     )  # row 2 cut short; of row 3 one damaged line

@@ -45,6 +45,7 @@ from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
 from linpath.io.tables import csv_frame, csv_text, import_pandas
 from linpath.io.tensors import load_state_dict, nonfinite_problem
+from linpath.runtime import distributed
 from linpath.runtime.device import check_precision, resolve_device
 from linpath.sweep.grids import Grid
 from linpath.sweep.merge import PATH_COLUMNS, format_rows, setting_rows
@@ -512,8 +513,10 @@ def _prepared_states(model: nn.Module, given: dict[str, StateLike], allow_nonfin
 def _evaluate_plane(work, origin, d_a, d_b, data, grid, span, options) -> tuple:
     """The plane's (alphas, betas, loss, error or None, evalset) on `work` (overwritten), with
     api options (loss_fn, device, ...); evaluated a β row at a time, each kept in
-    options["rows_file"] when given, so that an interrupted plane resumes there."""
+    options["rows_file"] when given, so that an interrupted plane resumes there and processes
+    given options["shard"] share the rows (see _plane_rows)."""
     alphas, betas = _plane_axes(grid, span)
+    shard = _check_shard(options["shard"], options["rows_file"])
     dev = _default_device(work) if options["device"] is None else resolve_device(str(options["device"]))
     check_precision(options["precision"])
     evalset = fit_inputs(work, as_evalset(data, dev, options["batch_size"] or 1000), dev)
@@ -527,19 +530,67 @@ def _evaluate_plane(work, origin, d_a, d_b, data, grid, span, options) -> tuple:
     if options["rows_file"] is not None:
         fingerprint = plane_fingerprint(plane.origin, plane.d_a, plane.d_b, evalset.inputs, evalset.labels)
         store = PlaneRows(options["rows_file"], alphas, betas, fingerprint + options["precision"])
-    loss, error = np.full((2, len(betas), len(alphas)), np.nan)
-    for i, beta in enumerate(betas):
-        row = store.row(i) if store is not None else None
-        if row is None:
-            results = plane.evaluate(alphas, [beta])[0]
-            row = [r.loss for r in results], [r.error for r in results]
-            if store is not None:
-                store.save(i, *row)
-            if options["progress"] is not None:
-                options["progress"](i + 1, len(betas))
-        loss[i], error[i] = row
+    loss, error = _plane_rows(plane, alphas, betas, store, shard, options["progress"])
     has_error = options["error_fn"] is not None or classification
     return alphas, betas, loss, error if has_error else None, evalset
+
+
+def _check_shard(shard, rows_file) -> tuple[int, int]:
+    """shard = (rank, ranks) checked; processes sharing a plane meet only in its row files, so
+    more than one rank needs a rows_file."""
+    try:
+        rank, ranks = shard
+    except (TypeError, ValueError):
+        rank = ranks = None
+    integers = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (rank, ranks))
+    if not integers or not 0 <= rank < ranks:
+        raise LinpathError(f"shard must be (rank, ranks) with 0 <= rank < ranks, got {shard!r}")
+    if ranks > 1 and rows_file is None:
+        raise LinpathError(
+            f"shard={shard!r} needs a rows_file: processes share a plane through its row files"
+        )
+    return rank, ranks
+
+
+def _plane_rows(plane, alphas, betas, store, shard, progress) -> tuple[np.ndarray, np.ndarray]:
+    """(loss, error) arrays [i_beta, i_alpha]. This process evaluates the unfinished rows i
+    with i % ranks == rank: a split fixed by the grid, so processes agree on it whenever they
+    start and whatever they have read. The rows come back from `store` when there is one."""
+    rank, ranks = shard
+    rows = {}
+    for i, beta in enumerate(betas):
+        if i % ranks != rank or (store is not None and store.row(i) is not None):
+            continue
+        results = plane.evaluate(alphas, [beta])[0]
+        rows[i] = [r.loss for r in results], [r.error for r in results]
+        if store is not None:
+            store.save(i, *rows[i], table=ranks == 1)  # shared: the table is merged at the end
+        if progress is not None:
+            progress(i + 1, len(betas))
+    if store is not None:
+        rows = _every_row(store, shard)
+    loss, error = (np.array([rows[i][k] for i in range(len(betas))], dtype=float) for k in (0, 1))
+    return loss, error
+
+
+def _every_row(store: PlaneRows, shard: tuple[int, int]) -> dict:
+    """Every row of a plane kept in `store`, and its merged table written. Processes sharing
+    the plane first wait for one another (a barrier when torch.distributed is initialized;
+    separate processes without one see only the rows already finished) and read all row files
+    again; a row still missing is an error naming where it should be."""
+    rank, ranks = shard
+    if ranks > 1:
+        distributed.barrier_if_initialized()
+        store.reload()
+    missing = store.missing()
+    if missing:
+        raise LinpathError(
+            f"{len(missing)} of {len(store.beta)} rows of the plane are not finished "
+            f"(first: {store.row_file(missing[0])}) after shard {rank} of {ranks}: run the other "
+            "shards, or rerun with one process to finish them"
+        )
+    store.write_table()
+    return store.rows
 
 
 def _surface(alphas, betas, loss, error, evalset, marks, precision) -> Surface:
@@ -562,6 +613,7 @@ def plane(
     allow_nonfinite: bool = False,
     rows_file: str | os.PathLike | None = None,
     progress: Callable[[int, int], None] | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> Surface:
     """Loss (and error) on the plane through three states (Goodfellow et al. 2015):
     θ(α, β) = θ_o + α(θ_a - θ_o) + β(θ_b - θ_o), so θ_o, θ_a, θ_b sit at (0,0), (1,0), (0,1).
@@ -569,7 +621,10 @@ def plane(
     grid is n or (n_alpha, n_beta) evenly spaced points over span = (lo, hi) (both axes) or
     ((lo_alpha, hi_alpha), (lo_beta, hi_beta)). BatchNorm statistics are mixed like the
     weights. rows_file (a CSV) keeps each finished row of β so that a rerun of the same plane
-    resumes; progress(row, rows) is called after each row evaluated. The other arguments are
+    resumes; progress(row, rows) is called after each row evaluated. shard = (rank, ranks)
+    shares the plane among processes (torchrun ranks) through rows_file: this one evaluates
+    the unfinished rows i with i % ranks == rank, waits for the others (a barrier when
+    torch.distributed is initialized) and returns the whole surface. The other arguments are
     path()'s. Returns a Surface (arrays [i_beta, i_alpha])."""
     if not isinstance(model, nn.Module):
         raise LinpathError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -584,6 +639,7 @@ def plane(
         precision=precision,
         rows_file=rows_file,
         progress=progress,
+        shard=shard,
     )
     evaluated = _evaluate_plane(work, states["origin"], d_a, d_b, data, grid, span, options)
     marks = ((0.0, 0.0, "origin"), (1.0, 0.0, "a"), (0.0, 1.0, "b"))
@@ -605,6 +661,7 @@ def random_plane(
     allow_nonfinite: bool = False,
     rows_file: str | os.PathLike | None = None,
     progress: Callable[[int, int], None] | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> Surface:
     """Loss (and error) around one state along two random filter-normalized directions (Li et
     al. 2018): θ(α, β) = θ_c + α·δ + β·η, each filter of δ and η scaled to the norm of θ_c's
@@ -623,6 +680,7 @@ def random_plane(
         precision=precision,
         rows_file=rows_file,
         progress=progress,
+        shard=shard,
     )
     evaluated = _evaluate_plane(work, state, d_a, d_b, data, grid, span, options)
     return _surface(*evaluated, ((0.0, 0.0, "center"),), precision)

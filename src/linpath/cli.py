@@ -419,19 +419,23 @@ def _dispatch_align(args) -> int:
 
 
 def _dispatch_plane(args) -> int:
-    import numpy as np
-
+    """plane; under torchrun the rows are shared among the ranks (each its own GPU) and rank 0
+    draws the figure and prints."""
     from linpath.commands.plane import PlaneOptions, parse_pair, plane_between_files, plane_of_run
+    from linpath.runtime import distributed
 
+    grid, span = parse_pair(args.grid, int, "--grid"), parse_pair(args.span, float, "--span")
+    world = distributed.init(args.device)
     options = PlaneOptions(
-        grid=parse_pair(args.grid, int, "--grid"),
-        span=parse_pair(args.span, float, "--span"),
+        grid=grid,
+        span=span,
         split=args.split,
-        device=args.device,
+        device=world.device(args.device),
         precision=args.eval_precision,
         batch_size=args.batch_size,
         allow_nonfinite=args.allow_nonfinite,
         seed=args.seed,
+        shard=(world.rank, world.size),
     )
     if len(args.states) == 1 and Path(args.states[0]).is_dir():
         surface, files = plane_of_run(
@@ -447,6 +451,15 @@ def _dispatch_plane(args) -> int:
             args.data_root,
             args.num_classes,
         )
+    if world.is_main:
+        _print_plane(surface, files)
+    return 0
+
+
+def _print_plane(surface, files) -> None:
+    """`linpath plane`'s summary: where loss and error are lowest, and the files written."""
+    import numpy as np
+
     for quantity in ("loss", "error"):
         values = getattr(surface, quantity)
         if values is not None and np.isfinite(values).any():
@@ -455,7 +468,6 @@ def _dispatch_plane(args) -> int:
                 f"{quantity}: min {values[i, j]:.4f} at α = {surface.alpha[j]:.3f}, β = {surface.beta[i]:.3f}"
             )
     print(f"wrote: {', '.join(str(f) for f in files)}")
-    return 0
 
 
 def _dispatch_trajectory(args) -> int:
@@ -719,5 +731,5 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 130
     finally:
-        if "linpath.runtime.distributed" in sys.modules:  # loaded by the commands that train or sweep
+        if "linpath.runtime.distributed" in sys.modules:  # loaded by the commands that train, sweep or plane
             sys.modules["linpath.runtime.distributed"].shutdown()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,22 +118,30 @@ def _contour(fig, ax, alpha, beta, values, log: bool) -> None:
 
 
 class PlaneRows:
-    """A plane's finished rows (one β each) kept in a CSV of PLANE_COLUMNS, with a sidecar
-    <name>.json naming the plane (its fingerprint and grid), so that an interrupted plane
-    resumes: a rerun reuses every complete row of the same plane and evaluates the rest. A file
-    that holds another plane, or rows without their sidecar, is never overwritten."""
+    """A plane's finished rows (one β each), kept so that an interrupted plane resumes and so
+    that several processes (torchrun ranks) can share one plane without talking to each other:
+    each finished row is written atomically to a file of its own, <stem>.rows/row-NNNN.csv
+    (one writer per row, so no write is ever lost to another), and the merged table <name>.csv
+    (PLANE_COLUMNS, β outer, α inner) is what readers use. The sidecar <stem>.json names the
+    plane (fingerprint and grid); every process writes the same bytes, so a race is harmless.
+    A folder that holds another plane, or rows without their sidecar, is never overwritten.
+    Rows come from the row files and, for rows without one, from <name>.csv (written by older
+    versions, which kept rows there only)."""
 
     def __init__(self, path: str | os.PathLike, alpha: np.ndarray, beta: np.ndarray, fingerprint: str):
         self.path = Path(path)
         self.sidecar = self.path.with_suffix(".json")
+        self.folder = self.path.with_name(self.path.stem + ".rows")
         self.alpha = [float(a) for a in alpha]
         self.beta = [float(b) for b in beta]
         self.identity = {"fingerprint": fingerprint, "alpha": self.alpha, "beta": self.beta}
         self.rows: dict[int, tuple[list[float], list[float]]] = {}
-        if self.path.exists() or self.sidecar.exists():
-            self._read()
+        self._claimed = False  # whether this process has written the sidecar
+        if self.path.exists() or self.sidecar.exists() or self.folder.exists():
+            self._check_identity()
+            self.reload()
 
-    def _read(self) -> None:
+    def _check_identity(self) -> None:
         try:
             identity = json.loads(self.sidecar.read_text())
         except (OSError, ValueError):
@@ -142,33 +151,96 @@ class PlaneRows:
                 f"{self.path} holds another plane (or its {self.sidecar.name} is missing or damaged); "
                 "choose another output folder or remove it"
             )
+
+    def row_file(self, i: int) -> Path:
+        return self.folder / f"row-{i:04d}.csv"
+
+    def reload(self) -> None:
+        """Read every finished row again (other processes may have added some): the row files
+        first, then the rows of <name>.csv that have no row file. A damaged row file is named
+        on stderr and its row left unfinished, so that it is evaluated again."""
+        self.rows = {}
+        table = self._table_rows() if self.path.exists() else {}
+        for i in range(len(self.beta)):
+            if self.row_file(i).exists():
+                row, problem = self._read_row_file(i)
+                if problem is not None:
+                    _warn(f"{self.row_file(i)} is damaged ({problem}); its row is evaluated again")
+            else:
+                row = table.get(i)
+            if row is not None:
+                self.rows[i] = row
+
+    def _table_rows(self) -> dict[int, tuple[list[float], list[float]]]:
+        """The complete β rows of <name>.csv; damaged lines leave their row incomplete."""
         by_beta: dict[float, dict[float, tuple[float, float]]] = {}
-        for row in read_csv_rows(self.path) if self.path.exists() else []:
+        for row in read_csv_rows(self.path):
             try:
                 a, b, loss, error = (float(row[c]) for c in PLANE_COLUMNS)
             except (KeyError, TypeError, ValueError):
                 continue  # a damaged row: its β row is evaluated again
             by_beta.setdefault(b, {})[a] = (loss, error)
+        rows = {}
         for i, b in enumerate(self.beta):
             got = by_beta.get(b, {})
             if all(a in got for a in self.alpha):
-                self.rows[i] = ([got[a][0] for a in self.alpha], [got[a][1] for a in self.alpha])
+                rows[i] = ([got[a][0] for a in self.alpha], [got[a][1] for a in self.alpha])
+        return rows
+
+    def _read_row_file(self, i: int) -> tuple[tuple[list[float], list[float]] | None, str | None]:
+        """(row i's (losses, errors), None), or (None, why the file is not row i of this grid)."""
+        try:
+            lines = read_csv_rows(self.row_file(i))
+            values = [[float(line[c]) for c in PLANE_COLUMNS] for line in lines]
+        except (OSError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+            return None, f"not a table of numbers ({', '.join(PLANE_COLUMNS)})"
+        if [v[0] for v in values] != self.alpha:
+            return None, f"its α are not the grid's ({len(values)} points, {len(self.alpha)} expected)"
+        if any(v[1] != self.beta[i] for v in values):
+            return None, f"not the row of β = {self.beta[i]!r}"
+        return ([v[2] for v in values], [v[3] for v in values]), None
 
     def row(self, i: int) -> tuple[list[float], list[float]] | None:
         """(losses, errors) of β row i when it is finished, else None."""
         return self.rows.get(i)
 
-    def save(self, i: int, losses: list[float], errors: list[float]) -> None:
-        """Record β row i and rewrite the file (atomically) with every finished row."""
+    def missing(self) -> list[int]:
+        """The indices of the β rows not finished."""
+        return [i for i in range(len(self.beta)) if i not in self.rows]
+
+    def save(self, i: int, losses: list[float], errors: list[float], table: bool = True) -> None:
+        """Record β row i in its own file (after the sidecar, so that rows never exist without
+        it), and when `table`, rewrite <name>.csv with every finished row (a single process
+        keeps it current; processes sharing a plane merge it once at the end)."""
         self.rows[i] = (list(losses), list(errors))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.sidecar, json.dumps(self.identity))
-        table = [
-            [a, self.beta[r], loss, error]
-            for r in sorted(self.rows)
-            for a, loss, error in zip(self.alpha, *self.rows[r])
-        ]
-        atomic_write_text(self.path, csv_text(PLANE_COLUMNS, table))
+        if not self._claimed:
+            atomic_write_text(self.sidecar, json.dumps(self.identity))
+            self._claimed = True
+        row = [[a, self.beta[i], loss, error] for a, loss, error in zip(self.alpha, losses, errors)]
+        atomic_write_text(self.row_file(i), csv_text(PLANE_COLUMNS, row))
+        if table:
+            self.write_table()
+
+    def table_text(self) -> str:
+        return csv_text(
+            PLANE_COLUMNS,
+            [
+                [a, self.beta[r], loss, error]
+                for r in sorted(self.rows)
+                for a, loss, error in zip(self.alpha, *self.rows[r])
+            ],
+        )
+
+    def write_table(self) -> None:
+        """Write <name>.csv with every finished row (atomically), unless it holds them already:
+        processes that each hold every row write the same bytes, so a race is harmless."""
+        text = self.table_text()
+        if not (self.path.exists() and self.path.read_text() == text):
+            atomic_write_text(self.path, text)
+
+
+def _warn(message: str) -> None:
+    print(f"linpath: warning: {message}", file=sys.stderr, flush=True)
 
 
 def read_surface(csv_path: str | os.PathLike) -> Surface:

@@ -3,8 +3,9 @@
 from files on disk or from a run folder, written as plane.csv and plane.png.
 
 In a run folder each plane is a setting of its own, <run>/plane/<key>/ with the states, split,
-grid, span and precision in the key, so two settings never share a table; plane.csv is kept a
-row at a time and a rerun resumes it. A run's three-state plane also shows replicate r's kept
+grid, span and precision in the key, so two settings never share a table; each finished row is
+kept (plane.rows/, merged into plane.csv) and a rerun resumes it. Under torchrun the ranks share
+the rows and rank 0 draws the figure. A run's three-state plane also shows replicate r's kept
 checkpoints projected onto it (trajectory.csv)."""
 
 from __future__ import annotations
@@ -41,6 +42,12 @@ class PlaneOptions:
     batch_size: int | None = None  # the engine's choice
     allow_nonfinite: bool = False
     seed: int | None = None  # a random-direction plane (Li et al.) with this seed, else three states
+    shard: tuple[int, int] = (0, 1)  # (rank, ranks) under torchrun: the rows this process evaluates
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the figure and trajectory (rank 0; every rank shares plane.csv)."""
+        return self.shard[0] == 0
 
     def key(self, states: str) -> str:
         """The folder name of this plane in a run: which states, then every evaluation setting."""
@@ -78,7 +85,9 @@ def _row_progress(what: str):
 
 
 def _evaluate(net, states: list, labels: list[str], evalset, options: PlaneOptions, out: Path) -> Surface:
-    """The surface of three states (or of one, with options.seed), its rows kept in out/plane.csv."""
+    """The surface of three states (or of one, with options.seed), its rows kept in out/plane.csv
+    (shared with the other ranks under torchrun; each rank reports its own rows)."""
+    rank, ranks = options.shard
     common = dict(
         grid=options.grid,
         span=options.span,
@@ -87,7 +96,8 @@ def _evaluate(net, states: list, labels: list[str], evalset, options: PlaneOptio
         precision=options.precision,
         allow_nonfinite=options.allow_nonfinite,
         rows_file=_check_out(out) / "plane.csv",
-        progress=_row_progress(f"plane {out.name}"),
+        progress=_row_progress(f"plane {out.name}" + (f" (rank {rank})" if ranks > 1 else "")),
+        shard=options.shard,
     )
     if options.seed is None:
         surface = plane(net, *states, evalset, **common)
@@ -97,7 +107,10 @@ def _evaluate(net, states: list, labels: list[str], evalset, options: PlaneOptio
     return dataclasses.replace(surface, marks=marks)
 
 
-def _write(surface: Surface, out: Path, title: str) -> list[Path]:
+def _write(surface: Surface, out: Path, title: str, options: PlaneOptions) -> list[Path]:
+    """The figure, drawn by rank 0 only; the files written (none on the other ranks)."""
+    if not options.is_main:
+        return []
     surface.plot(out / "plane.png", title=title)
     return [out / "plane.csv", out / "plane.png"]
 
@@ -127,7 +140,7 @@ def plane_between_files(
     net = resolve_model(model, num_classes or classes)
     labels = [Path(s).stem for s in states]
     surface = _evaluate(net, list(states), labels, evalset, options, Path(out))
-    return surface, _write(surface, Path(out), f"{' / '.join(labels)} ({model}, {evalset.name})")
+    return surface, _write(surface, Path(out), f"{' / '.join(labels)} ({model}, {evalset.name})", options)
 
 
 def _run_states(run: RunDir, schedule: Schedule, r: int, other: int | None, at: str | None, random: bool):
@@ -205,10 +218,10 @@ def plane_of_run(
     net = resolve_model(spec.model.model, source.num_classes)
     surface = _evaluate(net, files, labels, evalset, options, folder)
     written = []
-    if options.seed is None:
+    if options.seed is None and options.is_main:
         surface = dataclasses.replace(
             surface, trajectory=_projected_trajectory(run, replicate, files, folder)
         )
         written.append(folder / "trajectory.csv")
     title = f"{' / '.join(labels)} ({spec.model.model}, {evalset.name})"
-    return surface, _write(surface, folder, title) + written
+    return surface, _write(surface, folder, title, options) + written

@@ -61,6 +61,13 @@ def init(device: str = "auto") -> World:
     return World(rank, size, local_rank)
 
 
+def barrier_if_initialized() -> None:
+    """Wait for every rank when a process group exists (code below the CLI, such as the API's
+    sharded planes, that has no World to hand); without one, return at once."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
