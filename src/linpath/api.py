@@ -363,8 +363,8 @@ def path(
     output_fn    the model's output -> logits (what loss_fn takes); by default a tensor as is,
                  a dict's "logits" (else its only tensor), a tuple's first element, `.logits`.
     device       default: the model's device. precision "fp32" or "bf16" (autocast).
-    batch_size   examples per forward pass; default the engine's: 10,000 for fully connected
-                 networks, 256 for convnets on a CPU, 1,024 on CUDA.
+    batch_size   examples per forward pass; default the engine's: on a CPU 2,000 for fully
+                 connected networks, 256 for convnets; on CUDA 10,000 and 1,024.
     allow_nonfinite
                  evaluate states holding NaN or inf (refused by default, naming the tensor).
     params       move only these tensors (engine/params.py: "fc1.*", "fc*.bias", "weights",

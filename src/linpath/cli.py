@@ -268,7 +268,7 @@ def _add_own_model_commands(sub) -> None:
         "--batch-size",
         type=int,
         default=None,
-        help="evaluation batch size (default: 10000 for fully connected nets, 256 for convnets on a CPU)",
+        help="evaluation batch size (default on a CPU: 2000 for fully connected nets, 256 for convnets; on CUDA 10000 and 1024)",
     )
     p.add_argument(
         "--align",
@@ -377,7 +377,7 @@ def _add_plane_command(sub) -> None:
         "--batch-size",
         type=int,
         default=None,
-        help="evaluation batch size (default: 10000 for fully connected nets, 256 for convnets on a CPU)",
+        help="evaluation batch size (default on a CPU: 2000 for fully connected nets, 256 for convnets; on CUDA 10000 and 1024)",
     )
     p.add_argument("--allow-nonfinite", action="store_true", help="evaluate states holding NaN or inf")
     p.add_argument(
