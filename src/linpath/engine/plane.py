@@ -133,13 +133,17 @@ class Plane:
             if per_chunk >= n:
                 self._stems = (h_o, d_a, d_b)  # one chunk: keep it for the next rows
             given = _Given()
+            buffer = torch.empty_like(h_o[0])  # one batch's mixed stem output, reused
             set_submodule(net, e.stem_name, given)
             try:
+                row_beta, rows = None, []
                 for (alpha, beta), tally in zip(points, tallies):
+                    if beta != row_beta:  # θ_o's output moved by β·d_b, shared by the row's points
+                        row_beta, rows = beta, [torch.add(o, db, alpha=beta) for o, db in zip(h_o, d_b)]
                     self.assign(alpha, beta)
                     e._fold()
-                    for (inputs, labels), o, da, db in zip(e._batches(lo, hi), h_o, d_a, d_b):
-                        given.value = torch.add(o, da, alpha=alpha).add_(db, alpha=beta)
+                    for (inputs, labels), row, da in zip(e._batches(lo, hi), rows, d_a):
+                        given.value = torch.add(row, da, alpha=alpha, out=buffer[: len(row)])
                         with autocast(e.device, e.precision):
                             tally.add(e.forward(inputs), labels, e.score)
                     if progress is not None and hi == n:
