@@ -161,6 +161,28 @@ def test_mismatched_states_name_the_key_and_shapes(data):
         linpath.path(nn.Linear(3, 3), start, start, data)
 
 
+def test_eval_examples_evaluates_a_stratified_subset_with_standard_errors():
+    """eval_examples=N: the values are a plain loop's on the sweep's stratified subset of N,
+    with standard errors that cover the whole data's values (here within 4 SE at every x)."""
+    from linpath.engine.subsets import stratified_subset
+
+    g = torch.Generator().manual_seed(3)
+    inputs, targets = torch.randn(1200, 1, 6, 6, generator=g), torch.randint(0, 3, (1200,), generator=g)
+    start, end = trained_states()
+    curve = linpath.path(TinyNet(), start, end, (inputs, targets), grid=4, eval_examples=300)
+    chosen = stratified_subset(targets, 300)
+    expected = plain_loop(start, end, inputs[chosen], targets[chosen], curve.x)
+    assert curve.examples == 300
+    assert curve.loss == pytest.approx([e[0] for e in expected], rel=1e-5)
+    assert curve.error == pytest.approx([e[1] for e in expected], abs=1e-9)
+    whole = linpath.path(TinyNet(), start, end, (inputs, targets), grid=4)
+    assert (curve.loss_se > 0).all() and (curve.error_se > 0).all() and (whole.loss_se == 0).all()
+    assert (abs(curve.loss - whole.loss) < 4 * curve.loss_se).all()
+    assert (abs(curve.error - whole.error) < 4 * curve.error_se).all()
+    with pytest.raises(LinpathError, match="eval_examples must be a positive integer"):
+        linpath.path(TinyNet(), start, end, (inputs, targets), eval_examples=0)
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [

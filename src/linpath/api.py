@@ -39,6 +39,7 @@ from linpath.engine.outputs import OutputFn, to_logits
 from linpath.engine.params import check_hold, restrict, select
 from linpath.engine.plane import Plane, plane_fingerprint, random_directions, through_three
 from linpath.engine.scoring import classification_score
+from linpath.engine.subsets import class_counts
 from linpath.errors import LinpathError
 from linpath.io.checkpoints import find_state, fit_keys
 from linpath.io.files import atomic_write_text
@@ -48,6 +49,7 @@ from linpath.io.tensors import load_state_dict, nonfinite_problem
 from linpath.runtime import distributed
 from linpath.runtime.device import check_precision, resolve_device
 from linpath.sweep.grids import Grid
+from linpath.sweep.inputs import evaluation_subset
 from linpath.sweep.merge import PATH_COLUMNS, format_rows, setting_rows
 from linpath.train.log import LOG_COLUMNS
 
@@ -340,6 +342,7 @@ def path(
     output_fn: OutputFn | None = None,
     params: str | None = None,
     hold: str = "end",
+    eval_examples: int | None = None,
 ) -> PathCurve:
     """Evaluate loss (and error) along θ(x) = (1 - x)·start + x·end.
 
@@ -370,6 +373,11 @@ def path(
     params       move only these tensors (engine/params.py: "fc1.*", "fc*.bias", "weights",
                  "biases", "bn", "layer:fc1", comma-separated for a union); the others stay at
                  the `hold` endpoint, "end" (default, Vlaar & Frankle's) or "start".
+    eval_examples
+                 evaluate on a fixed class-stratified subset of this many examples (the
+                 sweep's --eval-examples; class-index targets only): the curve's loss_se and
+                 error_se are then the standard errors of its values as estimates of the
+                 whole data's. Default: all of the data (standard errors 0).
     """
     if not isinstance(model, nn.Module):
         raise LinpathError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -391,6 +399,7 @@ def path(
     if params is not None:
         start, end = restrict(start, end, select(params, work), hold)
     evalset = fit_inputs(work, as_evalset(data, dev, batch_size or 1000), dev, output_fn)
+    evalset, population = _subset(evalset, eval_examples)
     batches = None
     if bn == "recompute":
         source = evalset if bn_data is None else as_evalset(bn_data, dev, batch_size or 1000)
@@ -408,7 +417,19 @@ def path(
         precision=precision,
         bn_batches=batches,
         output_fn=output_fn,
+        population=population,
     )
+
+
+def _subset(evalset: EvalSet, eval_examples: int | None) -> tuple[EvalSet, torch.Tensor | None]:
+    """path()'s eval_examples: the sweep's stratified subset and the data's class counts."""
+    if eval_examples is None:
+        return evalset, None
+    if isinstance(eval_examples, bool) or not isinstance(eval_examples, int) or eval_examples <= 0:
+        raise LinpathError(f"eval_examples must be a positive integer, got {eval_examples!r}")
+    if class_counts(evalset.labels) is None:
+        raise LinpathError("eval_examples needs class-index targets (the subset is stratified by class)")
+    return evaluation_subset(evalset, eval_examples)
 
 
 def evaluate_curve(
