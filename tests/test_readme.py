@@ -63,3 +63,40 @@ def test_the_per_layer_numbers_beyond_the_line_are_those_of_the_committed_table(
         f"loss {at('fc_layers.0', 0.0, 'loss_mean'):.3f} ± {at('fc_layers.0', 0.0, 'loss_std'):.3f}" in text
     )
     assert f"against {at('fc', 1.0, 'error_mean'):.4f} for the trained" in text
+
+
+def _table_rows(path: Path) -> list[list[str]]:
+    """The cells of every markdown table row of a committed benchmark output (headers and
+    separator rows left out)."""
+    rows = []
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and not cells[0].startswith(("model", "job", "---")):
+            rows.append(cells)
+    return rows
+
+
+def test_the_benchmark_figures_quoted_are_those_of_the_committed_outputs():
+    import re
+
+    outputs = REPO / "docs" / "results" / "benchmarks"
+    readme = (REPO / "benchmarks" / "README.md").read_text()
+    planes = _table_rows(outputs / "plane_throughput_r3.txt")
+    assert len(planes) == 2
+    for cells in planes:
+        plain, plane, plane_x, line, line_x = (float(c) for c in cells[3:8])
+        shown = [f"{v:.1f}" if v >= 10 else f"{v:.2f}" for v in (plane_x, line_x)]
+        assert all(f"{v:.1f}" in readme for v in (plain, plane, line)), cells
+        assert f"**{shown[0]}**" in readme and shown[1] in readme, cells
+    peer = _table_rows(outputs / "vs_loss_landscapes_r3.txt")
+    assert len(peer) == 4
+    for cells in peer:
+        assert all(c in readme for c in cells[1:]), cells
+    runs = (outputs / "make_mnist_r3.txt").read_text()
+    totals = re.findall(r"^make mnist ([\d.]+) s$", runs, re.M)
+    sweeps = re.findall(r"87/87: .* \((\d+) s\)$", runs, re.M)
+    trainings = [max(map(float, m.split())) for m in re.findall(r"seconds at 18760: (.*)$", runs, re.M)]
+    assert len(totals) == len(sweeps) == len(trainings) == 2
+    for total, sweep, training in zip(totals, sweeps, trainings):
+        row = f"| {total} | {training:.1f} | {sweep} | {float(total) / 150:.2f} |"
+        assert row in readme, row
