@@ -81,6 +81,7 @@ def test_the_benchmark_figures_quoted_are_those_of_the_committed_outputs():
 
     outputs = REPO / "docs" / "results" / "benchmarks"
     readme = (REPO / "benchmarks" / "README.md").read_text()
+    beyond = (REPO / "docs" / "beyond_the_line.md").read_text()
     planes = _table_rows(outputs / "plane_throughput_r3.txt")
     assert len(planes) == 2
     for cells in planes:
@@ -88,6 +89,7 @@ def test_the_benchmark_figures_quoted_are_those_of_the_committed_outputs():
         shown = [f"{v:.1f}" if v >= 10 else f"{v:.2f}" for v in (plane_x, line_x)]
         assert all(f"{v:.1f}" in readme for v in (plain, plane, line)), cells
         assert f"**{shown[0]}**" in readme and shown[1] in readme, cells
+        assert f"{shown[0]}×" in beyond and f"(its line {shown[1]}×)" in beyond, cells
     peer = _table_rows(outputs / "vs_loss_landscapes_r3.txt")
     assert len(peer) == 4
     for cells in peer:
