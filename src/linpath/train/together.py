@@ -97,7 +97,9 @@ class _StackedLinear(torch.autograd.Function):
     def backward(ctx, g):
         x, w = ctx.saved_tensors
         gx = torch.bmm(g, w) if ctx.needs_input_grad[0] else None
-        gw = torch.stack([g[r].t().mm(x[r]) for r in range(len(g))])
+        gw = torch.empty_like(w)  # each replicate's product written in place: no stacking copy
+        for r in range(len(g)):
+            torch.mm(g[r].t(), x[r], out=gw[r])
         return gx, gw, g.sum(1)
 
 
