@@ -45,3 +45,16 @@ def test_two_process_plane_equals_the_single_process_plane(tmp_path, data_root):
         tmp_path / "shared" / "plane.json"
     ).read_text()
     assert single.stdout.splitlines()[:2] == shared.stdout.splitlines()[:2]  # the minima
+
+    # a resumed plane: rows 1 and 3 of 4 left to do are spread over both ranks (rank 0's list of
+    # unfinished rows, every size-th), not both given to rank 0 as a split by i % 2 would
+    for name in ("row-0000.csv", "row-0002.csv", "../plane.csv"):
+        (tmp_path / "shared" / "plane.rows" / name).unlink()
+    resumed = linpath([*argv, "--out", str(tmp_path / "shared")], env, torchrun=True)
+    assert "plane shared (rank 0): row 1/4" in resumed.stderr
+    assert "plane shared (rank 1): row 3/4" in resumed.stderr
+    assert resumed.stderr.count("): row ") == 2
+    again = list(csv.DictReader(open(tmp_path / "shared" / "plane.csv")))
+    assert [(r["alpha"], r["beta"], r["error"]) for r in again] == [
+        (r["alpha"], r["beta"], r["error"]) for r in b
+    ]

@@ -573,15 +573,27 @@ def _check_shard(shard, rows_file) -> tuple[int, int]:
     return rank, ranks
 
 
-def _plane_rows(plane, alphas, betas, store, shard, progress) -> tuple[np.ndarray, np.ndarray]:
-    """(loss, error) arrays [i_beta, i_alpha]. This process evaluates the unfinished rows i
-    with i % ranks == rank: a split fixed by the grid, so processes agree on it whenever they
-    start and whatever they have read. The rows come back from `store` when there is one."""
+def _my_rows(unfinished: list[int], shard: tuple[int, int]) -> list[int]:
+    """This process's share of the unfinished rows. Under a process group (torchrun) every
+    size-th of rank 0's list, so that a resumed plane's remaining rows are spread evenly and
+    the ranks agree even while row files appear; separate processes without one take the rows
+    i with i % ranks == rank, a split fixed by the grid whatever each has read."""
     rank, ranks = shard
+    if ranks == 1:
+        return unfinished
+    if distributed.is_initialized():
+        return distributed.broadcast_if_initialized(unfinished)[rank::ranks]
+    return [i for i in unfinished if i % ranks == rank]
+
+
+def _plane_rows(plane, alphas, betas, store, shard, progress) -> tuple[np.ndarray, np.ndarray]:
+    """(loss, error) arrays [i_beta, i_alpha]: this process evaluates its share of the
+    unfinished rows (_my_rows); the rows come back from `store` when there is one."""
+    ranks = shard[1]
     rows = {}
-    for i, beta in enumerate(betas):
-        if i % ranks != rank or (store is not None and store.row(i) is not None):
-            continue
+    unfinished = [i for i in range(len(betas)) if store is None or store.row(i) is None]
+    for i in _my_rows(unfinished, shard):
+        beta = betas[i]
         results = plane.evaluate(alphas, [beta])[0]
         rows[i] = [r.loss for r in results], [r.error for r in results]
         if store is not None:

@@ -61,11 +61,25 @@ def init(device: str = "auto") -> World:
     return World(rank, size, local_rank)
 
 
+def is_initialized() -> bool:
+    """Whether this process is in a process group (under torchrun, after init)."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def barrier_if_initialized() -> None:
     """Wait for every rank when a process group exists (code below the CLI, such as the API's
     sharded planes, that has no World to hand); without one, return at once."""
-    if dist.is_available() and dist.is_initialized():
+    if is_initialized():
         dist.barrier()
+
+
+def broadcast_if_initialized(obj):
+    """Rank 0's `obj` on every rank when a process group exists; else `obj` itself."""
+    if is_initialized():
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+    return obj
 
 
 def shutdown() -> None:
