@@ -40,6 +40,25 @@ def small_run(tmp_path_factory, data_root):
     return pipeline.train(spec, tmp_path_factory.mktemp("runs"), data_root, device="cpu", progress=False)
 
 
+@pytest.fixture(scope="module")
+def lenet_run(tmp_path_factory):
+    """A run folder holding two LeNet states at t = 0 (no training: paths need only the states)."""
+    import torch
+
+    from linpath.config.presets import preset
+    from linpath.config.spec import write_spec
+    from linpath.io.rundir import RunDir
+    from linpath.models import build
+
+    spec = preset("mnist_lenet_300_100")
+    run = RunDir(tmp_path_factory.mktemp("lenetrun") / spec.run_name)
+    write_spec(run, spec)
+    for r in (0, 1):
+        run.checkpoint(r, 0).parent.mkdir(parents=True)
+        torch.save(build("mnist_lenet_300_100", 10, seed=r).state_dict(), run.checkpoint(r, 0))
+    return run
+
+
 # Fixtures that train a run end to end: every test using one is slow (make test-fast skips it).
 TRAINING_FIXTURES = {"small_run", "momentum_run", "runs", "reference_sweep", "swept"}
 

@@ -13,11 +13,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import linpath
 from linpath.cli import main
-from linpath.config.presets import preset
-from linpath.config.spec import write_spec
 from linpath.engine.interpolate import interpolate_state
 from linpath.errors import LinpathError
-from linpath.io.rundir import RunDir
 from linpath.models import build
 from linpath.sweep.merge import PATH_COLUMNS
 from tests.oracle import plain_path
@@ -240,18 +237,6 @@ def test_hugging_face_and_lightning_example(tmp_path):
 
 
 # --- linpath path ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def lenet_run(tmp_path_factory):
-    """A run folder holding two LeNet states (no training needed for path tests)."""
-    spec = preset("mnist_lenet_300_100")
-    run = RunDir(tmp_path_factory.mktemp("pathrun") / spec.run_name)
-    write_spec(run, spec)
-    for r in (0, 1):
-        run.checkpoint(r, 0).parent.mkdir(parents=True)
-        torch.save(build("mnist_lenet_300_100", 10, seed=r).state_dict(), run.checkpoint(r, 0))
-    return run
 
 
 def test_cli_path_in_a_run_folder(lenet_run, data_root, tmp_path, capsys):

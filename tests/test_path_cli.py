@@ -13,10 +13,7 @@ from torch import nn
 import linpath
 from linpath.cli import main
 from linpath.commands.path import describe_file
-from linpath.config.presets import preset
-from linpath.config.spec import write_spec
 from linpath.engine.subsets import stratified_subset
-from linpath.io.rundir import RunDir
 from linpath.models import build
 from linpath.sweep.grids import parse_grid
 from linpath.sweep.setting import SweepSetting
@@ -30,26 +27,14 @@ def hand_normalized(split) -> torch.Tensor:
     return (split.images.float() / 255 - MNIST_MEAN) / MNIST_STD
 
 
-@pytest.fixture(scope="module")
-def lenet_files(tmp_path_factory):
-    """Two LeNet states in a run folder (no training: the path needs only the states)."""
-    spec = preset("mnist_lenet_300_100")
-    run = RunDir(tmp_path_factory.mktemp("pathcli") / spec.run_name)
-    write_spec(run, spec)
-    for r in (0, 1):
-        run.checkpoint(r, 0).parent.mkdir(parents=True)
-        torch.save(build("mnist_lenet_300_100", 10, seed=r).state_dict(), run.checkpoint(r, 0))
-    return run
-
-
 def rows_of(out) -> list[dict]:
     with open(out / "paths.csv", newline="") as f:
         return list(csv.DictReader(f))
 
 
-def test_grid_subset_setting_and_normalization(lenet_files, mnist, data_root, tmp_path, capsys):
+def test_grid_subset_setting_and_normalization(lenet_run, mnist, data_root, tmp_path, capsys):
     out = tmp_path / "out"
-    a, b = lenet_files.checkpoint(0, 0), lenet_files.checkpoint(1, 0)
+    a, b = lenet_run.checkpoint(0, 0), lenet_run.checkpoint(1, 0)
     argv = ["path", str(a), str(b), "--grid", "dense-end:5", "--eval-examples", "500"]
     assert main([*argv, "--data-root", str(data_root), "--out", str(out), "--device", "cpu"]) == 0
     printed = capsys.readouterr()
@@ -139,9 +124,9 @@ def test_bad_setting_values_give_one_line(tmp_path, capsys):
     )
 
 
-def test_the_title_tells_the_files_apart(tmp_path, lenet_files):
-    a, b = lenet_files.checkpoint(0, 0), lenet_files.checkpoint(1, 0)
-    run = lenet_files.root.name
+def test_the_title_tells_the_files_apart(tmp_path, lenet_run):
+    a, b = lenet_run.checkpoint(0, 0), lenet_run.checkpoint(1, 0)
+    run = lenet_run.root.name
     assert describe_file(a, b) == f"{run}/replicate-0/checkpoints/iter-0000000.pt"
     (tmp_path / "x").mkdir(), (tmp_path / "y").mkdir()
     assert describe_file(tmp_path / "x" / "final.pt", tmp_path / "y" / "final.pt") == "x/final.pt"

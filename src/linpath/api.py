@@ -626,8 +626,16 @@ def _every_row(store: PlaneRows, shard: tuple[int, int]) -> dict:
     return store.rows
 
 
-def _surface(alphas, betas, loss, error, evalset, marks, precision) -> Surface:
-    return Surface(alphas, betas, loss, error, len(evalset), marks, evalset.name, precision)
+def _plane_of(model, given: dict, directions, marks, allow_nonfinite, data, grid, span, options) -> Surface:
+    """The body of plane() and random_plane(): the `given` states prepared on a copy of
+    `model`, directions(states) -> (origin, d_a, d_b), the grid evaluated with the api
+    `options` (loss_fn, device, precision, rows_file, shard, ...), the states marked at `marks`."""
+    if not isinstance(model, nn.Module):
+        raise LinpathError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    work = copy.deepcopy(model)
+    origin, d_a, d_b = directions(_prepared_states(work, given, allow_nonfinite))
+    alphas, betas, loss, error, evalset = _evaluate_plane(work, origin, d_a, d_b, data, grid, span, options)
+    return Surface(alphas, betas, loss, error, len(evalset), marks, evalset.name, options["precision"])
 
 
 def plane(
@@ -656,27 +664,33 @@ def plane(
     weights. rows_file (a CSV) keeps each finished row of β so that a rerun of the same plane
     resumes; progress(row, rows) is called after each row evaluated. shard = (rank, ranks)
     shares the plane among processes (torchrun ranks) through rows_file: this one evaluates
-    the unfinished rows i with i % ranks == rank, waits for the others (a barrier when
+    its share of the unfinished rows (see _my_rows), waits for the others (a barrier when
     torch.distributed is initialized) and returns the whole surface. The other arguments are
     path()'s. Returns a Surface (arrays [i_beta, i_alpha])."""
-    if not isinstance(model, nn.Module):
-        raise LinpathError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    work = copy.deepcopy(model)
-    states = _prepared_states(work, {"origin": origin, "state a": a, "state b": b}, allow_nonfinite)
-    d_a, d_b = through_three(states["origin"], states["state a"], states["state b"])
-    options = dict(
-        loss_fn=loss_fn,
-        error_fn=error_fn,
-        device=device,
-        batch_size=batch_size,
-        precision=precision,
-        rows_file=rows_file,
-        progress=progress,
-        shard=shard,
+
+    def through_given(states: dict) -> tuple[dict, dict, dict]:
+        return states["origin"], *through_three(states["origin"], states["state a"], states["state b"])
+
+    return _plane_of(
+        model,
+        {"origin": origin, "state a": a, "state b": b},
+        through_given,
+        ((0.0, 0.0, "origin"), (1.0, 0.0, "a"), (0.0, 1.0, "b")),
+        allow_nonfinite,
+        data,
+        grid,
+        span,
+        dict(
+            loss_fn=loss_fn,
+            error_fn=error_fn,
+            device=device,
+            batch_size=batch_size,
+            precision=precision,
+            rows_file=rows_file,
+            progress=progress,
+            shard=shard,
+        ),
     )
-    evaluated = _evaluate_plane(work, states["origin"], d_a, d_b, data, grid, span, options)
-    marks = ((0.0, 0.0, "origin"), (1.0, 0.0, "a"), (0.0, 1.0, "b"))
-    return _surface(*evaluated, marks, precision)
 
 
 def random_plane(
@@ -700,23 +714,30 @@ def random_plane(
     al. 2018): θ(α, β) = θ_c + α·δ + β·η, each filter of δ and η scaled to the norm of θ_c's
     filter, biases and BatchNorm entries not moved (loss-landscape's ignore='biasbn'). The
     directions are a pure function of `seed`; the other arguments are plane()'s."""
-    if not isinstance(model, nn.Module):
-        raise LinpathError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    work = copy.deepcopy(model)
-    state = _prepared_states(work, {"center": center}, allow_nonfinite)["center"]
-    d_a, d_b = random_directions(state, seed)
-    options = dict(
-        loss_fn=loss_fn,
-        error_fn=error_fn,
-        device=device,
-        batch_size=batch_size,
-        precision=precision,
-        rows_file=rows_file,
-        progress=progress,
-        shard=shard,
+
+    def around_center(states: dict) -> tuple[dict, dict, dict]:
+        return states["center"], *random_directions(states["center"], seed)
+
+    return _plane_of(
+        model,
+        {"center": center},
+        around_center,
+        ((0.0, 0.0, "center"),),
+        allow_nonfinite,
+        data,
+        grid,
+        span,
+        dict(
+            loss_fn=loss_fn,
+            error_fn=error_fn,
+            device=device,
+            batch_size=batch_size,
+            precision=precision,
+            rows_file=rows_file,
+            progress=progress,
+            shard=shard,
+        ),
     )
-    evaluated = _evaluate_plane(work, state, d_a, d_b, data, grid, span, options)
-    return _surface(*evaluated, ((0.0, 0.0, "center"),), precision)
 
 
 def align(
