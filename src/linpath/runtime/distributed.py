@@ -36,15 +36,11 @@ class World:
 
     def barrier(self) -> None:
         if self.active:
-            dist.barrier()
+            barrier_if_initialized()
 
     def broadcast(self, obj):
         """rank 0's `obj` on every rank."""
-        if not self.active:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
+        return broadcast_if_initialized(obj) if self.active else obj
 
 
 def init(device: str = "auto") -> World:

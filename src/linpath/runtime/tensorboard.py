@@ -63,20 +63,22 @@ def resume_board(folder: Path, step: int) -> None:
     is reopened with purge_step = step + 1, which TensorBoard's readers honour."""
     if not folder.is_dir():
         return
-    writer = _writers.pop(folder, None)
-    if writer is not None:
-        writer.close()
+    _close(folder)
     _writers[folder] = _summary_writer()(log_dir=str(folder), purge_step=int(step) + 1)
 
 
 def replace_board(folder: Path, series: list[tuple[str, int, float]]) -> None:
     """The board in `folder` rewritten to hold exactly `series` ((tag, step, value) each): a
     report run twice shows its numbers once."""
-    writer = _writers.pop(folder, None)
-    if writer is not None:
-        writer.close()
+    _close(folder)
     shutil.rmtree(folder, ignore_errors=True)
     for tag, step, value in series:
         add_scalars(folder, step, {tag: value})
-    if folder in _writers:
-        _writers.pop(folder).close()
+    _close(folder)
+
+
+def _close(folder: Path) -> None:
+    """Close and forget the open writer of the board in `folder`, if any."""
+    writer = _writers.pop(folder, None)
+    if writer is not None:
+        writer.close()
