@@ -93,6 +93,17 @@ def test_bootstrap_interval_covers_the_replicates_and_widens_with_standard_error
     assert bootstrap_interval(single, 16, "error", "rise_over_start") == pytest.approx((0.04, 0.04), abs=1e-3)
 
 
+def test_bootstrap_on_the_whole_split_is_the_replicate_bootstrap_written_out():
+    """No standard errors: the interval is the percentile bootstrap of the replicate mean,
+    written out here with the same generator (seed 0, replicates drawn first)."""
+    curves = _curves({16: [bump(0.02), bump(0.05), bump(0.09)]})
+    f = np.stack([bump(0.02), bump(0.05), bump(0.09)])
+    pick = np.random.default_rng(0).integers(0, 3, size=(2000, 3))
+    heights = f[pick].max(axis=-1) - f[pick][..., 0]
+    expected = np.quantile(heights.mean(axis=1), [0.025, 0.975])
+    assert bootstrap_interval(curves, 16, "error", "rise_over_start") == (expected[0], expected[1])
+
+
 def test_accuracy_after_a_shortened_schedule_is_not_applicable():
     claims = claims_of("cifar_resnet_20")
     assert "not applicable" in accuracy_verdict([0.56], claims, "2ep")
