@@ -122,6 +122,33 @@ def test_a_path_reuses_its_stem_outputs_across_calls(case):
         assert res.loss == pytest.approx(loss, abs=1e-5)
 
 
+def test_paths_sharing_an_end_compute_its_stem_outputs_once(case, monkeypatch):
+    """A sweep's paths share their end; its stem outputs are reused while its stem entries are
+    unchanged, and recomputed when they change (here: the end's stem weight edited in place)."""
+    import linpath.engine.evaluator as evaluator
+
+    name, inputs, labels, _, start, end, refs = case
+    engine = PathEvaluator(build(name, 10, seed=0), EvalSet(inputs, labels), use_stem=True)
+    calls = []
+    real = evaluator.stem_outputs
+    monkeypatch.setattr(evaluator, "stem_outputs", lambda *a: calls.append(a[2]) or real(*a))
+    other = random_endpoint(name, 3)
+    engine.evaluate_path(start, end, XS)
+    results = engine.evaluate_path(other, end, XS)
+    assert len(calls) == 3  # start, end, other: the end once
+    expected = plain_loop(name, other, end, inputs, labels, XS, "interpolate", None)
+    for res, (loss, _) in zip(results, expected):
+        assert res.loss == pytest.approx(loss, abs=1e-5)
+    edited = dict(end)
+    stem_weight = f"{engine.stem_name}.weight"
+    edited[stem_weight] = end[stem_weight] * 1.5
+    results = engine.evaluate_path(start, edited, XS)
+    assert len(calls) == 5
+    expected = plain_loop(name, start, edited, inputs, labels, XS, "interpolate", None)
+    for res, (loss, _) in zip(results, expected):
+        assert res.loss == pytest.approx(loss, abs=1e-5)
+
+
 def test_stratified_subset_is_fixed_and_proportional():
     labels = torch.tensor([0] * 500 + [1] * 300 + [2] * 200)[
         torch.randperm(1000, generator=torch.Generator().manual_seed(3))

@@ -116,6 +116,7 @@ class PathEvaluator:
             for k, v in self.model.state_dict(keep_vars=True).items()
         }
         self.stem_name = self._find_stem(model) if use_stem and len(self.labels) else None
+        self._end_stem: tuple[dict, list] | None = None  # whole_stem's last state and outputs
         self.stem_share, self.stem_numel = 0.0, 0
         if self.stem_name and len(self.labels):
             stem = _get_submodule(self.model, self.stem_name)
@@ -203,6 +204,18 @@ class PathEvaluator:
                 outputs = self.forward(inputs)
             tally.add(outputs, labels, self.score)
         return tally.result()
+
+    def whole_stem(self, state: dict) -> list[torch.Tensor]:
+        """The stem's outputs under `state` on all examples, reused from the previous call when
+        the state's stem entries are equal to that call's: a sweep's paths of one replicate share
+        their end (the final state), whose stem outputs are then computed once, not per path."""
+        keys = [k for k in self.targets if k.startswith(self.stem_name + ".")]
+        cached = self._end_stem
+        if cached is not None and all(torch.equal(cached[0][k], state[k]) for k in keys):
+            return cached[1]
+        outputs = stem_outputs(self, _get_submodule(self.model, self.stem_name), state, 0, len(self.labels))
+        self._end_stem = ({k: state[k].clone() for k in keys}, outputs)
+        return outputs
 
     def _batches(self, lo: int = 0, hi: int | None = None):
         hi = len(self.labels) if hi is None else hi
@@ -306,13 +319,16 @@ class Path:
             hi = min(n, lo + per_chunk)
             if per_chunk >= n and self._stems is not None:
                 h_start, h_end = self._stems
+            elif per_chunk >= n:
+                self._stems = h_start, h_end = (
+                    stem_outputs(e, stem, self.start, lo, hi),
+                    e.whole_stem(self.end),
+                )
             else:
                 h_start, h_end = (
                     stem_outputs(e, stem, self.start, lo, hi),
                     stem_outputs(e, stem, self.end, lo, hi),
                 )
-                if per_chunk >= n:
-                    self._stems = (h_start, h_end)
             given = _Given()
             buffer = torch.empty_like(h_start[0])  # one batch's mixed stem output, reused
             set_submodule(net, e.stem_name, given)
