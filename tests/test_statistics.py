@@ -65,3 +65,28 @@ def test_one_example_per_class_has_no_standard_error():
         count, torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 4.0, 9.0]), torch.full((3,), 10.0)
     )
     assert math.isnan(se)
+
+
+@pytest.mark.parametrize("pending", [1, 3, 1 << 15])
+def test_tally_sums_by_class_whatever_the_pending_size(pending, monkeypatch):
+    """The class sums a tally keeps, however many examples wait before being summed, are
+    those written out with numpy: counts, Σ loss, Σ loss², Σ errors per class."""
+    from linpath.engine.scoring import Tally, classification_score, make_tally
+
+    monkeypatch.setattr(Tally, "PENDING_EXAMPLES", pending)
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 4, (50,), generator=g)
+    outputs = torch.randn(50, 4, generator=g) * 2
+    tally = make_tally(labels, None)
+    for i in range(0, 50, 7):
+        tally.add(outputs[i : i + 7], labels[i : i + 7], classification_score)
+    result = tally.result()
+    logits, y = outputs.double().numpy(), labels.numpy()
+    log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    loss = -log_p[np.arange(50), y]
+    wrong = (logits.argmax(1) != y).astype(float)
+    expected = np.zeros((5, 4))
+    for values, row in ((np.ones(50), 0), (loss, 1), (loss**2, 2), (wrong, 3), (wrong, 4)):
+        np.add.at(expected[row], y, values)
+    assert np.allclose(tally.sums.numpy(), expected, rtol=1e-6, atol=1e-9)
+    assert result.loss == pytest.approx(loss.mean(), rel=1e-6) and result.error == wrong.mean()
