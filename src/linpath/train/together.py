@@ -2,16 +2,14 @@
 
 For a small fully connected model (LeNet-300-100) a step is a few small matrix products, and
 the time goes to Python and dispatch overhead as much as to arithmetic. Stacking the
-replicates' weights (R, out, in) lets every elementwise operation (ReLUs, the loss, the SGD
-update) and the input gradients run once for all replicates, with R times the work for the
-same overhead; the products that must match a replicate's solo training bit for bit run one
-per replicate (_StackedLinear).
+replicates' weights (R, out, in) and running each layer as one `baddbmm` gives each kernel R
+times the work for the same overhead.
 
 Replicate r stays replicate r: its own init (seed + r), its own data order, its own loss (a
 per-replicate mean, so its gradient is the one it gets alone), the SGD update of
 torch.optim.SGD applied elementwise to the stacked tensors. The forward products are the same
-kernels as nn.Linear's; the weight gradients are one product per replicate, as alone
-(tests/test_together.py checks that every replicate's checkpoints equal its solo training's).
+kernels as nn.Linear's (bitwise equal); the backward's batched products may differ from the
+per-replicate ones in the last bits (tests/test_together.py states and checks the tolerance).
 Each replicate's model holds views into the stacked tensors, so checkpoints, the log, the
 resume file and the evaluation are the per-replicate code, unchanged, writing the same files.
 
@@ -84,19 +82,16 @@ def _resume_step(run: RunDir, r: int) -> int:
 
 
 class _StackedLinear(torch.autograd.Function):
-    """y[r] = x[r] W[r]^T + b[r] for every replicate r, with the kernels nn.Linear uses alone:
-    one addmm per replicate forward (bit for bit nn.Linear's, and faster here than one baddbmm
-    for the 784 -> 300 layer), one product per replicate for the weight's gradient (a batched
-    one differs in the last bits for the small output layer, and SGD at lr 0.1 amplifies such
-    differences to 1e-3 within a few hundred steps), a batched product for the input's."""
+    """y[r] = x[r] W[r]^T + b[r] for every replicate r, with the gradients computed as
+    nn.Linear's autograd computes them alone: batched products where they are the same kernels
+    bit for bit (the forward, the input's gradient), one product per replicate for the weight's
+    gradient (a batched one differs in the last bits for the small output layer, and SGD at
+    lr 0.1 amplifies such differences to 1e-3 within a few hundred steps)."""
 
     @staticmethod
     def forward(ctx, x, w, b):
         ctx.save_for_backward(x, w)
-        y = x.new_empty(x.shape[0], x.shape[1], w.shape[1])
-        for r in range(len(x)):
-            torch.addmm(b[r], x[r], w[r].t(), out=y[r])
-        return y
+        return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
 
     @staticmethod
     def backward(ctx, g):
@@ -150,22 +145,16 @@ class StackedLeNet:
     def step(self, inputs: torch.Tensor, labels: torch.Tensor, lr: float) -> torch.Tensor:
         """One SGD step of every replicate; returns the replicates' losses (R,), detached."""
         logits = self.forward(inputs)
-        replicates, batch = labels.shape
-        # One cross-entropy over every replicate's examples: the gradient of its sum / batch is
-        # 1/batch per example, the same as of each replicate's mean loss, with a third of the ops.
-        each = F.cross_entropy(logits.view(replicates * batch, -1), labels.view(-1), reduction="none")
-        grads = torch.autograd.grad(each.sum() / batch, self.params)
+        losses = torch.stack([F.cross_entropy(logits[r], labels[r]) for r in range(len(logits))])
+        grads = torch.autograd.grad(losses.sum(), self.params)
         with torch.no_grad():
             self._update(grads, lr)
-            # the logged losses as each replicate's own mean cross-entropy computes them
-            return torch.stack([F.cross_entropy(logits[r], labels[r]) for r in range(replicates)])
+        return losses.detach()
 
     def _update(self, grads, lr: float) -> None:
-        """torch.optim.SGD's update (single-tensor form, dampening 0, no Nesterov), elementwise;
-        the weight decay is added in place to the gradients, which are this step's own."""
+        """torch.optim.SGD's update (single-tensor form, dampening 0, no Nesterov), elementwise."""
         if self.weight_decay:
-            for g, p in zip(grads, self.params):
-                g.add_(p, alpha=self.weight_decay)
+            grads = [g.add(p, alpha=self.weight_decay) for g, p in zip(grads, self.params)]
         if self.momentum:
             if self.buffers is None:
                 self.buffers = [g.clone() for g in grads]
