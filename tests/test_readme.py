@@ -94,11 +94,19 @@ def test_the_benchmark_figures_quoted_are_those_of_the_committed_outputs():
     assert len(peer) == 4
     for cells in peer:
         assert all(c in readme for c in cells[1:]), cells
-    runs = (outputs / "make_mnist_r3.txt").read_text()
-    totals = re.findall(r"^make mnist ([\d.]+) s$", runs, re.M)
-    sweeps = re.findall(r"87/87: .* \((\d+) s\)$", runs, re.M)
-    trainings = [max(map(float, m.split())) for m in re.findall(r"seconds at 18760: (.*)$", runs, re.M)]
-    assert len(totals) == len(sweeps) == len(trainings) == 4
-    for total, sweep, training in zip(totals, sweeps, trainings):
-        row = f" | {total} | {training:.1f} | {sweep} | {float(total) / 150:.2f} |"
-        assert row in readme, row
+    for name in ("make_mnist_r3.txt", "make_mnist_r4.txt"):
+        runs = (outputs / name).read_text()
+        totals = re.findall(r"^make mnist ([\d.]+) s$", runs, re.M)
+        sweeps = re.findall(r"87/87: .* \((\d+) s\)$", runs, re.M)
+        trainings = [max(map(float, m.split())) for m in re.findall(r"seconds at 18760: (.*)$", runs, re.M)]
+        assert len(totals) == len(sweeps) == len(trainings) == 4, name
+        for total, sweep, training in zip(totals, sweeps, trainings):
+            row = f" | {total} | {training:.1f} | {sweep} | {float(total) / 150:.2f} |"
+            assert row in readme, (name, row)
+    step_ab = (outputs / "step_ab.txt").read_text()
+    median = re.search(r"median ([\d.]+), new faster in (\d+)/(\d+)", step_ab)
+    assert (
+        f"old/new median {median[1]}" in readme and f"faster in {int(median[3]) - int(median[2])}" in readme
+    )
+    compiled = re.search(r"compilation included\): ([\d.]+) s", (outputs / "compile_step_ab.txt").read_text())
+    assert f"Compiling took {compiled[1]} s" in readme
