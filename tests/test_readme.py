@@ -110,3 +110,10 @@ def test_the_benchmark_figures_quoted_are_those_of_the_committed_outputs():
     )
     compiled = re.search(r"compilation included\): ([\d.]+) s", (outputs / "compile_step_ab.txt").read_text())
     assert f"Compiling took {compiled[1]} s" in readme
+    floor = (outputs / "mnist_floor_r4.txt").read_text()
+    peak = re.search(r"peak: (\d+) GFLOP/s", floor)[1]
+    steps = dict(re.findall(r"^  (plain|alone|together) +([\d.]+) ms", floor, re.M))
+    projected = re.search(r"projected job: .*: (\d+) s, ([\d.]+)x the floor", floor)
+    quoted = readme.replace("\n", " ")
+    assert f"measured {peak} GFLOP/s" in quoted and f"{projected[1]} s, {projected[2]}×" in quoted
+    assert all(f"{steps[k]} ms" in quoted for k in ("plain", "alone", "together")), steps
