@@ -110,6 +110,12 @@ def test_the_benchmark_figures_quoted_are_those_of_the_committed_outputs():
     )
     compiled = re.search(r"compilation included\): ([\d.]+) s", (outputs / "compile_step_ab.txt").read_text())
     assert f"Compiling took {compiled[1]} s" in readme
+    ab = (outputs / "make_mnist_ab_r4.txt").read_text()
+    jobs = re.findall(r"^(\w+): job ([\d.]+) s, training ([\d.]+) s, sweep \((\d+) s\)$", ab, re.M)
+    assert len(jobs) == 2 and ab.count("byte-identical") == 7 and "DIFFERENT" not in ab
+    quoted = readme.replace("\n", " ")
+    for commit, job, training, sweep in jobs:
+        assert f"{job} s (training {training} s, sweep {sweep} s)" in quoted, commit
     floor = (outputs / "mnist_floor_r4.txt").read_text()
     peak = re.search(r"peak: (\d+) GFLOP/s", floor)[1]
     steps = dict(re.findall(r"^  (plain|alone|together) +([\d.]+) ms", floor, re.M))
