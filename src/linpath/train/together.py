@@ -2,14 +2,14 @@
 
 For a small fully connected model (LeNet-300-100) a step is a few small matrix products, and
 the time goes to Python and dispatch overhead as much as to arithmetic. Stacking the
-replicates' weights (R, out, in) and running each layer as one `baddbmm` gives each kernel R
-times the work for the same overhead.
+replicates' weights (R, out, in) makes the activation, the loss, autograd and the SGD update
+one op for all replicates; the products stay one per replicate (see _StackedLinear).
 
 Replicate r stays replicate r: its own init (seed + r), its own data order, its own loss (a
 per-replicate mean, so its gradient is the one it gets alone), the SGD update of
-torch.optim.SGD applied elementwise to the stacked tensors. The forward products are the same
-kernels as nn.Linear's (bitwise equal); the backward's batched products may differ from the
-per-replicate ones in the last bits (tests/test_together.py states and checks the tolerance).
+torch.optim.SGD applied elementwise to the stacked tensors. Every product is the kernel
+nn.Linear uses alone, so the steps are bitwise those of the replicate trained alone
+(tests/test_together.py).
 Each replicate's model holds views into the stacked tensors, so checkpoints, the log, the
 resume file and the evaluation are the per-replicate code, unchanged, writing the same files.
 
@@ -82,21 +82,29 @@ def _resume_step(run: RunDir, r: int) -> int:
 
 
 class _StackedLinear(torch.autograd.Function):
-    """y[r] = x[r] W[r]^T + b[r] for every replicate r, with the gradients computed as
-    nn.Linear's autograd computes them alone: batched products where they are the same kernels
-    bit for bit (the forward, the input's gradient), one product per replicate for the weight's
-    gradient (a batched one differs in the last bits for the small output layer, and SGD at
-    lr 0.1 amplifies such differences to 1e-3 within a few hundred steps)."""
+    """y[r] = x[r] W[r]^T + b[r] for every replicate r, each product the one nn.Linear's
+    autograd computes alone (addmm forward, mm for both gradients), written in place into the
+    stacked outputs. Batched products (baddbmm, bmm) are faster but not bitwise the same on
+    every CPU: on an AVX-512/AMX Xeon baddbmm differs from addmm in the last bits for the
+    784->300 layer, and SGD at lr 0.1 amplifies such differences to 1e-3 within a few hundred
+    steps, so a replicate trained together would no longer be the one trained alone."""
 
     @staticmethod
     def forward(ctx, x, w, b):
         ctx.save_for_backward(x, w)
-        return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+        y = x.new_empty(x.shape[0], x.shape[1], w.shape[1])
+        for r in range(len(x)):
+            torch.addmm(b[r], x[r], w[r].t(), out=y[r])
+        return y
 
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.saved_tensors
-        gx = torch.bmm(g, w) if ctx.needs_input_grad[0] else None
+        gx = None
+        if ctx.needs_input_grad[0]:
+            gx = torch.empty_like(x)
+            for r in range(len(g)):
+                torch.mm(g[r], w[r], out=gx[r])
         gw = torch.empty_like(w)  # each replicate's product written in place: no stacking copy
         for r in range(len(g)):
             torch.mm(g[r].t(), x[r], out=gw[r])
