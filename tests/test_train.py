@@ -106,3 +106,18 @@ def test_an_edited_spec_is_refused(small_run, tmp_path):
     copy.spec_path.write_text(json.dumps(d))
     with pytest.raises(LinpathError, match="edited"):
         read_spec(copy)
+
+
+def test_training_one_replicate_alone_gives_that_replicate_of_the_full_run(small_run, data_root, tmp_path):
+    """`--replicate 1` (pipeline.train(only=[1])): a folder holding replicate 1 alone, its
+    checkpoints bitwise those of replicate 1 in the two-replicate run, and the spec's count
+    covering it."""
+    spec = read_spec(small_run)
+    run = pipeline.train(spec, tmp_path, data_root, device="cpu", progress=False, only=[1])
+    assert run.replicates() == [1] and not run.replicate_dir(0).exists()
+    assert read_spec(run).replicates == 2
+    assert run.saved_steps(1) == small_run.saved_steps(1)
+    for t in run.saved_steps(1):
+        a = torch.load(run.checkpoint(1, t), weights_only=True)
+        b = torch.load(small_run.checkpoint(1, t), weights_only=True)
+        assert all(torch.equal(a[k], b[k]) for k in a)

@@ -42,6 +42,18 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _replicate_ids(text: str) -> list[int]:
+    try:
+        ids = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected replicate numbers separated by commas, got {text!r}"
+        ) from None
+    if not ids or min(ids) < 0:
+        raise argparse.ArgumentTypeError(f"expected replicate numbers >= 0, got {text!r}")
+    return ids
+
+
 # Spec fields whose flag says more than the field's name: training's precision is
 # --train-precision, evaluation's --eval-precision, everywhere.
 FLAG_NAMES = {"precision": "train-precision"}
@@ -67,6 +79,13 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
         )
     g.add_argument(
         "--replicates", type=int, default=None, help="number of replicates (seeds seed..seed+R-1); default 3"
+    )
+    g.add_argument(
+        "--replicate",
+        dest="only",
+        type=_replicate_ids,
+        default=None,
+        help="train only these replicates, e.g. 2 or 0,2 (one per machine; 'linpath merge' combines the runs)",
     )
 
 
@@ -576,7 +595,9 @@ def _dispatch_stages(args, progress: bool) -> int:
         spec = _spec_from(args)
         setting = _setting(args) if args.command == "run" else None  # bad sweep options fail before training
         world = distributed.init(args.device)
-        run = pipeline.train(spec, args.out, args.data_root, args.device, progress, world, args.tensorboard)
+        run = pipeline.train(
+            spec, args.out, args.data_root, args.device, progress, world, args.tensorboard, args.only
+        )
         say = print if world.is_main else (lambda *a: None)
         say(f"trained: {run.root}")
         if args.command == "train":

@@ -56,17 +56,23 @@ def train(
     progress: bool = True,
     world: World = World(),
     tensorboard: bool = False,
+    only: list[int] | None = None,
 ) -> RunDir:
     """Train every replicate not yet finished: together, as batched matrix products, where the
     model is small (train/together.py); else, and under torchrun, one replicate at a time.
-    `tensorboard` switches the run's TensorBoard scalars on (runtime/tensorboard.py)."""
+    `tensorboard` switches the run's TensorBoard scalars on (runtime/tensorboard.py). `only`
+    trains just those replicates (one per machine, say, combined later by `linpath merge`); the
+    spec's replicate count is raised to cover them."""
+    if only:
+        _check_replicate_ids(only)
+        spec = replace(spec, replicates=max(spec.replicates, max(only) + 1))
     if tensorboard and world.is_main:
         tb.require()  # before anything is written
     run = open_run(spec, out) if world.is_main else RunDir(Path(out) / spec.run_name)
     if tensorboard and world.is_main:
         tb.enable(run.root)
     world.barrier()  # the run folder exists before any rank reads it
-    replicates = range(spec.replicates)
+    replicates = sorted(set(only)) if only else range(spec.replicates)
     if world.broadcast(all(run.done_marker(r).exists() for r in replicates)):
         return run
     source = datasets.load(spec.data.dataset, data_root, image_size=spec.data.image_size)
@@ -78,6 +84,12 @@ def train(
             spec, run, replicates, source, device=world.device(device), progress=progress, world=world
         )
     return run
+
+
+def _check_replicate_ids(only: list[int]) -> None:
+    bad = [r for r in only if isinstance(r, bool) or not isinstance(r, int) or r < 0]
+    if bad:
+        raise LinpathError(f"--replicate takes replicate numbers >= 0, got {bad[0]!r}")
 
 
 def sweep(
