@@ -69,4 +69,5 @@ def test_no_import_cycle():
 
 
 def test_import_chain_is_shallow():
-    assert depth(module_graph()) <= 12  # cli down to errors through one module per stage
+    # __main__ down to errors: no longer than one module per layer of pyproject.toml's 13
+    assert depth(module_graph()) <= 14

@@ -20,9 +20,8 @@ from linpath.engine.evaluator import PathEvaluator
 from linpath.engine.params import layer_specs, restrict, select
 from linpath.errors import LinpathError
 from linpath.models import build
-from linpath.sweep.grids import Grid
-from linpath.sweep.items import grid_of_key
-from linpath.sweep.setting import SweepSetting, params_slug
+from linpath.sweep.grids import Grid, grid_of_key
+from linpath.sweep.setting import SweepSetting, params_slug, parse_key
 from tests.oracle import plain_path
 from tests.test_cli import one_line_error
 
@@ -231,7 +230,7 @@ def test_setting_keys():
         and len(params_slug("fc*.bias")) == len("fc_.bias-") + 8
     )
     for key in keys:  # the item files of every such setting are checked against its grid
-        assert grid_of_key(key)[0] == SweepSetting().grid, key
+        assert parse_key(key).grid == SweepSetting().grid, key
     with pytest.raises(LinpathError, match="--hold only applies with --params"):
         SweepSetting(hold="start")
     with pytest.raises(LinpathError, match="unknown hold"):

@@ -178,7 +178,7 @@ def test_a_sweep_with_recompute_an_adaptive_grid_and_a_subset(small_run, data_ro
         )
         == 1
     )
-    rows = rows_of(sweep_module.item_path(small_run, setting, 0, 0))
+    rows = rows_of(small_run.item_file(setting.key, 0, 0))
     xs = [float(d["x"]) for d in rows]
     assert xs == sorted(xs) and len(xs) > 5 and xs[0] == 0.0 and xs[-1] == 1.0
     assert all(d["bn"] == "recompute" and d["examples"] == "500" and float(d["loss_se"]) > 0 for d in rows)

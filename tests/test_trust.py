@@ -27,7 +27,7 @@ from linpath.models import build
 from linpath.sweep.grids import Grid
 from linpath.sweep.items import item_problem
 from linpath.sweep.merge import format_rows, merge_paths
-from linpath.sweep.run import item_is_valid, item_path, missing_checkpoints, run_sweep
+from linpath.sweep.run import item_check, missing_checkpoints, run_sweep
 from linpath.sweep.setting import SweepSetting
 from tests.runs import copy_trained
 
@@ -72,10 +72,10 @@ CORRUPTIONS = {
 
 @pytest.mark.parametrize("case", list(CORRUPTIONS))
 def test_an_unfinished_item_file_is_recomputed_and_named(swept, mnist, case, capsys):
-    path = item_path(swept, SETTING, 0, 4)
+    path = swept.item_file(SETTING.key, 0, 4)
     good = path.read_text()
     path.write_text(CORRUPTIONS[case](good))
-    assert not item_is_valid(path, SETTING, 0, 4)
+    assert item_check(path, SETTING, 0, 4) is not None
     capsys.readouterr()
     assert run_sweep(swept, SETTING, mnist, from_steps=STEPS, replicates=[0], progress=False) == 1
     err = capsys.readouterr().err
@@ -87,13 +87,13 @@ def test_an_unfinished_item_file_is_recomputed_and_named(swept, mnist, case, cap
 
 def test_a_valid_item_is_not_recomputed(swept, mnist, capsys):
     for t in STEPS:
-        assert item_is_valid(item_path(swept, SETTING, 0, t), SETTING, 0, t)
+        assert item_check(swept.item_file(SETTING.key, 0, t), SETTING, 0, t) is None
     assert run_sweep(swept, SETTING, mnist, from_steps=STEPS, replicates=[0], progress=False) == 0
     assert "recomputing" not in capsys.readouterr().err
 
 
 def test_the_merge_leaves_out_an_invalid_item(swept, capsys):
-    path = item_path(swept, SETTING, 0, 4)
+    path = swept.item_file(SETTING.key, 0, 4)
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join(lines[:2]))  # one row of three: a 1-point "curve"
     assert merge_paths(swept) == 3
@@ -115,7 +115,7 @@ def test_adaptive_items_are_checked_against_range_and_initial_points(tmp_path):
         return path
 
     assert item_problem(item([0.0, 0.25, 0.5, 0.75, 1.0])) is None
-    assert item_problem(item([0.0, 0.25, 0.5, 0.75, 1.0]), grid) is None
+    assert item_problem(item([0.0, 0.25, 0.5, 0.75, 1.0]), SweepSetting(grid=grid)) is None
     assert "initial points are missing" in item_problem(item([0.0, 0.25, 1.0]))
     assert "outside the grid's range" in item_problem(item([0.0, 0.5, 1.0, 1.5]))
 
@@ -173,7 +173,7 @@ def test_a_nonfinite_checkpoint_is_refused_naming_the_tensor(small_run, mnist, t
     assert run_sweep(
         run, SETTING, mnist, from_steps=[4], replicates=[0], progress=False, allow_nonfinite=True
     )
-    rows = item_path(run, SETTING, 0, 4).read_text().splitlines()[1:]
+    rows = run.item_file(SETTING.key, 0, 4).read_text().splitlines()[1:]
     losses = [float(r.split(",")[7]) for r in rows]
     errors = [float(r.split(",")[8]) for r in rows]
     assert all(math.isnan(v) for v in losses + errors)  # before: error 0.9 beside a NaN loss
@@ -369,7 +369,7 @@ def test_from_steps_at_the_final_step_says_so(swept, mnist, capsys):
 
 def test_sweep_progress_to_a_pipe_is_one_line_per_item(swept, mnist, capsys):
     for t in STEPS:
-        item_path(swept, SETTING, 0, t).unlink()
+        swept.item_file(SETTING.key, 0, t).unlink()
     run_sweep(swept, SETTING, mnist, from_steps=STEPS, replicates=[0], progress=True)
     err = capsys.readouterr().err
     assert "\r" not in err

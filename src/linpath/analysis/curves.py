@@ -72,18 +72,13 @@ class Curves:
 
 def settings_of(run: RunDir) -> list[str]:
     """The run's sweep settings that have finished items, the paper's first."""
-    keys = (
-        [p.name for p in run.sweep_dir.iterdir() if p.is_dir() and any(p.glob("r*-t*.csv"))]
-        if run.sweep_dir.is_dir()
-        else []
-    )
-    return sorted(keys, key=lambda k: (k != PAPER_SETTING, k))
+    return sorted(run.swept_settings(), key=lambda k: (k != PAPER_SETTING, k))
 
 
 def load_curves(run: RunDir, setting: str) -> Curves:
     """The curves of one sweep setting, read from its item files."""
-    folder = run.sweep_dir / setting
-    files = valid_items(run, setting) if folder.is_dir() else []
+    folder = run.setting_dir(setting)
+    files = valid_items(run, setting)
     if not files:
         raise LinpathError(
             f"{run.root} has no finished paths for the sweep setting {setting!r}; sweep it first"

@@ -1,22 +1,37 @@
-"""RunDir: where every file of a run folder lives.
+"""RunDir: where every file of a run folder lives. No other module builds a path inside one.
 
 runs/<preset>-<hash>/
   spec.json                       the resolved spec (hash verified on every open)
+  openlth.json                    only in a run imported from OpenLTH (its steps are OpenLTH's)
   replicate-<r>/checkpoints/iter-<t>.pt   model state after t updates (kept steps)
   replicate-<r>/resume.pt         model + optimizer + step, for resuming training
   replicate-<r>/train_log.csv     per-epoch log
+  replicate-<r>/DONE              the replicate's last step, written when it finished
   sweep/<key>/r<r>-t<t>.csv       one finished path (replicate, t) of one sweep setting
-  paths.csv                       every evaluated point (merged from sweep/)
-  metrics.csv, figures/, report.md
+  results/<key>/                  that setting's tables and figures
+  paths.csv, report.md            every setting's points; the report
+  layers/<key>-hold<end|start>/   the per-layer mode's table and figures
+  plane/<key>/, trajectory/r<r>/, spawn/r<r>-t<T>/   planes, trajectories, spawns
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 
 from linpath.io.files import remove_stale_temporaries
 from linpath.io.lock import folder_lock
+
+_ITEM_NAME = re.compile(r"^r(\d+)-t(\d+)\.csv$")
+
+
+def numbered(folder: Path, prefix: str, suffix: str = "") -> list[tuple[int, Path]]:
+    """(n, path) for every entry of `folder` named prefix + digits + suffix (replicate-3,
+    iter-0000016.pt), sorted by n; entries with other names are left out."""
+    name = re.compile(re.escape(prefix) + r"(\d+)" + re.escape(suffix))
+    entries = folder.glob(f"{prefix}*{suffix}") if folder.is_dir() else []
+    return sorted((int(m.group(1)), p) for p in entries if (m := name.fullmatch(p.name)))
 
 
 class RunDir:
@@ -28,6 +43,15 @@ class RunDir:
     @property
     def spec_path(self) -> Path:
         return self.root / "spec.json"
+
+    @property
+    def openlth_info(self) -> Path:
+        return self.root / "openlth.json"
+
+    @property
+    def is_imported(self) -> bool:
+        """Whether the run was imported from OpenLTH: its kept steps are OpenLTH's, not the schedule's."""
+        return self.openlth_info.exists()
 
     def replicate_dir(self, r: int) -> Path:
         return self.root / f"replicate-{r}"
@@ -44,12 +68,45 @@ class RunDir:
     def train_log(self, r: int) -> Path:
         return self.replicate_dir(r) / "train_log.csv"
 
+    def train_logs(self) -> list[tuple[int, Path]]:
+        """(r, train_log.csv) of every replicate folder holding a log, by r."""
+        return [
+            (r, self.train_log(r))
+            for r, _ in numbered(self.root, "replicate-")
+            if self.train_log(r).is_file()
+        ]
+
     def done_marker(self, r: int) -> Path:
         return self.replicate_dir(r) / "DONE"
 
     @property
     def sweep_dir(self) -> Path:
         return self.root / "sweep"
+
+    def setting_dir(self, setting: str) -> Path:
+        """One sweep setting's item files (named by its key)."""
+        return self.sweep_dir / setting
+
+    def item_file(self, setting: str, r: int, t: int) -> Path:
+        """The file of one finished path (replicate r, start t) of a sweep setting."""
+        return self.setting_dir(setting) / f"r{r}-t{t:07d}.csv"
+
+    @staticmethod
+    def item_of(path: Path) -> tuple[int, int] | None:
+        """(r, t) that an item file's name stands for; None for any other name."""
+        m = _ITEM_NAME.match(Path(path).name)
+        return (int(m.group(1)), int(m.group(2))) if m else None
+
+    def item_files(self, setting: str) -> list[Path]:
+        """The item files of a sweep setting, sorted by name (replicate, then t)."""
+        folder = self.setting_dir(setting)
+        files = folder.glob("r*-t*.csv") if folder.is_dir() else []
+        return sorted(p for p in files if self.item_of(p) is not None)
+
+    def swept_settings(self) -> list[str]:
+        """The sweep settings holding at least one item file, by name."""
+        folders = self.sweep_dir.iterdir() if self.sweep_dir.is_dir() else []
+        return sorted(p.name for p in folders if p.is_dir() and self.item_files(p.name))
 
     @property
     def paths_csv(self) -> Path:
@@ -59,30 +116,45 @@ class RunDir:
         """One sweep setting's own table, metrics and figures."""
         return self.root / "results" / setting
 
+    def results_settings(self, name: str) -> list[Path]:
+        """results/<setting>/ of every setting whose folder holds the table `name`."""
+        folder = self.root / "results"
+        return sorted(p for p in folder.glob("*") if (p / name).is_file()) if folder.is_dir() else []
+
+    def layers_dir(self, setting: str, hold: str) -> Path:
+        """The per-layer mode's table and figures for a setting (apart from results/, whose
+        folders are sweep settings)."""
+        return self.root / "layers" / f"{setting}-hold{hold}"
+
+    def plane_dir(self, key: str) -> Path:
+        return self.root / "plane" / key
+
+    def plane_dirs(self) -> list[Path]:
+        """The run's finished planes (folders holding plane.csv)."""
+        return sorted(p.parent for p in (self.root / "plane").glob("*/plane.csv"))
+
+    def trajectory_dir(self, r: int) -> Path:
+        return self.root / "trajectory" / f"r{r}"
+
+    @property
+    def spawn_root(self) -> Path:
+        return self.root / "spawn"
+
+    def spawn_dir(self, r: int, t: int) -> Path:
+        """The spawn of replicate r's children at step t."""
+        return self.spawn_root / f"r{r}-t{t:07d}"
+
     @property
     def report(self) -> Path:
         return self.root / "report.md"
 
     def saved_steps(self, r: int) -> list[int]:
         """Steps with a checkpoint on disk for replicate r, ascending."""
-        folder = self.checkpoint_dir(r)
-        if not folder.is_dir():
-            return []
-        steps = []
-        for p in folder.glob("iter-*.pt"):
-            with contextlib.suppress(ValueError):
-                steps.append(int(p.stem.split("-", 1)[1]))
-        return sorted(steps)
+        return [t for t, _ in numbered(self.checkpoint_dir(r), "iter-", ".pt")]
 
     def replicates(self) -> list[int]:
         """Replicates whose training finished."""
-        out = []
-        for p in self.root.glob("replicate-*"):
-            with contextlib.suppress(ValueError):
-                r = int(p.name.split("-", 1)[1])
-                if self.done_marker(r).exists():
-                    out.append(r)
-        return sorted(out)
+        return [r for r, _ in numbered(self.root, "replicate-") if self.done_marker(r).exists()]
 
     def remove_stale_temporaries(self, folder: Path) -> int:
         return remove_stale_temporaries(folder)

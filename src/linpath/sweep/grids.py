@@ -17,13 +17,14 @@
   values:X1,X2,...       explicit positions (strictly increasing); a bare list X1,X2,... too.
 
 A grid is a value (frozen dataclass); its `key` names the sweep folder, so different grids
-never share result files.
+never share result files. The key is written and read back here only (Grid.key, grid_of_key).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -145,6 +146,34 @@ class Grid:
         if self.kind == "adaptive":
             return f"adaptive{self.points}-tol{self.tol:g}-{self.quantity}{span}"
         return f"{self.kind}{self.points}{span}"
+
+
+_FIXED_KEY = re.compile(
+    r"^(?P<kind>uniform|dense-start|dense-end)(?P<n>\d+)(?:\[(?P<a>[^,\]]+),(?P<b>[^\]]+)\])?$"
+)
+_ADAPTIVE_KEY = re.compile(
+    r"^adaptive(?P<n>\d+)-tol(?P<tol>[^-\[]+)-(?P<q>loss|error|both)(?:\[(?P<a>[^,\]]+),(?P<b>[^\]]+)\])?$"
+)
+
+
+def grid_of_key(key: str) -> tuple[Grid | None, bool]:
+    """The grid a Grid.key names, and whether its positions are exact (False: the key rounds
+    the range with %g, so x are to be compared with a tolerance); (None, False) when the key
+    does not determine the grid (a values grid is named by a digest) or is no grid's key."""
+    fixed, adaptive = _FIXED_KEY.match(key), _ADAPTIVE_KEY.match(key)
+    found = fixed or adaptive
+    if found is None:
+        return None, False
+    try:
+        kw = {"kind": fixed.group("kind") if fixed else "adaptive", "points": int(found.group("n"))}
+        if found.group("a") is not None:
+            kw.update(start=float(found.group("a")), stop=float(found.group("b")))
+        if adaptive:
+            kw.update(tol=float(adaptive.group("tol")), quantity=adaptive.group("q"))
+        grid = Grid(**kw)
+    except (ValueError, LinpathError):  # a name that only looks like a key
+        return None, False
+    return grid, found.group("a") is None
 
 
 def _number(text: str, what: str, spec: str) -> float:

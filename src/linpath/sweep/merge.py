@@ -18,7 +18,7 @@ __all__ = ["PATH_COLUMNS", "format_rows", "merge_paths", "setting_rows", "valid_
 def valid_items(run: RunDir, setting: str) -> list[Path]:
     """The setting's item files that pass sweep.items.item_problem; the others are named in a warning."""
     good = []
-    for path in sorted((run.sweep_dir / setting).glob("r*-t*.csv")):
+    for path in run.item_files(setting):
         if problem := item_problem(path):
             print(f"linpath: warning: left out of the tables: {path}: {problem}", file=sys.stderr)
         else:

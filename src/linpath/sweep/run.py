@@ -40,7 +40,7 @@ def _say(kind: str, message: str) -> None:
 def missing_checkpoints(run: RunDir, spec, source) -> list[tuple[int, int, Path]]:
     """(replicate, t, file) for every kept t of the schedule that a finished replicate has no
     checkpoint for. Imported runs (openlth.json) keep OpenLTH's steps, not the schedule's: none."""
-    if (run.root / "openlth.json").exists():
+    if run.is_imported:
         return []
     kept = Schedule.of(spec, source.num_train_examples).kept()
     out = []
@@ -77,30 +77,22 @@ def work_items(
     return items
 
 
-def item_path(run: RunDir, setting: SweepSetting, r: int, t: int):
-    return run.sweep_dir / setting.key / f"r{r}-t{t:07d}.csv"
-
-
 def item_check(path: Path, setting: SweepSetting, r: int, t: int) -> str | None:
     """Why the item file of (r, t) under `setting` is not finished (None when it is): missing,
     empty, cut short, a row missing or extra, a non-number, x values that are not the grid's."""
     path = Path(path)
-    if path.name != f"r{r}-t{t:07d}.csv":
+    if RunDir.item_of(path) != (r, t):
         return f"it is not the file of replicate {r}, t={t}"
     if not path.exists():
         return "missing"
-    return item_problem(path, setting.grid, True, setting.split, setting.bn, setting.precision)
-
-
-def item_is_valid(path: Path, setting: SweepSetting, r: int, t: int) -> bool:
-    return item_check(path, setting, r, t) is None
+    return item_problem(path, setting)
 
 
 def _unfinished(run: RunDir, setting: SweepSetting, items, announce: bool) -> list[tuple[int, int]]:
     """The items without a valid file; each invalid (not just missing) one is named on stderr."""
     todo = []
     for r, t in items:
-        path = item_path(run, setting, r, t)
+        path = run.item_file(setting.key, r, t)
         problem = item_check(path, setting, r, t)
         if problem is None:
             continue
@@ -222,7 +214,7 @@ def run_sweep(
             raise LinpathError(
                 f"{run.checkpoint(r, t)} and {run.checkpoint(r, schedule.total)}: {e}"
             ) from None
-        atomic_write_text(item_path(run, setting, r, t), format_rows(rows))
+        atomic_write_text(run.item_file(setting.key, r, t), format_rows(rows))
         bar.update(len(setting.grid.xs()))
         if plain:
             where = f"rank {world.rank} " if world.active else ""

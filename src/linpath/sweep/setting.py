@@ -1,19 +1,31 @@
-"""A sweep setting: everything besides the checkpoints that decides a sweep's numbers. Its key
-names the folder its item files live in, so different settings never share results."""
+"""A sweep setting: everything besides the checkpoints that decides a sweep's numbers.
+
+This one dataclass is also the setting's command-line flags (add_flags, from_args: the same
+names, defaults and parsing on every command that evaluates paths) and its key, the name of
+the folder its item files live in (key, parse_key), so different settings never share
+results. A new field is declared here once, with its flag and its part of the key.
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass, field
 
-from linpath.engine.bn_stats import DEFAULT_BN_BATCHES, check_bn_policy
-from linpath.engine.params import check_hold, spec_terms
+from linpath.engine.bn_stats import BN_POLICIES, DEFAULT_BN_BATCHES, check_bn_policy
+from linpath.engine.params import HOLDS, check_hold, spec_terms
 from linpath.errors import LinpathError
-from linpath.runtime.device import check_precision
-from linpath.sweep.grids import Grid
+from linpath.runtime.device import PRECISIONS, check_precision
+from linpath.sweep.grids import Grid, grid_of_key, parse_grid
 
 SPLITS = ("test", "train")
+
+
+def _flag(flag: str, help: str, **argparse_options) -> dict:
+    """A field's command-line flag: its name, help and argparse options (type, choices, metavar)."""
+    return {"flag": flag, "help": help, **argparse_options}
 
 
 def _positive_int(value, flag: str, allow_zero: bool = False) -> None:
@@ -25,14 +37,60 @@ def _positive_int(value, flag: str, allow_zero: bool = False) -> None:
 class SweepSetting:
     """What decides the numbers of a sweep, besides the checkpoints."""
 
-    split: str = "test"
-    bn: str = "interpolate"
-    grid: Grid = field(default_factory=Grid)
-    precision: str = "fp32"
-    bn_batches: int = DEFAULT_BN_BATCHES  # recompute only: training batches per point
-    eval_examples: int = 0  # a class-stratified subset of the split; 0: all of it
-    params: str = ""  # a parameter subset (engine/params.py); "": every tensor moves
-    hold: str = "end"  # where the tensors outside `params` stay
+    split: str = field(
+        default="test", metadata=_flag("--split", "evaluation split (default test)", choices=SPLITS)
+    )
+    bn: str = field(
+        default="interpolate",
+        metadata=_flag("--bn", "BatchNorm policy along the path (default interpolate)", choices=BN_POLICIES),
+    )
+    grid: Grid = field(  # its flags are --grid and the shorthand --points (_add_grid_flags)
+        default_factory=Grid,
+        metadata=_flag(
+            "--grid",
+            "grid of x, overrides --points: uniform:N[:A:B], dense-end:N[:A:B], dense-start:N[:A:B], "
+            "adaptive[:N[:TOL[:A:B]]][:loss|error|both], values:X1,X2,... (see docs/engine.md)",
+        ),
+    )
+    precision: str = field(
+        default="fp32",
+        metadata=_flag("--eval-precision", "evaluation arithmetic (default fp32)", choices=PRECISIONS),
+    )
+    bn_batches: int = field(  # recompute only: training batches per point
+        default=DEFAULT_BN_BATCHES,
+        metadata=_flag(
+            "--bn-batches",
+            f"recompute policy: training batches per point (default {DEFAULT_BN_BATCHES})",
+            type=int,
+        ),
+    )
+    eval_examples: int = field(  # a class-stratified subset of the split; 0: all of it
+        default=0,
+        metadata=_flag(
+            "--eval-examples",
+            "evaluate a fixed class-stratified subset of N examples, with standard errors "
+            "(default: the whole split)",
+            type=int,
+        ),
+    )
+    params: str = field(  # a parameter subset (engine/params.py); "": every tensor moves
+        default="",
+        metadata=_flag(
+            "--params",
+            "move only these tensors, the others held (see --hold): glob patterns such as 'fc1.*' or "
+            "'fc*.bias', 'weights', 'biases', 'bn' (BatchNorm parameters and statistics), 'layer:NAME'; "
+            "comma-separated for a union. A setting of its own (default: every tensor moves)",
+            metavar="SPEC",
+        ),
+    )
+    hold: str = field(  # where the tensors outside `params` stay
+        default="end",
+        metadata=_flag(
+            "--hold",
+            "where the tensors outside --params stay: end (trained, the default, as Vlaar & Frankle) or start",
+            choices=HOLDS,
+        ),
+    )
 
     def __post_init__(self):
         if self.split not in SPLITS:
@@ -49,11 +107,117 @@ class SweepSetting:
 
     @property
     def key(self) -> str:
-        """The sweep folder's name: everything that changes the numbers."""
+        """The sweep folder's name: everything that changes the numbers (parse_key reads it)."""
+        return self.key_with_split(self.split)
+
+    def key_with_split(self, split_name: str) -> str:
+        """The key with another name in the split's place (`linpath path` on a data file: its name)."""
         bn = f"recompute{self.bn_batches}" if self.bn == "recompute" else self.bn
         subset = f"-n{self.eval_examples}" if self.eval_examples else ""
         params = f"-params[{params_slug(self.params)}]-hold{self.hold}" if self.params else ""
-        return f"{self.split}-{bn}-{self.grid.key}-{self.precision}{subset}{params}"
+        return f"{split_name}-{bn}-{self.grid.key}-{self.precision}{subset}{params}"
+
+    @classmethod
+    def add_flags(cls, group, omit: tuple[str, ...] = (), **defaults) -> None:
+        """Every field's flag on an argparse parser or group, but the fields in `omit`;
+        `defaults` replace a flag's default (e.g. points=25), by field name or 'points'."""
+        for f in dataclasses.fields(cls):
+            if f.name in omit:
+                continue
+            if f.name == "grid":
+                _add_grid_flags(group, f.metadata, defaults.get("points", Grid().points))
+                continue
+            meta = {k: v for k, v in f.metadata.items() if k not in ("flag", "help")}
+            group.add_argument(
+                f.metadata["flag"],
+                dest=f.name,
+                default=defaults.get(f.name, f.default),
+                help=f.metadata["help"],
+                **meta,
+            )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **fixed) -> SweepSetting:
+        """The setting of parsed flags (add_flags'); `fixed` gives fields their flags did not."""
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.name in fixed:
+                values[f.name] = fixed[f.name]
+            elif f.name == "grid":
+                text = getattr(args, "grid", None)
+                values["grid"] = parse_grid(text) if text is not None else Grid(points=args.points)
+            elif hasattr(args, f.name):
+                value = getattr(args, f.name)
+                values[f.name] = f.default if value is None and f.name == "params" else value
+        return cls(**values)
+
+
+def _add_grid_flags(group, meta: dict, points: int) -> None:
+    group.add_argument(
+        "--points",
+        type=int,
+        default=points,
+        help=f"grid size: evenly spaced x in [0, 1], ends included (default {points})",
+    )
+    group.add_argument(meta["flag"], dest="grid", default=None, help=meta["help"])
+
+
+@dataclass(frozen=True)
+class KeyFields:
+    """What a sweep folder's key tells of its setting (parse_key). grid is None where the key
+    names it by a digest (values grids); grid_exact is False where the key rounds its range;
+    params is None where the key holds a digest of it rather than the subset itself."""
+
+    split: str
+    bn: str
+    bn_batches: int
+    grid: Grid | None
+    grid_exact: bool
+    precision: str
+    eval_examples: int
+    params: str | None
+    hold: str
+
+    def setting(self) -> SweepSetting | None:
+        """The setting itself, when the key determines every field exactly."""
+        if self.grid is None or not self.grid_exact or self.params is None:
+            return None
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(SweepSetting)}
+        return SweepSetting(**fields)
+
+
+_KEY = re.compile(
+    r"^(?P<split>[a-z]+)-(?P<bn>[a-z]+)(?P<bn_batches>\d+)?-(?P<grid>.+)-(?P<precision>"
+    + "|".join(PRECISIONS)
+    + r")(?:-n(?P<n>\d+))?(?:-params\[(?P<params>[A-Za-z0-9._,=]+?)(?P<digest>-[0-9a-f]{8})?\]-hold(?P<hold>"
+    + "|".join(HOLDS)
+    + "))?$"
+)
+
+
+def parse_key(key: str) -> KeyFields | None:
+    """The fields a sweep folder's key names (SweepSetting.key read back); None when the name is
+    no setting's key."""
+    m = _KEY.match(key)
+    if m is None or m.group("bn") not in BN_POLICIES:
+        return None
+    if (m.group("bn") == "recompute") != (m.group("bn_batches") is not None):
+        return None
+    grid, exact = grid_of_key(m.group("grid"))
+    plain_params = m.group("params") and not m.group("digest")
+    return KeyFields(
+        split=m.group("split"),
+        bn=m.group("bn"),
+        bn_batches=int(m.group("bn_batches") or DEFAULT_BN_BATCHES),
+        grid=grid,
+        grid_exact=exact,
+        precision=m.group("precision"),
+        eval_examples=int(m.group("n") or 0),
+        params=m.group("params").replace("layer=", "layer:")
+        if plain_params
+        else ("" if not m.group("params") else None),
+        hold=m.group("hold") or "end",
+    )
 
 
 def params_slug(spec: str) -> str:
