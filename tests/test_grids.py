@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from linpath.analysis.metrics import rise_over_start
+from linpath.analysis.metrics import metric
 from linpath.errors import LinpathError
 from linpath.sweep.grids import Grid, parse_grid
 
@@ -121,10 +121,10 @@ def test_adaptive_finds_the_barrier_of_the_100_point_grid_with_under_30_percent_
     xs, fa, evaluations = run_grid(parse_grid("adaptive"), f)
     assert evaluations <= 30 and len(set(xs)) == evaluations
     assert xs == sorted(xs) and xs[0] == 0.0 and xs[-1] == 1.0
-    reference = rise_over_start(xs100, f100)
-    ours = rise_over_start(xs, fa)
+    reference = metric("rise_over_start", xs100, f100)
+    ours = metric("rise_over_start", xs, fa)
     dense = np.linspace(0, 1, 100_001)
-    true = rise_over_start(dense, f(dense))
+    true = metric("rise_over_start", dense, f(dense))
     # within 1 % (or 0.002) of the 100-point grid's, or closer than it to the true height
     assert abs(ours - reference) <= max(0.01 * abs(reference), 0.002) or abs(ours - true) <= abs(
         reference - true

@@ -2,12 +2,14 @@
 
 import csv
 
+import numpy as np
 import pytest
 import torch
 
 from linpath import pipeline
+from linpath.analysis.metrics import metric
 from linpath.cli import main
-from linpath.commands.spawn import SpawnDir, barrier, child_seed, parent_state, spawn, spawn_dir
+from linpath.commands.spawn import SpawnDir, child_seed, parent_state, spawn, spawn_dir
 from linpath.config.presets import preset
 from linpath.config.spec import read_spec
 from linpath.errors import LinpathError
@@ -61,7 +63,9 @@ def test_spawn_trains_children_and_measures_instability(momentum_run, mnist):
     assert list(table[0]) == PATH_COLUMNS and len(table) == 5
     assert {(d["replicate"], d["t"]) for d in table} == {("0", str(T))}
     errors = [float(d["error"]) for d in table]
-    assert rows[0]["error_barrier"] == pytest.approx(barrier(errors))
+    assert rows[0]["error_barrier"] == pytest.approx(
+        metric("barrier", np.linspace(0, 1, len(errors)), errors)
+    )
     assert (momentum_run.root / "spawn" / "instability.csv").is_file()
     assert (momentum_run.root / "spawn" / "instability.png").is_file()
     assert sdir.pair_csv(0, 1).with_suffix(".png").is_file()
@@ -77,7 +81,7 @@ def test_child_seeds_differ():
 
 
 def test_barrier():
-    assert barrier([0.1, 0.5, 0.3]) == pytest.approx(0.3)
+    assert metric("barrier", [0.0, 0.5, 1.0], [0.1, 0.5, 0.3]) == pytest.approx(0.3)
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from linpath.engine.evaluator import PathEvaluator
 from linpath.engine.params import layer_specs, restrict, select
 from linpath.errors import LinpathError
 from linpath.models import build
-from linpath.sweep.grids import Grid, grid_of_key
+from linpath.sweep.grids import Grid
 from linpath.sweep.setting import SweepSetting, params_slug, parse_key
 from tests.oracle import plain_path
 from tests.test_cli import one_line_error

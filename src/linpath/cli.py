@@ -15,7 +15,7 @@ import sys
 import typing
 from pathlib import Path
 
-from linpath.analysis.metrics import METRICS
+from linpath.analysis.metrics import HEIGHTS
 from linpath.config.presets import PRESETS, preset
 from linpath.config.spec import DataSpec, ModelSpec, TrainSpec, override_fields, read_spec
 from linpath.engine.bn_stats import BN_POLICIES, DEFAULT_BN_BATCHES
@@ -181,7 +181,7 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
 def _add_report_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--metric",
-        choices=METRICS[:-1],
+        choices=HEIGHTS,
         default="rise_over_start",
         help="the metric of Figure 3 (default rise_over_start, the paper's)",
     )

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from linpath.analysis.metrics import METRICS, path_metrics
+from linpath.analysis.metrics import TABLE_METRICS, path_metrics
 from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
 from linpath.io.tables import read_csv_rows
@@ -22,7 +22,7 @@ from linpath.sweep.merge import valid_items
 QUANTITIES = ("loss", "error")
 PAPER_SETTING = "test-interpolate-uniform100-fp32"  # the paper's: test split, full set, 100 points
 VALUES = ("start_value", "end_value", "max_value")
-REPLICATE_COLUMNS = ["setting", "replicate", "t", "quantity", *METRICS, *VALUES]
+REPLICATE_COLUMNS = ["setting", "replicate", "t", "quantity", *TABLE_METRICS, *VALUES]
 SUMMARY_COLUMNS = [
     "setting",
     "t",

@@ -18,16 +18,14 @@ import numpy as np  # noqa: E402
 
 from linpath.analysis.curves import Curves  # noqa: E402
 from linpath.analysis.intervals import CONFIDENCE, aggregate  # noqa: E402
+from linpath.analysis.metrics import BY_NAME  # noqa: E402
 from linpath.errors import LinpathError  # noqa: E402
 
 LABELS = {"loss": "test loss (cross-entropy)", "error": "test error"}
-METRIC_WORDS = {
-    "rise_over_start": "rise above the start",
-    "rise_over_endpoints": "rise above both ends",
-    "rise_over_chord": "rise above the chord",
-    "monotonicity_gap": "monotonicity gap",
-    "convexity_gap": "convexity gap",
-}
+
+
+def _words(metric: str) -> str:
+    return BY_NAME[metric].words if metric in BY_NAME else metric
 
 
 def _label(quantity: str, split: str) -> str:
@@ -152,16 +150,14 @@ def figure3(
         ax.axhline(0, color="gray", linewidth=0.8)
         ax.set_xscale("log")
         ax.set_xlim(positions.min() / 1.5, positions.max() * 1.5)  # also when no value is finite
-        ax.set_ylabel(f"{METRIC_WORDS.get(metric, metric)}\nof the {_label(q, curves.split)}", fontsize=9)
+        ax.set_ylabel(f"{_words(metric)}\nof the {_label(q, curves.split)}", fontsize=9)
         ax.grid(alpha=0.3, which="both")
     ticks = [p for p in (0.5, 1, 4, 16, 64, 256, 1024, 4096, 16384, 65536) if p <= positions.max()]
     axes[1].set_xticks(ticks)
     axes[1].set_xticklabels(["0" if p == 0.5 else f"{int(p)}" for p in ticks])
     axes[1].set_xlabel("starting iteration t (log scale; t = 0 at the left edge)")
     what = (
-        "maximum increase above the start, max f(x) - f(0)"
-        if metric == "rise_over_start"
-        else METRIC_WORDS.get(metric, metric)
+        "maximum increase above the start, max f(x) - f(0)" if metric == "rise_over_start" else _words(metric)
     )
     band = f"mean over replicates, {CONFIDENCE:.0%} bootstrap interval"
     fig.suptitle(f"{title}: {what}\nalong the path from t to the final state ({band})")

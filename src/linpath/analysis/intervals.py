@@ -14,30 +14,10 @@ import math
 import numpy as np
 
 from linpath.analysis.curves import QUANTITIES, VALUES, Curves
-from linpath.analysis.metrics import METRICS
+from linpath.analysis.metrics import BY_NAME, TABLE_METRICS
 
 BOOTSTRAP_DRAWS = 2000
 CONFIDENCE = 0.95
-
-
-def _rise_over_start(f):
-    return f.max(axis=-1) - f[..., 0]
-
-
-def _rise_over_endpoints(f):
-    return f.max(axis=-1) - np.maximum(f[..., 0], f[..., -1])
-
-
-def _rise_over_chord(f, x):
-    w = (x - x[0]) / (x[-1] - x[0])
-    return (f - ((1 - w) * f[..., :1] + w * f[..., -1:])).max(axis=-1)
-
-
-VECTORIZED = {
-    "rise_over_start": lambda f, x: _rise_over_start(f),
-    "rise_over_endpoints": lambda f, x: _rise_over_endpoints(f),
-    "rise_over_chord": _rise_over_chord,
-}
 
 
 def bootstrap_interval(
@@ -53,13 +33,13 @@ def bootstrap_intervals(
     """bootstrap_interval for several metrics from one set of resampled curves (the same draws
     as each would make alone, so each interval is the one it would get alone)."""
     out = {m: (math.nan, math.nan) for m in metrics}
-    wanted = [m for m in metrics if m in VECTORIZED]
+    wanted = [m for m in metrics if m in BY_NAME and BY_NAME[m].interval]
     sample = _resampled(curves, t, quantity, draws, seed) if wanted else None
     if sample is None:
         return out
     x = curves.at(t)[0]["x"]
     for m in wanted:
-        means = VECTORIZED[m](sample, x).mean(axis=1)
+        means = BY_NAME[m].of(x, sample).mean(axis=1)
         lo, hi = np.quantile(means, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
         out[m] = (float(lo), float(hi))
     return out
@@ -87,7 +67,7 @@ def _resampled(curves: Curves, t: int, quantity: str, draws: int, seed: int) -> 
 def summary_rows(curves: Curves, rows: list[dict]) -> list[dict]:
     """Per (t, quantity, metric): replicates, mean, std (NaN for one), median, bootstrap interval."""
     out = []
-    metrics = (*METRICS, *VALUES)
+    metrics = (*TABLE_METRICS, *VALUES)
     for t in curves.steps:
         for q in QUANTITIES:
             group = [row for row in rows if row["t"] == t and row["quantity"] == q]

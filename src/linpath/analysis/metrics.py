@@ -10,44 +10,39 @@ For a curve sampled at x_0 < x_1 < ... < x_n (x_0 = 0 is the start, x_n = 1 the 
                        around it; 0 exactly when the sampled curve is convex.
   argmax_x             the x of the maximum (the first one on ties).
 Chord terms use the grid's own end points, so they also hold for grids beyond [0, 1].
+  barrier              max_i f(x_i) - (f(x_0) + f(x_n)) / 2     (Frankle et al. 2020's instability;
+                       used by spawn, not tabulated)
 Curves with NaN or inf values give NaN (inf where the maximum is +inf) rather than an error.
+
+Each metric is one entry of METRICS, read by every consumer: the tables' columns (analysis/
+curves.py), the bootstrap intervals (intervals.py, for entries with `interval`), the figures'
+words, the CLI's --metric choices, spawn's barrier. A new metric is one entry here.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-METRICS = (
-    "rise_over_start",
-    "rise_over_endpoints",
-    "rise_over_chord",
-    "monotonicity_gap",
-    "convexity_gap",
-    "argmax_x",
-)
+
+def _rise_over_start(x, f):
+    return f.max(axis=-1) - f[..., 0]
 
 
-def rise_over_start(x, f) -> float:
-    f = np.asarray(f, float)
-    return float(np.max(f) - f[0])
+def _rise_over_endpoints(x, f):
+    return f.max(axis=-1) - np.maximum(f[..., 0], f[..., -1])
 
 
-def rise_over_endpoints(x, f) -> float:
-    f = np.asarray(f, float)
-    return float(np.max(f) - max(f[0], f[-1]))
-
-
-def rise_over_chord(x, f) -> float:
-    x, f = np.asarray(x, float), np.asarray(f, float)
+def _rise_over_chord(x, f):
     w = (x - x[0]) / (x[-1] - x[0])
-    return float(np.max(f - ((1 - w) * f[0] + w * f[-1])))
+    return (f - ((1 - w) * f[..., :1] + w * f[..., -1:])).max(axis=-1)
 
 
-def monotonicity_gap(x, f) -> float:
-    f = np.asarray(f, float)
-    return float(np.max(f - np.minimum.accumulate(f)))
+def _monotonicity_gap(x, f):
+    return (f - np.minimum.accumulate(f, axis=-1)).max(axis=-1)
 
 
 def lower_hull(x, f) -> np.ndarray:
@@ -66,36 +61,61 @@ def lower_hull(x, f) -> np.ndarray:
     return np.interp(x, x[hull], f[hull])
 
 
-def convexity_gap(x, f) -> float:
-    return float(np.max(np.asarray(f, float) - lower_hull(x, f)))
+def _convexity_gap(x, f):
+    return np.max(f - lower_hull(x, f))
 
 
-def argmax_x(x, f) -> float:
-    return float(np.asarray(x, float)[int(np.argmax(np.asarray(f, float)))])
+def _argmax_x(x, f):
+    return x[np.argmax(f, axis=-1)]
+
+
+def _barrier(x, f):
+    return f.max(axis=-1) - (f[..., 0] + f[..., -1]) / 2
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One path metric. `of` maps (x (n,), f (..., n)) to the metric of each curve along the
+    last axis (a single curve is f of shape (n,); entries with `interval` must take stacked
+    curves, for the bootstrap). `height`: a rise along the path (Figure 3 can show it), not a
+    position. `on_nonfinite`: what a curve with NaN or inf gives ("peak": inf where the maximum
+    is +inf, else NaN; "nan": NaN). `tabulated`: a column of metrics.csv and summary.csv."""
+
+    name: str
+    words: str
+    of: Callable
+    interval: bool = False
+    height: bool = True
+    on_nonfinite: str = "peak"
+    tabulated: bool = True
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("rise_over_start", "rise above the start", _rise_over_start, interval=True),
+    Metric("rise_over_endpoints", "rise above both ends", _rise_over_endpoints, interval=True),
+    Metric("rise_over_chord", "rise above the chord", _rise_over_chord, interval=True),
+    Metric("monotonicity_gap", "monotonicity gap", _monotonicity_gap),
+    Metric("convexity_gap", "convexity gap", _convexity_gap, on_nonfinite="nan"),
+    Metric("argmax_x", "position of the maximum", _argmax_x, height=False, on_nonfinite="nan"),
+    Metric("barrier", "barrier above the ends' mean", _barrier, tabulated=False),
+)
+BY_NAME = {m.name: m for m in METRICS}
+TABLE_METRICS = tuple(m.name for m in METRICS if m.tabulated)  # metrics.csv's and summary.csv's
+HEIGHTS = tuple(m.name for m in METRICS if m.tabulated and m.height)  # what Figure 3 can show
+
+
+def metric(name: str, x, f) -> float:
+    """One metric of one curve (sorted by x), NaN or inf where the curve is not finite."""
+    m = BY_NAME[name]
+    x, f = np.asarray(x, float), np.asarray(f, float)
+    if not np.all(np.isfinite(f)):
+        peak = m.on_nonfinite == "peak" and bool(np.any(np.isposinf(f)))
+        return math.inf if peak else math.nan
+    return float(m.of(x, f))
 
 
 def path_metrics(x, f) -> dict[str, float]:
-    """Every metric of one curve; NaN where the curve is not finite."""
+    """Every tabulated metric of one curve; NaN where the curve is not finite."""
     x, f = np.asarray(x, float), np.asarray(f, float)
     order = np.argsort(x, kind="stable")
-    x, f = x[order], f[order]
-    if not np.all(np.isfinite(f)):
-        nan = math.nan
-        peak = math.inf if np.any(np.isposinf(f)) else nan
-        return {
-            "rise_over_start": peak,
-            "rise_over_endpoints": peak,
-            "rise_over_chord": peak,
-            "monotonicity_gap": peak,
-            "convexity_gap": nan,
-            "argmax_x": nan,
-        }
-    return {name: globals()[name](x, f) for name in METRICS}
-
-
-def mean_std(values) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
-    v = np.asarray(values, float)
-    if len(v) == 0:
-        return math.nan, math.nan
-    return float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+    return {name: metric(name, x[order], f[order]) for name in TABLE_METRICS}

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from linpath.analysis.metrics import metric
 from linpath.api import PathCurve, evaluate_curve
 from linpath.config.schedule import Schedule
 from linpath.config.spec import build_model, read_spec
@@ -89,12 +90,6 @@ def child_seed(parent_seed: int, k: int) -> int:
     """Child k's data-order seed: independent of the parent's and of the other children's, and
     the same for every T (so children at different T share batches after the later T)."""
     return derived_seed(parent_seed, "spawn-child", k)
-
-
-def barrier(f: np.ndarray) -> float:
-    """max f - mean of the endpoints (Frankle et al. 2020's error barrier height)."""
-    f = np.asarray(f, float)
-    return float(np.max(f) - (f[0] + f[-1]) / 2)
 
 
 def parent_state(
@@ -307,8 +302,8 @@ def _row(curve: PathCurve, r: int, t: int, a: int, b: int, grid: Grid) -> dict:
         "split": curve.split,
         "bn": curve.bn,
         "points": len(curve.x),
-        "error_barrier": barrier(curve.error),
-        "loss_barrier": barrier(curve.loss),
+        "error_barrier": metric("barrier", curve.x, curve.error),
+        "loss_barrier": metric("barrier", curve.x, curve.loss),
         "error_rise_over_chord": m["error"]["rise_over_chord"],
         "loss_rise_over_chord": m["loss"]["rise_over_chord"],
         "error_a": float(curve.error[0]),
