@@ -15,45 +15,22 @@ BatchNorm policies (bn_stats.py) are applied per point. Details: docs/engine.md.
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 
 import torch
 from torch import nn
 
 from linpath.engine.bn_stats import bn_modules, check_bn_policy, recompute_bn_statistics
-from linpath.engine.bnfold import Folding, conv_bn_pairs, set_submodule
+from linpath.engine.bnfold import Folding, conv_bn_pairs
 from linpath.engine.interpolate import assign_interpolation, check_compatible
+from linpath.engine.mixing import evaluate_mixed, get_submodule, stem_outputs
 from linpath.engine.outputs import OutputFn, to_logits
 from linpath.engine.profile import stem_profile
 from linpath.engine.scoring import Result, classification_score, make_tally
 from linpath.engine.stem import find_linear_stem
-from linpath.errors import LinpathError
 from linpath.runtime.device import autocast, check_precision
 
 STEM_SHARE = 0.1  # use the linear stem ("auto") when it is at least this share of the multiply-adds
-
-
-class _Given(nn.Module):
-    """Stands in for the stem: returns a precomputed output, ignoring its input."""
-
-    def __init__(self):
-        super().__init__()
-        self.value: torch.Tensor | None = None
-
-    def forward(self, _input):
-        return self.value
-
-
-class _StopForward(Exception):
-    pass
-
-
-def _get_submodule(model: nn.Module, name: str) -> nn.Module:
-    try:
-        return model.get_submodule(name)
-    except AttributeError:
-        raise LinpathError(f"model has no module {name!r} (named as its linear stem)") from None
 
 
 # the default evaluation batch of a convnet on a GPU: small batches leave it waiting on kernel launches
@@ -119,7 +96,7 @@ class PathEvaluator:
         self._end_stem: tuple[dict, list] | None = None  # whole_stem's last state and outputs
         self.stem_share, self.stem_numel = 0.0, 0
         if self.stem_name and len(self.labels):
-            stem = _get_submodule(self.model, self.stem_name)
+            stem = get_submodule(self.model, self.stem_name)
             self.stem_share, self.stem_numel = stem_profile(self.model, self.inputs[:1], stem)
             if use_stem == "auto" and self.stem_share < STEM_SHARE:
                 self.stem_name = None
@@ -176,7 +153,7 @@ class PathEvaluator:
             output = self.net(inputs)
         return to_logits(output, self.output_fn)
 
-    def _fold(self) -> None:
+    def fold(self) -> None:
         if self.folding is not None:
             self.folding.apply()
 
@@ -197,9 +174,9 @@ class PathEvaluator:
     def evaluate_current(self) -> Result:
         """The result of the state now in `targets` (BatchNorm refolded first), for callers that
         write states of their own, such as planes (plane.py)."""
-        self._fold()
+        self.fold()
         tally = make_tally(self.labels, self.population)
-        for inputs, labels in self._batches():
+        for inputs, labels in self.batches():
             with autocast(self.device, self.precision):
                 outputs = self.forward(inputs)
             tally.add(outputs, labels, self.score)
@@ -213,11 +190,11 @@ class PathEvaluator:
         cached = self._end_stem
         if cached is not None and all(torch.equal(cached[0][k], state[k]) for k in keys):
             return cached[1]
-        outputs = stem_outputs(self, _get_submodule(self.model, self.stem_name), state, 0, len(self.labels))
+        outputs = stem_outputs(self, state, 0, len(self.labels))
         self._end_stem = ({k: state[k].clone() for k in keys}, outputs)
         return outputs
 
-    def _batches(self, lo: int = 0, hi: int | None = None):
+    def batches(self, lo: int = 0, hi: int | None = None):
         hi = len(self.labels) if hi is None else hi
         for i in range(lo, hi, self.batch_size):
             j = min(i + self.batch_size, hi)
@@ -230,7 +207,7 @@ class PathEvaluator:
         """Results at each x of θ(x) = (1-x)·start + x·end."""
         return self.path(start, end, bn, bn_batches).evaluate(xs)
 
-    def path(self, start: dict, end: dict, bn: str = "interpolate", bn_batches=None) -> Path:
+    def path(self, start: dict, end: dict, bn: str = "interpolate", bn_batches=None) -> Segment:
         """A path whose evaluate(xs) may be called repeatedly (adaptive grids) while the
         endpoints' stem outputs are computed once."""
         check_bn_policy(bn)
@@ -242,11 +219,11 @@ class PathEvaluator:
                 b.to(self.device).contiguous(memory_format=layout) if b.dim() == 4 else b.to(self.device)
                 for b in bn_batches
             ]
-        return Path(self, self.like_targets(start), self.like_targets(end), bn, bn_batches)
+        return Segment(self, self.like_targets(start), self.like_targets(end), bn, bn_batches)
 
 
-class Path:
-    """One (start, end) pair on one engine; see PathEvaluator.path."""
+class Segment:
+    """θ(x) = (1 - x)·start + x·end for one (start, end) pair on one engine; see PathEvaluator.path."""
 
     def __init__(self, engine: PathEvaluator, start: dict, end: dict, bn: str, bn_batches):
         self.e, self.start, self.end, self.bn, self.bn_batches = engine, start, end, bn, bn_batches
@@ -301,77 +278,29 @@ class Path:
         xs = [float(x) for x in xs]
         e = self.e
         if not e.uses_stem:
-            results = []
-            for x in xs:
-                self._set(x, None)
-                if self.bn == "recompute":
-                    recompute_bn_statistics(e.model, self.bn_batches, e.precision)
-                results.append(e.evaluate_current())
-            return results
-        bn_states = [self._recomputed(x) for x in xs]
-        tallies = [make_tally(e.labels, e.population) for _ in xs]
-        n = len(e.labels)
-        per_chunk = stem_chunk(e, anchors=2)
-        stem = _get_submodule(e.model, e.stem_name)
-        net = e.net
-        net_stem = _get_submodule(net, e.stem_name)
-        for lo in range(0, n, per_chunk):
-            hi = min(n, lo + per_chunk)
-            if per_chunk >= n and self._stems is not None:
-                h_start, h_end = self._stems
-            elif per_chunk >= n:
-                self._stems = h_start, h_end = (
-                    stem_outputs(e, stem, self.start, lo, hi),
-                    e.whole_stem(self.end),
-                )
-            else:
-                h_start, h_end = (
-                    stem_outputs(e, stem, self.start, lo, hi),
-                    stem_outputs(e, stem, self.end, lo, hi),
-                )
-            given = _Given()
-            buffer = torch.empty_like(h_start[0])  # one batch's mixed stem output, reused
-            set_submodule(net, e.stem_name, given)
-            try:
-                for x, bn_state, tally in zip(xs, bn_states, tallies):
-                    self._set(x, bn_state)
-                    e._fold()
-                    for (inputs, labels), a, b in zip(e._batches(lo, hi), h_start, h_end):
-                        given.value = torch.lerp(a, b, x, out=buffer[: len(a)])
-                        with autocast(e.device, e.precision):
-                            outputs = e.forward(inputs)  # net, with the stem given
-                        tally.add(outputs, labels, e.score)
-            finally:
-                set_submodule(net, e.stem_name, net_stem)
-        return [t.result() for t in tallies]
+            return [self._evaluate_point(x) for x in xs]
+        bn_states = [self._recomputed(x) for x in xs]  # a full forward each: before the stem is replaced
+        return evaluate_mixed(
+            e,
+            list(zip(xs, bn_states)),
+            2,
+            self._anchors,
+            lambda point: self._set(*point),
+            lambda point, outputs: lambda i, h, out: torch.lerp(h[0], h[1], point[0], out=out),
+        )
 
+    def _evaluate_point(self, x: float) -> Result:
+        self._set(x, None)
+        if self.bn == "recompute":
+            recompute_bn_statistics(self.e.model, self.bn_batches, self.e.precision)
+        return self.e.evaluate_current()
 
-def stem_chunk(engine: PathEvaluator, anchors: int) -> int:
-    """Examples per chunk whose stem outputs under `anchors` states fit in engine.stem_memory
-    (float32), a multiple of the batch size and at least one batch."""
-    per_example = max(1, anchors * 4 * engine.stem_numel)
-    return max(engine.batch_size, engine.stem_memory // per_example // engine.batch_size * engine.batch_size)
-
-
-@torch.no_grad()
-def stem_outputs(engine: PathEvaluator, stem: nn.Module, state: dict, lo: int, hi: int) -> list[torch.Tensor]:
-    """The stem's output under `state` for each batch of examples lo..hi (the forward pass is
-    cut short right after the stem); writes the stem's entries of `state` into the model."""
-    prefix = engine.stem_name + "."
-    for k, target in engine.targets.items():
-        if k.startswith(prefix):
-            target.copy_(state[k])
-    captured = []
-
-    def capture_and_stop(module, inputs, output):
-        captured.append(output.float())
-        raise _StopForward
-
-    hook = stem.register_forward_hook(capture_and_stop)
-    try:
-        for inputs, _ in engine._batches(lo, hi):
-            with contextlib.suppress(_StopForward), autocast(engine.device, engine.precision):
-                engine.model(inputs)
-    finally:
-        hook.remove()
-    return captured
+    def _anchors(self, lo: int, hi: int) -> list[tuple]:
+        """Per batch of examples lo..hi, the stem's outputs at start and end; for the whole set
+        kept across calls, the end's shared with other segments of the same end (whole_stem)."""
+        e = self.e
+        if (lo, hi) == (0, len(e.labels)):
+            if self._stems is None:
+                self._stems = list(zip(stem_outputs(e, self.start, lo, hi), e.whole_stem(self.end)))
+            return self._stems
+        return list(zip(stem_outputs(e, self.start, lo, hi), stem_outputs(e, self.end, lo, hi)))

@@ -19,12 +19,11 @@ import hashlib
 
 import torch
 
-from linpath.engine.bnfold import set_submodule
-from linpath.engine.evaluator import PathEvaluator, _get_submodule, _Given, stem_chunk, stem_outputs
+from linpath.engine.evaluator import PathEvaluator
 from linpath.engine.interpolate import check_compatible
-from linpath.engine.scoring import Result, make_tally
+from linpath.engine.mixing import evaluate_mixed, stem_outputs
+from linpath.engine.scoring import Result
 from linpath.errors import LinpathError
-from linpath.runtime.device import autocast
 
 
 def through_three(origin: dict, a: dict, b: dict) -> tuple[dict, dict]:
@@ -109,48 +108,35 @@ class Plane:
             rows.append(row)
         return rows
 
-    def _stem_chunk(self, stem, lo: int, hi: int) -> tuple[list, list, list]:
-        """For examples lo..hi, per batch: the stem's output at θ_o and its changes towards
-        θ_o + d_a and θ_o + d_b."""
+    def _anchors(self, lo: int, hi: int) -> list[tuple]:
+        """Per batch of examples lo..hi: the stem's output at θ_o and its changes towards
+        θ_o + d_a and θ_o + d_b (kept across calls for the whole set)."""
+        if (lo, hi) == (0, len(self.e.labels)) and self._stems is not None:
+            return self._stems
         a = {k: v + self.d_a[k] if k in self.d_a else v for k, v in self.origin.items()}
         b = {k: v + self.d_b[k] if k in self.d_b else v for k, v in self.origin.items()}
-        h_o, h_a, h_b = (stem_outputs(self.e, stem, state, lo, hi) for state in (self.origin, a, b))
-        return h_o, [x - o for x, o in zip(h_a, h_o)], [x - o for x, o in zip(h_b, h_o)]
+        h_o, h_a, h_b = (stem_outputs(self.e, state, lo, hi) for state in (self.origin, a, b))
+        outputs = [(o, x - o, y - o) for o, x, y in zip(h_o, h_a, h_b)]
+        if (lo, hi) == (0, len(self.e.labels)):
+            self._stems = outputs
+        return outputs
 
-    @torch.no_grad()
     def _evaluate_mixed(self, alphas, betas, progress) -> list[list[Result]]:
-        """The grid with the stem's output mixed: for each chunk of examples, the three anchors'
-        stem outputs once, then every point's tail of the network on them."""
-        e = self.e
+        """The grid with the stem's output mixed from the three anchors (mixing.py); θ_o's
+        output moved by β·d_b is computed once per row and shared by the row's points."""
+        row: dict = {}
+
+        def mixer(point, outputs):
+            alpha, beta = point
+            if row.get("beta") != beta or row.get("outputs") is not outputs:  # a new row or chunk
+                row.update(
+                    beta=beta, outputs=outputs, moved=[torch.add(o, db, alpha=beta) for o, _, db in outputs]
+                )
+            moved = row["moved"]
+            return lambda i, h, out: torch.add(moved[i], h[1], alpha=alpha, out=out)
+
         points = [(float(a), float(b)) for b in betas for a in alphas]
-        tallies = [make_tally(e.labels, e.population) for _ in points]
-        stem, net = _get_submodule(e.model, e.stem_name), e.net
-        net_stem = _get_submodule(net, e.stem_name)
-        per_chunk, n = stem_chunk(e, anchors=3), len(e.labels)
-        for lo in range(0, n, per_chunk):
-            hi = min(n, lo + per_chunk)
-            h_o, d_a, d_b = self._stems if per_chunk >= n and self._stems else self._stem_chunk(stem, lo, hi)
-            if per_chunk >= n:
-                self._stems = (h_o, d_a, d_b)  # one chunk: keep it for the next rows
-            given = _Given()
-            buffer = torch.empty_like(h_o[0])  # one batch's mixed stem output, reused
-            set_submodule(net, e.stem_name, given)
-            try:
-                row_beta, rows = None, []
-                for (alpha, beta), tally in zip(points, tallies):
-                    if beta != row_beta:  # θ_o's output moved by β·d_b, shared by the row's points
-                        row_beta, rows = beta, [torch.add(o, db, alpha=beta) for o, db in zip(h_o, d_b)]
-                    self.assign(alpha, beta)
-                    e._fold()
-                    for (inputs, labels), row, da in zip(e._batches(lo, hi), rows, d_a):
-                        given.value = torch.add(row, da, alpha=alpha, out=buffer[: len(row)])
-                        with autocast(e.device, e.precision):
-                            tally.add(e.forward(inputs), labels, e.score)
-                    if progress is not None and hi == n:
-                        progress()
-            finally:
-                set_submodule(net, e.stem_name, net_stem)
-        results = [t.result() for t in tallies]
+        results = evaluate_mixed(self.e, points, 3, self._anchors, lambda p: self.assign(*p), mixer, progress)
         return [results[i : i + len(alphas)] for i in range(0, len(results), len(alphas))]
 
 
