@@ -434,7 +434,7 @@ def test_fuzz_the_command_line_overrides(pairs):
         assert e.code == 2
         return
     try:
-        cli._spec_from(args)
+        cli.common.spec_from(args)
     except LinpathError:
         pass
 

@@ -16,6 +16,7 @@ from linpath.errors import LinpathError
 from linpath.io.tensors import load_state_dict
 from linpath.sweep.grids import Grid
 from linpath.sweep.merge import PATH_COLUMNS
+from linpath.sweep.setting import SweepSetting
 from linpath.train.loop import train_replicate
 
 pytestmark = pytest.mark.slow  # trains runs, runs subprocesses or torchrun
@@ -53,12 +54,13 @@ def test_child_on_the_parents_data_order_reproduces_the_parent(momentum_run, mni
 
 
 def test_spawn_trains_children_and_measures_instability(momentum_run, mnist):
-    rows = spawn(momentum_run.root, T, mnist, children=2, grid=Grid(points=5), progress=False)
+    setting = SweepSetting(grid=Grid(points=5))
+    rows = spawn(momentum_run.root, T, mnist, children=2, setting=setting, progress=False)
     assert len(rows) == 1 and (rows[0]["child_a"], rows[0]["child_b"]) == (0, 1)
     sdir = spawn_dir(momentum_run, 0, T)
     a, b = (load_state_dict(sdir.checkpoint(k, TOTAL)) for k in (0, 1))
     assert not torch.equal(a["fc.weight"], b["fc.weight"])  # different data orders
-    with open(sdir.pair_csv(0, 1), newline="") as f:
+    with open(sdir.pair_csv(setting.key, 0, 1), newline="") as f:
         table = list(csv.DictReader(f))
     assert list(table[0]) == PATH_COLUMNS and len(table) == 5
     assert {(d["replicate"], d["t"]) for d in table} == {("0", str(T))}
@@ -68,11 +70,11 @@ def test_spawn_trains_children_and_measures_instability(momentum_run, mnist):
     )
     assert (momentum_run.root / "spawn" / "instability.csv").is_file()
     assert (momentum_run.root / "spawn" / "instability.png").is_file()
-    assert sdir.pair_csv(0, 1).with_suffix(".png").is_file()
+    assert sdir.pair_csv(setting.key, 0, 1).with_suffix(".png").is_file()
     assert (sdir.root / "spawn.json").is_file()
     # a second call reuses the finished children (same numbers, no retraining)
     before = sdir.checkpoint(0, TOTAL).stat().st_mtime_ns
-    again = spawn(momentum_run.root, T, mnist, children=2, grid=Grid(points=5), progress=False)
+    again = spawn(momentum_run.root, T, mnist, children=2, setting=setting, progress=False)
     assert again == rows and sdir.checkpoint(0, TOTAL).stat().st_mtime_ns == before
 
 

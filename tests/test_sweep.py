@@ -139,7 +139,7 @@ def test_an_interrupted_sweep_resumes_to_the_same_table(small_run, data_root, mo
         )
     pipeline.sweep(reference.root, setting, data_root, "cpu", STEPS, progress=False)
 
-    real = sweep_module.PathEvaluator.path
+    real = PathEvaluator.path
     calls = {"n": 0}
 
     def dies_on_the_third_item(self, *args, **kwargs):
@@ -148,11 +148,11 @@ def test_an_interrupted_sweep_resumes_to_the_same_table(small_run, data_root, mo
             raise KeyboardInterrupt
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(sweep_module.PathEvaluator, "path", dies_on_the_third_item)
+    monkeypatch.setattr(PathEvaluator, "path", dies_on_the_third_item)
     with pytest.raises(KeyboardInterrupt):
         pipeline.sweep(interrupted.root, setting, data_root, "cpu", STEPS, progress=False)
     assert len(list((interrupted.sweep_dir / setting.key).glob("*.csv"))) == 2
-    monkeypatch.setattr(sweep_module.PathEvaluator, "path", real)
+    monkeypatch.setattr(PathEvaluator, "path", real)
     evaluated = sweep_module.run_sweep(
         interrupted,
         setting,

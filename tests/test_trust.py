@@ -125,7 +125,7 @@ def test_a_missing_kept_checkpoint_is_named(swept, mnist, capsys):
 
     gone = swept.checkpoint(1, 16)
     gone.unlink()
-    missing = missing_checkpoints(swept, read_spec(swept), mnist)
+    missing = missing_checkpoints(swept, read_spec(swept))
     assert missing == [(1, 16, gone)]
     run_sweep(swept, SETTING, mnist, from_steps=STEPS, replicates=[0], progress=False)
     err = capsys.readouterr().err

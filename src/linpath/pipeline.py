@@ -18,7 +18,6 @@ from linpath.analysis.verdicts import verdicts
 from linpath.config.presets import claims_of, figure2_steps_of
 from linpath.config.schedule import Schedule
 from linpath.config.spec import Spec, build_model, read_spec, write_spec
-from linpath.config.steps import kept_steps
 from linpath.engine.params import layer_specs
 from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
@@ -28,8 +27,8 @@ from linpath.report.markdown import Section, describe, run_line, write_report
 from linpath.runtime import tensorboard as tb
 from linpath.runtime.distributed import World
 from linpath.sweep.merge import merge_paths
-from linpath.sweep.run import run_sweep
-from linpath.sweep.setting import SweepSetting
+from linpath.sweep.run import missing_checkpoints, run_sweep
+from linpath.sweep.setting import SweepSetting, parse_key
 from linpath.train.log import read_log
 from linpath.train.together import train_replicates
 
@@ -138,12 +137,6 @@ def layer_settings(run_dir: str | Path, setting: SweepSetting, hold: str = "end"
     return {layer: replace(setting, params=p, hold=hold) for layer, p in layer_specs(model).items()}
 
 
-def layers_folder(run: RunDir, setting: SweepSetting, hold: str = "end") -> Path:
-    """Where the per-layer table and figures of `setting` go (apart from results/, whose
-    folders are sweep settings)."""
-    return run.root / "layers" / f"{setting.key}-hold{hold}"
-
-
 def sweep_layers(run_dir: str | Path, setting: SweepSetting, hold: str = "end", **options) -> Path | None:
     """The per-layer mode: one sweep per layer (each its own setting), then layers.csv
     (mean ± std over replicates per layer, t, x) and a figure per starting t in
@@ -156,7 +149,7 @@ def sweep_layers(run_dir: str | Path, setting: SweepSetting, hold: str = "end", 
     if not options.get("world", World()).is_main:
         return None
     curves = {layer: load_curves(run, s.key) for layer, s in by_layer.items()}
-    folder = layers_folder(run, setting, hold)
+    folder = run.layers_dir(setting.key, hold)
     write_csv(folder / "layers.csv", LAYER_COLUMNS, layer_rows(curves))
     spec = read_spec(run)
     claims = claims_of(spec.preset)
@@ -175,9 +168,12 @@ def final_accuracies(run: RunDir, replicates: list[int]) -> list[float]:
 
 def other_split(run: RunDir, setting: str):
     """The same sweep setting on the other split (test <-> train), when it was swept."""
-    split, _, rest = setting.partition("-")
-    twin = {"test": "train", "train": "test"}.get(split)
-    return load_curves(run, f"{twin}-{rest}") if twin and f"{twin}-{rest}" in settings_of(run) else None
+    fields = parse_key(setting)
+    twin = {"test": "train", "train": "test"}.get(fields.split) if fields else None
+    if twin is None:
+        return None
+    key = twin + setting[len(fields.split) :]
+    return load_curves(run, key) if key in settings_of(run) else None
 
 
 def report_setting(run: RunDir, spec: Spec, setting: str, metric: str = "rise_over_start") -> Section:
@@ -222,7 +218,7 @@ def report(
         )
     sections = [report_setting(run, spec, s, metric) for s in settings]
     claims = claims_of(spec.preset)
-    title, notes = claims.setting if claims else spec.preset, missing_notes(run)
+    title, notes = claims.setting if claims else spec.preset, missing_notes(run, spec)
     path = write_report(run, spec, title, sections, notes)
     pages = [setting_data(s.curves, s.summary, s.verdicts, describe(s.curves), metric) for s in sections]
     write_html(run, title, run_line(run, spec, sections), pages, notes)
@@ -238,25 +234,17 @@ def board_path_metrics(run: RunDir, section: Section) -> None:
         tb.replace_board(folder, series)
 
 
-def missing_notes(run: RunDir) -> list[str]:
-    """A note per kept checkpoint that a finished replicate lacks (its paths are missing from
-    every setting); read from the DONE markers, so no data set is needed."""
-    if (run.root / "openlth.json").exists():
-        return []  # imported runs keep OpenLTH's steps, not linpath's schedule
-    notes = []
-    for r in run.replicates():
-        try:
-            total = int(run.done_marker(r).read_text().strip())
-        except ValueError:
-            continue
-        saved = set(run.saved_steps(r))
-        lost = [t for t in kept_steps(total) if t not in saved]
-        if lost:
-            notes.append(
-                f"replicate {r} has no checkpoint at kept t = {', '.join(map(str, lost))} "
-                f"({run.checkpoint_dir(r)}): those paths are missing from every setting."
-            )
-    return notes
+def missing_notes(run: RunDir, spec: Spec) -> list[str]:
+    """A note per finished replicate lacking kept checkpoints (their paths are missing from
+    every setting), as the sweep finds them (sweep.run.missing_checkpoints)."""
+    lost: dict[int, list[int]] = {}
+    for r, t, _ in missing_checkpoints(run, spec):
+        lost.setdefault(r, []).append(t)
+    return [
+        f"replicate {r} has no checkpoint at kept t = {', '.join(map(str, ts))} "
+        f"({run.checkpoint_dir(r)}): those paths are missing from every setting."
+        for r, ts in lost.items()
+    ]
 
 
 __all__ = ["open_run", "train", "sweep", "report", "LinpathError"]

@@ -39,8 +39,8 @@ from linpath.io.rundir import RunDir
 from linpath.io.tensors import load_tensors
 from linpath.runtime import progress as plain_progress
 from linpath.runtime.device import resolve_device
+from linpath.sweep.evaluation import bn_batches, evaluation_subset
 from linpath.sweep.grids import Grid
-from linpath.sweep.inputs import bn_training_batches, evaluation_subset
 from linpath.sweep.setting import SweepSetting
 
 
@@ -216,12 +216,12 @@ def _bn_batches(job: _Job, setting: SweepSetting, options: PathOptions, dev) -> 
         )
     seed, batch = (job.run_spec.train.seed, job.run_spec.data.batch_size) if job.run_spec else (0, 128)
     if name in datasets.DATASETS:
-        source = datasets.load(name, options.data_root)
-        job.bn_batches = bn_training_batches(source, setting.bn_batches, seed, batch, dev)
+        data = datasets.load(name, options.data_root)
         job.bn_source = f"{name} training split, {setting.bn_batches} batches of {batch} (seed {seed})"
     else:
-        inputs = _tensor_file(name, "--bn-data", dev)[0].inputs
-        job.bn_batches = list(inputs.split(batch))[: setting.bn_batches]
+        data = _tensor_file(name, "--bn-data", dev)[0]
+    job.bn_batches = bn_batches(data, setting.bn_batches, batch, seed, dev)
+    if name not in datasets.DATASETS:
         job.bn_source = f"{Path(name).name}, {len(job.bn_batches)} batches of up to {batch}"
 
 
@@ -238,7 +238,7 @@ def setting_key(setting: SweepSetting, job: _Job) -> str:
     """The sweep's key for this setting; a .pt file's name stands where the split would be."""
     if job.data_name in datasets.DATASETS:
         return setting.key
-    return f"{job.evalset.name}-{setting.key.partition('-')[2]}"
+    return setting.key_with_split(job.evalset.name)
 
 
 def describe_file(file, other) -> str:

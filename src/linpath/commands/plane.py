@@ -213,7 +213,7 @@ def plane_of_run(
         name += f"-seed{options.seed}"
     files = _checkpoints(run, pairs)
     labels = [f"r{q} t={t}" for q, t in pairs]
-    folder = Path(out) if out is not None else run.root / "plane" / options.key(name)
+    folder = Path(out) if out is not None else run.plane_dir(options.key(name))
     evalset = source.eval_set(options.split, resolve_device(options.device))
     net = resolve_model(spec.model.model, source.num_classes)
     surface = _evaluate(net, files, labels, evalset, options, folder)

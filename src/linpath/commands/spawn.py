@@ -16,10 +16,14 @@ the difference recorded). `momentum_state="reset"` restarts the momentum at zero
       spawn.json            parent, T, the children's data seeds, where the optimizer state came from
       parent.pt             the state every child starts from: model, optimizer, step
       child-<k>/            child k in the replicate layout: checkpoints/, train_log.csv, DONE
-      path-c<i>-c<j>.csv    the path between children i and j (paths.csv's columns; replicate r, t T)
-      path-c<i>-c<j>.png
-      instability.csv       one row per pair
-    RUN_DIR/spawn/instability.csv, instability.png   every spawn of the run: barrier vs T
+      <setting>/            the children's paths under one sweep setting (its key, as the sweep's):
+        path-c<i>-c<j>.csv  the path between children i and j (paths.csv's columns; replicate r, t T)
+        path-c<i>-c<j>.png
+        instability.csv     one row per pair
+    RUN_DIR/spawn/instability.csv, instability.png   every spawn of the run: barrier vs T, per setting
+
+The paths are evaluated as the sweep evaluates a setting (sweep/evaluation.py: the same subset,
+recompute batches, precision and parameter subset), so each setting is its own table.
 """
 
 from __future__ import annotations
@@ -33,11 +37,10 @@ from pathlib import Path
 import numpy as np
 
 from linpath.analysis.metrics import metric
-from linpath.api import PathCurve, evaluate_curve
+from linpath.api import PathCurve
 from linpath.config.schedule import Schedule
-from linpath.config.spec import build_model, read_spec
+from linpath.config.spec import read_spec
 from linpath.config.steps import Step
-from linpath.engine.bn_stats import DEFAULT_BN_BATCHES
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
@@ -46,10 +49,13 @@ from linpath.io.tensors import load_state_dict, load_tensors, save_tensors
 from linpath.runtime.device import resolve_device
 from linpath.runtime.seeds import derived_seed
 from linpath.sweep.grids import Grid
+from linpath.sweep.run import setting_job
+from linpath.sweep.setting import SweepSetting
 from linpath.train.loop import train_replicate
 
 MOMENTUM_STATES = ("replay", "reset")
 INSTABILITY_COLUMNS = [
+    "setting",
     "replicate",
     "t",
     "child_a",
@@ -78,12 +84,19 @@ class SpawnDir(RunDir):
     def parent_file(self) -> Path:
         return self.root / "parent.pt"
 
-    def pair_csv(self, a: int, b: int) -> Path:
-        return self.root / f"path-c{a}-c{b}.csv"
+    @property
+    def info_file(self) -> Path:
+        return self.root / "spawn.json"
+
+    def pair_csv(self, setting: str, a: int, b: int) -> Path:
+        return self.root / setting / f"path-c{a}-c{b}.csv"
+
+    def instability(self, setting: str) -> Path:
+        return self.root / setting / "instability.csv"
 
 
 def spawn_dir(run: RunDir, r: int, t: int) -> SpawnDir:
-    return SpawnDir(run.root / "spawn" / f"r{r}-t{t:07d}")
+    return SpawnDir(run.spawn_dir(r, t))
 
 
 def child_seed(parent_seed: int, k: int) -> int:
@@ -158,18 +171,34 @@ def spawn(
     children: int = 2,
     device: str = "cpu",
     momentum_state: str = "replay",
-    grid: Grid | None = None,
-    split: str = "test",
-    bn: str = "interpolate",
+    setting: SweepSetting | None = None,
     progress: bool = True,
-    bn_batches: int = DEFAULT_BN_BATCHES,
 ) -> list[dict]:
     """Spawn `children` copies of replicate `replicate` at step t, train them, evaluate every
-    pair's path; returns the instability rows (and writes them, see the module docstring).
-    Resumes: finished children are reused, a killed child resumes from its resume file."""
+    pair's path under `setting` (default: the test split, 25 points); returns the instability
+    rows (and writes them, see the module docstring). Resumes: finished children are reused, a
+    killed child resumes from its resume file, a finished setting's rows are read back."""
     run = RunDir(run_dir)
     spec = read_spec(run)
     schedule = Schedule.of(spec, source.num_train_examples)
+    _check_spawn(run, t, replicate, children, momentum_state, schedule.total)
+    setting = setting or SweepSetting(grid=Grid(points=25))
+    sdir = spawn_dir(run, replicate, t)
+    seeds = [child_seed(spec.train.seed + replicate, k) for k in range(children)]
+    with sdir.lock("spawn"):
+        start = _parent(spec, run, replicate, t, source, sdir, device, momentum_state, progress, seeds)
+        for k, s in enumerate(seeds):
+            train_replicate(spec, sdir, k, source, device=device, progress=progress, data_seed=s, start=start)
+        rows = _finished_rows(sdir, children, setting)
+        if rows is None:
+            rows = _evaluate_pairs(
+                spec, sdir, replicate, t, schedule.total, children, source, device, setting
+            )
+    write_summary(run)
+    return rows
+
+
+def _check_spawn(run: RunDir, t: int, replicate: int, children: int, momentum_state: str, total: int) -> None:
     if children < 2:
         raise LinpathError(f"--children must be at least 2 (a path needs two endpoints), got {children}")
     if momentum_state not in MOMENTUM_STATES:
@@ -181,120 +210,78 @@ def spawn(
         raise LinpathError(
             f"replicate {replicate} has no checkpoint at T={t} (kept: {', '.join(map(str, saved))})"
         )
-    if t >= schedule.total:
+    if t >= total:
+        raise LinpathError(f"T={t} is the end of training ({total} iterations); spawn from an earlier step")
+
+
+def _parent(
+    spec, run: RunDir, r: int, t: int, source, sdir: SpawnDir, device, momentum_state, progress, seeds
+):
+    """The state every child starts from (made once, then read back) and spawn.json."""
+    if sdir.parent_file.exists():
+        start = load_tensors(sdir.parent_file)
+        info = json.loads(sdir.info_file.read_text())
+    else:
+        start, how = parent_state(spec, run, r, t, source, sdir, device, momentum_state, progress)
+        save_tensors(sdir.parent_file, start)
+        info = {
+            "replicate": r,
+            "t": t,
+            "parent_seed": spec.train.seed + r,
+            "momentum": spec.train.momentum,
+            "momentum_state": momentum_state,
+            **how,
+        }
+    if info.get("momentum_state", momentum_state) != momentum_state and spec.train.momentum and t:
         raise LinpathError(
-            f"T={t} is the end of training ({schedule.total} iterations); spawn from an earlier step"
+            f"{sdir.root} was spawned with momentum state {info['momentum_state']!r}; "
+            f"delete it to spawn again with {momentum_state!r}"
         )
-    grid = grid or Grid(points=25)
-    sdir = spawn_dir(run, replicate, t)
-    parent_seed = spec.train.seed + replicate
-    seeds = [child_seed(parent_seed, k) for k in range(children)]
-    with sdir.lock("spawn"):
-        if sdir.parent_file.exists():
-            start = load_tensors(sdir.parent_file)
-            info = json.loads((sdir.root / "spawn.json").read_text())
-        else:
-            start, how = parent_state(spec, run, replicate, t, source, sdir, device, momentum_state, progress)
-            save_tensors(sdir.parent_file, start)
-            info = {
-                "replicate": replicate,
-                "t": t,
-                "parent_seed": parent_seed,
-                "momentum": spec.train.momentum,
-                "momentum_state": momentum_state,
-                **how,
-            }
-        if info.get("momentum_state", momentum_state) != momentum_state and spec.train.momentum and t:
-            raise LinpathError(
-                f"{sdir.root} was spawned with momentum state {info['momentum_state']!r}; "
-                f"delete it to spawn again with {momentum_state!r}"
-            )
-        info["children"] = {str(k): {"data_seed": s} for k, s in enumerate(seeds)}
-        atomic_write_text(sdir.root / "spawn.json", json.dumps(info, indent=2) + "\n")
-        for k, s in enumerate(seeds):
-            train_replicate(spec, sdir, k, source, device=device, progress=progress, data_seed=s, start=start)
-        rows = _finished_rows(sdir, children, grid, split, bn)
-        if rows is None:
-            rows = _evaluate_pairs(
-                spec,
-                sdir,
-                replicate,
-                t,
-                schedule.total,
-                children,
-                source,
-                device,
-                grid,
-                split,
-                bn,
-                bn_batches,
-            )
-    write_summary(run)
-    return rows
+    info["children"] = {str(k): {"data_seed": s} for k, s in enumerate(seeds)}
+    atomic_write_text(sdir.info_file, json.dumps(info, indent=2) + "\n")
+    return start
 
 
-def _finished_rows(sdir: SpawnDir, children: int, grid: Grid, split: str, bn: str) -> list[dict] | None:
-    """The rows of an earlier evaluation with the same setting and children, else None."""
-    path = sdir.root / "instability.csv"
+def _finished_rows(sdir: SpawnDir, children: int, setting: SweepSetting) -> list[dict] | None:
+    """The rows of an earlier evaluation of the same setting and children, else None."""
+    path = sdir.instability(setting.key)
     if not path.is_file():
         return None
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     pairs = [(str(a), str(b)) for a, b in combinations(range(children), 2)]
-    if [(d["child_a"], d["child_b"]) for d in rows] != pairs or any(
-        (d["split"], d["bn"], d["points"]) != (split, bn, str(grid.points)) for d in rows
-    ):
+    if [(d["child_a"], d["child_b"]) for d in rows] != pairs:
         return None
     ints = ("replicate", "t", "child_a", "child_b", "points")
-    return [
-        {k: int(v) if k in ints else v if k in ("split", "bn") else float(v) for k, v in d.items()}
-        for d in rows
-    ]
+    text = ("setting", "split", "bn")
+    return [{k: int(v) if k in ints else v if k in text else float(v) for k, v in d.items()} for d in rows]
 
 
-def _evaluate_pairs(
-    spec,
-    sdir: SpawnDir,
-    r: int,
-    t: int,
-    final: int,
-    children: int,
-    source,
-    device: str,
-    grid: Grid,
-    split: str,
-    bn: str,
-    bn_batches: int,
-) -> list[dict]:
-    dev = resolve_device(device)
-    evalset = source.eval_set(split, dev)
-    batches = None
-    if bn == "recompute":
-        stream = source.train_batches(
-            derived_seed(spec.train.seed, "bn-batches"), spec.data.batch_size, device=dev
-        )
-        batches = [next(stream)[0] for _ in range(bn_batches)]
-    model = build_model(spec, source.num_classes, seed=0)
+def _evaluate_pairs(spec, sdir: SpawnDir, r, t, final, children, source, device, setting) -> list[dict]:
+    """Every pair of children's final states on a line job of the setting (the sweep's entry)."""
+    job = setting_job(spec, setting, source, resolve_device(device))
     rows = []
     for a, b in combinations(range(children), 2):
         start = load_state_dict(sdir.checkpoint(a, final))
         end = load_state_dict(sdir.checkpoint(b, final))
-        curve = evaluate_curve(
-            model, start, end, evalset, grid.xs(), bn=bn, precision="fp32", bn_batches=batches
+        xs, results = job.curve(start, end, setting.grid)
+        curve = PathCurve.of(
+            xs, results, len(job.engine.labels), setting.bn, setting.precision, setting.split
         )
-        curve.to_csv(sdir.pair_csv(a, b), replicate=r, t=t)
+        curve.to_csv(sdir.pair_csv(setting.key, a, b), replicate=r, t=t)
         curve.plot(
-            sdir.pair_csv(a, b).with_suffix(".png"),
-            title=f"children {a} and {b} of replicate {r} spawned at T = {t} (BN {bn})",
+            sdir.pair_csv(setting.key, a, b).with_suffix(".png"),
+            title=f"children {a} and {b} of replicate {r} spawned at T = {t} ({setting.key})",
         )
-        rows.append(_row(curve, r, t, a, b, grid))
-    _write_rows(sdir.root / "instability.csv", rows)
+        rows.append(_row(curve, setting.key, r, t, a, b))
+    _write_rows(sdir.instability(setting.key), rows)
     return rows
 
 
-def _row(curve: PathCurve, r: int, t: int, a: int, b: int, grid: Grid) -> dict:
+def _row(curve: PathCurve, key: str, r: int, t: int, a: int, b: int) -> dict:
     m = curve.metrics()
     return {
+        "setting": key,
         "replicate": r,
         "t": t,
         "child_a": a,
@@ -319,17 +306,16 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
 
 def write_summary(run: RunDir) -> Path | None:
     """RUN_DIR/spawn/instability.csv and .png from every spawn's rows (error barrier vs T)."""
-    folder = run.root / "spawn"
+    folder = run.spawn_root
     rows = []
-    for path in sorted(folder.glob("r*-t*/instability.csv")):
+    for path in sorted(folder.glob("r*-t*/*/instability.csv")):
         with open(path, newline="") as f:
             rows += list(csv.DictReader(f))
     if not rows:
         return None
     rows.sort(
         key=lambda d: (
-            d["split"],
-            d["bn"],
+            d["setting"],
             int(d["t"]),
             int(d["replicate"]),
             int(d["child_a"]),
@@ -346,16 +332,14 @@ def _figure(rows: list[dict], path: Path) -> None:
 
     fig = Figure(figsize=(7, 4))
     ax = fig.add_subplot(1, 1, 1)
-    for i, key in enumerate(sorted({(d["split"], d["bn"]) for d in rows})):
-        group = [d for d in rows if (d["split"], d["bn"]) == key]
+    for i, key in enumerate(sorted({d["setting"] for d in rows})):
+        group = [d for d in rows if d["setting"] == key]
         ts = sorted({int(d["t"]) for d in group})
         values = [[float(d["error_barrier"]) for d in group if int(d["t"]) == t] for t in ts]
         mean = np.array([np.mean(v) for v in values])
         std = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in values])
         positions = np.array([t if t > 0 else 0.5 for t in ts], float)  # t = 0 at the left edge
-        ax.errorbar(
-            positions, mean, yerr=std, marker="o", capsize=3, color=f"C{i}", label=f"{key[0]}, BN {key[1]}"
-        )
+        ax.errorbar(positions, mean, yerr=std, marker="o", capsize=3, color=f"C{i}", label=key)
     ax.set_xscale("log")
     ax.axhline(0, color="gray", linewidth=0.8)
     ax.set_xlabel("spawn step T (log scale; T = 0 at the left edge)")

@@ -29,7 +29,6 @@ from linpath.engine.bnfold import conv_bn_pairs
 from linpath.errors import LinpathError
 
 HOLDS = ("end", "start")
-KEYWORDS = ("weights", "biases", "bn")
 
 
 def check_hold(hold: str) -> None:

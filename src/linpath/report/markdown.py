@@ -116,7 +116,7 @@ def _lowest(surface, quantity: str) -> str:
 def plane_lines(run: RunDir) -> list[str]:
     """A section per finished plane of the run (<run>/plane/<key>/, made by `linpath plane`);
     one still being evaluated, or damaged, is named and left out."""
-    folders = sorted(p.parent for p in (run.root / "plane").glob("*/plane.csv"))
+    folders = run.plane_dirs()
     if not folders:
         return []
     lines = [

@@ -14,10 +14,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from linpath import data as datasets
 from linpath.config.schedule import Schedule
 from linpath.config.spec import build_model, read_spec
-from linpath.engine.evaluator import PathEvaluator
-from linpath.engine.params import restrict, select
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
@@ -25,7 +24,7 @@ from linpath.io.tensors import check_finite, load_state_dict
 from linpath.runtime import progress as plain_progress
 from linpath.runtime.device import resolve_device
 from linpath.runtime.distributed import World
-from linpath.sweep.inputs import bn_training_batches, evaluation_subset
+from linpath.sweep.evaluation import LineJob, bn_batches, evaluation_subset, line_job
 from linpath.sweep.items import item_problem
 from linpath.sweep.merge import format_rows, merge_paths
 from linpath.sweep.setting import SweepSetting
@@ -37,12 +36,13 @@ def _say(kind: str, message: str) -> None:
     print(f"linpath: {kind}: {message}", file=sys.stderr, flush=True)
 
 
-def missing_checkpoints(run: RunDir, spec, source) -> list[tuple[int, int, Path]]:
-    """(replicate, t, file) for every kept t of the schedule that a finished replicate has no
-    checkpoint for. Imported runs (openlth.json) keep OpenLTH's steps, not the schedule's: none."""
+def missing_checkpoints(run: RunDir, spec) -> list[tuple[int, int, Path]]:
+    """(replicate, t, file) for every kept t of the schedule (the paper's and --keep-steps')
+    that a finished replicate has no checkpoint for; no data set is read. Imported runs
+    (openlth.json) keep OpenLTH's steps, not the schedule's: none."""
     if run.is_imported:
         return []
-    kept = Schedule.of(spec, source.num_train_examples).kept()
+    kept = Schedule.of(spec, datasets.info(spec.data.dataset).num_train_examples).kept()
     out = []
     for r in run.replicates():
         saved = set(run.saved_steps(r))
@@ -102,33 +102,30 @@ def _unfinished(run: RunDir, setting: SweepSetting, items, announce: bool) -> li
     return todo
 
 
-def _engine(spec, setting: SweepSetting, source, dev, batch_size, compile: bool):
-    """The evaluator for this setting, with its (sub)set of the split, its BN batches and the
-    state-dict keys its parameter subset moves (None: all)."""
+def setting_job(spec, setting: SweepSetting, source, dev, **options) -> LineJob:
+    """The line job of a run's setting: its (sub)set of the split, its recompute batches (the
+    first training batches for the run's seed and batch size), a fresh model of the spec;
+    `options` are the engine's (batch_size, compile)."""
     evalset, population = evaluation_subset(source.eval_set(setting.split, dev), setting.eval_examples)
-    bn_batches = None
+    batches = None
     if setting.bn == "recompute":
-        bn_batches = bn_training_batches(
-            source, setting.bn_batches, spec.train.seed, spec.data.batch_size, dev
-        )
+        batches = bn_batches(source, setting.bn_batches, spec.data.batch_size, spec.train.seed, dev)
     model = build_model(spec, source.num_classes, seed=0)
-    selected = select(setting.params, model) if setting.params else None
-    engine = PathEvaluator(
+    return line_job(
         model,
         evalset,
-        batch_size=batch_size,
-        precision=setting.precision,
+        setting.bn,
+        batches,
+        setting.params,
+        setting.hold,
+        setting.precision,
         population=population,
-        compile=compile,
+        **options,
     )
-    return engine, bn_batches, selected
 
 
-def _item_rows(
-    engine, setting: SweepSetting, start: dict, final: dict, bn_batches, r: int, t: int
-) -> list[list]:
-    path = engine.path(start, final, bn=setting.bn, bn_batches=bn_batches)
-    item_xs, results = setting.grid.run(path.evaluate)
+def _item_rows(job: LineJob, setting: SweepSetting, start: dict, final: dict, r: int, t: int) -> list[list]:
+    item_xs, results = job.curve(start, final, setting.grid)
     return [
         [
             r,
@@ -172,7 +169,7 @@ def run_sweep(
         raise LinpathError(f"{run.root} has no finished replicate to sweep; run 'linpath train' first")
     items = work_items(run, replicates, from_steps, schedule.total)
     if world.is_main:
-        missing = missing_checkpoints(run, spec, source)
+        missing = missing_checkpoints(run, spec)
         if missing:
             shown = ", ".join(f"replicate {r} t={t}" for r, t, _ in missing[:5])
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
@@ -184,7 +181,7 @@ def run_sweep(
     todo = world.broadcast(_unfinished(run, setting, items, world.is_main))[world.rank :: world.size]
     if not todo:
         return 0
-    engine, bn_batches, selected = _engine(spec, setting, source, resolve_device(device), batch_size, compile)
+    job = setting_job(spec, setting, source, resolve_device(device), batch_size=batch_size, compile=compile)
     last_merge = time.monotonic()
     plain = progress and plain_progress.plain()
     bar = tqdm(
@@ -205,11 +202,8 @@ def run_sweep(
     for done, (r, t) in enumerate(todo, 1):
         if r not in finals:
             finals = {r: load(schedule.total)}
-        start, final = load(t), finals[r]
-        if selected is not None:
-            start, final = restrict(start, final, selected, setting.hold)
         try:
-            rows = _item_rows(engine, setting, start, final, bn_batches, r, t)
+            rows = _item_rows(job, setting, load(t), finals[r], r, t)
         except LinpathError as e:
             raise LinpathError(
                 f"{run.checkpoint(r, t)} and {run.checkpoint(r, schedule.total)}: {e}"

@@ -1,0 +1,64 @@
+"""A run folder's tables as pandas DataFrames, for analysis (linpath.load)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from linpath.analysis.curves import REPLICATE_COLUMNS, SUMMARY_COLUMNS, settings_of
+from linpath.config.spec import Spec, read_spec
+from linpath.io.rundir import RunDir
+from linpath.io.tables import csv_frame, csv_text, import_pandas
+from linpath.sweep.items import PATH_COLUMNS, format_rows
+from linpath.sweep.merge import setting_rows
+from linpath.train.log import LOG_COLUMNS
+
+
+@dataclass(frozen=True)
+class RunTables:
+    """A run folder's tables as tidy pandas DataFrames (see load)."""
+
+    root: Path
+    spec: Spec
+    paths: object  # every finished point, all settings: setting + paths.csv's columns
+    metrics: object  # per replicate, t, quantity: results/<setting>/metrics.csv, all settings
+    summary: object  # aggregates over replicates: results/<setting>/summary.csv, all settings
+    train_log: object  # replicate + train_log.csv's columns, all replicates
+
+
+def _concat(frames: list, columns: list[str]):
+    """One frame of many, or an empty one with `columns` (pandas cannot concatenate none)."""
+    if not frames:
+        return csv_frame(csv_text(columns, []))
+    return import_pandas().concat(frames, ignore_index=True)
+
+
+def _setting_tables(run: RunDir, name: str, columns: list[str]):
+    """results/<setting>/<name> of every setting, concatenated, each with its setting column."""
+    folders = run.results_settings(name)
+    return _concat([csv_frame((p / name).read_text(), setting=p.name) for p in folders], columns)
+
+
+def load(run_dir: str | os.PathLike) -> RunTables:
+    """A run folder's results as tidy DataFrames, for analysis in pandas (needs linpath[pandas]).
+
+    paths is rebuilt from the finished item files of every sweep setting (as paths.csv is),
+    so it is complete even while a sweep runs; metrics and summary are those the last
+    `linpath report` wrote; train_log holds every replicate's per-epoch log."""
+    run = RunDir(run_dir)
+    spec = read_spec(run)
+    paths = _concat(
+        [csv_frame(format_rows(setting_rows(run, s)), setting=s) for s in settings_of(run)],
+        ["setting", *PATH_COLUMNS],
+    )
+    logs = run.train_logs()
+    train_log = _concat([csv_frame(p.read_text(), replicate=r) for r, p in logs], ["replicate", *LOG_COLUMNS])
+    return RunTables(
+        run.root,
+        spec,
+        paths,
+        _setting_tables(run, "metrics.csv", REPLICATE_COLUMNS),
+        _setting_tables(run, "summary.csv", SUMMARY_COLUMNS),
+        train_log,
+    )

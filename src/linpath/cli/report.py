@@ -1,0 +1,32 @@
+"""linpath report: report.md and report.html, each sweep setting's tables and figures."""
+
+from linpath.cli import common
+from linpath.cli.registry import Command
+
+
+def arguments(p) -> None:
+    p.add_argument("run_dir")
+    p.add_argument(
+        "--setting",
+        action="append",
+        default=None,
+        help="report only this sweep setting (a folder name under sweep/; repeatable); default: every one",
+    )
+    common.add_report_options(p)
+
+
+def run(args) -> int:
+    from linpath import pipeline
+
+    common.run_folder(args.run_dir)
+    common.print_report(pipeline.report(args.run_dir, args.metric, args.setting, args.tensorboard))
+    return 0
+
+
+COMMAND = Command(
+    "report",
+    "report.md, and each sweep setting's tables and figures in results/<setting>/",
+    arguments,
+    run,
+    order=4,
+)

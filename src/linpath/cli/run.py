@@ -1,0 +1,36 @@
+"""linpath run: train, sweep and report a preset, end to end."""
+
+from linpath.cli import common
+from linpath.cli.registry import Command
+from linpath.sweep.setting import SweepSetting
+
+
+def arguments(p) -> None:
+    p.add_argument("preset", help="a preset name (see 'linpath presets')")
+    common.add_out(p)
+    common.add_common(p)
+    common.add_overrides(p)
+    common.add_sweep_options(p)
+    common.add_report_options(p)
+
+
+def run(args) -> int:
+    from linpath import pipeline
+    from linpath.runtime import distributed
+
+    spec = common.spec_from(args)
+    setting = SweepSetting.from_args(args)  # bad sweep options fail before training
+    world = distributed.init(args.device)
+    run_dir = pipeline.train(
+        spec, args.out, args.data_root, args.device, not args.quiet, world, args.tensorboard, args.only
+    )
+    say = print if world.is_main else (lambda *a: None)
+    say(f"trained: {run_dir.root}")
+    common.sweep_stage(args, run_dir.root, setting, world)
+    say(f"swept: {run_dir.paths_csv}")
+    if world.is_main:
+        common.print_report(pipeline.report(run_dir.root, args.metric, tensorboard=args.tensorboard))
+    return 0
+
+
+COMMAND = Command("run", "train, sweep and report a preset, end to end", arguments, run, order=1)

@@ -1,0 +1,50 @@
+"""linpath sweep: evaluate the paths of a trained run (resumes)."""
+
+from linpath.cli import common
+from linpath.cli.registry import Command
+from linpath.sweep.setting import SweepSetting, parse_steps
+
+
+def arguments(p) -> None:
+    p.add_argument("run_dir", help="a run folder, e.g. runs/mnist_lenet_300_100-<hash>")
+    common.add_common(p)
+    common.add_sweep_options(p)
+    p.add_argument(
+        "--per-layer",
+        action="store_true",
+        help="one path per layer (a module owning parameters; a convolution with the BatchNorm it feeds), "
+        "the other layers held (--hold), each its own setting; then layers/<setting>-hold<H>/ holds "
+        "layers.csv and a figure per t with one line per layer",
+    )
+
+
+def run(args) -> int:
+    from linpath import pipeline
+    from linpath.runtime import distributed
+
+    common.run_folder(args.run_dir)
+    setting = SweepSetting.from_args(args, hold="end") if args.per_layer else SweepSetting.from_args(args)
+    world = distributed.init(args.device)
+    if args.per_layer:
+        folder = pipeline.sweep_layers(
+            args.run_dir,
+            setting,
+            args.hold,
+            data_root=args.data_root,
+            device=args.device,
+            from_steps=parse_steps(args.from_steps),
+            progress=not args.quiet,
+            world=world,
+            compile=args.compile,
+            allow_nonfinite=args.allow_nonfinite,
+        )
+        if world.is_main:
+            print(f"per layer: {folder}")
+        return 0
+    run_dir = common.sweep_stage(args, args.run_dir, setting, world)
+    if world.is_main:
+        print(f"swept: {run_dir.paths_csv}")
+    return 0
+
+
+COMMAND = Command("sweep", "evaluate the paths of a trained run (resumes)", arguments, run, order=3)
