@@ -1,11 +1,19 @@
-"""The package's import graph: no cycles anywhere, and the layers of pyproject.toml hold.
+"""The package's shape: no import cycles anywhere (imports inside functions counted), the root
+package imported by no module of its own, the layers of pyproject.toml, no function over 60 lines.
 
 The layer contracts themselves run as `lint-imports` in CI; this test checks what they cannot
-(cycles inside a layer) with the same graph library, so a cycle fails the suite too."""
+(cycles inside a layer, function-level imports read from the source itself), so a cycle fails
+the suite too."""
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import grimp
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+MAX_FUNCTION_LINES = 60
 
 
 def module_graph() -> dict[str, set[str]]:
@@ -61,11 +69,70 @@ def test_cycle_finder_finds_a_planted_cycle():
     assert depth({"a": {"b"}, "b": {"c"}, "c": set()}) == 3
 
 
+def source_modules() -> dict[str, Path]:
+    """Every module of the package: dotted name -> file."""
+    out = {}
+    for file in sorted((SRC / "linpath").rglob("*.py")):
+        parts = file.relative_to(SRC).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = file
+    return out
+
+
+def imports_of(name: str, file: Path, known: set[str]) -> set[str]:
+    """The package's modules that `name` imports anywhere in its source, functions included:
+    `from a import b` is an import of a.b when that is a module, else of a (so `from linpath
+    import x` of a non-module x counts as importing the root package)."""
+    found = set()
+    package = name if file.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(file.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
+            found |= {f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names}
+    return {m for m in found if m in known and m != name}
+
+
+def source_graph() -> dict[str, set[str]]:
+    modules = source_modules()
+    return {name: imports_of(name, file, set(modules)) for name, file in modules.items()}
+
+
+def test_the_source_graph_sees_function_level_imports():
+    edges = source_graph()
+    assert "linpath.pipeline" in edges["linpath.cli.train"]  # imported inside run()
+    assert "linpath.api" in edges["linpath"]  # the root's lazy __getattr__
+
+
 def test_no_import_cycle():
-    edges = module_graph()
-    # the root package's lazy __getattr__ (linpath.path -> linpath.api) is not an import cycle
-    edges = {m: {w for w in ws if w != "linpath"} for m, ws in edges.items()}
+    edges = source_graph()
     assert cycles(edges) == []
+    assert cycles({m: w - {"linpath"} for m, w in module_graph().items()}) == []  # grimp agrees
+
+
+def test_no_module_imports_the_root_package():
+    """`from linpath import x` (x not a module) or `import linpath` inside the package would import
+    the root, whose lazy API imports api: a cycle by a count that includes function-level imports."""
+    importers = sorted(m for m, w in source_graph().items() if "linpath" in w and m != "linpath.__main__")
+    assert importers == []
+
+
+def long_functions(file: Path) -> list[str]:
+    tree = ast.parse(file.read_text())
+    return [
+        f"{file.name}:{node.name} {node.end_lineno - node.lineno + 1}"
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+
+
+def test_no_function_is_over_60_lines():
+    assert [f for file in source_modules().values() for f in long_functions(file)] == []
 
 
 def test_import_chain_is_shallow():

@@ -10,8 +10,10 @@ labels outside 0-9, wrong counts), tests/test_api.py (states of different shapes
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import io
 import json
 import re
 from pathlib import Path
@@ -411,9 +413,30 @@ VALUES = st.one_of(
 def test_fuzz_spec_overrides(overrides):
     _count("spec.Spec.with_overrides")
     try:
-        preset("mnist_lenet_300_100").with_overrides(overrides)
-    except LinpathError:
-        pass
+        spec = preset("mnist_lenet_300_100").with_overrides(overrides)
+    except LinpathError as e:
+        assert_one_line(str(e))
+        return
+    assert_applied(spec, overrides)
+
+
+def assert_one_line(message: str) -> None:
+    assert message.strip() and "\n" not in message and "Traceback" not in message, message
+
+
+def assert_applied(spec, overrides: dict) -> None:
+    """A spec that was accepted is valid and holds every override given."""
+    assert spec.validate() is spec
+    sections = (spec.data, spec.model, spec.train)
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        held = (
+            spec.replicates
+            if name == "replicates"
+            else next(getattr(s, name) for s in sections if hasattr(s, name))
+        )
+        assert held == value and type(held) is type(value), (name, value, held)
 
 
 FLAGS = ["--" + f.name.replace("_", "-") for f in override_fields()] + ["--replicates"]
@@ -428,15 +451,21 @@ def test_fuzz_the_command_line_overrides(pairs):
     argv = TRAIN + [
         x for flag, value in pairs for x in (flag, value) if not value.startswith("-") or x == flag
     ]
+    stderr = io.StringIO()
     try:
-        args = cli.build_parser().parse_args([a for a in argv if a])
+        with contextlib.redirect_stderr(stderr):
+            args = cli.build_parser().parse_args([a for a in argv if a])
     except SystemExit as e:
         assert e.code == 2
+        assert_one_line(stderr.getvalue().strip())
         return
     try:
-        cli.common.spec_from(args)
-    except LinpathError:
-        pass
+        spec = cli.common.spec_from(args)
+    except LinpathError as e:
+        assert_one_line(str(e))
+        return
+    given = {f.name: getattr(args, f.name) for f in override_fields()} | {"replicates": args.replicates}
+    assert_applied(spec, given)
 
 
 # --- security: checkpoints never run code -----------------------------------------------------

@@ -4,7 +4,9 @@ fills up, a path that diverges. Nothing computed may be lost or silently changed
 The kills are real (SIGKILL of a `python -m linpath` subprocess). To land a kill *during* a
 file write, the child runs linpath under a small bootstrap that, on the n-th fsync of a file
 whose name contains a pattern, writes a marker and stops there: the temporary file is on disk
-but not yet renamed into place. Other kills land after a random delay.
+but not yet renamed into place. The other kills land at a point of the work drawn with a fixed
+seed (LINPATH_FAULT_SEED to draw others): once a chosen number of checkpoints or item files
+exists, and each test asserts that the kill landed strictly between none and all of them.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from linpath.train.loop import train_replicate
 from ._reliability import record
 from .conftest import SMALL
 
-SEED = int(os.environ.get("LINPATH_FAULT_SEED", random.SystemRandom().randrange(10**6)))
+SEED = int(os.environ.get("LINPATH_FAULT_SEED", "20261202"))
 RNG = random.Random(SEED)
 STEPS = "0,16,256"
 POINTS = 5
@@ -118,20 +120,23 @@ def finish(args: list[str]) -> subprocess.CompletedProcess:
     return done
 
 
-def kill_at_random(args, ready, max_delay: float, what: str, event: str, survived: str, subject: str) -> None:
-    """Start the child, wait until ready() (the work is visibly under way), then kill -9 after
-    a random delay of up to max_delay seconds; record whether the kill landed."""
+def kill_mid_work(args, done, low: int, total: int, what: str, unit: str, survived: str) -> int:
+    """Start the child and kill -9 it once done() (finished units: checkpoints, item files)
+    reaches a count drawn from low+1 .. total-1 with the fixed seed; asserts that the kill
+    landed mid-work (the process alive, strictly between low and total units done). Returns
+    the count at the kill."""
+    at = RNG.randint(low + 1, total - 1)
     proc = start(args)
-    wait_for(ready, proc)
-    delay = RNG.uniform(0.0, max_delay)
-    time.sleep(delay)
-    landed = kill9(proc)
-    record(
-        "fault",
-        f"kill -9 at a random moment of {what} ({delay:.2f} s after {event}; seed {SEED})",
-        survived if landed else f"{subject} had already finished (no fault landed)",
-        injected=int(landed),
+    assert wait_for(lambda: done() >= at, proc), (
+        f"the child stopped before {at} {unit}: {proc.communicate()[1][-2000:]}"
     )
+    assert kill9(proc), f"the child finished before the kill ({what})"
+    count = done()
+    assert low < count < total, (what, low, count, total)
+    record(
+        "fault", f"kill -9 mid-{what}, after {count} of {total} {unit} (seed {SEED})", survived, injected=1
+    )
+    return count
 
 
 def stall_and_kill(args, stall: str, tmp_path: Path, what: str, check_lock=None) -> str:
@@ -207,7 +212,6 @@ def test_training_killed_at_random_moments_resumes_bitwise(small_run, data_root,
         str(out),
     ]
     run = RunDir(out / spec.run_name)
-    ckpts = run.checkpoint_dir(0)
 
     # 1. during the write of a checkpoint; meanwhile a second process is refused by the lock
     stall_and_kill(
@@ -227,18 +231,18 @@ def test_training_killed_at_random_moments_resumes_bitwise(small_run, data_root,
         "new process after kill -9 of the lock holder (training)",
         "proceeded: the kernel released the flock",
     )
-    # 3. after a random delay once training has visibly resumed
-    n_before = len(list(ckpts.glob("iter-*.pt")))
-    kill_at_random(
+    # 3. at a seeded point of the rest of training
+    kill_mid_work(
         args,
-        lambda: len(list(ckpts.glob("iter-*.pt"))) > n_before,
-        1.5,
+        lambda: len(run.saved_steps(0)),
+        len(run.saved_steps(0)),
+        len(small_run.saved_steps(0)),
         "training",
-        "a new checkpoint",
+        "kept checkpoints",
         "rerun resumed; results bitwise identical",
-        "the run",
     )
-    if FULL and not run.done_marker(0).exists():
+    assert not run.done_marker(0).exists()
+    if FULL:
         # 4. during the write of the DONE marker, with every checkpoint already saved
         stall_and_kill(args, "DONE|1", tmp_path, "during the write of the DONE marker (training)")
         assert not run.done_marker(0).exists()
@@ -322,14 +326,14 @@ def test_sweep_killed_resumes_to_the_same_table(small_run, reference_sweep, data
         "proceeded: the kernel released the flock",
     )
     if FULL:
-        kill_at_random(
+        kill_mid_work(
             args,
-            lambda: len(list(items.glob("*.csv"))) > 1,
-            1.0,
+            lambda: len(list(items.glob("r*-t*.csv"))),
+            1,
+            2 * len(STEPS.split(",")),
             "a sweep",
-            "a new item",
+            "item files",
             "rerun resumed; paths.csv identical",
-            "the sweep",
         )
     if FULL:
         stall_and_kill(args, "paths.csv|1", tmp_path, "during the write of paths.csv (the merge)")

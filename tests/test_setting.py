@@ -83,3 +83,19 @@ def test_flag_defaults_and_shorthands():
     assert _flags(["--points", "26"]).grid == Grid(points=26)
     assert _flags([], points=25).grid == Grid(points=25)
     assert _flags(["--points", "26", "--grid", "uniform:5"]).grid == Grid(points=5)  # --grid wins
+
+
+def test_the_flags_live_beside_the_spec_overrides():
+    """`linpath run` takes training's --train-precision (the spec's `precision`) and the
+    setting's --eval-precision on one command line: each lands in its own place."""
+    from linpath.cli import build_parser, common
+
+    args = build_parser().parse_args(
+        ["run", "mnist_lenet_300_100", "--train-precision", "bf16", "--eval-precision", "fp32"]
+    )
+    assert common.spec_from(args).train.precision == "bf16"
+    assert SweepSetting.from_args(args).precision == "fp32"
+    args = build_parser().parse_args(["run", "mnist_lenet_300_100", "--eval-precision", "bf16"])
+    assert (
+        common.spec_from(args).train.precision == "fp32" and SweepSetting.from_args(args).precision == "bf16"
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from linpath import data as datasets
+import linpath.data as datasets
 from linpath.analysis.curves import REPLICATE_COLUMNS, SUMMARY_COLUMNS, load_curves, metric_rows, settings_of
 from linpath.analysis.figures import all_figures
 from linpath.analysis.intervals import summary_rows

@@ -145,7 +145,7 @@ def run_folder(text: str) -> Path:
 
 def sweep_stage(args, run_dir, setting: SweepSetting, world):
     """The sweep stage with the command line's sweep options."""
-    from linpath import pipeline
+    import linpath.pipeline as pipeline
 
     return pipeline.sweep(
         run_dir,

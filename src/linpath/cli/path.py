@@ -9,7 +9,7 @@ from linpath.sweep.setting import SweepSetting
 
 
 def _normalizations() -> str:
-    from linpath import data as datasets
+    import linpath.data as datasets
 
     return "; ".join(f"{name}: {datasets.normalization_text(name)}" for name in datasets.NORMALIZATION)
 

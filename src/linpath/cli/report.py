@@ -16,7 +16,7 @@ def arguments(p) -> None:
 
 
 def run(args) -> int:
-    from linpath import pipeline
+    import linpath.pipeline as pipeline
 
     common.run_folder(args.run_dir)
     common.print_report(pipeline.report(args.run_dir, args.metric, args.setting, args.tensorboard))

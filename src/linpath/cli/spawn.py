@@ -24,7 +24,7 @@ def arguments(p) -> None:
 
 
 def run(args) -> int:
-    from linpath import data as datasets
+    import linpath.data as datasets
     from linpath.commands.spawn import spawn, spawn_steps
     from linpath.config.spec import read_spec
     from linpath.io.rundir import RunDir

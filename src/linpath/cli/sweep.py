@@ -19,7 +19,7 @@ def arguments(p) -> None:
 
 
 def run(args) -> int:
-    from linpath import pipeline
+    import linpath.pipeline as pipeline
     from linpath.runtime import distributed
 
     common.run_folder(args.run_dir)

@@ -13,7 +13,7 @@ def arguments(p) -> None:
 
 
 def run(args) -> int:
-    from linpath import pipeline
+    import linpath.pipeline as pipeline
     from linpath.runtime import distributed
 
     spec = common.spec_from(args)

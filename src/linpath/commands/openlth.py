@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from linpath import models
+import linpath.models as models
 from linpath.config.presets import PRESETS
 from linpath.config.spec import DataSpec, ModelSpec, Spec, TrainSpec, write_spec
 from linpath.config.steps import Step, parse_step_list
@@ -96,59 +96,43 @@ def iterations_per_epoch(hparams: dict, override: int | None = None) -> int:
     return math.ceil(DATASETS[name].num_train_examples * fraction / batch)
 
 
+UNREPRESENTED = (  # OpenLTH hparams linpath's spec has no field for: noted when set
+    "nesterov_momentum",
+    "apex_fp16",
+    "random_labels_fraction",
+    "subsample_fraction",
+    "blur_factor",
+    "unsupervised_labels",
+    "transformation_seed",
+    "batchnorm_frozen",
+    "output_frozen",
+    "others_frozen",
+    "subset_start",
+    "subset_end",
+    "data_order_seed",
+)
+
+
 def spec_from_hparams(
     hparams: dict, ipe: int, replicates: int, where: str = "hparams.log"
 ) -> tuple[Spec, list[str]]:
     """The linpath spec matching OpenLTH's hparams as far as linpath represents them, and
     notes on what it does not (recorded in openlth.json and printed)."""
     d, m, t = hparams["dataset"], hparams["model"], hparams["training"]
-    notes = []
     dataset, model_name = d["dataset_name"], m["model_name"]
     if model_name not in models.MODELS:
         raise LinpathError(
             f"{where}: model {model_name!r} has no linpath counterpart (known: {', '.join(sorted(models.MODELS))})"
         )
-
-    def iterations(text: str | None) -> str:
-        return f"{Step.parse(text).to_iterations(ipe)}it" if text else ""
-
-    def iteration_list(text: str | None) -> str:
-        return (
-            ",".join(f"{s.to_iterations(ipe)}it" for s in parse_step_list(text))
-            if text and text != "None"
-            else ""
+    model, notes = _model_spec(m)
+    if t.get("optimizer_name", "sgd") != "sgd":
+        notes.append(
+            f"optimizer {t['optimizer_name']} (spec.json says sgd; only sgd is retrained by linpath)"
         )
-
-    init = m.get("model_init", "kaiming_normal")
-    if init != "kaiming_normal":
-        notes.append(f"model_init {init} (spec.json says kaiming_normal; it only matters for retraining)")
-        init = "kaiming_normal"
-    bn_init = {"uniform": "uniform", "fixed": "ones"}.get(m.get("batchnorm_init", "uniform"))
-    if bn_init is None:
-        notes.append(f"batchnorm_init {m['batchnorm_init']} (spec.json says uniform)")
-        bn_init = "uniform"
-    optimizer = t.get("optimizer_name", "sgd")
-    if optimizer != "sgd":
-        notes.append(f"optimizer {optimizer} (spec.json says sgd; only sgd is retrained by linpath)")
-    for key in (
-        "nesterov_momentum",
-        "apex_fp16",
-        "random_labels_fraction",
-        "subsample_fraction",
-        "blur_factor",
-        "unsupervised_labels",
-        "transformation_seed",
-        "batchnorm_frozen",
-        "output_frozen",
-        "others_frozen",
-        "subset_start",
-        "subset_end",
-        "data_order_seed",
-    ):
+    for key in UNREPRESENTED:
         for section in (d, m, t):
             if key in section and section[key] not in ("None", "False", "0", "0.0"):
                 notes.append(f"{key} {section[key]} (not represented in spec.json)")
-    milestones = iteration_list(t.get("milestone_steps"))
     spec = Spec(
         preset=model_name if model_name in PRESETS else "openlth",
         data=DataSpec(
@@ -158,21 +142,45 @@ def spec_from_hparams(
             augment=dataset != "mnist" and d.get("do_not_augment", "False") != "True",
             image_size=224 if dataset == "imagenet" else 0,
         ),
-        model=ModelSpec(model=model_name, init=init, bn_init=bn_init),
-        train=TrainSpec(
-            optimizer="sgd",
-            lr=_number(t, "lr", float, 0.1, where),
-            momentum=_number(t, "momentum", float, 0.0, where),
-            weight_decay=_number(t, "weight_decay", float, 0.0, where),
-            training_steps=iterations(t["training_steps"]),
-            milestone_steps=milestones,
-            gamma=_number(t, "gamma", float, 0.1, where),
-            warmup_steps=iterations(t.get("warmup_steps")),
-            seed=0,
-        ),
+        model=model,
+        train=_train_spec(t, ipe, where),
         replicates=replicates,
     )
     return spec.validate(), notes
+
+
+def _model_spec(m: dict) -> tuple[ModelSpec, list[str]]:
+    """OpenLTH's model hparams as linpath's, and notes on the initializers it does not have."""
+    notes = []
+    init = m.get("model_init", "kaiming_normal")
+    if init != "kaiming_normal":
+        notes.append(f"model_init {init} (spec.json says kaiming_normal; it only matters for retraining)")
+    bn_init = {"uniform": "uniform", "fixed": "ones"}.get(m.get("batchnorm_init", "uniform"))
+    if bn_init is None:
+        notes.append(f"batchnorm_init {m['batchnorm_init']} (spec.json says uniform)")
+    return ModelSpec(model=m["model_name"], init="kaiming_normal", bn_init=bn_init or "uniform"), notes
+
+
+def _train_spec(t: dict, ipe: int, where: str) -> TrainSpec:
+    """OpenLTH's training hparams in iterations (its epochs converted with `ipe`)."""
+
+    def iterations(text: str | None) -> str:
+        return f"{Step.parse(text).to_iterations(ipe)}it" if text else ""
+
+    milestones = t.get("milestone_steps")
+    return TrainSpec(
+        optimizer="sgd",
+        lr=_number(t, "lr", float, 0.1, where),
+        momentum=_number(t, "momentum", float, 0.0, where),
+        weight_decay=_number(t, "weight_decay", float, 0.0, where),
+        training_steps=iterations(t["training_steps"]),
+        milestone_steps=",".join(f"{s.to_iterations(ipe)}it" for s in parse_step_list(milestones))
+        if milestones and milestones != "None"
+        else "",
+        gamma=_number(t, "gamma", float, 0.1, where),
+        warmup_steps=iterations(t.get("warmup_steps")),
+        seed=0,
+    )
 
 
 def find_replicate_folders(root: Path) -> list[Path]:

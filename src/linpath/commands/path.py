@@ -6,18 +6,15 @@ import dataclasses
 import importlib
 import importlib.util
 import json
-import math
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from linpath import data as datasets
-from linpath import models
+import linpath.data as datasets
+import linpath.models as models
 from linpath.api import (
     PathCurve,
     align,
@@ -37,8 +34,8 @@ from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
 from linpath.io.tensors import load_tensors
-from linpath.runtime import progress as plain_progress
 from linpath.runtime.device import resolve_device
+from linpath.runtime.progress import Progress
 from linpath.sweep.evaluation import bn_batches, evaluation_subset
 from linpath.sweep.grids import Grid
 from linpath.sweep.setting import SweepSetting
@@ -293,21 +290,13 @@ def _write(out: Path, curve: PathCurve, record: dict, title: str) -> list[Path]:
 
 
 def _progress(enabled: bool, total: int | None):
-    """A callback counting evaluated points: a tqdm bar on a terminal, else a plain line per
-    step (runtime/progress.py); `total` None for adaptive grids. Returns (callback, close)."""
+    """A callback counting evaluated points (runtime/progress.py); `total` None for adaptive
+    grids. Returns (callback, close)."""
     if not enabled:
         return None, lambda: None
-    if not plain_progress.plain():
-        bar = tqdm(total=total, desc="path", unit="net", dynamic_ncols=True)
-        return bar.update, bar.close
-    started, done = time.monotonic(), [0]
-
-    def line(n: int) -> None:
-        done[0] += n
-        of = f"/{total}" if total else ""
-        plain_progress.line(f"path: {done[0]}{of} points ({math.ceil(time.monotonic() - started)} s)")
-
-    return line, lambda: None
+    bar = Progress("path", total, "net")
+    of = f"/{total}" if total else ""
+    return lambda n: bar.update(n, f"path: {bar.done + n}{of} points"), bar.close
 
 
 def path_between_files(

@@ -14,7 +14,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from linpath import data as datasets
+import linpath.data as datasets
 from linpath.analysis.trajectory import PLANE_TRAJECTORY_COLUMNS, plane_coordinates
 from linpath.api import Surface, plane, random_plane
 from linpath.commands.path import find_run_spec, load_data, resolve_model
@@ -27,7 +27,7 @@ from linpath.io.rundir import RunDir
 from linpath.io.tables import write_csv
 from linpath.io.tensors import load_state_dict
 from linpath.runtime.device import resolve_device
-from linpath.runtime.progress import line
+from linpath.runtime.progress import Progress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,19 +75,20 @@ def _check_out(out: Path) -> Path:
     return out
 
 
-def _row_progress(what: str):
-    """A progress callback for plane rows: a line per row (a plane row takes seconds to minutes)."""
-
-    def report(done: int, rows: int) -> None:
-        line(f"{what}: row {done}/{rows}")
-
-    return report
+def _row_progress(what: str, rows: int) -> tuple:
+    """A progress callback for plane rows, a line each off a terminal (a plane row takes
+    seconds to minutes), and its close."""
+    bar = Progress(what, rows, "row")
+    return (lambda done, rows: bar.update(1, f"{what}: row {done}/{rows}")), bar.close
 
 
 def _evaluate(net, states: list, labels: list[str], evalset, options: PlaneOptions, out: Path) -> Surface:
     """The surface of three states (or of one, with options.seed), its rows kept in out/plane.csv
     (shared with the other ranks under torchrun; each rank reports its own rows)."""
     rank, ranks = options.shard
+    progress, close = _row_progress(
+        f"plane {out.name}" + (f" (rank {rank})" if ranks > 1 else ""), options.grid[1]
+    )
     common = dict(
         grid=options.grid,
         span=options.span,
@@ -96,13 +97,16 @@ def _evaluate(net, states: list, labels: list[str], evalset, options: PlaneOptio
         precision=options.precision,
         allow_nonfinite=options.allow_nonfinite,
         rows_file=_check_out(out) / "plane.csv",
-        progress=_row_progress(f"plane {out.name}" + (f" (rank {rank})" if ranks > 1 else "")),
+        progress=progress,
         shard=options.shard,
     )
-    if options.seed is None:
-        surface = plane(net, *states, evalset, **common)
-    else:
-        surface = random_plane(net, states[0], evalset, seed=options.seed, **common)
+    try:
+        if options.seed is None:
+            surface = plane(net, *states, evalset, **common)
+        else:
+            surface = random_plane(net, states[0], evalset, seed=options.seed, **common)
+    finally:
+        close()
     marks = tuple((a, b, label) for (a, b, _), label in zip(surface.marks, labels))
     return dataclasses.replace(surface, marks=marks)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
-from linpath import models
+import linpath.models as models
 from linpath.config.steps import Step, parse_step_list
 from linpath.data import DATASETS
 from linpath.errors import LinpathError

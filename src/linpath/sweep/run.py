@@ -7,23 +7,20 @@ sweep/<setting>/, so a killed sweep resumes by skipping finished files, and seve
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from pathlib import Path
 
-from tqdm import tqdm
-
-from linpath import data as datasets
+import linpath.data as datasets
 from linpath.config.schedule import Schedule
 from linpath.config.spec import build_model, read_spec
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
 from linpath.io.tensors import check_finite, load_state_dict
-from linpath.runtime import progress as plain_progress
 from linpath.runtime.device import resolve_device
 from linpath.runtime.distributed import World
+from linpath.runtime.progress import Progress
 from linpath.sweep.evaluation import LineJob, bn_batches, evaluation_subset, line_job
 from linpath.sweep.items import item_problem
 from linpath.sweep.merge import format_rows, merge_paths
@@ -163,61 +160,51 @@ def run_sweep(
     of that list, so ranks agree on the split even while files appear; items cost the same
     (same grid, same data), so round-robin balances them."""
     spec = read_spec(run)
-    schedule = Schedule.of(spec, source.num_train_examples)
+    total = Schedule.of(spec, source.num_train_examples).total
     replicates = run.replicates() if replicates is None else replicates
     if not replicates:
         raise LinpathError(f"{run.root} has no finished replicate to sweep; run 'linpath train' first")
-    items = work_items(run, replicates, from_steps, schedule.total)
+    items = work_items(run, replicates, from_steps, total)
     if world.is_main:
-        missing = missing_checkpoints(run, spec)
-        if missing:
-            shown = ", ".join(f"replicate {r} t={t}" for r, t, _ in missing[:5])
-            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            _say(
-                "warning",
-                f"{len(missing)} kept checkpoint(s) missing, their paths are skipped: {shown}{more} "
-                f"(first: {missing[0][2]})",
-            )
+        _warn_missing(run, spec)
     todo = world.broadcast(_unfinished(run, setting, items, world.is_main))[world.rank :: world.size]
     if not todo:
         return 0
     job = setting_job(spec, setting, source, resolve_device(device), batch_size=batch_size, compile=compile)
+    where = f"rank {world.rank} " if world.active else ""
+    bar = Progress(f"sweep {where}".strip(), len(todo) * len(setting.grid.xs()), "net", progress)
     last_merge = time.monotonic()
-    plain = progress and plain_progress.plain()
-    bar = tqdm(
-        total=len(todo) * len(setting.grid.xs()),
-        desc=f"sweep (rank {world.rank})" if world.active else "sweep",
-        unit="net",
-        disable=not progress or plain,
-        dynamic_ncols=True,
-    )
-    started = time.monotonic()
-
-    def load(t: int) -> dict:
-        path = run.checkpoint(r, t)
-        state = load_state_dict(path)
-        return state if allow_nonfinite else check_finite(state, path)
-
     finals: dict[int, dict] = {}
     for done, (r, t) in enumerate(todo, 1):
         if r not in finals:
-            finals = {r: load(schedule.total)}
+            finals = {r: _load(run, r, total, allow_nonfinite)}
         try:
-            rows = _item_rows(job, setting, load(t), finals[r], r, t)
+            rows = _item_rows(job, setting, _load(run, r, t, allow_nonfinite), finals[r], r, t)
         except LinpathError as e:
-            raise LinpathError(
-                f"{run.checkpoint(r, t)} and {run.checkpoint(r, schedule.total)}: {e}"
-            ) from None
+            raise LinpathError(f"{run.checkpoint(r, t)} and {run.checkpoint(r, total)}: {e}") from None
         atomic_write_text(run.item_file(setting.key, r, t), format_rows(rows))
-        bar.update(len(setting.grid.xs()))
-        if plain:
-            where = f"rank {world.rank} " if world.active else ""
-            plain_progress.line(
-                f"sweep {where}{done}/{len(todo)}: replicate {r} t={t} done "
-                f"({math.ceil(time.monotonic() - started)} s)"
-            )
+        bar.update(len(setting.grid.xs()), f"sweep {where}{done}/{len(todo)}: replicate {r} t={t} done")
         if not world.active and time.monotonic() - last_merge > MERGE_EVERY_S:
             merge_paths(run)  # keep paths.csv current during long sweeps (ranks: rank 0 merges at the end)
             last_merge = time.monotonic()
     bar.close()
     return len(todo)
+
+
+def _load(run: RunDir, r: int, t: int, allow_nonfinite: bool) -> dict:
+    path = run.checkpoint(r, t)
+    state = load_state_dict(path)
+    return state if allow_nonfinite else check_finite(state, path)
+
+
+def _warn_missing(run: RunDir, spec) -> None:
+    """One warning naming the kept checkpoints whose paths the sweep cannot evaluate."""
+    missing = missing_checkpoints(run, spec)
+    if missing:
+        shown = ", ".join(f"replicate {r} t={t}" for r, t, _ in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        _say(
+            "warning",
+            f"{len(missing)} kept checkpoint(s) missing, their paths are skipped: {shown}{more} "
+            f"(first: {missing[0][2]})",
+        )

@@ -24,8 +24,13 @@ SPLITS = ("test", "train")
 
 
 def _flag(flag: str, help: str, **argparse_options) -> dict:
-    """A field's command-line flag: its name, help and argparse options (type, choices, metavar)."""
+    """A field's command-line flag: its name, help and argparse options (type, choices, metavar,
+    dest where the field's name would clash with another command-line option)."""
     return {"flag": flag, "help": help, **argparse_options}
+
+
+def _dest(f: dataclasses.Field) -> str:
+    return f.metadata.get("dest", f.name)
 
 
 def _positive_int(value, flag: str, allow_zero: bool = False) -> None:
@@ -54,7 +59,13 @@ class SweepSetting:
     )
     precision: str = field(
         default="fp32",
-        metadata=_flag("--eval-precision", "evaluation arithmetic (default fp32)", choices=PRECISIONS),
+        # dest: training's precision is the spec's field `precision` (--train-precision)
+        metadata=_flag(
+            "--eval-precision",
+            "evaluation arithmetic (default fp32)",
+            choices=PRECISIONS,
+            dest="eval_precision",
+        ),
     )
     bn_batches: int = field(  # recompute only: training batches per point
         default=DEFAULT_BN_BATCHES,
