@@ -138,13 +138,10 @@ class SweepSetting:
             if f.name == "grid":
                 _add_grid_flags(group, f.metadata, defaults.get("points", Grid().points))
                 continue
-            meta = {k: v for k, v in f.metadata.items() if k not in ("flag", "help")}
+            meta = {k: v for k, v in f.metadata.items() if k not in ("flag", "help", "dest")}
+            default = defaults.get(f.name, f.default)
             group.add_argument(
-                f.metadata["flag"],
-                dest=f.name,
-                default=defaults.get(f.name, f.default),
-                help=f.metadata["help"],
-                **meta,
+                f.metadata["flag"], dest=_dest(f), default=default, help=f.metadata["help"], **meta
             )
 
     @classmethod
@@ -157,8 +154,8 @@ class SweepSetting:
             elif f.name == "grid":
                 text = getattr(args, "grid", None)
                 values["grid"] = parse_grid(text) if text is not None else Grid(points=args.points)
-            elif hasattr(args, f.name):
-                value = getattr(args, f.name)
+            elif hasattr(args, _dest(f)):
+                value = getattr(args, _dest(f))
                 values[f.name] = f.default if value is None and f.name == "params" else value
         return cls(**values)
 
