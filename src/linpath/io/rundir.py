@@ -5,9 +5,11 @@ runs/<preset>-<hash>/
   replicate-<r>/checkpoints/iter-<t>.pt   model state after t updates (kept steps)
   replicate-<r>/resume.pt         model + optimizer + step, for resuming training
   replicate-<r>/train_log.csv     per-epoch log
+  replicate-<r>/provenance.json   where the replicate was trained (device, versions, date)
   sweep/<key>/r<r>-t<t>.csv       one finished path (replicate, t) of one sweep setting
   paths.csv                       every evaluated point (merged from sweep/)
   metrics.csv, figures/, report.md
+  merged.json                     only in a study made by `linpath merge`: its sources
 """
 
 from __future__ import annotations
@@ -46,6 +48,15 @@ class RunDir:
 
     def done_marker(self, r: int) -> Path:
         return self.replicate_dir(r) / "DONE"
+
+    def provenance(self, r: int) -> Path:
+        """Where replicate r was trained (runtime/provenance.py writes it when it finishes)."""
+        return self.replicate_dir(r) / "provenance.json"
+
+    @property
+    def merged_record(self) -> Path:
+        """The sources of a study made by `linpath merge` (commands/merge.py); absent elsewhere."""
+        return self.root / "merged.json"
 
     @property
     def sweep_dir(self) -> Path:
