@@ -244,7 +244,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_report_options(p)
     _add_own_model_commands(sub)
+    _add_merge_command(sub)
     return parser
+
+
+def _add_merge_command(sub) -> None:
+    """merge: one study from run folders of one spec whose replicates were trained apart."""
+    p = sub.add_parser(
+        "merge", help="one study from run folders of one spec whose replicates were trained apart"
+    )
+    p.add_argument(
+        "study", help="the study folder to make (or one an earlier merge made, to add replicates to)"
+    )
+    p.add_argument(
+        "runs", nargs="+", help="run folders of the same spec hash (each swept; checkpoints are not copied)"
+    )
+    p.add_argument(
+        "--setting",
+        action="append",
+        default=None,
+        help="merge only this sweep setting (a folder name under sweep/; repeatable); "
+        "default: every one, which every run must hold",
+    )
+
+
+def _dispatch_merge(args) -> int:
+    from linpath.commands.merge import merge_runs
+
+    merged = merge_runs(args.study, args.runs, args.setting)
+    for note in merged.notes:
+        print(f"note: {note}")
+    added = ", ".join(map(str, merged.added)) or "none"
+    print(
+        f"merged: {merged.study.root}: replicates {', '.join(map(str, merged.replicates))} "
+        f"(new: {added}); sweep settings: {', '.join(merged.settings) or 'none'}"
+    )
+    print(f"next: linpath report {merged.study.root}")
+    return 0
 
 
 def _add_own_model_commands(sub) -> None:
@@ -583,6 +619,8 @@ def _dispatch(args) -> int:
         return _dispatch_align(args)
     if args.command == "trajectory":
         return _dispatch_trajectory(args)
+    if args.command == "merge":
+        return _dispatch_merge(args)
     raise AssertionError(args.command)
 
 
