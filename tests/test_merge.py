@@ -342,3 +342,25 @@ def test_unfinished_replicates_are_left_out_with_a_note_and_their_items_refused(
         refusal(tmp_path / "other", [c.root])
         == f"{c.root} has no finished replicate to merge (no replicate-<r>/DONE)"
     )
+
+
+def test_provenance_facts_on_a_cuda_device_and_the_cpu_name_fallbacks(monkeypatch):
+    """No GPU here: torch's CUDA queries are stood in for, to check what is recorded on one."""
+    from linpath.runtime import provenance
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    facts = provenance.device_facts(torch.device("cuda"), processes=4)
+    assert {k: facts[k] for k in ("device", "device_type", "processes", "cuda", "torch")} == {
+        "device": "NVIDIA H200",
+        "device_type": "cuda",
+        "processes": 4,
+        "cuda": "12.8",
+        "torch": torch.__version__,
+    }
+    assert provenance.device_facts(torch.device("cpu"))["cuda"] is None
+    monkeypatch.setattr("builtins.open", lambda *a, **k: (_ for _ in ()).throw(OSError("no /proc")))
+    monkeypatch.setattr(provenance.platform, "processor", lambda: "x86_64")
+    assert provenance.cpu_name() == "x86_64"
+    monkeypatch.setattr(provenance.platform, "processor", lambda: "")
+    assert provenance.cpu_name() == "cpu"
