@@ -364,3 +364,20 @@ def test_provenance_facts_on_a_cuda_device_and_the_cpu_name_fallbacks(monkeypatc
     assert provenance.cpu_name() == "x86_64"
     monkeypatch.setattr(provenance.platform, "processor", lambda: "")
     assert provenance.cpu_name() == "cpu"
+
+
+def test_training_records_provenance_for_what_it_finished_even_when_interrupted(tmp_path, monkeypatch):
+    """pipeline.train with training stood in for: replicate 0 finishes, then a Ctrl-C."""
+
+    def train_then_interrupt(spec, run, replicates, source, **options):
+        run.replicate_dir(0).mkdir(parents=True)
+        run.done_marker(0).write_text("40\n")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.datasets, "load", lambda *a, **k: None)
+    monkeypatch.setattr(pipeline, "train_replicates", train_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.train(SPEC, tmp_path, progress=False, only=[0, 1])
+    run = RunDir(tmp_path / SPEC.run_name)
+    assert json.loads(run.provenance(0).read_text())["device_type"] == "cpu"
+    assert not run.provenance(1).exists()

@@ -6,6 +6,7 @@ each can be run alone, re-run, or resumed.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -88,9 +89,13 @@ def train(
             train_replicates(
                 spec, run, replicates, source, device=world.device(device), progress=progress, world=world
             )
-        finally:  # also for the replicates that finished before an interruption
-            if world.is_main:
-                record_provenance(run, unfinished, world.device(device), world.size)
+        except BaseException:
+            if world.is_main:  # the replicates that finished before the failure; never masking it
+                with contextlib.suppress(Exception):
+                    record_provenance(run, unfinished, world.device(device), world.size)
+            raise
+        if world.is_main:
+            record_provenance(run, unfinished, world.device(device), world.size)
     return run
 
 

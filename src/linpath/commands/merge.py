@@ -18,6 +18,9 @@ STUDY: a new (or empty) folder is created. One made by an earlier merge of the s
 merged.json) takes more replicates and settings: it counts as one of the runs, none of its files
 is replaced, and merged.json records every source. Any other existing folder is refused and left
 as it was: nothing a user made is overwritten.
+
+The study's spec.json names the versions of the merge; each source's own (those its replicates
+were trained with, when they have no provenance.json) are kept in merged.json.
 """
 
 from __future__ import annotations
@@ -134,12 +137,13 @@ def _holdings(name: str, run: RunDir, spec: Spec | None, strict: bool) -> Source
     for folder in sorted(p for p in run.sweep_dir.glob("*") if p.is_dir()):
         for path in sorted(folder.glob("r*-t*.csv")):
             problem = item_problem(path)
-            r = int(_ITEM.match(path.name).group(1)) if problem is None else None
-            if problem is None and r not in finished:
-                problem = f"it is of replicate {r}, which has not finished in {name}"
             if problem is None:
-                source.items.setdefault(folder.name, {})[(r, int(_ITEM.match(path.name).group(2)))] = path
-            elif strict:
+                r, t = map(int, _ITEM.match(path.name).groups())
+                if r in finished:
+                    source.items.setdefault(folder.name, {})[(r, t)] = path
+                    continue
+                problem = f"it is of replicate {r}, which has not finished in {name}"
+            if strict:
                 raise LinpathError(
                     f"{path}: {problem}; sweep it again there, or delete the file to merge without it"
                 )
