@@ -1,5 +1,6 @@
 """torchrun: a 2-process gloo run on 127.0.0.1 equals the single-process run."""
 
+import json
 import os
 import shutil
 import socket
@@ -71,6 +72,9 @@ def test_two_process_training_matches_single_process(runs):
         for k in a:
             assert torch.allclose(a[k], b[k], rtol=0, atol=tolerance), (t, k, (a[k] - b[k]).abs().max())
     assert ddp.done_marker(0).exists() and not ddp.resume_file(0).exists()
+    # rank 0 alone records where it was made, with the number of processes
+    assert json.loads(ddp.provenance(0).read_text())["processes"] == 2
+    assert json.loads(single.provenance(0).read_text())["processes"] == 1
 
 
 def test_two_process_sweep_gives_the_identical_table(runs, tmp_path):

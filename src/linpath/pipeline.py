@@ -6,6 +6,7 @@ each can be run alone, re-run, or resumed.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,8 +25,11 @@ from linpath.io.rundir import RunDir
 from linpath.io.tables import write_csv
 from linpath.report.html import setting_data, write_html
 from linpath.report.markdown import Section, describe, run_line, write_report
+from linpath.report.origins import origins_sentence
 from linpath.runtime import tensorboard as tb
+from linpath.runtime.device import resolve_device
 from linpath.runtime.distributed import World
+from linpath.runtime.provenance import device_facts, write_provenance
 from linpath.sweep.merge import merge_paths
 from linpath.sweep.run import missing_checkpoints, run_sweep
 from linpath.sweep.setting import SweepSetting, parse_key
@@ -79,10 +83,30 @@ def train(
         if world.is_main:
             for r in replicates:
                 run.remove_stale_temporaries(run.replicate_dir(r))
-        train_replicates(
-            spec, run, replicates, source, device=world.device(device), progress=progress, world=world
-        )
+        unfinished = [r for r in replicates if not run.done_marker(r).exists()]
+        try:
+            train_replicates(
+                spec, run, replicates, source, device=world.device(device), progress=progress, world=world
+            )
+        except BaseException:
+            if world.is_main:  # the replicates that finished before the failure; never masking it
+                with contextlib.suppress(Exception):
+                    record_provenance(run, unfinished, world.device(device), world.size)
+            raise
+        if world.is_main:
+            record_provenance(run, unfinished, world.device(device), world.size)
     return run
+
+
+def record_provenance(run: RunDir, replicates: list[int], device: str, processes: int = 1) -> None:
+    """provenance.json (where it was trained) for each of `replicates` that has finished and has
+    none yet; replicates finished by an earlier call are left alone (they may have been made
+    elsewhere)."""
+    todo = [r for r in replicates if run.done_marker(r).exists() and not run.provenance(r).exists()]
+    if todo:
+        facts = device_facts(resolve_device(device), processes)
+        for r in todo:
+            write_provenance(run, r, facts)
 
 
 def _check_replicate_ids(only: list[int]) -> None:
@@ -220,11 +244,19 @@ def report(
     claims = claims_of(spec.preset)
     title, notes = claims.setting if claims else spec.preset, missing_notes(run, spec)
     path = write_report(run, spec, title, sections, notes)
-    pages = [setting_data(s.curves, s.summary, s.verdicts, describe(s.curves), metric) for s in sections]
+    pages = [
+        setting_data(s.curves, s.summary, s.verdicts, describe_with_origins(run, s.curves), metric)
+        for s in sections
+    ]
     write_html(run, title, run_line(run, spec, sections), pages, notes)
     for section in sections:
         board_path_metrics(run, section)
     return path
+
+
+def describe_with_origins(run: RunDir, curves) -> str:
+    """report.html's description of a setting: report.md's, and where each replicate was made."""
+    return f"{describe(curves)}; {origins_sentence(run, curves.replicates)}"
 
 
 def board_path_metrics(run: RunDir, section: Section) -> None:

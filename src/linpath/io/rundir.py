@@ -7,11 +7,13 @@ runs/<preset>-<hash>/
   replicate-<r>/resume.pt         model + optimizer + step, for resuming training
   replicate-<r>/train_log.csv     per-epoch log
   replicate-<r>/DONE              the replicate's last step, written when it finished
+  replicate-<r>/provenance.json   where the replicate was trained (device, versions, date)
   sweep/<key>/r<r>-t<t>.csv       one finished path (replicate, t) of one sweep setting
   results/<key>/                  that setting's tables and figures
   paths.csv, report.md            every setting's points; the report
   layers/<key>-hold<end|start>/   the per-layer mode's table and figures
   plane/<key>/, trajectory/r<r>/, spawn/r<r>-t<T>/   planes, trajectories, spawns
+  merged.json                     only in a study made by `linpath merge`: its sources
 """
 
 from __future__ import annotations
@@ -78,6 +80,20 @@ class RunDir:
 
     def done_marker(self, r: int) -> Path:
         return self.replicate_dir(r) / "DONE"
+
+    def provenance(self, r: int) -> Path:
+        """Where replicate r was trained (runtime/provenance.py writes it when it finishes)."""
+        return self.replicate_dir(r) / "provenance.json"
+
+    @property
+    def merged_record(self) -> Path:
+        """The sources of a study made by `linpath merge` (commands/merge.py); absent elsewhere."""
+        return self.root / "merged.json"
+
+    @property
+    def is_merged(self) -> bool:
+        """Whether the folder is a study made by `linpath merge`: it holds no checkpoints, by design."""
+        return self.merged_record.exists()
 
     @property
     def sweep_dir(self) -> Path:

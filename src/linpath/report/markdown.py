@@ -17,6 +17,7 @@ from linpath.config.spec import Spec
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
+from linpath.report.origins import origin_lines
 
 
 @dataclass
@@ -83,6 +84,7 @@ def section_lines(run: RunDir, section: Section) -> list[str]:
         f"{describe(c)}. Its tables: "
         f"`results/{c.setting}/` (paths.csv, metrics.csv per replicate, summary.csv).",
         "",
+        *origin_lines(run, c.replicates),
         "### Verdicts on the paper's claims",
         "",
         *section.verdicts,

@@ -35,9 +35,10 @@ def _say(kind: str, message: str) -> None:
 
 def missing_checkpoints(run: RunDir, spec) -> list[tuple[int, int, Path]]:
     """(replicate, t, file) for every kept t of the schedule (the paper's and --keep-steps')
-    that a finished replicate has no checkpoint for; no data set is read. Imported runs
-    (openlth.json) keep OpenLTH's steps, not the schedule's: none."""
-    if run.is_imported:
+    that a finished replicate has no checkpoint for; no data set is read. None in imported runs
+    (openlth.json: they keep OpenLTH's steps, not the schedule's) and in merged studies (they
+    hold no checkpoints, by design)."""
+    if run.is_imported or run.is_merged:
         return []
     kept = Schedule.of(spec, datasets.info(spec.data.dataset).num_train_examples).kept()
     out = []
