@@ -176,6 +176,11 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--from-steps", default=None, help="starting iterations t, e.g. 0,16,1024 (default: every kept t)"
     )
+    g.add_argument(
+        "--allow-duplicates",
+        action="store_true",
+        help="sweep even when the audit finds states kept twice (byte-identical or equal files; see 'linpath audit')",
+    )
 
 
 def _add_report_options(p: argparse.ArgumentParser) -> None:
@@ -231,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the other layers held (--hold), each its own setting; then layers/<setting>-hold<H>/ holds "
         "layers.csv and a figure per t with one line per layer",
     )
+    _add_external_inputs(p)
 
     p = sub.add_parser(
         "report", help="report.md, and each sweep setting's tables and figures in results/<setting>/"
@@ -244,7 +250,83 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_report_options(p)
     _add_own_model_commands(sub)
+    _add_audit_command(sub)
+    _add_import_command(sub)
     return parser
+
+
+def _add_external_inputs(p: argparse.ArgumentParser) -> None:
+    """--model and --data of `sweep` on an external run (states kept from your own training)."""
+    g = p.add_argument_group(
+        "external runs (linpath.Keeper, the Lightning and Hugging Face callbacks, 'linpath import')"
+    )
+    g.add_argument(
+        "--model", default=None, help="module:callable or file.py:callable returning the nn.Module"
+    )
+    g.add_argument(
+        "--data", default=None, help="the evaluation data: a data set name or a .pt file of (inputs, targets)"
+    )
+    g.add_argument(
+        "--num-classes", type=int, default=None, help="classes of a named model (default: the data's)"
+    )
+
+
+def _add_audit_command(sub) -> None:
+    p = sub.add_parser("audit", help="check a run's kept states: duplicates, missing steps, distances, NaN")
+    p.add_argument("run_dir")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="how far (a share of the largest distance) a later state may lie farther from the final state "
+        "than an earlier one (default 0.1)",
+    )
+
+
+def _dispatch_audit(args) -> int:
+    """One line per finding; exit 1 when there are findings, 0 when the run is clean."""
+    from linpath.analysis.audit import DISTANCE_TOLERANCE, audit_run
+
+    if not Path(args.run_dir).is_dir():
+        raise LinpathError(f"no run folder at {args.run_dir}")
+    tolerance = DISTANCE_TOLERANCE if args.tolerance is None else args.tolerance
+    if not tolerance >= 0:
+        raise LinpathError(f"--tolerance must be a number >= 0, got {args.tolerance}")
+    findings = audit_run(args.run_dir, tolerance=tolerance)
+    for finding in findings:
+        print(f"{finding.kind}: {finding.message}")
+    run = RunDir(args.run_dir)
+    states = sum(len(run.saved_steps(r)) for r in run.replicates())
+    verdict = f"{len(findings)} finding{'s' * (len(findings) != 1)}" if findings else "clean"
+    done = len(run.replicates())
+    print(
+        f"audit: {verdict} ({done} finished replicate{'s' * (done != 1)}, {states} kept states in {run.root})"
+    )
+    return 1 if findings else 0
+
+
+def _add_import_command(sub) -> None:
+    p = sub.add_parser("import", help="folders of checkpoints (step-<t>.pt, checkpoint-<t>/) as a run folder")
+    p.add_argument("sources", nargs="+", help="one folder per replicate")
+    p.add_argument(
+        "--pattern",
+        default=None,
+        help="the files or folders and their step t: a template such as 'step-{t}.pt' or 'epoch=*-step={t}.ckpt' "
+        "(* within a name), or a regular expression with (?P<t>...); default: Hugging Face checkpoint-{t}/ folders",
+    )
+    p.add_argument("--out", default="runs", help="folder that holds run folders (default runs/)")
+    p.add_argument("--key", default=None, help="dotted path to the state dict inside each checkpoint")
+
+
+def _dispatch_import(args) -> int:
+    from linpath.commands.import_dir import import_folders
+
+    run, notes = import_folders(args.sources, args.out, args.pattern, args.key)
+    for note in notes:
+        print(f"note: {note}")
+    print(f"imported: {run.root}")
+    print(f"next: linpath sweep {run.root} --model module:callable --data DATA && linpath report {run.root}")
+    return 0
 
 
 def _add_own_model_commands(sub) -> None:
@@ -458,7 +540,15 @@ def _dispatch_plane(args) -> int:
     )
     if len(args.states) == 1 and Path(args.states[0]).is_dir():
         surface, files = plane_of_run(
-            args.states[0], args.replicate, args.other_replicate, args.at, options, args.out, args.data_root
+            args.states[0],
+            args.replicate,
+            args.other_replicate,
+            args.at,
+            options,
+            args.out,
+            args.data_root,
+            args.model,
+            args.data,
         )
     else:
         surface, files = plane_between_files(
@@ -527,8 +617,9 @@ def _setting(args):
     )
 
 
-def _sweep(args, run_dir, setting, world, progress: bool):
-    """The sweep stage with the command line's sweep options."""
+def _sweep(args, run_dir, setting, world, progress: bool, inputs=None):
+    """The sweep stage with the command line's sweep options (`inputs`: an external run's
+    --model and --data)."""
     from linpath import pipeline
 
     steps = parse_steps(args.from_steps)
@@ -542,6 +633,8 @@ def _sweep(args, run_dir, setting, world, progress: bool):
         world,
         args.compile,
         args.allow_nonfinite,
+        args.allow_duplicates,
+        inputs,
     )
 
 
@@ -560,6 +653,7 @@ def _sweep_layers(args, setting, world, progress: bool):
         world=world,
         compile=args.compile,
         allow_nonfinite=args.allow_nonfinite,
+        allow_duplicates=args.allow_duplicates,
     )
 
 
@@ -583,12 +677,17 @@ def _dispatch(args) -> int:
         return _dispatch_align(args)
     if args.command == "trajectory":
         return _dispatch_trajectory(args)
+    if args.command == "audit":
+        return _dispatch_audit(args)
+    if args.command == "import":
+        return _dispatch_import(args)
     raise AssertionError(args.command)
 
 
 def _dispatch_stages(args, progress: bool) -> int:
     """run, train, sweep, report."""
     from linpath import pipeline
+    from linpath.commands.external import external_inputs
     from linpath.runtime import distributed
 
     if args.command in ("run", "train"):
@@ -612,13 +711,18 @@ def _dispatch_stages(args, progress: bool) -> int:
         if not Path(args.run_dir).is_dir():
             raise LinpathError(f"no run folder at {args.run_dir}")
         setting = _setting(args)
+        inputs = external_inputs(args.model, args.data, args.data_root, args.split, args.num_classes)
         world = distributed.init(args.device)
         if args.per_layer:
+            if inputs is not None:
+                raise LinpathError(
+                    "--per-layer builds the model from the run's spec; it does not take --model/--data"
+                )
             folder = _sweep_layers(args, setting, world, progress)
             if world.is_main:
                 print(f"per layer: {folder}")
             return 0
-        run = _sweep(args, args.run_dir, setting, world, progress)
+        run = _sweep(args, args.run_dir, setting, world, progress, inputs)
         if world.is_main:
             print(f"swept: {run.paths_csv}")
         return 0

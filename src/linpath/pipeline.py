@@ -6,19 +6,21 @@ each can be run alone, re-run, or resumed.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 from linpath import data as datasets
+from linpath.analysis.audit import AuditCache, audit_notes, audit_run, duplicates_refusal
 from linpath.analysis.curves import REPLICATE_COLUMNS, SUMMARY_COLUMNS, load_curves, metric_rows, settings_of
 from linpath.analysis.figures import all_figures
 from linpath.analysis.intervals import summary_rows
 from linpath.analysis.layers import LAYER_COLUMNS, layer_figure, layer_rows
 from linpath.analysis.verdicts import verdicts
+from linpath.config.external import is_external
 from linpath.config.presets import claims_of, figure2_steps_of
 from linpath.config.schedule import Schedule
 from linpath.config.spec import Spec, build_model, read_spec, write_spec
-from linpath.config.steps import kept_steps
 from linpath.engine.params import layer_specs
 from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
@@ -27,6 +29,7 @@ from linpath.report.html import setting_data, write_html
 from linpath.report.markdown import Section, describe, run_line, write_report
 from linpath.runtime import tensorboard as tb
 from linpath.runtime.distributed import World
+from linpath.sweep.external import ExternalInputs, check_same_data, external_source
 from linpath.sweep.merge import merge_paths
 from linpath.sweep.run import run_sweep
 from linpath.sweep.setting import SweepSetting
@@ -102,15 +105,28 @@ def sweep(
     world: World = World(),
     compile: bool = False,
     allow_nonfinite: bool = False,
+    allow_duplicates: bool = False,
+    inputs: ExternalInputs | None = None,
 ) -> RunDir:
     """Evaluate every unfinished path; under torchrun the items are shared among the ranks
-    and rank 0 merges paths.csv once all are done."""
+    and rank 0 merges paths.csv once all are done. The run's kept states are audited first
+    (analysis/audit.py): duplicate states are refused unless `allow_duplicates`. An external
+    run is evaluated with `inputs` (--model and --data, sweep/external.py)."""
     run = RunDir(run_dir)
-    spec = read_spec(run)
-    source = datasets.load(spec.data.dataset, data_root, image_size=spec.data.image_size)
+    spec = read_spec(run, external_ok=inputs is not None)
+    if inputs is not None:
+        source = external_source(run, spec, setting, inputs)
+    else:
+        source = datasets.load(spec.data.dataset, data_root, image_size=spec.data.image_size)
+    cache = AuditCache(run)
+    refusal = world.broadcast(_audit_gate(run, cache, allow_duplicates) if world.is_main else None)
+    if refusal:
+        raise LinpathError(refusal)
     with run.lock(f"sweep-rank{world.rank}"):
         if world.is_main:  # other ranks write nothing before rank 0 has listed the work
             run.remove_stale_temporaries(run.sweep_dir / setting.key)
+            if inputs is not None:
+                check_same_data(run, setting.key, inputs)
         run_sweep(
             run,
             setting,
@@ -121,11 +137,22 @@ def sweep(
             compile=compile,
             world=world,
             allow_nonfinite=allow_nonfinite,
+            make_model=inputs.make_model if inputs is not None else None,
         )
     world.barrier()
     if world.is_main:
         merge_paths(run)
+        cache.save()  # only now: a refused sweep writes nothing
     return run
+
+
+def _audit_gate(run: RunDir, cache: AuditCache, allow_duplicates: bool) -> str | None:
+    """The sweep's refusal of duplicate states (None: none, or allowed with a warning)."""
+    refusal = duplicates_refusal(run, audit_run(run, cache=cache, save=False))
+    if refusal and allow_duplicates:
+        print(f"linpath: warning: {refusal.split('; pass --allow-duplicates')[0]}", file=sys.stderr)
+        return None
+    return refusal
 
 
 def layer_settings(run_dir: str | Path, setting: SweepSetting, hold: str = "end") -> dict[str, SweepSetting]:
@@ -195,9 +222,8 @@ def report_setting(run: RunDir, spec: Spec, setting: str, metric: str = "rise_ov
         curves, summary, title, folder / "figures", figure2_steps_of(spec.preset), metric, other
     )
     accuracies = final_accuracies(run, curves.replicates)
-    return Section(
-        curves, summary, verdicts(curves, summary, claims, accuracies, spec.train.training_steps), figures
-    )
+    steps = f"{spec.total_steps}it" if is_external(spec) else spec.train.training_steps
+    return Section(curves, summary, verdicts(curves, summary, claims, accuracies, steps), figures)
 
 
 def report(
@@ -209,9 +235,10 @@ def report(
     """report.md with one section per sweep setting (the paper's first), and report.html, the
     same numbers interactive; each setting's tables and figures in results/<setting>/, so no
     setting's report overwrites another's. With `tensorboard` (or a run that asked for it in
-    training) the path metrics also go to TensorBoard."""
+    training) the path metrics also go to TensorBoard. The audit's findings (analysis/audit.py:
+    missing, duplicate, non-finite states, ...) are the report's notes."""
     run = RunDir(run_dir)
-    spec = read_spec(run)
+    spec = read_spec(run, external_ok=True)
     if tensorboard:
         tb.enable(run.root)
     merge_paths(run)
@@ -222,7 +249,7 @@ def report(
         )
     sections = [report_setting(run, spec, s, metric) for s in settings]
     claims = claims_of(spec.preset)
-    title, notes = claims.setting if claims else spec.preset, missing_notes(run)
+    title, notes = claims.setting if claims else spec.preset, audit_notes(run)
     path = write_report(run, spec, title, sections, notes)
     pages = [setting_data(s.curves, s.summary, s.verdicts, describe(s.curves), metric) for s in sections]
     write_html(run, title, run_line(run, spec, sections), pages, notes)
@@ -236,27 +263,6 @@ def board_path_metrics(run: RunDir, section: Section) -> None:
     if folder := tb.board(run.root, f"paths-{section.curves.setting}"):
         series = [(f"{row['quantity']}/{row['metric']}", row["t"], row["mean"]) for row in section.summary]
         tb.replace_board(folder, series)
-
-
-def missing_notes(run: RunDir) -> list[str]:
-    """A note per kept checkpoint that a finished replicate lacks (its paths are missing from
-    every setting); read from the DONE markers, so no data set is needed."""
-    if (run.root / "openlth.json").exists():
-        return []  # imported runs keep OpenLTH's steps, not linpath's schedule
-    notes = []
-    for r in run.replicates():
-        try:
-            total = int(run.done_marker(r).read_text().strip())
-        except ValueError:
-            continue
-        saved = set(run.saved_steps(r))
-        lost = [t for t in kept_steps(total) if t not in saved]
-        if lost:
-            notes.append(
-                f"replicate {r} has no checkpoint at kept t = {', '.join(map(str, lost))} "
-                f"({run.checkpoint_dir(r)}): those paths are missing from every setting."
-            )
-    return notes
 
 
 __all__ = ["open_run", "train", "sweep", "report", "LinpathError"]

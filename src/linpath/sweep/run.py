@@ -14,17 +14,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from linpath.config.schedule import Schedule
 from linpath.config.spec import build_model, read_spec
 from linpath.engine.evaluator import PathEvaluator
 from linpath.engine.params import restrict, select
 from linpath.errors import LinpathError
+from linpath.io.checkpoints import fit_keys
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
 from linpath.io.tensors import check_finite, load_state_dict
 from linpath.runtime import progress as plain_progress
 from linpath.runtime.device import resolve_device
 from linpath.runtime.distributed import World
+from linpath.sweep.external import run_grid
 from linpath.sweep.inputs import bn_training_batches, evaluation_subset
 from linpath.sweep.items import item_problem
 from linpath.sweep.merge import format_rows, merge_paths
@@ -42,7 +43,7 @@ def missing_checkpoints(run: RunDir, spec, source) -> list[tuple[int, int, Path]
     checkpoint for. Imported runs (openlth.json) keep OpenLTH's steps, not the schedule's: none."""
     if (run.root / "openlth.json").exists():
         return []
-    kept = Schedule.of(spec, source.num_train_examples).kept()
+    kept = run_grid(spec, source)[1]
     out = []
     for r in run.replicates():
         saved = set(run.saved_steps(r))
@@ -110,16 +111,17 @@ def _unfinished(run: RunDir, setting: SweepSetting, items, announce: bool) -> li
     return todo
 
 
-def _engine(spec, setting: SweepSetting, source, dev, batch_size, compile: bool):
+def _engine(spec, setting: SweepSetting, source, dev, batch_size, compile: bool, make_model=None):
     """The evaluator for this setting, with its (sub)set of the split, its BN batches and the
-    state-dict keys its parameter subset moves (None: all)."""
+    state-dict keys its parameter subset moves (None: all). `make_model` builds the model of an
+    external run (--model), whose spec cannot."""
     evalset, population = evaluation_subset(source.eval_set(setting.split, dev), setting.eval_examples)
     bn_batches = None
     if setting.bn == "recompute":
         bn_batches = bn_training_batches(
             source, setting.bn_batches, spec.train.seed, spec.data.batch_size, dev
         )
-    model = build_model(spec, source.num_classes, seed=0)
+    model = make_model() if make_model is not None else build_model(spec, source.num_classes, seed=0)
     selected = select(setting.params, model) if setting.params else None
     engine = PathEvaluator(
         model,
@@ -167,18 +169,21 @@ def run_sweep(
     batch_size: int | None = None,
     compile: bool = False,
     allow_nonfinite: bool = False,
+    make_model=None,
 ) -> int:
     """Evaluate every unfinished item (this rank's share); returns the number evaluated.
+    An external run (config/external.py) needs `make_model` and a `source` made of --data
+    (sweep/external.py).
 
     Under torchrun rank 0 lists the unfinished items and every rank takes every size-th one
     of that list, so ranks agree on the split even while files appear; items cost the same
     (same grid, same data), so round-robin balances them."""
-    spec = read_spec(run)
-    schedule = Schedule.of(spec, source.num_train_examples)
+    spec = read_spec(run, external_ok=make_model is not None)
+    final_step, _ = run_grid(spec, source)
     replicates = run.replicates() if replicates is None else replicates
     if not replicates:
         raise LinpathError(f"{run.root} has no finished replicate to sweep; run 'linpath train' first")
-    items = work_items(run, replicates, from_steps, schedule.total)
+    items = work_items(run, replicates, from_steps, final_step)
     if world.is_main:
         missing = missing_checkpoints(run, spec, source)
         if missing:
@@ -192,7 +197,9 @@ def run_sweep(
     todo = world.broadcast(_unfinished(run, setting, items, world.is_main))[world.rank :: world.size]
     if not todo:
         return 0
-    engine, bn_batches, selected = _engine(spec, setting, source, resolve_device(device), batch_size, compile)
+    engine, bn_batches, selected = _engine(
+        spec, setting, source, resolve_device(device), batch_size, compile, make_model
+    )
     last_merge = time.monotonic()
     plain = progress and plain_progress.plain()
     bar = tqdm(
@@ -206,22 +213,20 @@ def run_sweep(
 
     def load(t: int) -> dict:
         path = run.checkpoint(r, t)
-        state = load_state_dict(path)
+        state = fit_keys(load_state_dict(path), engine.targets)  # a "model."/"module." prefix stripped
         return state if allow_nonfinite else check_finite(state, path)
 
     finals: dict[int, dict] = {}
     for done, (r, t) in enumerate(todo, 1):
         if r not in finals:
-            finals = {r: load(schedule.total)}
+            finals = {r: load(final_step)}
         start, final = load(t), finals[r]
         if selected is not None:
             start, final = restrict(start, final, selected, setting.hold)
         try:
             rows = _item_rows(engine, setting, start, final, bn_batches, r, t)
         except LinpathError as e:
-            raise LinpathError(
-                f"{run.checkpoint(r, t)} and {run.checkpoint(r, schedule.total)}: {e}"
-            ) from None
+            raise LinpathError(f"{run.checkpoint(r, t)} and {run.checkpoint(r, final_step)}: {e}") from None
         atomic_write_text(item_path(run, setting, r, t), format_rows(rows))
         bar.update(len(setting.grid.xs()))
         if plain:
