@@ -79,3 +79,34 @@ def check_against_oracle(run_root: Path, make_model, inputs, labels, rename=lamb
             assert abs(loss - want_loss) < 1e-5 * max(1.0, want_loss), (r, t, x, loss, want_loss)
             assert abs(error - want_error) < 1e-9, (r, t, x, error, want_error)
     return len(rows)
+
+
+def tiny_bert():
+    """A one-layer BERT sequence classifier from a random config (no download)."""
+    import transformers
+
+    config = transformers.BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    )
+    config.num_labels = 3
+    return transformers.BertForSequenceClassification(config)
+
+
+BERT = f"{HERE}:tiny_bert"
+
+
+def sequences(n: int = 128, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 50, (n, 8), generator=g)
+    return ids, ids[:, 0] % 3
+
+
+class Logits(nn.Module):
+    """A Hugging Face classifier's .logits, for the oracle (which takes a tensor of logits)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x).logits
