@@ -187,6 +187,12 @@ def test_sweep_report_and_load_equal_a_plain_loop(tmp_path, capsys):
     tables = linpath.load(run)
     assert sorted(tables.paths["t"].unique()) == [0, 3, 12] and isinstance(tables.spec, ExternalSpec)
     assert main(["trajectory", str(run)]) == 0
+    data = ["--model", MODEL, "--data", str(tmp_path / "eval.pt")]
+    assert main(["plane", str(run), "--at", "12", "--grid", "3", *data, "--quiet"]) == 0
+    start, end = (str(run / "replicate-0" / "checkpoints" / f"iter-{t:07d}.pt") for t in (0, 40))
+    assert main(["path", start, end, "--points", "5", "--out", str(tmp_path / "path"), *data, "--quiet"]) == 0
+    capsys.readouterr()
+    assert "is an external run" in one_line_error(capsys, ["path", start, end])
     # other data for the same setting is refused, never mixed into its results
     torch.save(vectors(200, seed=2), tmp_path / "other.pt")
     other = [*argv[:5], str(tmp_path / "other.pt"), *argv[6:]]

@@ -121,7 +121,7 @@ def needs_model_and_data(root, spec: ExternalSpec) -> str:
     """The one line said where a command needs the spec to build the model or load the data."""
     return (
         f"{root} is an external run (states kept from your own training of {spec.model_class or 'a model'}): "
-        "its spec.json cannot build the model or load the data; 'linpath sweep' and 'linpath plane' "
+        "its spec.json cannot build the model or load the data; 'linpath sweep', 'plane' and 'path' "
         "take --model module:callable and --data (a data set name or a .pt file of (inputs, targets)), "
         "'linpath report', 'trajectory', 'audit' and linpath.load need neither"
     )
