@@ -7,15 +7,18 @@ each can be run alone, re-run, or resumed.
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import linpath.data as datasets
+from linpath.analysis.audit import AuditCache, audit_notes, audit_run, duplicates_refusal
 from linpath.analysis.curves import REPLICATE_COLUMNS, SUMMARY_COLUMNS, load_curves, metric_rows, settings_of
 from linpath.analysis.figures import all_figures
 from linpath.analysis.intervals import summary_rows
 from linpath.analysis.layers import LAYER_COLUMNS, layer_figure, layer_rows
 from linpath.analysis.verdicts import verdicts
+from linpath.config.external import is_external
 from linpath.config.presets import claims_of, figure2_steps_of
 from linpath.config.schedule import Schedule
 from linpath.config.spec import Spec, build_model, read_spec, write_spec
@@ -30,8 +33,9 @@ from linpath.runtime import tensorboard as tb
 from linpath.runtime.device import resolve_device
 from linpath.runtime.distributed import World
 from linpath.runtime.provenance import device_facts, write_provenance
+from linpath.sweep.external import ExternalInputs, check_same_data, external_source
 from linpath.sweep.merge import merge_paths
-from linpath.sweep.run import missing_checkpoints, run_sweep
+from linpath.sweep.run import run_sweep
 from linpath.sweep.setting import SweepSetting, parse_key
 from linpath.train.log import read_log
 from linpath.train.together import train_replicates
@@ -125,30 +129,47 @@ def sweep(
     world: World = World(),
     compile: bool = False,
     allow_nonfinite: bool = False,
+    allow_duplicates: bool = False,
+    inputs: ExternalInputs | None = None,
 ) -> RunDir:
     """Evaluate every unfinished path; under torchrun the items are shared among the ranks
-    and rank 0 merges paths.csv once all are done."""
+    and rank 0 merges paths.csv once all are done. The run's kept states are audited first
+    (analysis/audit.py): duplicate states are refused unless `allow_duplicates`. An external
+    run is evaluated with `inputs` (--model and --data, sweep/external.py)."""
     run = RunDir(run_dir)
-    spec = read_spec(run)
-    source = datasets.load(spec.data.dataset, data_root, image_size=spec.data.image_size)
+    spec = read_spec(run, external_ok=inputs is not None)
+    if inputs is not None:
+        source = external_source(run, spec, setting, inputs)
+    else:
+        source = datasets.load(spec.data.dataset, data_root, image_size=spec.data.image_size)
+    cache = AuditCache(run)
+    refusal = world.broadcast(_audit_gate(run, cache, allow_duplicates) if world.is_main else None)
+    if refusal:
+        raise LinpathError(refusal)
     with run.lock(f"sweep-rank{world.rank}"):
         if world.is_main:  # other ranks write nothing before rank 0 has listed the work
-            run.remove_stale_temporaries(run.sweep_dir / setting.key)
+            run.remove_stale_temporaries(run.setting_dir(setting.key))
+            if inputs is not None:
+                check_same_data(run, setting.key, inputs)
+        make_model = inputs.make_model if inputs is not None else None
         run_sweep(
-            run,
-            setting,
-            source,
-            device=world.device(device),
-            from_steps=from_steps,
-            progress=progress,
-            compile=compile,
-            world=world,
-            allow_nonfinite=allow_nonfinite,
-        )
+            run, setting, source, device=world.device(device), from_steps=from_steps, progress=progress,
+            world=world, compile=compile, allow_nonfinite=allow_nonfinite, make_model=make_model,
+        )  # fmt: skip
     world.barrier()
     if world.is_main:
         merge_paths(run)
+        cache.save()  # only now: a refused sweep writes nothing
     return run
+
+
+def _audit_gate(run: RunDir, cache: AuditCache, allow_duplicates: bool) -> str | None:
+    """The sweep's refusal of duplicate states (None: none, or allowed with a warning)."""
+    refusal = duplicates_refusal(run, audit_run(run, cache=cache, save=False))
+    if refusal and allow_duplicates:
+        print(f"linpath: warning: {refusal.split('; pass --allow-duplicates')[0]}", file=sys.stderr)
+        return None
+    return refusal
 
 
 def layer_settings(run_dir: str | Path, setting: SweepSetting, hold: str = "end") -> dict[str, SweepSetting]:
@@ -215,9 +236,8 @@ def report_setting(run: RunDir, spec: Spec, setting: str, metric: str = "rise_ov
         curves, summary, title, folder / "figures", figure2_steps_of(spec.preset), metric, other
     )
     accuracies = final_accuracies(run, curves.replicates)
-    return Section(
-        curves, summary, verdicts(curves, summary, claims, accuracies, spec.train.training_steps), figures
-    )
+    steps = f"{spec.total_steps}it" if is_external(spec) else spec.train.training_steps
+    return Section(curves, summary, verdicts(curves, summary, claims, accuracies, steps), figures)
 
 
 def report(
@@ -229,9 +249,10 @@ def report(
     """report.md with one section per sweep setting (the paper's first), and report.html, the
     same numbers interactive; each setting's tables and figures in results/<setting>/, so no
     setting's report overwrites another's. With `tensorboard` (or a run that asked for it in
-    training) the path metrics also go to TensorBoard."""
+    training) the path metrics also go to TensorBoard. The audit's findings (analysis/audit.py:
+    missing, duplicate, non-finite states, ...) are the report's notes."""
     run = RunDir(run_dir)
-    spec = read_spec(run)
+    spec = read_spec(run, external_ok=True)
     if tensorboard:
         tb.enable(run.root)
     merge_paths(run)
@@ -242,7 +263,7 @@ def report(
         )
     sections = [report_setting(run, spec, s, metric) for s in settings]
     claims = claims_of(spec.preset)
-    title, notes = claims.setting if claims else spec.preset, missing_notes(run, spec)
+    title, notes = claims.setting if claims else spec.preset, audit_notes(run)
     path = write_report(run, spec, title, sections, notes)
     pages = [
         setting_data(s.curves, s.summary, s.verdicts, describe_with_origins(run, s.curves), metric)
@@ -264,19 +285,6 @@ def board_path_metrics(run: RunDir, section: Section) -> None:
     if folder := tb.board(run.root, f"paths-{section.curves.setting}"):
         series = [(f"{row['quantity']}/{row['metric']}", row["t"], row["mean"]) for row in section.summary]
         tb.replace_board(folder, series)
-
-
-def missing_notes(run: RunDir, spec: Spec) -> list[str]:
-    """A note per finished replicate lacking kept checkpoints (their paths are missing from
-    every setting), as the sweep finds them (sweep.run.missing_checkpoints)."""
-    lost: dict[int, list[int]] = {}
-    for r, t, _ in missing_checkpoints(run, spec):
-        lost.setdefault(r, []).append(t)
-    return [
-        f"replicate {r} has no checkpoint at kept t = {', '.join(map(str, ts))} "
-        f"({run.checkpoint_dir(r)}): those paths are missing from every setting."
-        for r, ts in lost.items()
-    ]
 
 
 __all__ = ["open_run", "train", "sweep", "report", "LinpathError"]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from linpath.analysis.curves import REPLICATE_COLUMNS, SUMMARY_COLUMNS, settings_of
+from linpath.config.external import ExternalSpec
 from linpath.config.spec import Spec, read_spec
 from linpath.io.rundir import RunDir
 from linpath.io.tables import csv_frame, csv_text, import_pandas
@@ -20,7 +21,7 @@ class RunTables:
     """A run folder's tables as tidy pandas DataFrames (see load)."""
 
     root: Path
-    spec: Spec
+    spec: Spec | ExternalSpec
     paths: object  # every finished point, all settings: setting + paths.csv's columns
     metrics: object  # per replicate, t, quantity: results/<setting>/metrics.csv, all settings
     summary: object  # aggregates over replicates: results/<setting>/summary.csv, all settings
@@ -47,7 +48,7 @@ def load(run_dir: str | os.PathLike) -> RunTables:
     so it is complete even while a sweep runs; metrics and summary are those the last
     `linpath report` wrote; train_log holds every replicate's per-epoch log."""
     run = RunDir(run_dir)
-    spec = read_spec(run)
+    spec = read_spec(run, external_ok=True)  # an external run's ExternalSpec (config/external.py)
     paths = _concat(
         [csv_frame(format_rows(setting_rows(run, s)), setting=s) for s in settings_of(run)],
         ["setting", *PATH_COLUMNS],

@@ -115,6 +115,11 @@ def add_sweep_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--from-steps", default=None, help="starting iterations t, e.g. 0,16,1024 (default: every kept t)"
     )
+    g.add_argument(
+        "--allow-duplicates",
+        action="store_true",
+        help="sweep even when the audit finds states kept twice (byte-identical or equal files; see 'linpath audit')",
+    )
 
 
 def add_tensorboard(p: argparse.ArgumentParser) -> None:
@@ -143,8 +148,9 @@ def run_folder(text: str) -> Path:
     return Path(text)
 
 
-def sweep_stage(args, run_dir, setting: SweepSetting, world):
-    """The sweep stage with the command line's sweep options."""
+def sweep_stage(args, run_dir, setting: SweepSetting, world, inputs=None):
+    """The sweep stage with the command line's sweep options (`inputs`: an external run's
+    --model and --data)."""
     import linpath.pipeline as pipeline
 
     return pipeline.sweep(
@@ -157,6 +163,8 @@ def sweep_stage(args, run_dir, setting: SweepSetting, world):
         world,
         args.compile,
         args.allow_nonfinite,
+        args.allow_duplicates,
+        inputs,
     )
 
 

@@ -76,8 +76,9 @@ def run(args) -> int:
     )
     if len(args.states) == 1 and Path(args.states[0]).is_dir():
         surface, files = plane_of_run(
-            args.states[0], args.replicate, args.other_replicate, args.at, options, args.out, args.data_root
-        )
+            args.states[0], args.replicate, args.other_replicate, args.at, options, args.out, args.data_root,
+            args.model, args.data,
+        )  # fmt: skip
     else:
         out = args.out or "plane-out"
         surface, files = plane_between_files(

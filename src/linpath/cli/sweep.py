@@ -2,6 +2,7 @@
 
 from linpath.cli import common
 from linpath.cli.registry import Command
+from linpath.errors import LinpathError
 from linpath.sweep.setting import SweepSetting, parse_steps
 
 
@@ -16,6 +17,18 @@ def arguments(p) -> None:
         "the other layers held (--hold), each its own setting; then layers/<setting>-hold<H>/ holds "
         "layers.csv and a figure per t with one line per layer",
     )
+    g = p.add_argument_group(
+        "external runs (linpath.Keeper, the Lightning and Hugging Face callbacks, 'linpath import')"
+    )
+    g.add_argument(
+        "--model", default=None, help="module:callable or file.py:callable returning the nn.Module"
+    )
+    g.add_argument(
+        "--data", default=None, help="the evaluation data: a data set name or a .pt file of (inputs, targets)"
+    )
+    g.add_argument(
+        "--num-classes", type=int, default=None, help="classes of a named model (default: the data's)"
+    )
 
 
 def run(args) -> int:
@@ -24,6 +37,15 @@ def run(args) -> int:
 
     common.run_folder(args.run_dir)
     setting = SweepSetting.from_args(args, hold="end") if args.per_layer else SweepSetting.from_args(args)
+    inputs = None
+    if args.model is not None or args.data is not None:
+        from linpath.commands.external import external_inputs
+
+        if args.per_layer:
+            raise LinpathError(
+                "--per-layer builds the model from the run's spec; it does not take --model/--data"
+            )
+        inputs = external_inputs(args.model, args.data, args.data_root, args.split, args.num_classes)
     world = distributed.init(args.device)
     if args.per_layer:
         folder = pipeline.sweep_layers(
@@ -37,11 +59,12 @@ def run(args) -> int:
             world=world,
             compile=args.compile,
             allow_nonfinite=args.allow_nonfinite,
+            allow_duplicates=args.allow_duplicates,
         )
         if world.is_main:
             print(f"per layer: {folder}")
         return 0
-    run_dir = common.sweep_stage(args, args.run_dir, setting, world)
+    run_dir = common.sweep_stage(args, args.run_dir, setting, world, inputs)
     if world.is_main:
         print(f"swept: {run_dir.paths_csv}")
     return 0

@@ -24,6 +24,7 @@ from linpath.api import (
     fit_inputs,
     is_classification,
 )
+from linpath.config.external import is_external
 from linpath.config.presets import PRESETS
 from linpath.config.spec import read_spec
 from linpath.data.source import EvalSet
@@ -41,11 +42,13 @@ from linpath.sweep.grids import Grid
 from linpath.sweep.setting import SweepSetting
 
 
-def find_run_spec(checkpoint: str | os.PathLike):
-    """The spec of the linpath run folder holding `checkpoint`, or None when it is elsewhere."""
+def find_run_spec(checkpoint: str | os.PathLike, needed: bool = True):
+    """The spec of the linpath run folder holding `checkpoint`, or None when it is elsewhere, or
+    in an external run's folder (whose spec builds neither model nor data) when not `needed`."""
     for folder in list(Path(checkpoint).resolve().parents)[:4]:
         if (folder / "spec.json").is_file():
-            return read_spec(RunDir(folder))
+            spec = read_spec(RunDir(folder), external_ok=not needed)
+            return None if is_external(spec) else spec
     return None
 
 
@@ -191,7 +194,7 @@ class _Job:
 def _names(start, model: str | None, data: str | None):
     """(model, data, the run folder's spec): the run folder's model and data set stand in for
     the missing ones when the start state lies in one."""
-    spec = find_run_spec(start)
+    spec = find_run_spec(start, needed=model is None or data is None)
     for value, flag in ((model, "--model"), (data, "--data")):
         if value is None and spec is None:
             raise LinpathError(f"{flag} is needed: {start} is not inside a linpath run folder")

@@ -17,7 +17,9 @@ from pathlib import Path
 import linpath.data as datasets
 from linpath.analysis.trajectory import PLANE_TRAJECTORY_COLUMNS, plane_coordinates
 from linpath.api import Surface, plane, random_plane
+from linpath.commands.external import external_inputs
 from linpath.commands.path import find_run_spec, load_data, resolve_model
+from linpath.config.external import is_external
 from linpath.config.schedule import Schedule
 from linpath.config.spec import read_spec
 from linpath.config.steps import Step
@@ -168,7 +170,12 @@ def _run_states(run: RunDir, schedule: Schedule, r: int, other: int | None, at: 
 
 
 def _step_within(at: str, schedule: Schedule) -> int:
-    t = Step.parse(at).to_iterations(schedule.iterations_per_epoch)
+    step = Step.parse(at)
+    if step.epochs and not schedule.iterations_per_epoch:  # an external run: no epochs known
+        raise LinpathError(
+            f"--at {at}: an external run counts optimizer steps; write --at in steps, e.g. 1000"
+        )
+    t = step.to_iterations(schedule.iterations_per_epoch)
     if not 0 < t < schedule.total:
         raise LinpathError(
             f"--at {at} is step {t}; it must lie strictly between 0 and the final {schedule.total}"
@@ -197,6 +204,26 @@ def _projected_trajectory(run: RunDir, r: int, files: list[Path], folder: Path) 
     return tuple((row["alpha"], row["beta"], str(row["t"])) for row in rows)
 
 
+def _run_inputs(run: RunDir, spec, model: str | None, data: str | None, options: PlaneOptions, data_root):
+    """(schedule, evaluation set, network, model name) of a run: a preset's from its spec, an
+    external run's from --model and --data (its schedule: its total steps, no epochs)."""
+    dev = resolve_device(options.device)
+    if not is_external(spec):
+        if model is not None or data is not None:
+            raise LinpathError(f"--model and --data are for external runs; {run.root}'s spec builds both")
+        source = datasets.load(spec.data.dataset, data_root)
+        net = resolve_model(spec.model.model, source.num_classes)
+        return (
+            Schedule.of(spec, source.num_train_examples),
+            source.eval_set(options.split, dev),
+            net,
+            spec.model.model,
+        )
+    inputs = external_inputs(model, data, data_root, options.split)
+    schedule = Schedule(0, spec.total_steps, 0.0, (), 1.0, 0)
+    return schedule, inputs.source().eval_set(options.split, dev), inputs.make_model(), model
+
+
 def plane_of_run(
     run_dir: str | os.PathLike,
     replicate: int,
@@ -205,21 +232,21 @@ def plane_of_run(
     options: PlaneOptions,
     out: str | os.PathLike | None = None,
     data_root=None,
+    model: str | None = None,
+    data: str | None = None,
 ) -> tuple[Surface, list[Path]]:
     """The plane of a run folder (see _run_states), written to `out`, by default to the
-    setting's own folder <run>/plane/<key>/ (resumed when it holds part of this plane)."""
+    setting's own folder <run>/plane/<key>/ (resumed when it holds part of this plane). An
+    external run (config/external.py) needs `model` and `data` (--model, --data)."""
     run = RunDir(run_dir)
-    spec = read_spec(run)
-    source = datasets.load(spec.data.dataset, data_root)
-    schedule = Schedule.of(spec, source.num_train_examples)
+    spec = read_spec(run, external_ok=model is not None or data is not None)
+    schedule, evalset, net, model_name = _run_inputs(run, spec, model, data, options, data_root)
     pairs, name = _run_states(run, schedule, replicate, other_replicate, at, options.seed is not None)
     if options.seed is not None:
         name += f"-seed{options.seed}"
     files = _checkpoints(run, pairs)
     labels = [f"r{q} t={t}" for q, t in pairs]
     folder = Path(out) if out is not None else run.plane_dir(options.key(name))
-    evalset = source.eval_set(options.split, resolve_device(options.device))
-    net = resolve_model(spec.model.model, source.num_classes)
     surface = _evaluate(net, files, labels, evalset, options, folder)
     written = []
     if options.seed is None and options.is_main:
@@ -227,5 +254,5 @@ def plane_of_run(
             surface, trajectory=_projected_trajectory(run, replicate, files, folder)
         )
         written.append(folder / "trajectory.csv")
-    title = f"{' / '.join(labels)} ({spec.model.model}, {evalset.name})"
+    title = f"{' / '.join(labels)} ({model_name}, {evalset.name})"
     return surface, _write(surface, folder, title, options) + written

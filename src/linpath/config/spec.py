@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 import torch
 
 import linpath.models as models
+from linpath.config.external import ExternalSpec, needs_model_and_data
 from linpath.config.steps import Step, parse_step_list
 from linpath.data import DATASETS
 from linpath.errors import LinpathError
@@ -228,8 +229,10 @@ def write_spec(run: RunDir, spec: Spec) -> None:
     atomic_write_text(run.spec_path, json.dumps(d, indent=2) + "\n")
 
 
-def read_spec(run: RunDir) -> Spec:
-    """The run folder's spec, checked against its recorded hash and the folder's name."""
+def read_spec(run: RunDir, external_ok: bool = False) -> Spec | ExternalSpec:
+    """The run folder's spec, checked against its recorded hash and the folder's name. An
+    external run's (config/external.py) is returned only to callers that handle it
+    (`external_ok`); the others get one line saying what it needs (--model and --data)."""
     if not run.spec_path.is_file():
         raise LinpathError(f"{run.root} is not a linpath run folder (no spec.json)")
     try:
@@ -238,7 +241,12 @@ def read_spec(run: RunDir) -> Spec:
         raise LinpathError(f"cannot read {run.spec_path}: {e}") from None
     if not isinstance(d, dict):
         raise LinpathError(f"{run.spec_path} is not a linpath spec (not a JSON object)")
-    spec = Spec.from_json(d, str(run.spec_path))
+    if "external" in d:  # kept from the researcher's own training
+        spec = ExternalSpec.from_json(d, str(run.spec_path))
+        if not external_ok:
+            raise LinpathError(needs_model_and_data(run.root, spec))
+    else:
+        spec = Spec.from_json(d, str(run.spec_path))
     suffix = run.root.name.rsplit("-", 1)[-1]
     if len(suffix) == 10 and all(c in "0123456789abcdef" for c in suffix) and suffix != spec.hash:
         raise LinpathError(

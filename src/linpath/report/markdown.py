@@ -13,6 +13,7 @@ from linpath.analysis.curves import PAPER_SETTING, Curves
 from linpath.analysis.intervals import aggregate
 from linpath.analysis.plane import read_surface
 from linpath.analysis.verdicts import pm
+from linpath.config.external import is_external
 from linpath.config.spec import Spec
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
@@ -161,8 +162,15 @@ def write_report(run: RunDir, spec: Spec, title: str, sections: list[Section], n
 
 def run_line(run: RunDir, spec: Spec, sections: list[Section]) -> str:
     """The report's first sentence: the run, its training and seeds, how many settings."""
-    seeds = ", ".join(str(spec.train.seed + r) for r in sections[0].curves.replicates) if sections else ""
+    replicates = sections[0].curves.replicates if sections else []
+    if is_external(spec):  # kept from the researcher's own training: linpath knows no seeds
+        training = (
+            f"states kept from your own training of `{spec.model_class}`, {spec.total_steps} steps, "
+            f"replicates {', '.join(map(str, replicates))}"
+        )
+    else:
+        training = f"training {spec.train.training_steps}, seeds {', '.join(str(spec.train.seed + r) for r in replicates)}"
     return (
-        f"Run `{run.root.name}`: training {spec.train.training_steps}, seeds {seeds}; "
+        f"Run `{run.root.name}`: {training}; "
         f"{len(sections)} sweep setting{'s' * (len(sections) != 1)}, each reported on its own."
     )

@@ -12,9 +12,11 @@ import time
 from pathlib import Path
 
 import linpath.data as datasets
+from linpath.config.external import is_external
 from linpath.config.schedule import Schedule
 from linpath.config.spec import build_model, read_spec
 from linpath.errors import LinpathError
+from linpath.io.checkpoints import fit_keys
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
 from linpath.io.tensors import check_finite, load_state_dict
@@ -33,19 +35,41 @@ def _say(kind: str, message: str) -> None:
     print(f"linpath: {kind}: {message}", file=sys.stderr, flush=True)
 
 
-def missing_checkpoints(run: RunDir, spec) -> list[tuple[int, int, Path]]:
-    """(replicate, t, file) for every kept t of the schedule (the paper's and --keep-steps')
-    that a finished replicate has no checkpoint for; no data set is read. None in imported runs
-    (openlth.json: they keep OpenLTH's steps, not the schedule's) and in merged studies (they
-    hold no checkpoints, by design)."""
+def run_grid(spec, num_train_examples: int | None = None) -> tuple[int, list[int]]:
+    """(final step, kept steps) of a run's spec: an external run's own (config/external.py); a
+    preset's schedule (the paper's grid and --keep-steps) on `num_train_examples` training
+    examples, by default the data set's in the registry (no data is read)."""
+    if is_external(spec):
+        return spec.total_steps, list(spec.kept_steps)
+    n = num_train_examples or datasets.info(spec.data.dataset).num_train_examples
+    schedule = Schedule.of(spec, n)
+    return schedule.total, schedule.kept()
+
+
+def missing_checkpoints(
+    run: RunDir, spec, replicates: list[int] | None = None, num_train_examples: int | None = None
+) -> list[tuple[int, int, Path]]:
+    """(replicate, t, file) for every kept t of the run's grid (run_grid) up to a finished
+    replicate's last step (its DONE mark) that it has no checkpoint for. None in imported runs
+    (openlth.json: they keep OpenLTH's steps) and in merged studies (no checkpoints, by design)."""
     if run.is_imported or run.is_merged:
         return []
-    kept = Schedule.of(spec, datasets.info(spec.data.dataset).num_train_examples).kept()
+    _, kept = run_grid(spec, num_train_examples)
     out = []
-    for r in run.replicates():
-        saved = set(run.saved_steps(r))
-        out.extend((r, t, run.checkpoint(r, t)) for t in kept if t not in saved)
+    for r in run.replicates() if replicates is None else replicates:
+        saved, last = set(run.saved_steps(r)), _last_step(run, r)
+        out.extend(
+            (r, t, run.checkpoint(r, t)) for t in kept if t not in saved and (last is None or t <= last)
+        )
     return out
+
+
+def _last_step(run: RunDir, r: int) -> int | None:
+    """The step a finished replicate ended at, as its DONE mark records it."""
+    try:
+        return int(run.done_marker(r).read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def work_items(
@@ -100,15 +124,15 @@ def _unfinished(run: RunDir, setting: SweepSetting, items, announce: bool) -> li
     return todo
 
 
-def setting_job(spec, setting: SweepSetting, source, dev, **options) -> LineJob:
+def setting_job(spec, setting: SweepSetting, source, dev, make_model=None, **options) -> LineJob:
     """The line job of a run's setting: its (sub)set of the split, its recompute batches (the
-    first training batches for the run's seed and batch size), a fresh model of the spec;
-    `options` are the engine's (batch_size, compile)."""
+    first training batches for the run's seed and batch size), a fresh model of the spec, or of
+    `make_model` for an external run (--model); `options` are the engine's (batch_size, compile)."""
     evalset, population = evaluation_subset(source.eval_set(setting.split, dev), setting.eval_examples)
     batches = None
     if setting.bn == "recompute":
         batches = bn_batches(source, setting.bn_batches, spec.data.batch_size, spec.train.seed, dev)
-    model = build_model(spec, source.num_classes, seed=0)
+    model = make_model() if make_model is not None else build_model(spec, source.num_classes, seed=0)
     return line_job(
         model,
         evalset,
@@ -154,33 +178,37 @@ def run_sweep(
     batch_size: int | None = None,
     compile: bool = False,
     allow_nonfinite: bool = False,
+    make_model=None,
 ) -> int:
-    """Evaluate every unfinished item (this rank's share); returns the number evaluated.
+    """Evaluate every unfinished item (this rank's share); returns the number evaluated. An
+    external run (config/external.py) needs `make_model` and a `source` made of --data
+    (sweep/external.py).
 
     Under torchrun rank 0 lists the unfinished items and every rank takes every size-th one
     of that list, so ranks agree on the split even while files appear; items cost the same
     (same grid, same data), so round-robin balances them."""
-    spec = read_spec(run)
-    total = Schedule.of(spec, source.num_train_examples).total
+    spec = read_spec(run, external_ok=make_model is not None)
+    total, _ = run_grid(spec, source.num_train_examples)
     replicates = run.replicates() if replicates is None else replicates
     if not replicates:
         raise LinpathError(f"{run.root} has no finished replicate to sweep; run 'linpath train' first")
     items = work_items(run, replicates, from_steps, total)
     if world.is_main:
-        _warn_missing(run, spec)
+        _warn_missing(run, spec, source.num_train_examples)
     todo = world.broadcast(_unfinished(run, setting, items, world.is_main))[world.rank :: world.size]
     if not todo:
         return 0
-    job = setting_job(spec, setting, source, resolve_device(device), batch_size=batch_size, compile=compile)
+    dev = resolve_device(device)
+    job = setting_job(spec, setting, source, dev, make_model, batch_size=batch_size, compile=compile)
     where = f"rank {world.rank} " if world.active else ""
     bar = Progress(f"sweep {where}".strip(), len(todo) * len(setting.grid.xs()), "net", progress)
     last_merge = time.monotonic()
     finals: dict[int, dict] = {}
     for done, (r, t) in enumerate(todo, 1):
         if r not in finals:
-            finals = {r: _load(run, r, total, allow_nonfinite)}
+            finals = {r: _load(run, r, total, allow_nonfinite, job)}
         try:
-            rows = _item_rows(job, setting, _load(run, r, t, allow_nonfinite), finals[r], r, t)
+            rows = _item_rows(job, setting, _load(run, r, t, allow_nonfinite, job), finals[r], r, t)
         except LinpathError as e:
             raise LinpathError(f"{run.checkpoint(r, t)} and {run.checkpoint(r, total)}: {e}") from None
         atomic_write_text(run.item_file(setting.key, r, t), format_rows(rows))
@@ -192,15 +220,17 @@ def run_sweep(
     return len(todo)
 
 
-def _load(run: RunDir, r: int, t: int, allow_nonfinite: bool) -> dict:
+def _load(run: RunDir, r: int, t: int, allow_nonfinite: bool, job: LineJob) -> dict:
+    """A kept state, its keys fitted to the model's (a "model."/"module." prefix of a state kept
+    from a Lightning module or a DDP wrapper stripped), refused when not finite."""
     path = run.checkpoint(r, t)
-    state = load_state_dict(path)
+    state = fit_keys(load_state_dict(path), job.engine.targets)
     return state if allow_nonfinite else check_finite(state, path)
 
 
-def _warn_missing(run: RunDir, spec) -> None:
+def _warn_missing(run: RunDir, spec, num_train_examples: int | None) -> None:
     """One warning naming the kept checkpoints whose paths the sweep cannot evaluate."""
-    missing = missing_checkpoints(run, spec)
+    missing = missing_checkpoints(run, spec, num_train_examples=num_train_examples)
     if missing:
         shown = ", ".join(f"replicate {r} t={t}" for r, t, _ in missing[:5])
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
