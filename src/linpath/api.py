@@ -31,21 +31,27 @@ from linpath.analysis.metrics import path_metrics
 from linpath.analysis.plane import PlaneRows, Surface
 from linpath.config.spec import Spec, read_spec
 from linpath.data.source import EvalSet
+from linpath.data.stream import as_stream, is_stream
 from linpath.engine.align import align_states
 from linpath.engine.bn_stats import DEFAULT_BN_BATCHES, check_bn_policy
 from linpath.engine.evaluator import PathEvaluator
 from linpath.engine.interpolate import check_compatible
+from linpath.engine.lazy_states import DictState, StateMix, check_finite_states
 from linpath.engine.outputs import OutputFn, to_logits
 from linpath.engine.params import check_hold, restrict, select
 from linpath.engine.plane import Plane, plane_fingerprint, random_directions, through_three
 from linpath.engine.scoring import classification_score
+from linpath.engine.streamed import MIN_EXAMPLES, StreamedEvaluator
 from linpath.engine.subsets import class_counts
+from linpath.engine.tasks import Task, make_task
 from linpath.errors import LinpathError
 from linpath.io.checkpoints import find_state, fit_keys
 from linpath.io.files import atomic_write_text
+from linpath.io.hf_folder import ModelFolder, is_model_folder
 from linpath.io.rundir import RunDir
 from linpath.io.tables import csv_frame, csv_text, import_pandas
 from linpath.io.tensors import load_state_dict, nonfinite_problem
+from linpath.models.hf import from_folder
 from linpath.runtime import distributed
 from linpath.runtime.device import check_precision, resolve_device
 from linpath.sweep.grids import Grid
@@ -69,6 +75,7 @@ __all__ = [
     "path",
     "load",
     "evaluate_curve",
+    "evaluate_streamed",
     "endpoints",
     "fit_inputs",
     "load_state",
@@ -91,6 +98,11 @@ class PathCurve:
     split: str = "custom"
     loss_se: np.ndarray | None = None  # standard errors, where the engine estimates them
     error_se: np.ndarray | None = None
+    # streamed evaluation (_streamed_path below): examples read at each x (they differ per x
+    # under se_target), the task, and further per-x columns (causal-lm: perplexity, bits_per_byte, tokens)
+    point_examples: np.ndarray | None = None
+    task: str = "classification"
+    quantities: dict[str, np.ndarray] | None = None
 
     def metrics(self) -> dict[str, dict[str, float]]:
         """linpath.metrics.path_metrics of the loss and, when present, the error curve."""
@@ -118,19 +130,27 @@ class PathCurve:
             "examples": self.examples,
             "precision": self.precision,
         }
-        return [
-            [repr(float(columns[c][i])) if c in columns else fixed.get(c, "") for c in PATH_COLUMNS]
-            for i in range(n)
-        ]
+        examples = self.point_examples if self.point_examples is not None else [self.examples] * n
+        extra = self.quantities or {}
+        rows = []
+        for i in range(n):
+            fixed["examples"] = int(examples[i])
+            row = [repr(float(columns[c][i])) if c in columns else fixed.get(c, "") for c in PATH_COLUMNS]
+            rows.append(row + [_cell(extra[q][i]) for q in extra])
+        return rows
+
+    def columns(self) -> list[str]:
+        """The table's columns: paths.csv's, then the task's further quantities."""
+        return PATH_COLUMNS + list(self.quantities or {})
 
     def to_frame(self, replicate: int = 0, t: int = 0):
         """The curve as a pandas DataFrame, one row per x, in paths.csv's columns (so it
         concatenates with linpath.load(run).paths); needs pandas (linpath[pandas])."""
-        return csv_frame(format_rows(self.rows(replicate, t)))
+        return csv_frame(csv_text(self.columns(), self.rows(replicate, t)))
 
     def to_csv(self, path: str | os.PathLike, replicate: int = 0, t: int = 0) -> Path:
         """Write the curve as a paths.csv-style table (atomically)."""
-        atomic_write_text(Path(path), format_rows(self.rows(replicate, t)))
+        atomic_write_text(Path(path), csv_text(self.columns(), self.rows(replicate, t)))
         return Path(path)
 
     def plot(self, path: str | os.PathLike | None = None, title: str | None = None):
@@ -155,6 +175,11 @@ class PathCurve:
             path.parent.mkdir(parents=True, exist_ok=True)
             fig.savefig(path, dpi=150, bbox_inches="tight")
         return fig
+
+
+def _cell(value) -> str | int:
+    """A table cell: integers as they are, floats with repr (read back exactly)."""
+    return int(value) if isinstance(value, (int, np.integer)) else repr(float(value))
 
 
 def load_state(state: StateLike, name: str = "state", key: str | None = None) -> dict[str, torch.Tensor]:
@@ -343,6 +368,10 @@ def path(
     params: str | None = None,
     hold: str = "end",
     eval_examples: int | None = None,
+    task: str = "classification",
+    se_target: float | None = None,
+    min_examples: int = MIN_EXAMPLES,
+    shard: tuple[int, int] | None = None,
 ) -> PathCurve:
     """Evaluate loss (and error) along θ(x) = (1 - x)·start + x·end.
 
@@ -378,7 +407,22 @@ def path(
                  sweep's --eval-examples; class-index targets only): the curve's loss_se and
                  error_se are then the standard errors of its values as estimates of the
                  whole data's. Default: all of the data (standard errors 0).
+    task         "classification" (default) or "causal-lm": mean next-token cross-entropy over
+                 the targets that are not -100 (Hugging Face's labels), next-token error, and
+                 curve.quantities["perplexity"], ["bits_per_byte"] (where the data gives byte
+                 counts), ["tokens"].
+    se_target    stop each point's evaluation once the loss's standard error is at most this
+                 (after min_examples units: examples, or sequences for causal-lm); the units
+                 read are curve.point_examples.
+    shard        (rank, size): this process reads every size-th batch; default the torchrun
+                 world's (sums are added over ranks).
+    Model folders (config.json and *.safetensors shards) as states, a model folder as `model`
+    (built with transformers), a task, se_target, or streamed data (an IterableDataset, a
+    DataLoader over one, linpath.data.stream's TextBlocks) use the streamed evaluator: the
+    states stay on disk and the data is read a batch at a time (see _streamed_path).
     """
+    if _is_streamed(model, start_state, end_state, data, task, se_target):
+        return _streamed_path(model, start_state, end_state, data, grid, locals())
     if not isinstance(model, nn.Module):
         raise LinpathError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     check_hold(hold)
@@ -418,6 +462,131 @@ def path(
         bn_batches=batches,
         output_fn=output_fn,
         population=population,
+    )
+
+
+# --- streamed evaluation (language models, model folders, data that does not fit) -------------
+# Called from path(); the engine is engine/streamed.py, the states engine/lazy_states.py.
+
+STREAM_UNSUPPORTED = {"params": None, "eval_examples": None, "bn_data": None, "bn": "interpolate"}
+
+
+def _is_streamed(model, start_state, end_state, data, task: str, se_target) -> bool:
+    """Whether path() uses the streamed evaluator (see path()'s docstring)."""
+    folders = any(is_model_folder(s) for s in (model, start_state, end_state))
+    return task != "classification" or se_target is not None or folders or is_stream(data)
+
+
+def _streamed_path(model, start_state, end_state, data, grid, options: dict) -> PathCurve:
+    """path() on the streamed evaluator; `options` are path()'s arguments."""
+    for name, default in STREAM_UNSUPPORTED.items():
+        if options[name] != default:
+            raise LinpathError(f"{name}={options[name]!r} is not supported with streamed evaluation")
+    xs = grid if isinstance(grid, Grid) else _grid_xs(grid)
+    work = _working_model(model, options["task"])
+    dev = _default_device(work) if options["device"] is None else resolve_device(str(options["device"]))
+    stream = as_stream(data, options["batch_size"] or (8 if options["task"] == "causal-lm" else 256), dev)
+    passed = ("task", "loss_fn", "error_fn", "output_fn", "precision", "se_target", "min_examples", "shard")
+    passed += ("key", "allow_nonfinite")
+    return evaluate_streamed(work, start_state, end_state, stream, xs, dev, **{k: options[k] for k in passed})
+
+
+def evaluate_streamed(
+    work: nn.Module,
+    start_state: StateLike,
+    end_state: StateLike,
+    stream,
+    xs: Sequence[float] | Grid,
+    device: torch.device,
+    task: str = "classification",
+    loss_fn: BatchFn | None = None,
+    error_fn: BatchFn | None = None,
+    output_fn: OutputFn | None = None,
+    precision: str = "fp32",
+    se_target: float | None = None,
+    min_examples: int = MIN_EXAMPLES,
+    shard: tuple[int, int] | None = None,
+    key: str | None = None,
+    allow_nonfinite: bool = False,
+    on_points: Callable[[int], None] | None = None,
+) -> PathCurve:
+    """path()'s streamed evaluation after its conversions, for callers that hold a model of their
+    own (`linpath path`): `work` is overwritten in place (no copy: one model in memory), `stream`
+    is a data.stream Stream; the other arguments are path()'s."""
+    classification = loss_fn is None or error_fn is None
+    if classification and task == "classification":
+        first = next(iter(stream.batches()), None)
+        classification = first is not None and is_classification(first.targets)
+    scorer = make_task(task, loss_fn, error_fn, classification)
+    evaluator = StreamedEvaluator(
+        work, stream, scorer, device, precision, output_fn, se_target, min_examples, shard
+    )
+    states, names = _lazy_endpoints(work, start_state, end_state, key, allow_nonfinite, device)
+    mix = StateMix(work, states, names)
+    on_point = (lambda: on_points(1)) if on_points is not None else None
+    if isinstance(xs, Grid):
+        xs, results = xs.run(lambda chunk: evaluator.evaluate_path(mix, chunk, on_point))
+    else:
+        results = evaluator.evaluate_path(mix, [float(x) for x in xs], on_point)
+    return stream_curve(xs, results, scorer, stream.name, precision)
+
+
+def _working_model(model, task: str) -> nn.Module:
+    """The model to overwrite: built from a model folder's config.json, else a copy of `model`."""
+    if isinstance(model, (str, os.PathLike)):
+        return from_folder(model, task)
+    if not isinstance(model, nn.Module):
+        raise LinpathError(f"model must be a torch.nn.Module or a model folder, got {type(model).__name__}")
+    return copy.deepcopy(model)
+
+
+def _lazy_endpoints(
+    work: nn.Module, start_state, end_state, key, allow_nonfinite, dev
+) -> tuple[list, list[str]]:
+    """The two states for a StateMix: model folders read lazily; other states loaded as path()
+    loads them (fitted, checked, cast) and moved to the device once."""
+    given = [(start_state, "the start state"), (end_state, "the end state")]
+    names = [f"{name} ({Path(s).name})" if is_model_folder(s) else name for s, name in given]
+    if not any(is_model_folder(s) for s, _ in given):
+        pair = endpoints(work.state_dict(), start_state, end_state, key, allow_nonfinite)
+        return [DictState(state, dev) for state in pair], names
+    own = work.state_dict()
+    states = [
+        ModelFolder(s) if is_model_folder(s) else DictState(fit_keys(load_state(s, name, key), own), dev)
+        for s, name in given
+    ]
+    if not allow_nonfinite:
+        check_finite_states(states, names)
+    return states, names
+
+
+def stream_curve(xs, results: list, task: Task, split: str, precision: str) -> PathCurve:
+    """A PathCurve of the streamed evaluator's results (engine/streamed.py's StreamResult)."""
+
+    def column(name: str) -> np.ndarray:
+        return np.array([getattr(r, name) for r in results], dtype=float)
+
+    quantities = None
+    if task.name == "causal-lm":
+        tokens = np.array([r.targets for r in results], dtype=np.int64)
+        quantities = {
+            "perplexity": column("perplexity"),
+            "bits_per_byte": column("bits_per_byte"),
+            "tokens": tokens,
+        }
+    examples = np.array([r.examples for r in results], dtype=int)
+    return PathCurve(
+        x=np.array(xs, dtype=float),
+        loss=column("loss"),
+        error=column("error") if task.has_error else None,
+        examples=int(examples.max()),
+        precision=precision,
+        split=split,
+        loss_se=column("loss_se"),
+        error_se=column("error_se") if task.has_error else None,
+        point_examples=examples,
+        task=task.name,
+        quantities=quantities,
     )
 
 

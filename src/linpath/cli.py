@@ -247,6 +247,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_stream_options(p) -> None:
+    """`linpath path`'s options for language models, model folders and streamed data
+    (commands/stream_path.py)."""
+    g = p.add_argument_group(
+        "language models and streamed data (a model folder as START/END, --task causal-lm, a text "
+        "--data or --se-target: the states stay on disk and the data is read a batch at a time)"
+    )
+    g.add_argument(
+        "--task",
+        choices=("classification", "causal-lm"),
+        default="classification",
+        help="causal-lm: mean next-token cross-entropy over the scored tokens, next-token error, "
+        "perplexity and bits per byte (default classification)",
+    )
+    g.add_argument(
+        "--se-target",
+        type=float,
+        default=None,
+        help="stop each point once the loss's standard error is at most this (the examples read are "
+        "recorded per point; shuffle the data once beforehand)",
+    )
+    g.add_argument(
+        "--min-examples",
+        type=int,
+        default=100,
+        help="--se-target: examples (sequences for causal-lm) read before a point may stop (default 100)",
+    )
+    g.add_argument(
+        "--tokenizer",
+        default=None,
+        help="text --data (.jsonl, .txt): bytes (UTF-8 bytes as ids) or module:callable / file.py:callable "
+        "mapping a text to token ids",
+    )
+    g.add_argument(
+        "--seq-len",
+        type=int,
+        default=None,
+        help="tokens per block of text --data (default: the model's maximum positions, at most 1024)",
+    )
+    g.add_argument("--text-field", default="text", help="a .jsonl record's text field (default text)")
+
+
 def _add_own_model_commands(sub) -> None:
     """path, spawn, import-openlth: your own checkpoints, Frankle et al. 2020's spawning, OpenLTH."""
     p = sub.add_parser("path", help="evaluate the path between any two saved states")
@@ -310,6 +352,7 @@ def _add_own_model_commands(sub) -> None:
     )
     # no --bn: the path's policy (recompute on an aligned BatchNorm model, else interpolate)
     p.set_defaults(bn=None)
+    _add_stream_options(p)
     _add_common(p)
 
     _add_plane_command(sub)
@@ -658,6 +701,39 @@ def _print_path(curve, record: dict) -> None:
         )
 
 
+def _streamed_path(args, progress: bool) -> int | None:
+    """`linpath path` on the streamed evaluator when the job asks for it (a model folder, a task,
+    text data, --se-target: commands/stream_path.py), else None."""
+    from linpath.commands.path import PathOptions
+    from linpath.commands.stream_path import StreamOptions, streamed_path_between_files, summary_lines
+
+    stream = StreamOptions(
+        args.task, args.se_target, args.min_examples, args.tokenizer, args.seq_len, args.text_field
+    )
+    if not stream.wanted(args.start, args.end, args.data):
+        return None
+    if args.align or args.bn_data:
+        raise LinpathError("--align and --bn-data are not supported with streamed evaluation")
+    args.bn = args.bn or "interpolate"
+    options = PathOptions(
+        data_root=args.data_root,
+        device=args.device,
+        batch_size=args.batch_size,
+        num_classes=args.num_classes,
+        allow_nonfinite=args.allow_nonfinite,
+        key=args.key,
+        output=args.output,
+        progress=progress,
+    )
+    curve, files = streamed_path_between_files(
+        args.start, args.end, args.model, args.data, Path(args.out), _setting(args), stream, options
+    )
+    if files:  # rank 0's
+        print("\n".join(summary_lines(curve, json.loads((Path(args.out) / "setting.json").read_text()))))
+        print(f"wrote: {', '.join(str(f) for f in files)}")
+    return 0
+
+
 def _dispatch_own_model(args, progress: bool) -> int:
     from linpath import data as datasets
     from linpath.commands.openlth import import_run
@@ -665,6 +741,9 @@ def _dispatch_own_model(args, progress: bool) -> int:
     from linpath.commands.spawn import spawn, spawn_steps
 
     if args.command == "path":
+        streamed = _streamed_path(args, progress)
+        if streamed is not None:
+            return streamed
         choose_bn, args.bn = args.bn is None, args.bn or "interpolate"
         setting = _setting(args)
         curve, files = path_between_files(
