@@ -298,8 +298,10 @@ def as_stream(data, batch_size: int, device: torch.device | str = "cpu", name: s
         if len(parts[0]) == 0:
             raise LinpathError("the data is empty")
         return TensorStream(parts[0], parts[1], batch_size, name, parts[2] if len(parts) == 3 else None)
-    if isinstance(data, (DataLoader, Dataset, IterableDataset)):
-        return LoaderStream(data, batch_size, name)
+    if isinstance(data, (DataLoader, Dataset, IterableDataset)) or (
+        hasattr(data, "__iter__") and not isinstance(data, (str, bytes, Mapping))
+    ):
+        return LoaderStream(data, batch_size, name)  # a list of batches too; a one-shot iterator is refused
     raise LinpathError(
         "data must be (inputs, targets) tensors, a Dataset, an IterableDataset, a DataLoader or a "
         f"linpath.data.stream Stream (TextBlocks, ...), got {type(data).__name__}"

@@ -77,7 +77,7 @@ def result_of(sums: torch.Tensor, population: int | None) -> StreamResult:
     n, count = s["n"], s["count"]
     if n == 0:
         raise LinpathError("the data is empty")
-    exhausted = bool(s["exhausted"])
+    exhausted = bool(s["exhausted"]) or (population is not None and n >= population)
     population = int(n) if exhausted else population
     loss, error = s["loss"] / count, s["errors"] / count
     loss_se = ratio_se(s["loss"], count, s["loss_sq"], s["count_sq"], s["loss_count"], n, population)
