@@ -348,3 +348,26 @@ def test_batches_in_the_forms_loaders_give():
     assert as_batch((ids, ids, torch.tensor([3.0, 2.0]))).bytes.tolist() == [3.0, 2.0]
     with pytest.raises(LinpathError, match="one-shot iterator"):
         linpath.path(TiedLM(), tied_states(0), tied_states(1), iter([(ids, ids)]), task="causal-lm")
+
+
+def test_image_folder_streams_what_the_preloaded_split_holds(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from linpath.data.imagefolder import read_tree
+    from linpath.data.imagenet import SPLITS, ImageFolderSource
+    from linpath.data.stream import ImageFolderStream
+
+    monkeypatch.setenv("LINPATH_WORKERS", "0")
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for name in ("ant", "bee"):
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(3):
+                pixels = rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / split / name / f"{i}.png")
+    source = ImageFolderSource(read_tree(tmp_path, SPLITS), image_size=8)
+    preloaded = source.eval_set("test")
+    batches = list(ImageFolderStream(source, "test", batch_size=4).batches())
+    assert [len(b.targets) for b in batches] == [4, 2]
+    assert torch.equal(torch.cat([b.inputs for b in batches]), preloaded.inputs)
+    assert torch.equal(torch.cat([b.targets for b in batches]), preloaded.labels)

@@ -163,7 +163,7 @@ class TextBlocks:
     Each document's tokens are cut into windows of at most seq_len tokens overlapping by one
     (window k starts at token k·(seq_len - 1)), so that every token of a document but its first
     is predicted exactly once, from the tokens before it in its window; a batch is padded to its
-    longest window (inputs pad_id, targets IGNORE_INDEX). Each window carries the UTF-8 bytes it
+    longest window (inputs pad_id, targets IGNORE_INDEX, attention mask 0). Each window carries the UTF-8 bytes it
     scores: the document's bytes × its predicted tokens / the document's predicted tokens, so a
     document's windows add up to its bytes and, over whole documents, bits per byte is exactly
     Σ nats / ln 2 / Σ bytes (a tokenizer that prepends a BOS token has every text token
@@ -250,7 +250,7 @@ class TextBlocks:
             inputs[row, : len(ids)] = torch.tensor(ids)
             targets[row, : len(ids)] = torch.tensor(ids)
         nbytes = torch.tensor([b for _, b in windows], dtype=torch.float64)
-        return Batch(inputs, targets, nbytes)
+        return Batch(inputs, targets, nbytes, mask=(targets != IGNORE_INDEX).long())
 
 
 class ImageFolderStream:

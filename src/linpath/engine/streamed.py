@@ -20,6 +20,7 @@ least min_examples units), recording how many units each point used.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -122,10 +123,16 @@ class StreamedEvaluator:
         self.output_fn, self.se_target, self.min_examples = output_fn, se_target, min_examples
         self.shard = shard or _world()
         self._checked = False
+        try:
+            self._takes_mask = "attention_mask" in inspect.signature(self.model.forward).parameters
+        except (TypeError, ValueError):
+            self._takes_mask = False
 
     def _forward(self, batch: Batch) -> torch.Tensor:
+        """The model's logits; a batch's attention mask is passed when the model's forward takes
+        one (Hugging Face models), so that padding is masked, and otherwise left out."""
         with autocast(self.device, self.precision):
-            if batch.mask is None:
+            if batch.mask is None or not self._takes_mask:
                 out = self.model(batch.inputs)
             else:
                 out = self.model(batch.inputs, attention_mask=batch.mask)
