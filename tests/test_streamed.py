@@ -169,6 +169,29 @@ def test_two_ranks_read_disjoint_shares_whose_union_is_the_whole():
     assert union.error == pytest.approx(whole.error, abs=1e-15) and union.loss_se == 0.0
 
 
+class Counting(TensorStream):
+    """A TensorStream that counts the batches it gives."""
+
+    read = 0
+
+    def batches(self):
+        for batch in super().batches():
+            self.read += 1
+            yield batch
+
+
+def test_data_that_fit_are_read_once_and_data_that_do_not_at_every_point():
+    model, start, end, inputs, labels = classifier_job()
+    whole = Counting(inputs, labels, batch_size=50)  # 12 batches of 2,800 bytes
+    evaluator = evaluator_at(model, start, end, 0.3, whole)
+    first, again = evaluator.evaluate_current(), evaluator.evaluate_current()
+    assert whole.read == 12 and again == first
+    part = Counting(inputs, labels, batch_size=50)
+    evaluator = evaluator_at(model, start, end, 0.3, part, cache_bytes=3 * 2800)
+    assert evaluator.evaluate_current() == first and evaluator.evaluate_current() == first
+    assert part.read == 24 and evaluator._share.kept is None
+
+
 def plain_losses(model, start, end, x, inputs, labels) -> np.ndarray:
     """Per-example cross-entropy of θ(x), loaded the ordinary way."""
     plain = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 4))

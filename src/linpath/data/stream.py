@@ -64,6 +64,35 @@ def shard(batches: Iterable[Batch], rank: int, size: int) -> Iterator[Batch]:
     return itertools.islice(batches, rank, None, size)
 
 
+class ShareCache:
+    """A rank's share of a stream (see shard), kept on the device after the first reading that
+    went through all of it, when all of it fits in `budget` bytes: later points replay it instead
+    of reading (tokenizing, decoding) the data again. Data that fit are so read once, as the
+    preloaded engine's; data that do not are read at every point, and nothing is kept."""
+
+    def __init__(self, stream: Stream, rank: int, size: int, device, budget: int):
+        self.stream, self.rank, self.size, self.device, self.budget = stream, rank, size, device, budget
+        self.kept: list[Batch] | None = None
+        self.fits = budget > 0
+
+    def batches(self) -> Iterator[Batch]:
+        if self.kept is not None:
+            yield from self.kept
+            return
+        kept, used = ([] if self.fits else None), 0
+        for batch in shard(self.stream.batches(), self.rank, self.size):
+            batch = batch.to(self.device)
+            if kept is not None:
+                parts = (batch.inputs, batch.targets, batch.bytes, batch.mask)
+                used += sum(t.numel() * t.element_size() for t in parts if t is not None)
+                if used <= self.budget:
+                    kept.append(batch)
+                else:
+                    kept, self.fits = None, False
+            yield batch
+        self.kept = kept  # a reading that stopped early (se_target) never gets here
+
+
 class TensorStream:
     """(inputs, targets[, bytes]) tensors, read in slices of batch_size."""
 

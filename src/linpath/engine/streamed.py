@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from linpath.data.stream import Batch, Stream, shard
+from linpath.data.stream import Batch, ShareCache, Stream
 from linpath.engine.lazy_states import StateMix
 from linpath.engine.outputs import OutputFn, to_logits
 from linpath.engine.tasks import Task, Units
@@ -41,6 +41,7 @@ MOMENTS = (
     "loss_sq", "errors_sq", "count_sq", "loss_count", "errors_count", "exhausted",
 )  # fmt: skip
 MIN_EXAMPLES = 100  # units read before the stopping rule may stop a point
+DATA_CACHE = 1 << 28  # bytes of a rank's batches kept on the device for the next points (data/stream.py)
 
 
 @dataclass
@@ -99,7 +100,9 @@ def unit_sums(units: Units, nbytes: torch.Tensor | None) -> torch.Tensor:
 
 class StreamedEvaluator:
     """Evaluates the state in `model` on a Stream under a Task; `shard` = (rank, size), by
-    default the torchrun world's; `se_target` the stopping rule's bound on the loss's SE."""
+    default the torchrun world's; `se_target` the stopping rule's bound on the loss's SE;
+    `cache_bytes` of this rank's batches are kept on the device after the first point
+    (data.stream.ShareCache: data that fit are read once; 0 reads the stream at every point)."""
 
     def __init__(
         self,
@@ -112,6 +115,7 @@ class StreamedEvaluator:
         se_target: float | None = None,
         min_examples: int = MIN_EXAMPLES,
         shard: tuple[int, int] | None = None,
+        cache_bytes: int = DATA_CACHE,
     ):
         check_precision(precision)
         if se_target is not None and not (isinstance(se_target, (int, float)) and se_target > 0):
@@ -122,6 +126,7 @@ class StreamedEvaluator:
         self.stream, self.task, self.device, self.precision = stream, task, torch.device(device), precision
         self.output_fn, self.se_target, self.min_examples = output_fn, se_target, min_examples
         self.shard = shard or _world()
+        self._share = ShareCache(stream, *self.shard, self.device, cache_bytes)
         self._checked = False
         try:
             self._takes_mask = "attention_mask" in inspect.signature(self.model.forward).parameters
@@ -160,7 +165,7 @@ class StreamedEvaluator:
         """This point's MOMENTS sums over every rank (see the module's docstring)."""
         rank, size = self.shard
         ranks = _ranks(size)
-        batches = shard(self.stream.batches(), rank, size)
+        batches = self._share.batches()
         sums = torch.zeros(len(MOMENTS), dtype=torch.float64, device=self.device)
         while True:
             batch = next(batches, None)
