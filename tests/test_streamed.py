@@ -394,3 +394,22 @@ def test_image_folder_streams_what_the_preloaded_split_holds(tmp_path, monkeypat
     assert [len(b.targets) for b in batches] == [4, 2]
     assert torch.equal(torch.cat([b.inputs for b in batches]), preloaded.inputs)
     assert torch.equal(torch.cat([b.targets for b in batches]), preloaded.labels)
+
+
+def test_planes_take_model_folders(tmp_path):
+    model, start, end, inputs, labels = classifier_job()
+    third = {k: v + 0.3 for k, v in start.items()}
+    folders = [save_folder(tmp_path / n, s) for n, s in (("o", start), ("a", end), ("b", third))]
+    from_folders = linpath.plane(model, *folders, (inputs, labels), grid=3)
+    from_dicts = linpath.plane(model, start, end, third, (inputs, labels), grid=3)
+    np.testing.assert_allclose(from_folders.loss, from_dicts.loss, rtol=1e-6)
+
+
+def test_a_folder_read_whole_has_its_tied_keys_filled(tmp_path):
+    from linpath.engine.lazy_states import full_state
+
+    a = save_folder(tmp_path / "a", tied_states(0))
+    state = full_state(TiedLM(), ModelFolder(a), "a")
+    assert list(state) == list(TiedLM().state_dict())
+    assert torch.equal(state["head.weight"], state["emb.weight"])
+    assert torch.equal(state["emb.weight"], tied_states(0)["emb.weight"])

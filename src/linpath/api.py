@@ -36,7 +36,7 @@ from linpath.engine.align import align_states
 from linpath.engine.bn_stats import DEFAULT_BN_BATCHES, check_bn_policy
 from linpath.engine.evaluator import PathEvaluator
 from linpath.engine.interpolate import check_compatible
-from linpath.engine.lazy_states import DictState, StateMix, check_finite_states
+from linpath.engine.lazy_states import DictState, StateMix, check_finite_states, full_state
 from linpath.engine.outputs import OutputFn, to_logits
 from linpath.engine.params import check_hold, restrict, select
 from linpath.engine.plane import Plane, plane_fingerprint, random_directions, through_three
@@ -692,7 +692,10 @@ def _prepared_states(model: nn.Module, given: dict[str, StateLike], allow_nonfin
     own = model.state_dict()
     states = {}
     for name, state_like in given.items():
-        state = load_state(state_like, name)
+        if is_model_folder(state_like):  # read whole, tied keys filled (engine/lazy_states.py)
+            state = full_state(model, ModelFolder(state_like), f"the {name} ({Path(state_like).name})")
+        else:
+            state = load_state(state_like, name)
         check_compatible(own, state, "the model", f"the {name}")
         if not allow_nonfinite:
             _check_finite(state, state_like, name)

@@ -94,6 +94,20 @@ def write_plan(model: nn.Module, metas: Sequence[dict], names: Sequence[str]) ->
     return plan
 
 
+def full_state(model: nn.Module, state: LazyState, name: str) -> dict[str, torch.Tensor]:
+    """A model folder read whole into a state dict keyed like the model's: tied keys the files
+    leave out filled from their partners, persistent buffers they lack taken from the model
+    (for callers that hold whole states, such as planes; see write_plan for the checks)."""
+    plan = dict(write_plan(model, [state.meta()], [name]))
+    targets = model_targets(model)
+    out = {}
+    with state.reader() as reader:
+        for group in alias_groups(targets):
+            tensor = reader.get(plan[group[0]]).clone() if group[0] in plan else targets[group[0]].clone()
+            out.update(dict.fromkeys(group, tensor))
+    return {k: out[k] for k in targets}
+
+
 def check_finite_states(states: Sequence[LazyState], names: Sequence[str]) -> None:
     """Refuse a state holding NaN or inf, reading one tensor at a time."""
     for state, name in zip(states, names):
