@@ -414,8 +414,9 @@ def path(
     se_target    stop each point's evaluation once the loss's standard error is at most this
                  (after min_examples units: examples, or sequences for causal-lm); the units
                  read are curve.point_examples.
-    shard        (rank, size): this process reads every size-th batch; default the torchrun
-                 world's (sums are added over ranks).
+    shard        (rank, size): this process reads every size-th batch, from the rank-th on;
+                 default the torchrun world's, whose sums are added over ranks (without a
+                 process group the curve is this share's alone).
     Model folders (config.json and *.safetensors shards) as states, a model folder as `model`
     (built with transformers), a task, se_target, or streamed data (an IterableDataset, a
     DataLoader over one, linpath.data.stream's TextBlocks) use the streamed evaluator: the
