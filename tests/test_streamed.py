@@ -413,3 +413,62 @@ def test_a_folder_read_whole_has_its_tied_keys_filled(tmp_path):
     assert list(state) == list(TiedLM().state_dict())
     assert torch.equal(state["head.weight"], state["emb.weight"])
     assert torch.equal(state["emb.weight"], tied_states(0)["emb.weight"])
+
+
+def test_cli_on_model_folders_with_a_tokenizer_of_ones_own(tmp_path, capsys):
+    from linpath.cli import main
+    from tests.test_api import one_line_error
+
+    a, b = save_folder(tmp_path / "a", tied_states(0)), save_folder(tmp_path / "b", tied_states(1))
+    (tmp_path / "tok.py").write_text("def chars(text):\n    return [ord(c) % 11 for c in text]\n")
+    (tmp_path / "t.jsonl").write_text(
+        "".join(json.dumps({"text": t}) + "\n" for t in ("a first text", "and more"))
+    )
+    out = tmp_path / "out"
+    common = ["path", str(a), str(b), "--model", "tests.test_streamed:TiedLM", "--task", "causal-lm"]
+    common += ["--data", str(tmp_path / "t.jsonl"), "--out", str(out), "--device", "cpu", "--quiet"]
+    tokenizer = ["--tokenizer", f"{tmp_path / 'tok.py'}:chars", "--seq-len", "5"]
+    assert main([*common, *tokenizer, "--grid", "values:0,0.5,1"]) == 0
+    assert "perplexity: start" in capsys.readouterr().out
+    rows = (out / "paths.csv").read_text().splitlines()
+    assert rows[0].endswith(",perplexity,bits_per_byte,tokens") and len(rows) == 4
+    record = json.loads((out / "setting.json").read_text())
+    assert (record["seq_len"], record["se_unit"], record["tokenizer"]) == (5, "sequence", tokenizer[1])
+    tokenize = lambda text: [ord(c) % 11 for c in text]  # noqa: E731
+    blocks = TextBlocks(tmp_path / "t.jsonl", tokenize, seq_len=5)
+    api = linpath.path(TiedLM(), a, b, blocks, grid=[0.5], task="causal-lm")
+    assert float(rows[2].split(",")[7]) == pytest.approx(api.loss[0], rel=1e-12)
+    assert "give --tokenizer" in one_line_error(capsys, common)
+    assert "--bn recompute is not supported" in one_line_error(
+        capsys, [*common, *tokenizer, "--bn", "recompute"]
+    )
+    assert "--eval-examples is not supported" in one_line_error(
+        capsys, [*common, *tokenizer, "--eval-examples", "5"]
+    )
+
+
+def test_a_single_file_folder_and_a_plain_state_file_mix(tmp_path):
+    a = tmp_path / "a"
+    a.mkdir()
+    start = tied_states(0)
+    save_file({k: v for k, v in start.items() if k != "head.weight"}, str(a / "model.safetensors"))
+    torch.save(tied_states(1), tmp_path / "b.pt")
+    ids = torch.randint(0, 11, (4, 6), generator=torch.Generator().manual_seed(1))
+    mixed = linpath.path(TiedLM(), a, tmp_path / "b.pt", (ids, ids), grid=XS, task="causal-lm")
+    plain = linpath.path(TiedLM(), start, tied_states(1), (ids, ids), grid=XS, task="causal-lm")
+    np.testing.assert_allclose(mixed.loss, plain.loss, rtol=1e-6)
+
+
+def test_a_loss_fn_streams_with_batches_as_units():
+    g = torch.Generator().manual_seed(0)
+    inputs, targets = torch.randn(300, 5, generator=g), torch.randn(300, 2, generator=g)
+    torch.manual_seed(0)
+    model = nn.Linear(5, 2)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    end = {k: v + 1.0 for k, v in start.items()}
+    preloaded = linpath.path(model, start, end, (inputs, targets), grid=XS, loss_fn=F.mse_loss)
+    streamed = linpath.path(
+        model, start, end, Pairs(inputs, targets), grid=XS, loss_fn=F.mse_loss, batch_size=64
+    )
+    np.testing.assert_allclose(streamed.loss, preloaded.loss, rtol=1e-6)
+    assert streamed.error is None and preloaded.error is None

@@ -69,28 +69,41 @@ def model_targets(model: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def write_plan(model: nn.Module, metas: Sequence[dict], names: Sequence[str]) -> list[tuple[str, str]]:
-    """[(model key to write, state key to read)], one per distinct model tensor the states hold;
-    raises one line for any mismatch (see the module's docstring)."""
-    for meta, name in zip(metas[1:], names[1:]):
-        check_compatible(metas[0], meta, names[0], name)
+def _source(group: list[str], held: dict, name: str, buffers: set[str]) -> str | None:
+    """The key a state holds for one model tensor (any of its tied names); None for a buffer it
+    lacks (the model's value stays); one line for a parameter it lacks."""
+    present = [k for k in group if k in held]
+    if present:
+        return present[0]
+    if all(k in buffers for k in group):
+        return None
+    tied = f" (nor its tied {', '.join(repr(k) for k in group[1:])})" if len(group) > 1 else ""
+    raise LinpathError(f"{name} lacks the model's {group[0]!r}{tied}")
+
+
+def write_plan(model: nn.Module, metas: Sequence[dict], names: Sequence[str]) -> list[tuple[str, tuple]]:
+    """[(model key to write, the key to read in each state)], one per distinct model tensor the
+    states hold; raises one line for any mismatch (see the module's docstring)."""
     targets = model_targets(model)
     buffers = {k for k, _ in model.named_buffers()}
-    held, plan, used = metas[0], [], set()
+    plan, matched = [], [set() for _ in metas]  # matched[i]: state i's keys that name a model tensor
     for group in alias_groups(targets):
-        present = [k for k in group if k in held]
-        used.update(present)
-        if present:
-            plan.append((group[0], present[0]))
-        elif not all(k in buffers for k in group):
-            tied = f" (nor its tied {', '.join(repr(k) for k in group[1:])})" if len(group) > 1 else ""
-            raise LinpathError(f"{names[0]} lacks the model's {group[0]!r}{tied}")
-    extra = [k for k in held if k not in used]
-    if extra:
-        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
-        raise LinpathError(f"{names[0]} holds {extra[0]!r}{more}, which the model does not have")
-    own = {source: targets[key] for key, source in plan}
-    check_compatible(own, {source: held[source] for _, source in plan}, "the model", names[0])
+        sources = tuple(_source(group, meta, name, buffers) for meta, name in zip(metas, names))
+        if None in sources and any(s is not None for s in sources):
+            raise LinpathError(
+                f"{names[sources.index(None)]} lacks the buffer {group[0]!r}, which another state holds"
+            )
+        if sources[0] is not None:
+            plan.append((group[0], sources))
+        for keys, meta in zip(matched, metas):
+            keys.update(k for k in group if k in meta)
+    for i, (meta, name) in enumerate(zip(metas, names)):
+        extra = [k for k in meta if k not in matched[i]]
+        if extra:
+            more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+            raise LinpathError(f"{name} holds {extra[0]!r}{more}, which the model does not have")
+        own = {sources[i]: targets[key] for key, sources in plan}
+        check_compatible(own, {sources[i]: meta[sources[i]] for _, sources in plan}, "the model", name)
     return plan
 
 
@@ -98,7 +111,7 @@ def full_state(model: nn.Module, state: LazyState, name: str) -> dict[str, torch
     """A model folder read whole into a state dict keyed like the model's: tied keys the files
     leave out filled from their partners, persistent buffers they lack taken from the model
     (for callers that hold whole states, such as planes; see write_plan for the checks)."""
-    plan = dict(write_plan(model, [state.meta()], [name]))
+    plan = {key: sources[0] for key, sources in write_plan(model, [state.meta()], [name])}
     targets = model_targets(model)
     out = {}
     with state.reader() as reader:
@@ -125,7 +138,9 @@ class StateMix:
         self.states, self.names = list(states), list(names)
         self.targets = model_targets(model)
         plan = write_plan(model, [s.meta() for s in self.states], self.names)
-        self.plan = sorted(plan, key=lambda p: (_shard_of(self.states[0], p[1]), p[1]))  # a shard at a time
+        self.plan = sorted(
+            plan, key=lambda p: (_shard_of(self.states[0], p[1][0]), p[1][0])
+        )  # a shard at a time
         self.device = next(iter(self.targets.values())).device if self.targets else torch.device("cpu")
 
     @torch.no_grad()
@@ -135,12 +150,12 @@ class StateMix:
             raise ValueError(f"{len(coefs)} coefficients for {len(self.states)} states")
         with contextlib.ExitStack() as stack:
             readers = [stack.enter_context(s.reader(self.device)) for s in self.states]
-            for key, source in self.plan:
+            for key, sources in self.plan:
                 target = self.targets[key]
                 if not target.is_floating_point():
-                    target.copy_(readers[-1].get(source))
+                    target.copy_(readers[-1].get(sources[-1]))
                     continue
-                parts = [r.get(source) for r in readers]
+                parts = [r.get(source) for r, source in zip(readers, sources)]
                 _combine_into(target, parts, [float(c) for c in coefs])
                 del parts
 

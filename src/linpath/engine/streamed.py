@@ -144,14 +144,14 @@ class StreamedEvaluator:
         return to_logits(out, self.output_fn)
 
     def _score(self, batch: Batch) -> torch.Tensor:
+        """The batch's MOMENTS sums; the first batch's failure is one line (wrong inputs for the
+        model, targets out of range), later ones propagate as they are."""
         batch = batch.to(self.device)
-        if self._checked:
-            return unit_sums(self.task.units(self._forward(batch), batch.targets), batch.bytes)
         try:
             sums = unit_sums(self.task.units(self._forward(batch), batch.targets), batch.bytes)
-        except LinpathError:
-            raise
         except (RuntimeError, IndexError, ValueError, TypeError) as e:
+            if self._checked:
+                raise
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise LinpathError(
                 f"the model cannot run on the data ({batch.inputs.dtype} inputs of shape "
@@ -163,8 +163,7 @@ class StreamedEvaluator:
     @torch.no_grad()
     def evaluate_sums(self) -> torch.Tensor:
         """This point's MOMENTS sums over every rank (see the module's docstring)."""
-        rank, size = self.shard
-        ranks = _ranks(size)
+        ranks = _ranks(self.shard[1])
         batches = self._share.batches()
         sums = torch.zeros(len(MOMENTS), dtype=torch.float64, device=self.device)
         while True:
