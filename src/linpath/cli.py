@@ -295,7 +295,8 @@ def _add_own_model_commands(sub) -> None:
     p.add_argument(
         "start",
         help="checkpoint at x = 0: a state dict, a {'state_dict'|'model_state_dict'|'model': ...} "
-        "wrapper, a Lightning .ckpt or a .safetensors file",
+        "wrapper, a Lightning .ckpt or a .safetensors file, or a model folder (config.json and "
+        "*.safetensors shards; read a tensor at a time)",
     )
     p.add_argument("end", help="state dict file at x = 1")
     p.add_argument(
