@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,7 @@ from linpath.data.source import EvalSet
 from linpath.engine.outputs import OutputFn, to_logits
 from linpath.engine.scoring import classification_score
 from linpath.errors import LinpathError
+from linpath.sweep.grids import Grid
 
 DataLike = object  # (inputs, targets) tensors, a Dataset of pairs, a DataLoader of pairs, or an EvalSet
 # (outputs, targets) -> the mean over the batch, like torch.nn.functional's losses
@@ -124,3 +125,22 @@ def make_score(loss_fn: BatchFn | None, error_fn: BatchFn | None, classification
         return loss, errors
 
     return score
+
+
+def grid_xs(grid: int | Grid | Sequence[float]) -> list[float]:
+    """A path's x from a number of evenly spaced points in [0, 1] or from x values."""
+    if isinstance(grid, bool):
+        raise LinpathError(f"grid must be a number of points, a Grid or a list of x, got {grid!r}")
+    if isinstance(grid, int):
+        return Grid(points=grid).xs()
+    xs = [float(x) for x in grid]
+    if not xs or not all(math.isfinite(x) for x in xs):
+        raise LinpathError("grid must hold at least one finite x")
+    return xs
+
+
+def default_device(model: nn.Module) -> torch.device:
+    """Where the model's tensors are (the CPU for a model without any)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")

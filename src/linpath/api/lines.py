@@ -12,132 +12,35 @@ tensors on the device, and each point θ(x) is written into one copy of the mode
 from __future__ import annotations
 
 import copy
-import math
-import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from linpath.analysis.metrics import path_metrics
-from linpath.api.inputs import BatchFn, DataLike, as_evalset, fit_inputs, is_classification, make_score
+from linpath.api.curve import PathCurve
+from linpath.api.inputs import (
+    BatchFn,
+    DataLike,
+    as_evalset,
+    default_device,
+    fit_inputs,
+    grid_xs,
+    is_classification,
+    make_score,
+)
 from linpath.api.states import StateLike, endpoints
+from linpath.api.streamed import is_streamed, streamed_path
 from linpath.data.source import EvalSet
 from linpath.engine.bn_stats import DEFAULT_BN_BATCHES, check_bn_policy
 from linpath.engine.outputs import OutputFn
 from linpath.engine.params import check_hold, spec_terms
+from linpath.engine.streamed import MIN_EXAMPLES
 from linpath.engine.subsets import class_counts
 from linpath.errors import LinpathError
-from linpath.io.files import atomic_write_text
-from linpath.io.tables import csv_frame
 from linpath.runtime.device import check_precision, resolve_device
 from linpath.sweep.evaluation import bn_batches as recompute_batches
 from linpath.sweep.evaluation import evaluation_subset, line_job
 from linpath.sweep.grids import Grid
-from linpath.sweep.items import PATH_COLUMNS, format_rows
-
-
-@dataclass(frozen=True)
-class PathCurve:
-    """Loss (and error) at each x of θ(x) = (1 - x)·θ_start + x·θ_end."""
-
-    x: np.ndarray
-    loss: np.ndarray
-    error: np.ndarray | None  # None when there is no error function (e.g. regression)
-    examples: int
-    bn: str = "interpolate"
-    precision: str = "fp32"
-    split: str = "custom"
-    loss_se: np.ndarray | None = None  # standard errors, where the engine estimates them
-    error_se: np.ndarray | None = None
-
-    @classmethod
-    def of(
-        cls, xs, results, examples: int, bn: str, precision: str, split: str, has_error: bool = True
-    ) -> PathCurve:
-        """The curve of an engine's results (engine.scoring.Result) at xs."""
-        values = {
-            q: np.array([getattr(r, q) for r in results], dtype=float)
-            for q in ("loss", "error", "loss_se", "error_se")
-        }
-        return cls(
-            x=np.array(xs, dtype=float),
-            loss=values["loss"],
-            error=values["error"] if has_error else None,
-            examples=examples,
-            bn=bn,
-            precision=precision,
-            split=split,
-            loss_se=values["loss_se"],
-            error_se=values["error_se"] if has_error else None,
-        )
-
-    def metrics(self) -> dict[str, dict[str, float]]:
-        """linpath.metrics.path_metrics of the loss and, when present, the error curve."""
-        out = {"loss": path_metrics(self.x, self.loss)}
-        if self.error is not None:
-            out["error"] = path_metrics(self.x, self.error)
-        return out
-
-    def rows(self, replicate: int = 0, t: int = 0) -> list[list]:
-        """Rows in paths.csv's format (sweep.merge.PATH_COLUMNS); the error is nan when absent."""
-        n = len(self.x)
-        nan = [math.nan] * n
-        columns = {
-            "x": self.x,
-            "loss": self.loss,
-            "error": self.error if self.error is not None else nan,
-            "loss_se": self.loss_se if self.loss_se is not None else nan,
-            "error_se": self.error_se if self.error_se is not None else nan,
-        }
-        fixed = {
-            "replicate": replicate,
-            "t": t,
-            "split": self.split,
-            "bn": self.bn,
-            "examples": self.examples,
-            "precision": self.precision,
-        }
-        return [
-            [repr(float(columns[c][i])) if c in columns else fixed.get(c, "") for c in PATH_COLUMNS]
-            for i in range(n)
-        ]
-
-    def to_frame(self, replicate: int = 0, t: int = 0):
-        """The curve as a pandas DataFrame, one row per x, in paths.csv's columns (so it
-        concatenates with linpath.load(run).paths); needs pandas (linpath[pandas])."""
-        return csv_frame(format_rows(self.rows(replicate, t)))
-
-    def to_csv(self, path: str | os.PathLike, replicate: int = 0, t: int = 0) -> Path:
-        """Write the curve as a paths.csv-style table (atomically)."""
-        atomic_write_text(Path(path), format_rows(self.rows(replicate, t)))
-        return Path(path)
-
-    def plot(self, path: str | os.PathLike | None = None, title: str | None = None):
-        """A matplotlib Figure of loss (and error) against x; saved to `path` when given.
-
-        Built without pyplot, so it changes no global matplotlib state (safe in notebooks,
-        where the returned figure displays itself)."""
-        from matplotlib.figure import Figure
-
-        quantities = [("loss", self.loss)] + ([("error", self.error)] if self.error is not None else [])
-        fig = Figure(figsize=(5 * len(quantities), 3.8))
-        for i, (name, values) in enumerate(quantities):
-            ax = fig.add_subplot(1, len(quantities), i + 1)
-            ax.plot(self.x, values, color="C0", marker="o" if len(self.x) <= 30 else None, markersize=3)
-            ax.set_xlabel("interpolation x  (0 = start, 1 = end)")
-            ax.set_ylabel(name if self.split == "custom" else f"{self.split} {name}")
-            ax.grid(alpha=0.3)
-        fig.suptitle(title or f"linear path between two states (BN {self.bn}, {self.examples} examples)")
-        fig.tight_layout()
-        if path is not None:
-            path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(path, dpi=150, bbox_inches="tight")
-        return fig
 
 
 def path(
@@ -161,6 +64,10 @@ def path(
     params: str | None = None,
     hold: str = "end",
     eval_examples: int | None = None,
+    task: str = "classification",
+    se_target: float | None = None,
+    min_examples: int = MIN_EXAMPLES,
+    shard: tuple[int, int] | None = None,
 ) -> PathCurve:
     """Loss (and error) along θ(x) = (1 - x)·start + x·end; `model` is not modified (a copy is
     evaluated). Every argument is described in docs/own_model.md; in short:
@@ -172,11 +79,16 @@ def path(
     batch mean (defaults: cross-entropy, and 1 - accuracy for class-index targets); output_fn:
     the model's output -> logits; device (default the model's), batch_size (the engine's),
     precision "fp32" or "bf16"; params/hold: move only some tensors (engine/params.py), the
-    others held at the `hold` end; eval_examples: a stratified subset, with standard errors."""
+    others held at the `hold` end; eval_examples: a stratified subset, with standard errors.
+    Model folders (config.json, *.safetensors) as states or model, task="causal-lm", se_target
+    (a point stops once the loss's standard error is below it, after min_examples) or streamed
+    data go to api/streamed.py (shard = (rank, size), default the torchrun world's)."""
+    if is_streamed(model, start_state, end_state, data, task, se_target):
+        return streamed_path(model, start_state, end_state, data, grid, locals())
     if not isinstance(model, nn.Module):
         raise LinpathError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     _check_options(bn, precision, batch_size, params, hold)
-    xs = grid if isinstance(grid, Grid) else _grid_xs(grid)
+    xs = grid if isinstance(grid, Grid) else grid_xs(grid)
     dev = default_device(model) if device is None else resolve_device(str(device))
     work = copy.deepcopy(model)
     start, end = endpoints(work.state_dict(), start_state, end_state, key, allow_nonfinite)
@@ -202,24 +114,6 @@ def _check_options(bn: str, precision: str, batch_size, params: str | None, hold
     check_precision(precision)
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size <= 0):
         raise LinpathError(f"batch_size must be a positive integer, got {batch_size!r}")
-
-
-def _grid_xs(grid: int | Grid | Sequence[float]) -> list[float]:
-    if isinstance(grid, bool):
-        raise LinpathError(f"grid must be a number of points, a Grid or a list of x, got {grid!r}")
-    if isinstance(grid, int):
-        return Grid(points=grid).xs()
-    xs = [float(x) for x in grid]
-    if not xs or not all(math.isfinite(x) for x in xs):
-        raise LinpathError("grid must hold at least one finite x")
-    return xs
-
-
-def default_device(model: nn.Module) -> torch.device:
-    """Where the model's tensors are (the CPU for a model without any)."""
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 def _subset(evalset: EvalSet, eval_examples: int | None) -> tuple[EvalSet, torch.Tensor | None]:

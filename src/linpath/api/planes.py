@@ -14,8 +14,15 @@ import torch
 from torch import nn
 
 from linpath.analysis.plane import PlaneRows, Surface
-from linpath.api.inputs import BatchFn, DataLike, as_evalset, fit_inputs, is_classification, make_score
-from linpath.api.lines import default_device
+from linpath.api.inputs import (
+    BatchFn,
+    DataLike,
+    as_evalset,
+    default_device,
+    fit_inputs,
+    is_classification,
+    make_score,
+)
 from linpath.api.states import StateLike, model_states
 from linpath.engine.plane import Plane, plane_fingerprint, random_directions, through_three
 from linpath.errors import LinpathError
@@ -146,7 +153,8 @@ def _plane_of(model, given: dict, directions, marks, allow_nonfinite, data, grid
     if not isinstance(model, nn.Module):
         raise LinpathError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     work = copy.deepcopy(model)
-    origin, d_a, d_b = directions(model_states(work.state_dict(), given, allow_nonfinite=allow_nonfinite))
+    states = model_states(work.state_dict(), given, allow_nonfinite=allow_nonfinite, model=work)
+    origin, d_a, d_b = directions(states)
     alphas, betas, loss, error, evalset = _evaluate_plane(work, origin, d_a, d_b, data, grid, span, options)
     return Surface(alphas, betas, loss, error, len(evalset), marks, evalset.name, options["precision"])
 

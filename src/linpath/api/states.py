@@ -12,8 +12,10 @@ import torch
 from torch import nn
 
 from linpath.engine.interpolate import check_compatible
+from linpath.engine.lazy_states import full_state
 from linpath.errors import LinpathError
 from linpath.io.checkpoints import find_state, fit_keys
+from linpath.io.hf_folder import ModelFolder, is_model_folder
 from linpath.io.tensors import load_state_dict, nonfinite_problem
 
 StateLike = Union[Mapping[str, torch.Tensor], str, os.PathLike, nn.Module]
@@ -50,12 +52,17 @@ def as_model_dtypes(own: dict, state: dict) -> dict:
 
 
 def model_states(
-    own: dict, given: dict[str, StateLike], key: str | None = None, allow_nonfinite: bool = False
+    own: dict,
+    given: dict[str, StateLike],
+    key: str | None = None,
+    allow_nonfinite: bool = False,
+    model: nn.Module | None = None,
 ) -> dict[str, dict]:
     """Each named state loaded, its keys fitted to the model's (a "module."/"model." prefix
     stripped), checked against the others and the model, refused when not finite, and cast to
-    the model's dtypes."""
-    states = {name: fit_keys(load_state(state, name, key), own) for name, state in given.items()}
+    the model's dtypes. With `model`, a model folder (config.json, *.safetensors) is read whole,
+    its tied keys filled (engine/lazy_states.py)."""
+    states = {name: _loaded(own, state, name, key, model) for name, state in given.items()}
     names = list(states)
     for name in names[1:]:
         check_compatible(states[names[0]], states[name], f"the {names[0]}", f"the {name}")
@@ -64,6 +71,12 @@ def model_states(
             check_finite(state, given[name], name)
     check_compatible(own, states[names[0]], "the model", f"the {names[0]}")
     return {name: as_model_dtypes(own, state) for name, state in states.items()}
+
+
+def _loaded(own: dict, state: StateLike, name: str, key: str | None, model: nn.Module | None) -> dict:
+    if model is not None and is_model_folder(state):
+        return full_state(model, ModelFolder(state), f"the {name} ({Path(state).name})")
+    return fit_keys(load_state(state, name, key), own)
 
 
 def endpoints(

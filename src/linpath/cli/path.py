@@ -5,6 +5,7 @@ from pathlib import Path
 
 from linpath.cli import common
 from linpath.cli.registry import Command
+from linpath.errors import LinpathError
 from linpath.sweep.setting import SweepSetting
 
 
@@ -18,7 +19,8 @@ def arguments(p) -> None:
     p.add_argument(
         "start",
         help="checkpoint at x = 0: a state dict, a {'state_dict'|'model_state_dict'|'model': ...} "
-        "wrapper, a Lightning .ckpt or a .safetensors file",
+        "wrapper, a Lightning .ckpt or a .safetensors file, or a model folder (config.json and "
+        "*.safetensors shards; read a tensor at a time)",
     )
     p.add_argument("end", help="state dict file at x = 1")
     p.add_argument(
@@ -68,15 +70,59 @@ def arguments(p) -> None:
         help="recompute policy: the data set whose training split gives the batches (default: --data's), "
         "or a .pt file of (inputs, targets)",
     )
-    p.set_defaults(
-        bn=None
-    )  # no --bn: the path's policy (recompute on an aligned BatchNorm model, else interpolate)
+    # no --bn: the path's policy (recompute on an aligned BatchNorm model, else interpolate)
+    p.set_defaults(bn=None)
+    _add_stream_options(p)
     common.add_common(p)
+
+
+def _add_stream_options(p) -> None:
+    """Options for language models, model folders and streamed data (commands/stream_path.py)."""
+    g = p.add_argument_group(
+        "language models and streamed data (a model folder as START/END, --task causal-lm, a text "
+        "--data or --se-target: the states stay on disk and the data is read a batch at a time)"
+    )
+    g.add_argument(
+        "--task",
+        choices=("classification", "causal-lm"),
+        default="classification",
+        help="causal-lm: mean next-token cross-entropy over the scored tokens, next-token error, "
+        "perplexity and bits per byte (default classification)",
+    )
+    g.add_argument(
+        "--se-target",
+        type=float,
+        default=None,
+        help="stop each point once the loss's standard error is at most this (the examples read are "
+        "recorded per point; shuffle the data once beforehand)",
+    )
+    g.add_argument(
+        "--min-examples",
+        type=int,
+        default=100,
+        help="--se-target: examples (sequences for causal-lm) read before a point may stop (default 100)",
+    )
+    g.add_argument(
+        "--tokenizer",
+        default=None,
+        help="text --data (.jsonl, .txt): bytes (UTF-8 bytes as ids) or module:callable / file.py:callable "
+        "mapping a text to token ids",
+    )
+    g.add_argument(
+        "--seq-len",
+        type=int,
+        default=None,
+        help="tokens per block of text --data (default: the model's maximum positions, at most 1024)",
+    )
+    g.add_argument("--text-field", default="text", help="a .jsonl record's text field (default text)")
 
 
 def run(args) -> int:
     from linpath.commands.path import path_between_files
 
+    streamed = _streamed(args)
+    if streamed is not None:
+        return streamed
     choose_bn = args.bn is None
     setting = SweepSetting.from_args(args, bn=args.bn or "interpolate")
     curve, files = path_between_files(
@@ -102,6 +148,39 @@ def run(args) -> int:
     if args.align:
         print(f"aligned {args.end} to {args.start} by weight matching; BatchNorm policy: {curve.bn}")
     print(f"wrote: {', '.join(str(f) for f in files)}")
+    return 0
+
+
+def _streamed(args) -> int | None:
+    """`linpath path` on the streamed evaluator when the job asks for it (a model folder, a task,
+    text data, --se-target: commands/stream_path.py), else None."""
+    from linpath.commands.path import PathOptions
+    from linpath.commands.stream_path import StreamOptions, streamed_path_between_files, summary_lines
+
+    stream = StreamOptions(
+        args.task, args.se_target, args.min_examples, args.tokenizer, args.seq_len, args.text_field
+    )
+    if not stream.wanted(args.start, args.end, args.data):
+        return None
+    if args.align or args.bn_data:
+        raise LinpathError("--align and --bn-data are not supported with streamed evaluation")
+    options = PathOptions(
+        data_root=args.data_root,
+        device=args.device,
+        batch_size=args.batch_size,
+        num_classes=args.num_classes,
+        allow_nonfinite=args.allow_nonfinite,
+        key=args.key,
+        output=args.output,
+        progress=not args.quiet,
+    )
+    setting = SweepSetting.from_args(args, bn=args.bn or "interpolate")
+    curve, files = streamed_path_between_files(
+        args.start, args.end, args.model, args.data, Path(args.out), setting, stream, options
+    )
+    if files:  # rank 0's
+        print("\n".join(summary_lines(curve, json.loads((Path(args.out) / "setting.json").read_text()))))
+        print(f"wrote: {', '.join(str(f) for f in files)}")
     return 0
 
 
