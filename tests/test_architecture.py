@@ -121,6 +121,23 @@ def test_no_module_imports_the_root_package():
     assert importers == []
 
 
+def private_imports(file: Path) -> list[str]:
+    """`from linpath.x import _name`: one module reaching into another's private names."""
+    found = []
+    for node in ast.walk(ast.parse(file.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("linpath"):
+            found += [
+                f"{file.name}: {node.module}.{a.name}"
+                for a in node.names
+                if a.name[:1] == "_" and a.name[:2] != "__"
+            ]
+    return found
+
+
+def test_no_module_imports_another_modules_private_names():
+    assert [f for file in source_modules().values() for f in private_imports(file)] == []
+
+
 def long_functions(file: Path) -> list[str]:
     tree = ast.parse(file.read_text())
     return [

@@ -28,11 +28,11 @@ def _words(metric: str) -> str:
     return BY_NAME[metric].words if metric in BY_NAME else metric
 
 
-def _label(quantity: str, split: str) -> str:
+def quantity_label(quantity: str, split: str) -> str:
     return LABELS[quantity].replace("test", split)
 
 
-def _save(fig, folder: Path, name: str) -> list[Path]:
+def save_figure(fig, folder: Path, name: str) -> list[Path]:
     paths = []
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -51,7 +51,7 @@ def _save(fig, folder: Path, name: str) -> list[Path]:
     return paths
 
 
-def _band(ax, x, mean, std, **kw):
+def band(ax, x, mean, std, **kw):
     line = ax.plot(x, mean, **kw)[0]
     std = np.nan_to_num(std)
     if np.any(std > 0):
@@ -86,10 +86,10 @@ def figure1(curves: Curves, title: str, folder: Path, other: Curves | None = Non
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, q in zip(axes, ("loss", "error")):
         x, mean, std = curves.mean_std(0, q)
-        _band(ax, x, mean, std, color="C0")
+        band(ax, x, mean, std, color="C0")
         _finite_ylim(ax, [mean - std, mean + std, *_overlay(ax, other, 0, q, "C0")])
         ax.set_xlabel("interpolation x  (0 = initialization, 1 = final)")
-        ax.set_ylabel(_label(q, curves.split) if other is None else f"{LABELS[q].split(' ', 1)[1]}")
+        ax.set_ylabel(quantity_label(q, curves.split) if other is None else f"{LABELS[q].split(' ', 1)[1]}")
         ax.grid(alpha=0.3)
     _split_legend(axes[1], curves, other)
     if other is not None:
@@ -98,7 +98,7 @@ def figure1(curves: Curves, title: str, folder: Path, other: Curves | None = Non
     fig.suptitle(
         f"{title}: the path from initialization (mean ± std over {n} replicate{'s' * (n != 1)}, BatchNorm {curves.bn})"
     )
-    return _save(fig, folder, "figure1")
+    return save_figure(fig, folder, "figure1")
 
 
 def figure2_steps(curves: Curves, preferred: tuple[int, ...]) -> list[int]:
@@ -120,16 +120,16 @@ def figure2(
         for i, t in enumerate(steps):
             color = cmap(i / max(1, len(steps) - 1) * 0.9)
             x, mean, std = curves.mean_std(t, q)
-            _band(ax, x, mean, std, color=color, label=f"t = {t}")
+            band(ax, x, mean, std, color=color, label=f"t = {t}")
             arrays += [mean - std, mean + std, *_overlay(ax, other, t, q, color)]
         _finite_ylim(ax, arrays)
         ax.set_xlabel("interpolation x  (0 = state at t, 1 = final)")
-        ax.set_ylabel(_label(q, curves.split) if other is None else f"{LABELS[q].split(' ', 1)[1]}")
+        ax.set_ylabel(quantity_label(q, curves.split) if other is None else f"{LABELS[q].split(' ', 1)[1]}")
         ax.grid(alpha=0.3)
     _split_legend(axes[1], curves, other)
     axes[1].legend(title="start", fontsize=8, loc="upper right")
     fig.suptitle(f"{title}: paths from the state at iteration t to the final state")
-    return _save(fig, folder, "figure2")
+    return save_figure(fig, folder, "figure2")
 
 
 def figure3(
@@ -150,7 +150,7 @@ def figure3(
         ax.axhline(0, color="gray", linewidth=0.8)
         ax.set_xscale("log")
         ax.set_xlim(positions.min() / 1.5, positions.max() * 1.5)  # also when no value is finite
-        ax.set_ylabel(f"{_words(metric)}\nof the {_label(q, curves.split)}", fontsize=9)
+        ax.set_ylabel(f"{_words(metric)}\nof the {quantity_label(q, curves.split)}", fontsize=9)
         ax.grid(alpha=0.3, which="both")
     ticks = [p for p in (0.5, 1, 4, 16, 64, 256, 1024, 4096, 16384, 65536) if p <= positions.max()]
     axes[1].set_xticks(ticks)
@@ -161,7 +161,7 @@ def figure3(
     )
     band = f"mean over replicates, {CONFIDENCE:.0%} bootstrap interval"
     fig.suptitle(f"{title}: {what}\nalong the path from t to the final state ({band})")
-    return _save(fig, folder, "figure3")
+    return save_figure(fig, folder, "figure3")
 
 
 def all_figures(

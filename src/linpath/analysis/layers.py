@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from linpath.analysis.curves import QUANTITIES, Curves  # noqa: E402
-from linpath.analysis.figures import _band, _label, _save  # noqa: E402
+from linpath.analysis.figures import band, quantity_label, save_figure  # noqa: E402
 
 LAYER_COLUMNS = [
     "layer",
@@ -67,14 +67,14 @@ def layer_figure(
             continue
         for ax, q in zip(axes, QUANTITIES):
             x, mean, std = curves.mean_std(t, q)
-            _band(ax, x, mean, std, color=f"C{i}", label=layer)
+            band(ax, x, mean, std, color=f"C{i}", label=layer)
     for ax, q in zip(axes, QUANTITIES):
         ax.set_xlabel(f"interpolation x  (0 = that layer at t = {t}, 1 = trained)")
-        ax.set_ylabel(_label(q, split))
+        ax.set_ylabel(quantity_label(q, split))
         ax.grid(alpha=0.3)
     axes[0].legend(title="layer moved", fontsize=8)
     replicates = max(len(c.at(t)) for c in curves_by_layer.values())
     others = "trained" if hold == "end" else f"at t = {t}"
     fig.suptitle(f"{title}: one layer moves, the others {others} (mean ± std, {replicates} replicates)")
     fig.tight_layout()
-    return _save(fig, folder, f"layers-t{t}")
+    return save_figure(fig, folder, f"layers-t{t}")

@@ -126,10 +126,10 @@ def load_data(text: str, data_root=None, split: str = "test", device="cpu") -> t
     if text in datasets.DATASETS:
         source = datasets.load(text, data_root)
         return source.eval_set(split, device), source.num_classes
-    return _tensor_file(text, "--data", device)
+    return tensor_file(text, "--data", device)
 
 
-def _tensor_file(text: str, flag: str, device) -> tuple[EvalSet, int | None]:
+def tensor_file(text: str, flag: str, device) -> tuple[EvalSet, int | None]:
     if not Path(text).is_file():
         raise LinpathError(
             f"{flag} {text!r} is neither a data set ({', '.join(sorted(datasets.DATASETS))}) nor a file"
@@ -219,7 +219,7 @@ def _bn_batches(job: _Job, setting: SweepSetting, options: PathOptions, dev) -> 
         data = datasets.load(name, options.data_root)
         job.bn_source = f"{name} training split, {setting.bn_batches} batches of {batch} (seed {seed})"
     else:
-        data = _tensor_file(name, "--bn-data", dev)[0]
+        data = tensor_file(name, "--bn-data", dev)[0]
     job.bn_batches = bn_batches(data, setting.bn_batches, batch, seed, dev)
     if name not in datasets.DATASETS:
         job.bn_source = f"{Path(name).name}, {len(job.bn_batches)} batches of up to {batch}"
@@ -279,7 +279,7 @@ def _record(start, end, job: _Job, setting: SweepSetting, options: PathOptions, 
     }
 
 
-def _write(out: Path, curve: PathCurve, record: dict, title: str) -> list[Path]:
+def write_outputs(out: Path, curve: PathCurve, record: dict, title: str) -> list[Path]:
     files = [curve.to_csv(out / "paths.csv")]
     atomic_write_text(out / "setting.json", json.dumps(record, indent=2) + "\n")
     metrics = {**record, "examples": curve.examples, **curve.metrics()}
@@ -292,7 +292,7 @@ def _write(out: Path, curve: PathCurve, record: dict, title: str) -> list[Path]:
     return files
 
 
-def _progress(enabled: bool, total: int | None):
+def points_progress(enabled: bool, total: int | None):
     """A callback counting evaluated points (runtime/progress.py); `total` None for adaptive
     grids. Returns (callback, close)."""
     if not enabled:
@@ -335,7 +335,7 @@ def path_between_files(
     output_fn = resolve_output(opts.output)
     evalset = fit_inputs(work, job.evalset, dev, output_fn)
     total = None if setting.grid.kind == "adaptive" else len(setting.grid.xs())
-    report, close = _progress(opts.progress, total)
+    report, close = points_progress(opts.progress, total)
     try:
         curve = evaluate_curve(
             work,
@@ -358,4 +358,4 @@ def path_between_files(
         f"start: {describe_file(start, end)}\nend: {describe_file(end, start)}\n"
         f"{job.model_name}, {record['setting']}"
     )
-    return curve, _write(out, curve, record, title)
+    return curve, write_outputs(out, curve, record, title)

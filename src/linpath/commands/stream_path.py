@@ -19,13 +19,13 @@ from linpath import data as datasets
 from linpath.api import PathCurve, evaluate_streamed
 from linpath.commands.path import (
     PathOptions,
-    _progress,
-    _tensor_file,
-    _write,
     describe_file,
     import_callable,
+    points_progress,
     resolve_model,
     resolve_output,
+    tensor_file,
+    write_outputs,
 )
 from linpath.data.imagenet import ImageFolderSource
 from linpath.data.stream import ImageFolderStream, TensorStream, TextBlocks, bytes_tokenizer
@@ -116,7 +116,7 @@ def _stream(data: str, stream: StreamOptions, work, setting: SweepSetting, opts:
             return ImageFolderStream(source, setting.split, size, dev)
         evalset = source.eval_set(setting.split, dev)
     else:
-        evalset = _tensor_file(data, "--data", dev)[0]
+        evalset = tensor_file(data, "--data", dev)[0]
     return TensorStream(evalset.inputs, evalset.labels, size, evalset.name)
 
 
@@ -196,7 +196,7 @@ def streamed_path_between_files(
     work = _model(start, model, stream.task, classes)
     source = _stream(data, stream, work, setting, opts, dev)
     total = None if setting.grid.kind == "adaptive" else len(setting.grid.xs())
-    report, close = _progress(opts.progress and world.is_main, total)
+    report, close = points_progress(opts.progress and world.is_main, total)
     try:
         curve = evaluate_streamed(
             work.to(dev),
@@ -220,4 +220,4 @@ def streamed_path_between_files(
     title = f"start: {describe_file(start, end)}\nend: {describe_file(end, start)}\n{record['setting']}"
     if not world.is_main:
         return curve, []
-    return curve, _write(out, curve, record, title)
+    return curve, write_outputs(out, curve, record, title)
