@@ -37,7 +37,7 @@ from linpath.io.rundir import RunDir
 from linpath.io.tensors import load_tensors
 from linpath.runtime.device import resolve_device
 from linpath.runtime.progress import Progress
-from linpath.sweep.evaluation import bn_batches, evaluation_subset
+from linpath.sweep.evaluation import bn_batches, setting_subset
 from linpath.sweep.grids import Grid
 from linpath.sweep.setting import SweepSetting
 
@@ -228,7 +228,7 @@ def _bn_batches(job: _Job, setting: SweepSetting, options: PathOptions, dev) -> 
 def _prepare(start, model, data, setting: SweepSetting, options: PathOptions, dev) -> _Job:
     model_name, data_name, spec = _names(start, model, data)
     evalset, classes = load_data(data_name, options.data_root, setting.split, dev)
-    subset, population = evaluation_subset(evalset, setting.eval_examples)
+    subset, population = setting_subset(evalset, setting)
     if setting.eval_examples and population is None and setting.eval_examples < len(evalset):
         raise LinpathError("--eval-examples needs class labels (integer targets) to stratify by")
     return _Job(model_name, data_name, subset, population, classes, spec)

@@ -33,6 +33,12 @@ def evaluation_subset(evalset: EvalSet, eval_examples: int) -> tuple[EvalSet, to
     return evalset.subset(indices), population
 
 
+def setting_subset(evalset: EvalSet, setting) -> tuple[EvalSet, torch.Tensor | None]:
+    """evaluation_subset as a sweep setting asks for it: every field of the setting that
+    decides the evaluated examples is read here, so a new one is used in one place."""
+    return evaluation_subset(evalset, setting.eval_examples)
+
+
 def bn_batches(data, count: int, batch_size: int, seed: int = 0, device="cpu") -> list[torch.Tensor]:
     """The batches the recompute BatchNorm policy re-estimates statistics from, the same at
     every x, t and replicate (so recomputed statistics differ only by the weights): a data

@@ -23,7 +23,7 @@ from linpath.io.tensors import check_finite, load_state_dict
 from linpath.runtime.device import resolve_device
 from linpath.runtime.distributed import World
 from linpath.runtime.progress import Progress
-from linpath.sweep.evaluation import LineJob, bn_batches, evaluation_subset, line_job
+from linpath.sweep.evaluation import LineJob, bn_batches, line_job, setting_subset
 from linpath.sweep.items import item_problem
 from linpath.sweep.merge import format_rows, merge_paths
 from linpath.sweep.setting import SweepSetting
@@ -128,7 +128,7 @@ def setting_job(spec, setting: SweepSetting, source, dev, make_model=None, **opt
     """The line job of a run's setting: its (sub)set of the split, its recompute batches (the
     first training batches for the run's seed and batch size), a fresh model of the spec, or of
     `make_model` for an external run (--model); `options` are the engine's (batch_size, compile)."""
-    evalset, population = evaluation_subset(source.eval_set(setting.split, dev), setting.eval_examples)
+    evalset, population = setting_subset(source.eval_set(setting.split, dev), setting)
     batches = None
     if setting.bn == "recompute":
         batches = bn_batches(source, setting.bn_batches, spec.data.batch_size, spec.train.seed, dev)
