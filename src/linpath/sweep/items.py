@@ -67,15 +67,7 @@ def item_problem(path: Path, setting: SweepSetting | None = None) -> str | None:
 
 def _expected(setting: SweepSetting | None, key: str) -> KeyFields | None:
     """What the rows must agree with: the given setting exactly, else the key's reading."""
-    if setting is None:
-        return parse_key(key)
-    return KeyFields(
-        **{name: getattr(setting, name) for name in ("split", "bn", "bn_batches", "grid", "precision")},
-        grid_exact=True,
-        eval_examples=setting.eval_examples,
-        params=setting.params,
-        hold=setting.hold,
-    )
+    return parse_key(key) if setting is None else KeyFields.of(setting)
 
 
 def _read_rows(path: Path) -> list[dict] | str:

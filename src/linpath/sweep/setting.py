@@ -172,26 +172,30 @@ def _add_grid_flags(group, meta: dict, points: int) -> None:
 
 @dataclass(frozen=True)
 class KeyFields:
-    """What a sweep folder's key tells of its setting (parse_key). grid is None where the key
-    names it by a digest (values grids); grid_exact is False where the key rounds its range;
-    params is None where the key holds a digest of it rather than the subset itself."""
+    """What a sweep folder's key tells of its setting (parse_key): `values` holds each field of
+    SweepSetting by name (read as attributes: fields.split), None where the key holds only a
+    digest (a values grid, a parameter subset with other characters); grid_exact is False where
+    the key rounds the grid's range."""
 
-    split: str
-    bn: str
-    bn_batches: int
-    grid: Grid | None
-    grid_exact: bool
-    precision: str
-    eval_examples: int
-    params: str | None
-    hold: str
+    values: dict
+    grid_exact: bool = True
+
+    def __getattr__(self, name: str):
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @classmethod
+    def of(cls, setting: SweepSetting) -> KeyFields:
+        """All that a setting's key tells, exactly."""
+        return cls({f.name: getattr(setting, f.name) for f in dataclasses.fields(SweepSetting)})
 
     def setting(self) -> SweepSetting | None:
         """The setting itself, when the key determines every field exactly."""
-        if self.grid is None or not self.grid_exact or self.params is None:
+        if not self.grid_exact or any(v is None for v in self.values.values()):
             return None
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(SweepSetting)}
-        return SweepSetting(**fields)
+        return SweepSetting(**self.values)
 
 
 _KEY = re.compile(
@@ -212,20 +216,18 @@ def parse_key(key: str) -> KeyFields | None:
     if (m.group("bn") == "recompute") != (m.group("bn_batches") is not None):
         return None
     grid, exact = grid_of_key(m.group("grid"))
-    plain_params = m.group("params") and not m.group("digest")
-    return KeyFields(
-        split=m.group("split"),
-        bn=m.group("bn"),
-        bn_batches=int(m.group("bn_batches") or DEFAULT_BN_BATCHES),
-        grid=grid,
-        grid_exact=exact,
-        precision=m.group("precision"),
-        eval_examples=int(m.group("n") or 0),
-        params=m.group("params").replace("layer=", "layer:")
-        if plain_params
-        else ("" if not m.group("params") else None),
-        hold=m.group("hold") or "end",
-    )
+    params = m.group("params") or ""
+    values = {
+        "split": m.group("split"),
+        "bn": m.group("bn"),
+        "bn_batches": int(m.group("bn_batches") or DEFAULT_BN_BATCHES),
+        "grid": grid,
+        "precision": m.group("precision"),
+        "eval_examples": int(m.group("n") or 0),
+        "params": params.replace("layer=", "layer:") if not m.group("digest") else None,
+        "hold": m.group("hold") or "end",
+    }
+    return KeyFields(values, exact)
 
 
 def params_slug(spec: str) -> str:
