@@ -123,26 +123,10 @@ def run(args) -> int:
     streamed = _streamed(args)
     if streamed is not None:
         return streamed
-    choose_bn = args.bn is None
     setting = SweepSetting.from_args(args, bn=args.bn or "interpolate")
+    options = _options(args, bn_data=args.bn_data, align_end=args.align, choose_bn=args.bn is None)
     curve, files = path_between_files(
-        args.start,
-        args.end,
-        args.model,
-        args.data,
-        args.out,
-        setting,
-        data_root=args.data_root,
-        device=args.device,
-        batch_size=args.batch_size,
-        num_classes=args.num_classes,
-        bn_data=args.bn_data,
-        allow_nonfinite=args.allow_nonfinite,
-        align_end=args.align,
-        key=args.key,
-        output=args.output,
-        progress=not args.quiet,
-        choose_bn=choose_bn,
+        args.start, args.end, args.model, args.data, args.out, setting, **vars(options)
     )
     _print_path(curve, json.loads((Path(args.out) / "setting.json").read_text()))
     if args.align:
@@ -151,10 +135,26 @@ def run(args) -> int:
     return 0
 
 
+def _options(args, **more):
+    """commands.path.PathOptions from the command line (`more`: what only one mode takes)."""
+    from linpath.commands.path import PathOptions
+
+    return PathOptions(
+        data_root=args.data_root,
+        device=args.device,
+        batch_size=args.batch_size,
+        num_classes=args.num_classes,
+        allow_nonfinite=args.allow_nonfinite,
+        key=args.key,
+        output=args.output,
+        progress=not args.quiet,
+        **more,
+    )
+
+
 def _streamed(args) -> int | None:
     """`linpath path` on the streamed evaluator when the job asks for it (a model folder, a task,
     text data, --se-target: commands/stream_path.py), else None."""
-    from linpath.commands.path import PathOptions
     from linpath.commands.stream_path import StreamOptions, streamed_path_between_files, summary_lines
 
     stream = StreamOptions(
@@ -164,19 +164,9 @@ def _streamed(args) -> int | None:
         return None
     if args.align or args.bn_data:
         raise LinpathError("--align and --bn-data are not supported with streamed evaluation")
-    options = PathOptions(
-        data_root=args.data_root,
-        device=args.device,
-        batch_size=args.batch_size,
-        num_classes=args.num_classes,
-        allow_nonfinite=args.allow_nonfinite,
-        key=args.key,
-        output=args.output,
-        progress=not args.quiet,
-    )
     setting = SweepSetting.from_args(args, bn=args.bn or "interpolate")
     curve, files = streamed_path_between_files(
-        args.start, args.end, args.model, args.data, Path(args.out), setting, stream, options
+        args.start, args.end, args.model, args.data, Path(args.out), setting, stream, _options(args)
     )
     if files:  # rank 0's
         print("\n".join(summary_lines(curve, json.loads((Path(args.out) / "setting.json").read_text()))))
