@@ -16,14 +16,18 @@ MEMORY_SHARE = 0.25  # of the free memory, for one batch's activations (the rest
 
 @torch.no_grad()
 def forward_bytes_per_example(model: torch.nn.Module, sample: torch.Tensor) -> int | None:
-    """Peak CUDA memory of one inference forward of `sample`, per example (None off CUDA)."""
+    """Peak CUDA memory of one inference forward of `sample`, per example; None off CUDA, or
+    when the probe fails (the caller then keeps its fixed batch, and the real forward reports)."""
     if sample.device.type != "cuda" or len(sample) == 0:
         return None
-    torch.cuda.synchronize(sample.device)
-    before = torch.cuda.memory_allocated(sample.device)
-    torch.cuda.reset_peak_memory_stats(sample.device)
-    model(sample)
-    peak = torch.cuda.max_memory_allocated(sample.device)
+    try:
+        torch.cuda.synchronize(sample.device)
+        before = torch.cuda.memory_allocated(sample.device)
+        torch.cuda.reset_peak_memory_stats(sample.device)
+        model(sample)
+        peak = torch.cuda.max_memory_allocated(sample.device)
+    except Exception:
+        return None
     return max(1, (peak - before) // len(sample))
 
 
