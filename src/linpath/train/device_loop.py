@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -80,6 +80,7 @@ class LoopStats:
     eager: int = 0
     captures: int = 0
     graphs_off: str | None = None
+    replay_differences: list[float] = field(default_factory=list)  # first replays against eager steps
 
 
 def take_step(rep: Replicate, data, columns: torch.Tensor, lr: float, acc: torch.Tensor) -> None:
@@ -208,6 +209,7 @@ class Graphs:
             t.copy_(b)
         self.graph.replay()
         difference = _relative_difference(before, eager, tensors)
+        self.stats.replay_differences.append(difference)
         if difference <= VERIFY_TOLERANCE:
             self.verified = True
             self.stats.graphed += 1
