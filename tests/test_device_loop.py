@@ -116,13 +116,14 @@ def test_device_loop_on_the_cpu_is_bitwise_the_per_replicate_loop(tmp_path, monk
 
 
 class StandInGraph:
-    """What a correct capture gives: its replay is static.run(lr)."""
+    """What a correct capture gives: its replay is static.run(lr); with `factor` a wrong one (at
+    another learning rate; at 0, a step that leaves the parameters where they were)."""
 
-    def __init__(self, static, lr, wrong=False):
-        self.static, self.lr, self.wrong = static, lr, wrong
+    def __init__(self, static, lr, factor=1.0):
+        self.static, self.lr, self.factor = static, lr, factor
 
     def replay(self):
-        self.static.run(self.lr * (3.0 if self.wrong else 1.0))
+        self.static.run(self.lr * self.factor)
 
 
 def with_stand_in_graphs(monkeypatch, capture):
@@ -167,10 +168,11 @@ def test_a_failing_capture_turns_graphs_off_with_one_warning(tmp_path, monkeypat
 
 
 @pytest.mark.slow  # trains end to end (seconds each)
-def test_a_wrong_first_replay_is_caught_undone_and_turns_graphs_off(tmp_path, monkeypatch, spy):
+@pytest.mark.parametrize("factor", [3.0, 0.0], ids=["another-lr", "no-parameter-update"])
+def test_a_wrong_first_replay_is_caught_undone_and_turns_graphs_off(tmp_path, monkeypatch, spy, factor):
     source, spec = random_cifar(**SMALL), spec_of("9it", 16)
     ref = trained(tmp_path, "loop", spec, source, monkeypatch, "0")
-    with_stand_in_graphs(monkeypatch, lambda static, lr: StandInGraph(static, lr, wrong=True))
+    with_stand_in_graphs(monkeypatch, lambda static, lr: StandInGraph(static, lr, factor))
     with pytest.warns(device_loop.DeviceLoopWarning, match="first replay differs from the eager step"):
         ours = trained(tmp_path, "device", spec, source, monkeypatch, "1")
     assert_same_run(ours, ref)  # the eager step's state was kept

@@ -201,21 +201,19 @@ class Graphs:
     def _verified_replay(self, lr: float) -> None:
         """The first replay, checked against the eager step from the same state and columns;
         on disagreement the eager step's state is kept and graphs go off."""
-        tensors = _state_tensors(self.rep, self.static.acc)
-        before = [t.clone() for t in tensors]
+        groups = _state_groups(self.rep, self.static.acc)
+        before = [[t.clone() for t in g] for g in groups]
         self.static.run(lr)
-        eager = [t.clone() for t in tensors]
-        for t, b in zip(tensors, before):
-            t.copy_(b)
+        eager = [[t.clone() for t in g] for g in groups]
+        _copy(groups, before)
         self.graph.replay()
-        difference = _relative_difference(before, eager, tensors)
+        difference = _relative_difference(before, eager, groups)
         self.stats.replay_differences.append(difference)
         if difference <= VERIFY_TOLERANCE:
             self.verified = True
             self.stats.graphed += 1
             return
-        for t, e in zip(tensors, eager):
-            t.copy_(e)
+        _copy(groups, eager)
         self.graph = None
         self.stats.eager += 1
         self._off(f"the first replay differs from the eager step by {difference:.2e} (relative)")
@@ -226,28 +224,39 @@ class Graphs:
         _warn(f"CUDA graphs off ({why}); training goes on eagerly")
 
 
-def _state_tensors(rep: Replicate, acc: torch.Tensor) -> list[torch.Tensor]:
-    """Every tensor a step changes: parameters, buffers, momentum buffers, the loss sum."""
+def _state_groups(rep: Replicate, acc: torch.Tensor) -> list[list[torch.Tensor]]:
+    """Every tensor a step changes, in groups compared apart: the model's parameters and
+    buffers, SGD's momentum buffers, the loss sum."""
     s = rep.state
     momentum = [
         st["momentum_buffer"] for st in s.optimizer.state.values() if st.get("momentum_buffer") is not None
     ]
-    return [*s.model.state_dict().values(), *momentum, acc]
+    return [list(s.model.state_dict().values()), momentum, [acc]]
 
 
 def _relative_difference(before, a, b) -> float:
-    """|b - a| / |a - before| over all floating tensors (L2); inf if an integer tensor differs."""
-    num = den = 0.0
-    for t0, ta, tb in zip(before, a, b):
-        if not ta.is_floating_point():
-            if not torch.equal(ta, tb):
-                return float("inf")
-            continue
-        num += float((tb.double() - ta.double()).pow(2).sum())
-        den += float((ta.double() - t0.double()).pow(2).sum())
-    if num == 0.0:
-        return 0.0
-    return (num / den) ** 0.5 if den > 0 else float("inf")
+    """The largest over groups of |b - a| / |a - before| (L2 over the group's floating tensors);
+    inf if an integer tensor differs. By group, so that a large change (the loss sum) cannot
+    hide a wrong small one (the parameters' update)."""
+    worst = 0.0
+    for g0, ga, gb in zip(before, a, b):
+        num = den = 0.0
+        for t0, ta, tb in zip(g0, ga, gb):
+            if not ta.is_floating_point():
+                if not torch.equal(ta, tb):
+                    return float("inf")
+                continue
+            num += float((tb.double() - ta.double()).pow(2).sum())
+            den += float((ta.double() - t0.double()).pow(2).sum())
+        if num > 0.0:
+            worst = max(worst, (num / den) ** 0.5 if den > 0 else float("inf"))
+    return worst
+
+
+def _copy(groups, saved) -> None:
+    for group, copies in zip(groups, saved):
+        for t, c in zip(group, copies):
+            t.copy_(c)
 
 
 def _run_left(rep: Replicate, step: int, end: int, lr: float) -> int:
