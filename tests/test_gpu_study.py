@@ -132,3 +132,22 @@ def test_pack_leaves_checkpoints_out_and_checks_the_limits(tmp_path):
         (out / f"extra{i}.txt").write_text("x")
     with pytest.raises(gpu_study.Refused, match="9 files, more than 8"):
         gpu_study.check_outdir(out)
+
+
+def test_the_figures_docs_gpu_quotes_are_the_counted_and_committed_ones():
+    """docs/gpu.md's multiply-adds per image are FlopCounterMode's, and its CPU stand-in ratio
+    is the committed benchmark output's."""
+    import re
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from gpu_floor import forward_flops_per_image
+    finally:
+        sys.path.pop(0)
+    doc = (REPO / "docs" / "gpu.md").read_text().replace("\n", " ")
+    for name in ("cifar_resnet_20", "cifar_vgg_16"):
+        macs = forward_flops_per_image(name, (3, 32, 32)) // 2
+        assert f"{macs / 1e6:.1f} M multiply-adds = {2 * macs / 1e6:.1f} MFLOP" in doc, name
+    output = (REPO / "docs" / "results" / "benchmarks" / "train_loop_ab.txt").read_text()
+    ratio = re.search(r"median ratio device loop / per-replicate loop: ([\d.]+)", output)[1]
+    assert f"median ratio of ms per step {ratio}" in doc
