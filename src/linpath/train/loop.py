@@ -55,10 +55,11 @@ def train_replicate(
         return
     dev = resolve_device(device)
     rep = Replicate(spec, run, r, source, dev, world).restore(start)
+    on_device = device_loop.applies(rep, source)  # before anything is written: it checks its switches
     rep.start(source.eval_set("test", dev), progress and world.is_main and plain_progress.plain(), callbacks)
     seed = rep.seed if data_seed is None else data_seed
     end = rep.end(stop_after)
-    if device_loop.applies(rep, source):
+    if on_device:
         device_loop.train(rep, source, seed, end, progress)
     else:
         _loop(rep, source, seed, end, progress)
