@@ -183,6 +183,40 @@ def test_cuda_graph_replays_match_eager_steps(cuda_training):
     assert all(d <= step_check.FLOOR for d in stats.replay_differences), stats.replay_differences
 
 
+def test_a_capture_that_fails_on_cuda_leaves_training_right(tmp_path, monkeypatch):
+    """A real capture failure (a host synchronization inside the captured step) gives one warning,
+    and the steps go on eagerly from an untouched state: every step within the float64 check."""
+
+    def syncing_capture(static, lr):
+        graph = torch.cuda.CUDAGraph()
+        static.rep.state.optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(graph):
+            static.run(lr)
+            static.acc.item()  # not allowed while capturing
+        return graph
+
+    monkeypatch.setattr(device_loop, "MIN_GRAPH_STEPS", 2)
+    monkeypatch.setattr(device_loop, "capture", syncing_capture)
+    seen = []
+    train = device_loop.train
+    monkeypatch.setattr(device_loop, "train", lambda *a, **k: seen.append(train(*a, **k)))
+    spec = preset(MODEL).with_overrides({"training_steps": "6it", "replicates": 1})
+    source = random_cifar(260, 256)
+    run = RunDir(tmp_path / spec.run_name)
+    write_spec(run, spec)
+    recorder = Recorder()
+    with pytest.warns(device_loop.DeviceLoopWarning, match="capture failed"):
+        train_replicate(spec, run, 0, source, device="cuda", progress=False, callbacks=(recorder,))
+    (stats,) = seen
+    assert (
+        stats.graphed == 0 and stats.graphs_off.startswith("capture failed") and run.done_marker(0).exists()
+    )
+    init = torch.load(run.checkpoint(0, 0), weights_only=True)
+    batches = step_check.batches_of(source, spec.train.seed, 128, 6, augment=True)
+    sgd = step_check.Sgd(MODEL, 10, spec.train.momentum, spec.train.weight_decay)
+    assert step_check.check_trajectory(sgd, init, recorder.states, batches, [0.1] * 6)[0] == []
+
+
 def test_sweep_batch_on_cuda_is_the_whole_set(data):
     engine, _ = path_results(data, "cuda")
     assert engine.batch_size >= len(data[1]) == 512
