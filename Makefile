@@ -30,9 +30,17 @@ gpu-check:
 	GPU_CHECK_PYTHON=$(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,python3) \
 		benchmarks/gpu_check.sh $(GPU_OUT) $(DATA)
 
+# The GPU study (docs/gpu.md): one replicate of the paper's protocol per GPU lease, within 9 minutes,
+# no network; OUT then holds what to commit as docs/results/gpu/<preset>/replicate-<R>/.
+# PRESET (default cifar_resnet_20) and REPLICATE (default: the next one not committed) are optional.
+gpu-study:
+	GPU_STUDY_PYTHON=$(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,python3) \
+		benchmarks/gpu_study.sh $(GPU_OUT) $(DATA) $(if $(PRESET),--preset $(PRESET)) \
+		$(if $(REPLICATE),--replicate $(REPLICATE)) $(if $(filter 1,$(DRY_RUN)),--dry-run)
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
 	$(VENV)/bin/lint-imports --no-cache
 
-.PHONY: install mnist test test-fast lint gpu-check
+.PHONY: install mnist test test-fast lint gpu-check gpu-study

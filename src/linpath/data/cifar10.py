@@ -242,14 +242,26 @@ def _has_batches(archive: Path) -> bool:
     return False
 
 
-def crop_flip(padding: int):
+class CropFlip:
     """Random crop with `padding` zero pixels on each side, then a random horizontal flip, for a
-    whole batch as one gather. Draws come from the given CPU generator, results are on x's device."""
+    whole batch as one gather. Draws come from the given CPU generator, results are on x's device.
 
-    def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    `draw` and `apply` are the two halves of a call, so that a loop can draw a whole epoch's
+    parameters ahead and apply them on the device without a host copy per step (data/memory.py's
+    epoch plans); `augment(x, gen)` is `apply(x, *draw(len(x), gen))` with the draws moved to x's device."""
+
+    def __init__(self, padding: int):
+        self.padding = padding
+
+    def draw(self, b: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(shifts (2, b) int64 in [0, 2p], flips (b,) bool), on the CPU; the batch is the last dimension."""
+        shifts = torch.randint(0, 2 * self.padding + 1, (2, b), generator=gen)
+        flips = torch.rand(b, generator=gen) < 0.5
+        return shifts, flips
+
+    def apply(self, x: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        shifts = torch.randint(0, 2 * padding + 1, (2, b), generator=gen).to(x.device)
-        flips = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+        padding = self.padding
         padded = F.pad(x, (padding,) * 4).flatten(2)  # (b, c, (h+2p)(w+2p))
         ar_h, ar_w = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
         rows = shifts[0, :, None, None] + ar_h[:, None]
@@ -257,7 +269,14 @@ def crop_flip(padding: int):
         index = (rows * (w + 2 * padding) + cols).view(b, 1, h * w).expand(b, c, h * w)
         return padded.gather(2, index).view(b, c, h, w)
 
-    return augment
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        shifts, flips = self.draw(len(x), gen)
+        return self.apply(x, shifts.to(x.device), flips.to(x.device))
+
+
+def crop_flip(padding: int) -> CropFlip:
+    """The CIFAR augmentation (see CropFlip)."""
+    return CropFlip(padding)
 
 
 def load(root: Path, counts: dict = COUNTS) -> InMemorySource:

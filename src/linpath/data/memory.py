@@ -3,12 +3,19 @@
 The whole training set sits on the training device; a batch is an index into it, chosen by a
 permutation that is a pure function of (seed, epoch). So a replicate's data order is
 reproducible, and training can resume at any step without replaying the ones before.
+
+Two ways to the same batches: `train_batches` yields them step by step (each step draws its
+augmentation from generator(seed, "augment", step) and copies the draws to the device), and
+`epoch_plan` + `ResidentTrain.batch` (the device loop's) draw a whole epoch ahead with the same
+generator calls, move the plan to the device once, and build each batch there from a slice of
+it, without a host copy, so that nothing in a step waits for the host.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -17,6 +24,18 @@ from linpath.runtime.seeds import generator
 
 # augment(images uint8 (B,C,H,W), generator) -> images uint8 (before normalization)
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+class SplitAugment(Protocol):
+    """An augmentation in two halves (e.g. cifar10.CropFlip), as epoch plans need: `draw` makes
+    the CPU draws of a batch of b (integer or bool tensors whose last dimension is the batch),
+    `apply` applies them on x's device; calling it is apply(x, *draw(len(x), gen))."""
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor: ...
+
+    def draw(self, b: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]: ...
+
+    def apply(self, x: torch.Tensor, *draws: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass
@@ -89,3 +108,71 @@ class InMemorySource:
                 x = self.augment_fn(x, generator(seed, "augment", step))
             yield (x if prenormalized else self.normalize(x)), labels.index_select(0, index)
             step += 1
+
+    def plans_epochs(self, augment: bool) -> bool:
+        """Whether epoch_plan can draw this source's epochs ahead (no augmentation, or one in
+        two halves whose draws are integers)."""
+        return not augment or self.augment_fn is None or hasattr(self.augment_fn, "draw")
+
+    def epoch_plan(self, seed: int, epoch: int, batch_size: int, augment: bool = False) -> torch.Tensor:
+        """Epoch `epoch`'s batches as one int64 table on the CPU, (1 + draw rows, N): row 0 the
+        epoch's permutation (the examples in batch order), the other rows each example's
+        augmentation draws, from the same generator calls as train_batches (a short last batch
+        draws for its own size). Step k of the epoch is the columns [k·batch, (k+1)·batch)."""
+        n = len(self.train)
+        perm = torch.randperm(n, generator=generator(seed, "order", epoch))
+        if not augment or self.augment_fn is None:
+            return perm[None]
+        per_epoch = iterations_per_epoch(n, batch_size)
+        draws = []
+        for k in range(per_epoch):
+            b = min(batch_size, n - k * batch_size)
+            step = epoch * per_epoch + k
+            draws.append(
+                [d.reshape(-1, b).long() for d in self.augment_fn.draw(b, generator(seed, "augment", step))]
+            )
+        return torch.cat([perm[None], *(torch.cat(parts, dim=1) for parts in zip(*draws))])
+
+    def resident(self, device: str | torch.device, augment: bool) -> ResidentTrain:
+        """The training split on `device` as ResidentTrain.batch reads it."""
+        images = self.train.images.to(device)
+        prenormalized = not augment and images.numel() * 4 <= self.PRENORMALIZE_BYTES
+        if prenormalized:
+            images = self._normalized_train(images)
+        fn = self.augment_fn if augment else None
+        return ResidentTrain(images, self.train.labels.to(device), prenormalized, fn, self.mean, self.std)
+
+
+class ResidentTrain:
+    """The training split resident on the device, and a batch built from an epoch plan's columns
+    with the ops train_batches uses (gather, augmentation, normalization): bitwise its batch.
+    Reads nothing from the host, so it can run inside a captured CUDA graph."""
+
+    def __init__(self, images, labels, prenormalized: bool, augment: SplitAugment | None, mean, std):
+        self.images, self.labels, self.prenormalized, self.augment = images, labels, prenormalized, augment
+        # source.normalize's constants, made once: it builds them per call from Python floats,
+        # a host-to-device copy that a graph cannot hold (same values, same ops below)
+        self.mean = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
+        self.draw_shapes = None  # rows and dtypes of the augmentation's draws, learnt from one draw
+        if augment is not None:
+            probe = augment.draw(1, torch.Generator().manual_seed(0))
+            self.draw_shapes = [(d.reshape(-1, 1).shape[0], d.shape[:-1], d.dtype) for d in probe]
+
+    def batch(self, columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch of an epoch plan's columns (rows as in InMemorySource.epoch_plan), on the device."""
+        index = columns[0]
+        x = self.images.index_select(0, index)
+        if self.augment is not None:
+            x = self.augment.apply(x, *self._draws(columns))
+        if not self.prenormalized:
+            x = (x.float().div_(255.0) - self.mean) / self.std  # source.normalize
+        return x, self.labels.index_select(0, index)
+
+    def _draws(self, columns: torch.Tensor) -> list[torch.Tensor]:
+        out, row = [], 1
+        for rows, shape, dtype in self.draw_shapes:
+            part = columns[row : row + rows]
+            out.append(part.reshape(*shape, part.shape[-1]).to(dtype))
+            row += rows
+        return out

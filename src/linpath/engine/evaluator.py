@@ -29,11 +29,14 @@ from linpath.engine.profile import stem_profile
 from linpath.engine.scoring import Result, classification_score, make_tally
 from linpath.engine.stem import find_linear_stem
 from linpath.runtime.device import autocast, check_precision
+from linpath.runtime.fit import cuda_batch
 
 STEM_SHARE = 0.1  # use the linear stem ("auto") when it is at least this share of the multiply-adds
 
 
-# the default evaluation batch of a convnet on a GPU: small batches leave it waiting on kernel launches
+# the smallest default evaluation batch of a convnet on a GPU: small batches leave it waiting on kernel
+# launches, so the default is the whole set, or as much of it as a quarter of the free memory holds
+# (runtime/fit.py), and at least this
 CUDA_CONV_BATCH = 1024
 # a fully connected net on a CPU: a batch's activations (2,000 × LeNet's 300 floats, 2.4 MB) stay in
 # cache between the stem mix, the ReLU and the next product; 20 % faster than one 10,000-row batch
@@ -47,8 +50,9 @@ class PathEvaluator:
 
     Parameters: `model` is any module whose state dict matches the states to interpolate (it
     is overwritten in place); `evalset` has `.inputs` and `.labels` on the evaluation device;
-    `batch_size` None picks 256 for convnets on the CPU (cache-sized, fastest there), 1,024 for
-    convnets on CUDA (fewer kernel launches per network), and for the rest 2,000 on the CPU
+    `batch_size` None picks 256 for convnets on the CPU (cache-sized, fastest there), on CUDA
+    the whole set or as much as a quarter of the free memory holds, at least 1,024 (fewer kernel
+    launches per network: runtime/fit.py), and for the rest 2,000 on the CPU
     (cache-sized) and 10,000 on CUDA; `use_stem` is "auto", True (whenever the model has a stem) or False;
     `population` holds the split's examples per class when `evalset` is a subset of it;
     `fold_bn` folds eval-mode BatchNorm into the preceding convolutions where that is exact
@@ -116,7 +120,7 @@ class PathEvaluator:
 
     def _default_batch(self, convnet: bool) -> int:
         if self.device.type == "cuda":
-            return CUDA_CONV_BATCH if convnet else GPU_DENSE_BATCH
+            return cuda_batch(self.model, self.inputs, CUDA_CONV_BATCH) if convnet else GPU_DENSE_BATCH
         return 256 if convnet else CPU_DENSE_BATCH
 
     def _find_stem(self, model: nn.Module) -> str | None:

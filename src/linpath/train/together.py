@@ -19,22 +19,18 @@ else (convnets, BatchNorm, bf16, torchrun, a replicate that is ahead) trains one
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 
-from linpath.config.schedule import Schedule
-from linpath.config.spec import Spec
-from linpath.io.files import atomic_write_text
+from linpath.config.spec import Spec, build_model
 from linpath.io.rundir import RunDir
-from linpath.io.tensors import load_tensors, save_tensors
+from linpath.io.tensors import load_tensors
 from linpath.models.lenet import LeNet
 from linpath.runtime import progress as plain_progress
 from linpath.runtime.device import exact_fp32, resolve_device
 from linpath.runtime.distributed import World
-from linpath.train.log import truncate_log
-from linpath.train.loop import Hooks, _build, _cpu_state, _progress_bar, _restore, _State, train_replicate
+from linpath.train.loop import train_replicate
+from linpath.train.replicate import Replicate, State, progress_bar
 
 
 def train_replicates(
@@ -53,7 +49,7 @@ def train_replicates(
         pending, groups = list(replicates), []
     else:
         pending = [r for r in replicates if not run.done_marker(r).exists()]
-        groups = _groups(spec, run, pending, source, device) if batched else []
+        groups = _groups(spec, run, pending, source) if batched else []
     together = {r for group in groups for r in group}
     for group in groups:
         _train_group(spec, run, group, source, device, progress, stop_after)
@@ -64,12 +60,11 @@ def train_replicates(
             )
 
 
-def _groups(spec: Spec, run: RunDir, pending: list[int], source, device: str) -> list[list[int]]:
+def _groups(spec: Spec, run: RunDir, pending: list[int], source) -> list[list[int]]:
     """The replicates that can train together: two or more at the same step, of a batchable spec."""
     if len(pending) < 2 or spec.train.precision != "fp32" or spec.train.optimizer != "sgd":
         return []
-    dev = resolve_device(device)
-    if not isinstance(_build(spec, source, spec.train.seed, dev)[0].model, LeNet):
+    if not isinstance(build_model(spec, source.num_classes, spec.train.seed), LeNet):
         return []
     by_step: dict[int, list[int]] = {}
     for r in pending:
@@ -114,7 +109,7 @@ class _StackedLinear(torch.autograd.Function):
 class StackedLeNet:
     """The replicates' LeNets as stacked leaf tensors; each model's parameters become views of them."""
 
-    def __init__(self, states: list[_State], momentum: float, weight_decay: float):
+    def __init__(self, states: list[State], momentum: float, weight_decay: float):
         models = [s.model for s in states]
         self.names = [name for name, _ in models[0].named_parameters()]
         self.params = []
@@ -127,7 +122,7 @@ class StackedLeNet:
         self.states, self.momentum, self.weight_decay = states, momentum, weight_decay
         self.buffers = self._momentum_buffers(states) if momentum else None
 
-    def _momentum_buffers(self, states: list[_State]) -> list[torch.Tensor] | None:
+    def _momentum_buffers(self, states: list[State]) -> list[torch.Tensor] | None:
         """The optimizers' momentum buffers, stacked (None before the first step, as in SGD)."""
         found = []
         for name in self.names:
@@ -183,73 +178,51 @@ class StackedLeNet:
             s.optimizer.state[named[name]] = {"momentum_buffer": buf[r].clone()}
 
 
-def _start(spec: Spec, run: RunDir, group: list[int], source, dev) -> list[_State]:
-    """Each replicate built and restored as it is alone; its log truncated and its step-0 checkpoint saved."""
-    states = []
-    for r in group:
-        s, _ = _build(spec, source, spec.train.seed + r, dev)
-        _restore(s, run, r, None)
-        truncate_log(run, r, s.step)
-        if s.step == 0:
-            save_tensors(run.checkpoint(r, 0), _cpu_state(s.model))
-        states.append(s)
-    return states
-
-
 def _train_group(
     spec: Spec, run: RunDir, group: list[int], source, device: str, progress, stop_after
 ) -> None:
+    """Each replicate built, restored and started as it is alone (replicate.py), then stepped
+    together; each one's hooks after every step, and each finished as alone."""
     dev = resolve_device(device)
-    schedule = Schedule.of(spec, source.num_train_examples)
-    states = _start(spec, run, group, source, dev)
-    stack = StackedLeNet(states, spec.train.momentum, spec.train.weight_decay)
-    step = states[0].step
+    plain = progress and plain_progress.plain()
+    evalset = source.eval_set("test", dev)
+    reps = [Replicate(spec, run, r, source, dev).restore() for r in group]
+    for rep in reps:
+        rep.start(evalset, plain)
+    stack = StackedLeNet([rep.state for rep in reps], spec.train.momentum, spec.train.weight_decay)
+    step = reps[0].state.step
     batches = [
         source.train_batches(
-            spec.train.seed + r, spec.data.batch_size, start_step=step, device=dev, augment=spec.data.augment
+            rep.seed, spec.data.batch_size, start_step=step, device=dev, augment=spec.data.augment
         )
-        for r in group
+        for rep in reps
     ]
-    end = schedule.total if stop_after is None else min(schedule.total, stop_after)
-    plain = progress and plain_progress.plain()
-    hooks = Hooks(run, spec, schedule, source.eval_set("test", dev), plain)
     with exact_fp32(dev, "fp32"):  # no TF32 on CUDA, as when trained alone
-        _steps(stack, batches, hooks, group, schedule, end, progress and not plain)
-    for r, s in zip(group, states):
-        if s.step == schedule.total:
-            atomic_write_text(run.done_marker(r), f"{s.step}\n")
-            run.resume_file(r).unlink(missing_ok=True)
+        _steps(stack, batches, reps, reps[0].end(stop_after), progress and not plain)
+    for rep in reps:
+        rep.finish()
 
 
-def _steps(
-    stack: StackedLeNet, batches, hooks: Hooks, group, schedule: Schedule, end: int, bar_on: bool
-) -> None:
+def _steps(stack: StackedLeNet, batches, reps: list[Replicate], end: int, bar_on: bool) -> None:
     """Steps until `end`, with each replicate's hooks after each step."""
-    states = stack.states
-    names = ",".join(map(str, group))
-    bar = _progress_bar(schedule.total, states[0].step, f"train replicates {names}", bar_on)
-    for s in states:
-        s.started = time.time()
-        s.model.train()
-    step = states[0].step
+    names = ",".join(str(rep.r) for rep in reps)
+    step = reps[0].state.step
+    bar = progress_bar(reps[0].schedule.total, step, f"train replicates {names}", bar_on)
     while step < end:
         pairs = [next(b) for b in batches]
         losses = stack.step(
-            torch.stack([x for x, _ in pairs]), torch.stack([y for _, y in pairs]), schedule.lr_at(step)
+            torch.stack([x for x, _ in pairs]),
+            torch.stack([y for _, y in pairs]),
+            reps[0].schedule.lr_at(step),
         )
         step += 1
-        for i, (r, s) in enumerate(zip(group, states)):
+        for i, rep in enumerate(reps):
+            s = rep.state
             s.step = step
             s.loss_sum = s.loss_sum + losses[i]
             s.loss_count += 1
-            if _saves(hooks, step):
+            if rep.saves_at(step):
                 stack.sync_optimizer(i)
-            hooks.after_step(s, r)
+            rep.after_step()
         bar.update(1)
     bar.close()
-
-
-def _saves(hooks: Hooks, step: int) -> bool:
-    return (
-        step in hooks.keep or step % hooks.schedule.iterations_per_epoch == 0 or step == hooks.schedule.total
-    )
