@@ -8,13 +8,13 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from linpath.data.source import EvalSet
 from linpath.engine.outputs import OutputFn, to_logits
 from linpath.engine.scoring import classification_score
+from linpath.engine.tasks import batch_units
 from linpath.errors import LinpathError
 from linpath.sweep.grids import Grid
 
@@ -101,28 +101,16 @@ def is_classification(targets: torch.Tensor) -> bool:
 def make_score(loss_fn: BatchFn | None, error_fn: BatchFn | None, classification: bool):
     """The engine's per-batch score from batch-mean loss and error functions.
 
-    Defaults: mean cross-entropy, and 1 - accuracy when the targets are class indices."""
+    Defaults: mean cross-entropy, and 1 - accuracy when the targets are class indices. A user's
+    functions are read as the streamed evaluator reads them (engine/tasks.batch_units: the batch
+    sums are mean × size), so both engines score them alike."""
     if loss_fn is None and error_fn is None and classification:
         return classification_score
-
-    def batch_mean(fn: BatchFn, outputs: torch.Tensor, targets: torch.Tensor, what: str) -> torch.Tensor:
-        value = torch.as_tensor(fn(outputs, targets))
-        if value.numel() != 1:
-            raise LinpathError(
-                f"{what} must return the mean over the batch (one number), got shape {tuple(value.shape)}"
-            )
-        return value.double().reshape(())
+    units = batch_units(loss_fn, error_fn, classification)
 
     def score(outputs: torch.Tensor, targets: torch.Tensor):
-        n = len(targets)
-        loss = batch_mean(loss_fn or F.cross_entropy, outputs, targets, "loss_fn") * n
-        if error_fn is not None:
-            errors = batch_mean(error_fn, outputs, targets, "error_fn") * n
-        elif classification:
-            errors = (outputs.argmax(1) != targets).sum()
-        else:
-            errors = math.nan
-        return loss, errors
+        u = units(outputs, targets)
+        return u.loss.reshape(()), u.errors.reshape(())
 
     return score
 
