@@ -33,7 +33,7 @@ from linpath.engine.interpolate import check_compatible
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
-from linpath.io.tensors import load_state_dict, nonfinite_problem
+from linpath.io.tensors import load_state_dict, nonfinite_problem, tensor_bytes
 from linpath.sweep.run import missing_checkpoints
 
 KINDS = ("unreadable", "duplicate-file", "equal-tensors", "missing", "architecture", "nonfinite", "distance")
@@ -105,10 +105,8 @@ class AuditCache:
 def tensor_digest(state: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     for key in sorted(state):
-        flat = state[key].detach().to("cpu").contiguous().reshape(-1)
-        h.update(f"{key}|{flat.dtype}|{tuple(state[key].shape)}|".encode())
-        if flat.numel():
-            h.update(flat.view(torch.uint8).numpy())
+        h.update(f"{key}|{state[key].dtype}|{tuple(state[key].shape)}|".encode())
+        h.update(tensor_bytes(state[key]))
     return h.hexdigest()
 
 

@@ -24,6 +24,7 @@ from linpath.engine.interpolate import check_compatible
 from linpath.engine.mixing import evaluate_mixed, stem_outputs
 from linpath.engine.scoring import Result
 from linpath.errors import LinpathError
+from linpath.io.tensors import tensor_bytes
 
 
 def through_three(origin: dict, a: dict, b: dict) -> tuple[dict, dict]:
@@ -149,14 +150,9 @@ def plane_fingerprint(origin: dict, d_a: dict, d_b: dict, inputs: torch.Tensor, 
     for name, state in (("origin", origin), ("d_a", d_a), ("d_b", d_b)):
         for k in sorted(state):
             digest.update(f"{name}:{k}:{tuple(state[k].shape)}".encode())
-            digest.update(_bytes(state[k]))
+            digest.update(tensor_bytes(state[k]))
     step = max(1, len(inputs) // 1000)
     digest.update(str(tuple(inputs.shape)).encode())
-    digest.update(_bytes(inputs[::step]))
-    digest.update(_bytes(labels))
+    digest.update(tensor_bytes(inputs[::step]))
+    digest.update(tensor_bytes(labels))
     return digest.hexdigest()
-
-
-def _bytes(tensor: torch.Tensor) -> bytes:
-    """The tensor's raw bytes, whatever its dtype (bfloat16 has no numpy type)."""
-    return tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()

@@ -75,3 +75,10 @@ def check_finite(state: dict[str, torch.Tensor], path: Path | str) -> dict[str, 
             f"{Path(path).name}: {problem} ({path}); pass --allow-nonfinite to evaluate it anyway"
         )
     return state
+
+
+def tensor_bytes(tensor: torch.Tensor) -> bytes:
+    """The tensor's raw bytes in row-major order, whatever its dtype (bfloat16 has no numpy
+    type), for digests of states and data (b"" for an empty tensor)."""
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""

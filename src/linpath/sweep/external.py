@@ -13,7 +13,6 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from linpath.config.external import is_external
@@ -21,6 +20,7 @@ from linpath.data.source import EvalSet
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
+from linpath.io.tensors import tensor_bytes
 
 
 @dataclass
@@ -61,9 +61,8 @@ def data_digest(evalset: EvalSet) -> str:
     """sha256 of the evaluation set's tensors (dtype, shape and bytes of inputs, then labels)."""
     h = hashlib.sha256()
     for tensor in (evalset.inputs, evalset.labels):
-        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-        h.update(f"{flat.dtype}{tuple(tensor.shape)}".encode())
-        h.update(flat.view(torch.uint8).numpy() if flat.numel() else b"")
+        h.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+        h.update(tensor_bytes(tensor))
     return h.hexdigest()
 
 
