@@ -76,7 +76,7 @@ class AuditCache:
     under the final state's digest. Saved only where the folder can be written."""
 
     def __init__(self, run: RunDir):
-        self.path = run.root / "audit" / "cache.json"
+        self.path = run.audit_cache
         self.root = run.root
         try:
             self.entries = json.loads(self.path.read_text()) if self.path.is_file() else {}
@@ -158,9 +158,8 @@ def _distance(state: dict, final_vector: torch.Tensor | None) -> float | None:
 
 def final_step(run: RunDir, r: int, saved: list[int]) -> int | None:
     """The replicate's last step: as its DONE mark records it, else its last kept file."""
-    with contextlib.suppress(OSError, ValueError):
-        return int(run.done_marker(r).read_text().strip())
-    return saved[-1] if saved else None
+    done = run.done_step(r)
+    return done if done is not None else (saved[-1] if saved else None)
 
 
 def audit_run(

@@ -152,4 +152,4 @@ def _write(run: RunDir, spec: ExternalSpec, sources: list[Path], found: list[dic
             "folder": str(source.resolve()),
             "files": {str(t): str(p.relative_to(source)) for t, p in files.items()},
         }
-    atomic_write_text(run.root / "import.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(run.import_record, json.dumps(record, indent=2) + "\n")

@@ -37,10 +37,10 @@ from linpath.errors import LinpathError
 from linpath.io.files import atomic_write, atomic_write_text
 from linpath.io.rundir import RunDir
 from linpath.io.tables import read_csv_rows
+from linpath.runtime.provenance import spec_versions
 from linpath.sweep.items import item_problem
 from linpath.sweep.merge import merge_paths
 
-_ITEM = re.compile(r"^r(\d+)-t(\d+)\.csv$")
 _HASH_SUFFIX = re.compile(r"-([0-9a-f]{10})$")
 
 
@@ -132,15 +132,15 @@ def _holdings(name: str, run: RunDir, spec: Spec | None, strict: bool) -> Source
     """What `run` holds. Strict (a source): a damaged item file, or one of an unfinished
     replicate, is refused; not strict (the study, after an interrupted merge): left aside."""
     finished = run.replicates()
-    started = sorted(int(p.name[10:]) for p in run.root.glob("replicate-*") if p.name[10:].isdigit())
-    source = Source(name, run, spec, _versions(run), finished, [r for r in started if r not in finished])
-    for folder in sorted(p for p in run.sweep_dir.glob("*") if p.is_dir()):
-        for path in sorted(folder.glob("r*-t*.csv")):
+    unfinished = [r for r in run.started_replicates() if r not in finished]
+    source = Source(name, run, spec, spec_versions(run), finished, unfinished)
+    for key in run.swept_settings():
+        for path in run.item_files(key):
             problem = item_problem(path)
             if problem is None:
-                r, t = map(int, _ITEM.match(path.name).groups())
+                r, t = RunDir.item_of(path)
                 if r in finished:
-                    source.items.setdefault(folder.name, {})[(r, t)] = path
+                    source.items.setdefault(key, {})[(r, t)] = path
                     continue
                 problem = f"it is of replicate {r}, which has not finished in {name}"
             if strict:
@@ -148,14 +148,6 @@ def _holdings(name: str, run: RunDir, spec: Spec | None, strict: bool) -> Source
                     f"{path}: {problem}; sweep it again there, or delete the file to merge without it"
                 )
     return source
-
-
-def _versions(run: RunDir) -> dict | None:
-    try:
-        versions = json.loads(run.spec_path.read_text()).get("versions")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return versions if isinstance(versions, dict) else None
 
 
 def _common_spec(runs: list[Source]) -> Spec:
@@ -304,7 +296,7 @@ def _copy_files(study: RunDir, holders: list[Source], keys: list[str]) -> None:
             source = next(s for s in holders if item in s.items.get(key, {}))
             if source.run.root.resolve() != home:
                 path = source.items[key][item]
-                _copy(path, study.sweep_dir / key / path.name)
+                _copy(path, study.setting_dir(key) / path.name)
 
 
 def _copy(src: Path, dst: Path) -> None:

@@ -345,4 +345,4 @@ def _write_import(run, spec, source, folders, files_of, ours, total, ipe, hparam
             "hparams": hparams,
             "notes": notes,
         }
-        atomic_write_text(run.root / "openlth.json", json.dumps(info, indent=2) + "\n")
+        atomic_write_text(run.openlth_info, json.dumps(info, indent=2) + "\n")

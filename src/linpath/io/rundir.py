@@ -8,12 +8,16 @@ runs/<preset>-<hash>/
   replicate-<r>/train_log.csv     per-epoch log
   replicate-<r>/DONE              the replicate's last step, written when it finished
   replicate-<r>/provenance.json   where the replicate was trained (device, versions, date)
+  replicate-<r>/training-state/iter-<t>.pt   optimizer and generator states a Keeper kept (optional)
   sweep/<key>/r<r>-t<t>.csv       one finished path (replicate, t) of one sweep setting
   results/<key>/                  that setting's tables and figures
   paths.csv, report.md            every setting's points; the report
   layers/<key>-hold<end|start>/   the per-layer mode's table and figures
   plane/<key>/, trajectory/r<r>/, spawn/r<r>-t<T>/   planes, trajectories, spawns
   merged.json                     only in a study made by `linpath merge`: its sources
+  import.json                     only in a run made by `linpath import`: the files it came from
+  sweep/<key>/data.json           an external run's setting: the --data it was evaluated on
+  audit/cache.json                what `linpath audit` read of each kept file
 """
 
 from __future__ import annotations
@@ -81,6 +85,21 @@ class RunDir:
     def done_marker(self, r: int) -> Path:
         return self.replicate_dir(r) / "DONE"
 
+    def done_step(self, r: int) -> int | None:
+        """The step replicate r finished at, as its DONE mark records it (None: no readable mark)."""
+        try:
+            return int(self.done_marker(r).read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def training_state(self, r: int, t: int) -> Path:
+        """The optimizer's and generators' states a Keeper kept beside the checkpoint at t."""
+        return self.replicate_dir(r) / "training-state" / f"iter-{t:07d}.pt"
+
+    def started_replicates(self) -> list[int]:
+        """Every replicate with a folder, finished or not."""
+        return [r for r, _ in numbered(self.root, "replicate-")]
+
     def provenance(self, r: int) -> Path:
         """Where replicate r was trained (runtime/provenance.py writes it when it finishes)."""
         return self.replicate_dir(r) / "provenance.json"
@@ -89,6 +108,15 @@ class RunDir:
     def merged_record(self) -> Path:
         """The sources of a study made by `linpath merge` (commands/merge.py); absent elsewhere."""
         return self.root / "merged.json"
+
+    @property
+    def import_record(self) -> Path:
+        """The files a run made by `linpath import` came from (commands/import_dir.py)."""
+        return self.root / "import.json"
+
+    @property
+    def audit_cache(self) -> Path:
+        return self.root / "audit" / "cache.json"
 
     @property
     def is_merged(self) -> bool:
@@ -114,10 +142,14 @@ class RunDir:
         return (int(m.group(1)), int(m.group(2))) if m else None
 
     def item_files(self, setting: str) -> list[Path]:
-        """The item files of a sweep setting, sorted by name (replicate, then t)."""
+        """The files under a sweep setting named like items (r*-t*.csv), sorted by name: a
+        misnamed one among them is for the readers' check (sweep.items.item_problem) to name."""
         folder = self.setting_dir(setting)
-        files = folder.glob("r*-t*.csv") if folder.is_dir() else []
-        return sorted(p for p in files if self.item_of(p) is not None)
+        return sorted(folder.glob("r*-t*.csv")) if folder.is_dir() else []
+
+    def setting_data(self, setting: str) -> Path:
+        """The record of the --data an external run's setting was evaluated on."""
+        return self.setting_dir(setting) / "data.json"
 
     def swept_settings(self) -> list[str]:
         """The sweep settings holding at least one item file, by name."""

@@ -77,5 +77,10 @@ def recorded_versions(run: RunDir, r: int) -> dict:
             if isinstance(source, dict) and r in source.get("replicates", []):
                 return source.get("versions") or {}
         return {}
-    spec = _json_object(run.spec_path) or {}
-    return spec.get("versions") if isinstance(spec.get("versions"), dict) else {}
+    return spec_versions(run) or {}
+
+
+def spec_versions(run: RunDir) -> dict | None:
+    """The versions block of the run's spec.json (what it was set up with), or None."""
+    versions = (_json_object(run.spec_path) or {}).get("versions")
+    return versions if isinstance(versions, dict) else None

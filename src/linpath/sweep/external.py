@@ -68,7 +68,7 @@ def data_digest(evalset: EvalSet) -> str:
 
 def check_same_data(run: RunDir, key: str, inputs: ExternalInputs) -> None:
     """Record the data of an external run's setting `key`, or refuse other data than recorded."""
-    record = run.sweep_dir / key / "data.json"
+    record = run.setting_data(key)
     digest = data_digest(inputs.evalset)
     if record.is_file():
         try:

@@ -57,19 +57,11 @@ def missing_checkpoints(
     _, kept = run_grid(spec, num_train_examples)
     out = []
     for r in run.replicates() if replicates is None else replicates:
-        saved, last = set(run.saved_steps(r)), _last_step(run, r)
+        saved, last = set(run.saved_steps(r)), run.done_step(r)
         out.extend(
             (r, t, run.checkpoint(r, t)) for t in kept if t not in saved and (last is None or t <= last)
         )
     return out
-
-
-def _last_step(run: RunDir, r: int) -> int | None:
-    """The step a finished replicate ended at, as its DONE mark records it."""
-    try:
-        return int(run.done_marker(r).read_text().strip())
-    except (OSError, ValueError):
-        return None
 
 
 def work_items(

@@ -28,7 +28,6 @@ import random
 import warnings
 from collections.abc import Iterable
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,6 +40,7 @@ from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
 from linpath.io.tensors import load_state_dict, load_tensors, save_tensors
+from linpath.train.replicate import cpu_state
 
 
 def resolve_grid(keep, total: int, steps_per_epoch: int | None = None) -> tuple[int, ...]:
@@ -90,18 +90,6 @@ def is_rank_zero() -> bool:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank() == 0
     return os.environ.get("RANK", "0") == "0"
-
-
-def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A copy of the state dict on the CPU, each tensor its own contiguous storage."""
-    return {
-        k: v.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
-        for k, v in model.state_dict().items()
-    }
-
-
-def training_state_file(run: RunDir, r: int, t: int) -> Path:
-    return run.replicate_dir(r) / "training-state" / f"iter-{t:07d}.pt"
 
 
 class Keeper:
@@ -211,7 +199,7 @@ class Keeper:
             state = {"step": t, "rng": rng_state() if self.rng else None}
             if self.optimizer is not None:
                 state["optimizer"] = _to_cpu(self.optimizer.state_dict())
-            save_tensors(training_state_file(self.run, self.replicate, t), state)
+            save_tensors(self.run.training_state(self.replicate, t), state)
         self._written.add(t)
 
     def finish(self, step: int | None = None) -> RunDir:
@@ -302,7 +290,7 @@ def restore_state(
     Returns t."""
     run = RunDir(run_dir)
     unwrap(model).load_state_dict(load_state_dict(run.checkpoint(replicate, t)))
-    file = training_state_file(run, replicate, t)
+    file = run.training_state(replicate, t)
     if optimizer is not None or file.is_file():
         if not file.is_file():
             raise LinpathError(
