@@ -90,6 +90,22 @@ class PathCurve:
             rows.append(row + [_cell(extra[q][i]) for q in extra])
         return rows
 
+    def summary_lines(self, with_se: bool | None = None) -> list[str]:
+        """What `linpath path` prints of each quantity: start (± its standard error: always,
+        never, or with_se None: where it is above zero), end, the maximum and where, the rises
+        over the start and over the chord."""
+        lines = []
+        for quantity, m in self.metrics().items():
+            values, se = getattr(self, quantity), getattr(self, f"{quantity}_se")
+            shown = se is not None and (float(se[0]) > 0 if with_se is None else with_se)
+            pm = f" ± {float(se[0]):.4f}" if shown else ""
+            lines.append(
+                f"{quantity}: start {values[0]:.4f}{pm}, end {values[-1]:.4f}, max {values.max():.4f} at x = "
+                f"{m['argmax_x']:.3f}; rise_over_start {m['rise_over_start']:.4f}, "
+                f"rise_over_chord {m['rise_over_chord']:.4f}"
+            )
+        return lines
+
     def columns(self) -> list[str]:
         """The table's columns: paths.csv's, then the task's further quantities."""
         return PATH_COLUMNS + list(self.quantities or {})

@@ -183,14 +183,7 @@ def _print_path(curve, record: dict) -> None:
     print(f"normalization: {record['normalization']}")
     if record["bn_data"]:
         print(f"BatchNorm statistics recomputed from: {record['bn_data']}")
-    sampled = record["population"] > record["eval_examples"]
-    for quantity, m in curve.metrics().items():
-        values, se = getattr(curve, quantity), getattr(curve, f"{quantity}_se")
-        pm = f" ± {float(se[0]):.4f}" if se is not None and sampled else ""
-        print(
-            f"{quantity}: start {values[0]:.4f}{pm}, end {values[-1]:.4f}, max {values.max():.4f} at x = {m['argmax_x']:.3f}; "
-            f"rise_over_start {m['rise_over_start']:.4f}, rise_over_chord {m['rise_over_chord']:.4f}"
-        )
+    print("\n".join(curve.summary_lines(with_se=record["population"] > record["eval_examples"])))
 
 
 COMMAND = Command("path", "evaluate the path between any two saved states", arguments, run, order=10)

@@ -162,13 +162,7 @@ def summary_lines(curve: PathCurve, record: dict) -> list[str]:
         f"setting: {record['setting']} ({record['points']} points on {read}{of} {record['se_unit']}s)",
         f"data: {record['normalization']}",
     ]
-    for quantity, m in curve.metrics().items():
-        values, se = getattr(curve, quantity), getattr(curve, f"{quantity}_se")
-        pm = f" ± {float(se[0]):.4f}" if se is not None and float(se[0]) > 0 else ""
-        lines.append(
-            f"{quantity}: start {values[0]:.4f}{pm}, end {values[-1]:.4f}, max {values.max():.4f} at x = "
-            f"{m['argmax_x']:.3f}; rise_over_start {m['rise_over_start']:.4f}, rise_over_chord {m['rise_over_chord']:.4f}"
-        )
+    lines += curve.summary_lines()
     for quantity, values in (curve.quantities or {}).items():
         if quantity != "tokens":
             lines.append(f"{quantity}: start {values[0]:.4f}, end {values[-1]:.4f}, max {values.max():.4f}")
