@@ -64,6 +64,25 @@ def swept_rows(run_root: Path) -> dict[tuple[int, int], list[tuple[float, float,
     return out
 
 
+def sweep_and_report(run_root: Path, model: str, inputs, labels, folder: Path, points: int = 4) -> None:
+    """`linpath sweep` of an external run on (inputs, labels) saved as folder/eval.pt, with
+    --model, then `linpath report`; both must succeed."""
+    from linpath.cli import main
+
+    torch.save((inputs, labels), folder / "eval.pt")
+    argv = [
+        "sweep",
+        str(run_root),
+        "--model",
+        model,
+        "--data",
+        str(folder / "eval.pt"),
+        "--points",
+        str(points),
+    ]
+    assert main([*argv, "--quiet"]) == 0 and main(["report", str(run_root)]) == 0
+
+
 def check_against_oracle(run_root: Path, make_model, inputs, labels, rename=lambda k: k) -> int:
     """Every swept path of the run equals the plain loop over the same kept states (each θ(x)
     loaded with load_state_dict into a fresh model and evaluated); returns the paths checked."""

@@ -17,7 +17,7 @@ from linpath.commands.import_dir import compile_pattern, import_folders
 from linpath.config.spec import read_spec
 from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
-from tests.kept_runs import MODEL, TinyMLP, check_against_oracle, train, vectors
+from tests.kept_runs import MODEL, TinyMLP, check_against_oracle, sweep_and_report, train, vectors
 from tests.test_api import one_line_error
 
 STEPS = (0, 10, 100, 1000)
@@ -174,17 +174,5 @@ def test_an_imported_folder_sweeps_to_the_plain_loop(tmp_path):
         shutil.copy(path, source / f"step-{int(path.stem.split('-')[1])}.pt")
     run, _ = import_folders([source], tmp_path / "runs", "step-{t}.pt")
     inputs, labels = vectors(150, seed=3)
-    torch.save((inputs, labels), tmp_path / "eval.pt")
-    argv = [
-        "sweep",
-        str(run.root),
-        "--model",
-        MODEL,
-        "--data",
-        str(tmp_path / "eval.pt"),
-        "--points",
-        "4",
-        "--quiet",
-    ]
-    assert main(argv) == 0 and main(["report", str(run.root)]) == 0
+    sweep_and_report(run.root, MODEL, inputs, labels, tmp_path)
     assert check_against_oracle(run.root, TinyMLP, inputs, labels) == 3  # t = 0, 5, 20

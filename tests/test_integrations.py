@@ -16,7 +16,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from linpath.cli import main
 from linpath.io.rundir import RunDir
 from tests.kept_runs import (
     BERT,
@@ -25,6 +24,7 @@ from tests.kept_runs import (
     TinyMLP,
     check_against_oracle,
     sequences,
+    sweep_and_report,
     tiny_bert,
     vectors,
 )
@@ -99,19 +99,7 @@ def test_lightning_keep_steps(tmp_path):
                 assert torch.allclose(kept[f"net.{k}"], v, rtol=0, atol=1e-6), (t, k)
     # the sweep takes --model TinyMLP: the module's "net." prefix is fitted away
     inputs, labels = vectors(120, seed=1)
-    torch.save((inputs, labels), tmp_path / "eval.pt")
-    argv = [
-        "sweep",
-        str(run.root),
-        "--model",
-        MODEL,
-        "--data",
-        str(tmp_path / "eval.pt"),
-        "--points",
-        "4",
-        "--quiet",
-    ]
-    assert main(argv) == 0 and main(["report", str(run.root)]) == 0
+    sweep_and_report(run.root, MODEL, inputs, labels, tmp_path)
     paths = check_against_oracle(run.root, TinyMLP, inputs, labels, rename=lambda k: k.removeprefix("net."))
     assert paths == len(PAPER_40) - 1
 
@@ -166,19 +154,7 @@ def test_hugging_face_keep_steps_callback(tmp_path):
     spec = json.loads(run.spec_path.read_text())
     assert spec["external"]["hparams"]["learning_rate"] == 0.1 and spec["kept_by"] == "huggingface"
     inputs, labels = sequences(64, seed=1)
-    torch.save((inputs, labels), tmp_path / "eval.pt")
-    argv = [
-        "sweep",
-        str(run.root),
-        "--model",
-        BERT,
-        "--data",
-        str(tmp_path / "eval.pt"),
-        "--points",
-        "4",
-        "--quiet",
-    ]
-    assert main(argv) == 0 and main(["report", str(run.root)]) == 0
+    sweep_and_report(run.root, BERT, inputs, labels, tmp_path)
     paths = check_against_oracle(
         run.root, lambda: Logits(tiny_bert()), inputs, labels, rename=lambda k: f"model.{k}"
     )
