@@ -67,6 +67,13 @@ class InMemorySource:
         data = self.test if split == "test" else self.train
         return EvalSet(self.normalize(data.images.to(device)), data.labels.to(device), split)
 
+    def _train_images(self, device, augment: bool) -> tuple[torch.Tensor, bool]:
+        """The training images on `device`, normalized once when that is allowed (see
+        PRENORMALIZE_BYTES), and whether they are."""
+        images = self.train.images.to(device)
+        prenormalized = not augment and images.numel() * 4 <= self.PRENORMALIZE_BYTES
+        return (self._normalized_train(images) if prenormalized else images), prenormalized
+
     def _normalized_train(self, images: torch.Tensor) -> torch.Tensor:
         key = str(images.device)
         if key not in self._normalized:
@@ -88,10 +95,7 @@ class InMemorySource:
         Under data parallelism every rank computes the same global batch indices and keeps
         its share (indices rank::world_size), so the global batch is the preset's batch.
         """
-        images = self.train.images.to(device)
-        prenormalized = not augment and images.numel() * 4 <= self.PRENORMALIZE_BYTES
-        if prenormalized:
-            images = self._normalized_train(images)
+        images, prenormalized = self._train_images(device, augment)
         labels = self.train.labels.to(device)
         n = len(labels)
         per_epoch = iterations_per_epoch(n, batch_size)
@@ -135,10 +139,7 @@ class InMemorySource:
 
     def resident(self, device: str | torch.device, augment: bool) -> ResidentTrain:
         """The training split on `device` as ResidentTrain.batch reads it."""
-        images = self.train.images.to(device)
-        prenormalized = not augment and images.numel() * 4 <= self.PRENORMALIZE_BYTES
-        if prenormalized:
-            images = self._normalized_train(images)
+        images, prenormalized = self._train_images(device, augment)
         fn = self.augment_fn if augment else None
         return ResidentTrain(images, self.train.labels.to(device), prenormalized, fn, self.mean, self.std)
 
