@@ -33,11 +33,11 @@ SMALL = {"training_steps": "300it", "replicates": 2}
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory, data_root):
     """Two replicates of LeNet trained for 300 iterations on real MNIST (kept t: 0,1,2,...,256,300)."""
-    from linpath import pipeline
     from linpath.config.presets import preset
+    from linpath.runs import stages
 
     spec = preset("mnist_lenet_300_100").with_overrides(SMALL)
-    return pipeline.train(spec, tmp_path_factory.mktemp("runs"), data_root, device="cpu", progress=False)
+    return stages.train(spec, tmp_path_factory.mktemp("runs"), data_root, device="cpu", progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -26,12 +26,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from linpath import pipeline
 from linpath.cli import main
 from linpath.config.presets import preset
 from linpath.config.spec import read_spec, write_spec
 from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
+from linpath.runs import stages
 from linpath.sweep.grids import Grid
 from linpath.sweep.setting import SweepSetting
 from linpath.train.log import read_log
@@ -269,7 +269,7 @@ def test_training_killed_at_random_moments_resumes_bitwise(small_run, data_root,
 @pytest.fixture(scope="module")
 def reference_sweep(small_run, data_root, tmp_path_factory):
     run = copy_run(small_run, tmp_path_factory.mktemp("ref"))
-    pipeline.sweep(
+    stages.sweep(
         run.root,
         SweepSetting(grid=Grid(points=POINTS)),
         data_root,
@@ -462,7 +462,7 @@ def test_a_diverging_path_is_recorded_and_reported(small_run, data_root, tmp_pat
         == 0
     )
     # and an extrapolated grid: x far below 0 blows the weights up for every replicate
-    pipeline.sweep(
+    stages.sweep(
         run.root,
         SweepSetting(grid=Grid(kind="values", values=(-1e36, 0.0, 0.5, 1.0))),
         data_root,

@@ -13,10 +13,10 @@ import torch
 from safetensors.torch import save_file
 
 from linpath.cli import main
-from linpath.commands.import_dir import compile_pattern, import_folders
 from linpath.config.spec import read_spec
 from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
+from linpath.runs.import_dir import compile_pattern, import_folders
 from tests.kept_runs import MODEL, TinyMLP, check_against_oracle, sweep_and_report, train, vectors
 from tests.test_api import one_line_error
 

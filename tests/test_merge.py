@@ -16,16 +16,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from linpath import pipeline
 from linpath.analysis.audit import audit_notes
 from linpath.cli import main
-from linpath.commands.merge import merge_runs
 from linpath.config.presets import preset
 from linpath.config.spec import read_spec, write_spec
 from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
 from linpath.io.tables import write_csv
 from linpath.report.origins import origin_lines, origin_text
+from linpath.runs import stages
+from linpath.runs.merge import merge_runs
 from linpath.sweep.grids import Grid
 from linpath.sweep.items import format_rows
 from linpath.sweep.setting import SweepSetting
@@ -252,18 +252,16 @@ def machines(tmp_path_factory, data_root):
     """Replicates 0, 1 and 2 each trained and swept alone in its own folder ("machine")."""
     runs = []
     for k in range(3):
-        run = pipeline.train(
-            SPEC, tmp_path_factory.mktemp(f"machine{k}"), data_root, progress=False, only=[k]
-        )
-        runs.append(pipeline.sweep(run.root, SETTING, data_root, progress=False))
+        run = stages.train(SPEC, tmp_path_factory.mktemp(f"machine{k}"), data_root, progress=False, only=[k])
+        runs.append(stages.sweep(run.root, SETTING, data_root, progress=False))
     return runs
 
 
 @pytest.fixture(scope="module")
 def together(tmp_path_factory, data_root):
-    run = pipeline.train(SPEC, tmp_path_factory.mktemp("together"), data_root, progress=False)
-    pipeline.sweep(run.root, SETTING, data_root, progress=False)
-    pipeline.report(run.root)
+    run = stages.train(SPEC, tmp_path_factory.mktemp("together"), data_root, progress=False)
+    stages.sweep(run.root, SETTING, data_root, progress=False)
+    stages.report(run.root)
     return run
 
 
@@ -278,7 +276,7 @@ def merged(machines, tmp_path_factory):
         copies.append(copy)
     study = merge_runs(tmp_path_factory.mktemp("studies") / "study", copies).study
     shutil.rmtree(shipped)
-    pipeline.report(study.root)
+    stages.report(study.root)
     return study
 
 
@@ -322,7 +320,7 @@ def test_training_records_provenance_only_for_replicates_it_finished(machines, d
     recorded = run.provenance(1).read_bytes()
     run.provenance(1).unlink()
     try:
-        pipeline.train(SPEC, run.root.parent, data_root, progress=False, only=[1])  # finished before
+        stages.train(SPEC, run.root.parent, data_root, progress=False, only=[1])  # finished before
         assert not run.provenance(1).exists()  # it may have been made elsewhere: nothing is claimed
     finally:
         run.provenance(1).write_bytes(recorded)
@@ -369,17 +367,17 @@ def test_provenance_facts_on_a_cuda_device_and_the_cpu_name_fallbacks(monkeypatc
 
 
 def test_training_records_provenance_for_what_it_finished_even_when_interrupted(tmp_path, monkeypatch):
-    """pipeline.train with training stood in for: replicate 0 finishes, then a Ctrl-C."""
+    """stages.train with training stood in for: replicate 0 finishes, then a Ctrl-C."""
 
     def train_then_interrupt(spec, run, replicates, source, **options):
         run.replicate_dir(0).mkdir(parents=True)
         run.done_marker(0).write_text("40\n")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline.datasets, "load", lambda *a, **k: None)
-    monkeypatch.setattr(pipeline, "train_replicates", train_then_interrupt)
+    monkeypatch.setattr(stages.datasets, "load", lambda *a, **k: None)
+    monkeypatch.setattr(stages, "train_replicates", train_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.train(SPEC, tmp_path, progress=False, only=[0, 1])
+        stages.train(SPEC, tmp_path, progress=False, only=[0, 1])
     run = RunDir(tmp_path / SPEC.run_name)
     assert json.loads(run.provenance(0).read_text())["device_type"] == "cpu"
     assert not run.provenance(1).exists()

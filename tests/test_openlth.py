@@ -6,13 +6,13 @@ import json
 import pytest
 import torch
 
-from linpath import pipeline
 from linpath.cli import main
-from linpath.commands.openlth import find_replicate_folders, import_run, map_state, parse_hparams
 from linpath.config.spec import read_spec
 from linpath.errors import LinpathError
 from linpath.io.tensors import load_state_dict
 from linpath.models import build
+from linpath.runs import stages
+from linpath.runs.openlth import find_replicate_folders, import_run, map_state, parse_hparams
 from linpath.sweep.grids import Grid
 from linpath.sweep.setting import SweepSetting
 
@@ -112,11 +112,11 @@ def test_import_writes_a_linpath_run(openlth_run, tmp_path):
 @pytest.mark.slow
 def test_imported_run_sweeps_and_reports(openlth_run, tmp_path, data_root):
     run, _ = import_run(openlth_run, tmp_path / "runs")
-    pipeline.sweep(run.root, SweepSetting(grid=Grid(points=3)), data_root, "cpu", [0, 474], progress=False)
+    stages.sweep(run.root, SweepSetting(grid=Grid(points=3)), data_root, "cpu", [0, 474], progress=False)
     with open(run.paths_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     assert {(r["replicate"], r["t"]) for r in rows} == {("0", "0"), ("0", "474"), ("1", "0"), ("1", "474")}
-    report = pipeline.report(run.root)
+    report = stages.report(run.root)
     assert "91.50" in report.read_text()  # mean final accuracy of the two loggers (0.91, 0.92)
 
 

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 import linpath
+from linpath.api.resolve import describe_file
 from linpath.cli import main
-from linpath.commands.path import describe_file
 from linpath.engine.subsets import stratified_subset
 from linpath.models import build
 from linpath.sweep.grids import parse_grid

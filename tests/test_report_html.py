@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from linpath import pipeline
 from linpath.analysis.curves import load_curves, metric_rows
 from linpath.analysis.intervals import summary_rows
 from linpath.report.html import render_html, script_json, setting_data
+from linpath.runs import stages
 from tests.synthetic_run import SETTINGS, STEPS, curve, make_run
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -101,7 +101,7 @@ def browser():
 @pytest.fixture(scope="module")
 def reported(tmp_path_factory):
     run = make_run(tmp_path_factory.mktemp("html"))
-    pipeline.report(run.root)
+    stages.report(run.root)
     return run
 
 

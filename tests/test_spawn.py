@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from linpath import pipeline
 from linpath.analysis.metrics import metric
 from linpath.cli import main
-from linpath.commands.spawn import SpawnDir, child_seed, parent_state, spawn, spawn_dir
 from linpath.config.presets import preset
 from linpath.config.spec import read_spec
 from linpath.errors import LinpathError
 from linpath.io.tensors import load_state_dict
+from linpath.runs import stages
+from linpath.runs.spawn import SpawnDir, child_seed, parent_state, spawn, spawn_dir
 from linpath.sweep.grids import Grid
 from linpath.sweep.merge import PATH_COLUMNS
 from linpath.sweep.setting import SweepSetting
@@ -30,7 +30,7 @@ def momentum_run(tmp_path_factory, data_root):
     spec = preset("mnist_lenet_300_100").with_overrides(
         {"training_steps": f"{TOTAL}it", "momentum": 0.9, "replicates": 1}
     )
-    return pipeline.train(spec, tmp_path_factory.mktemp("spawnruns"), data_root, device="cpu", progress=False)
+    return stages.train(spec, tmp_path_factory.mktemp("spawnruns"), data_root, device="cpu", progress=False)
 
 
 def test_replay_rebuilds_the_exact_optimizer_state(momentum_run, mnist, tmp_path):

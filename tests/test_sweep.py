@@ -5,11 +5,11 @@ import csv
 import pytest
 import torch
 
-from linpath import pipeline
 from linpath.engine.evaluator import PathEvaluator
 from linpath.engine.scoring import evaluate_model
 from linpath.io.tensors import load_state_dict
 from linpath.models import build
+from linpath.runs import stages
 from linpath.sweep import run as sweep_module
 from linpath.sweep.grids import Grid
 from linpath.sweep.setting import SweepSetting
@@ -29,7 +29,7 @@ def rows_of(path):
 def swept(small_run, data_root, tmp_path_factory):
     run = copy_trained(small_run, tmp_path_factory.mktemp("swept"))
     setting = SweepSetting(grid=Grid(points=POINTS))
-    pipeline.sweep(run.root, setting, data_root, "cpu", STEPS, progress=False)
+    stages.sweep(run.root, setting, data_root, "cpu", STEPS, progress=False)
     return run, rows_of(run.paths_csv)
 
 
@@ -137,7 +137,7 @@ def test_an_interrupted_sweep_resumes_to_the_same_table(small_run, data_root, mo
         shutil.copytree(
             small_run.root, run.root, ignore=shutil.ignore_patterns("sweep", "paths.csv", ".*lock")
         )
-    pipeline.sweep(reference.root, setting, data_root, "cpu", STEPS, progress=False)
+    stages.sweep(reference.root, setting, data_root, "cpu", STEPS, progress=False)
 
     real = PathEvaluator.path
     calls = {"n": 0}
@@ -150,7 +150,7 @@ def test_an_interrupted_sweep_resumes_to_the_same_table(small_run, data_root, mo
 
     monkeypatch.setattr(PathEvaluator, "path", dies_on_the_third_item)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.sweep(interrupted.root, setting, data_root, "cpu", STEPS, progress=False)
+        stages.sweep(interrupted.root, setting, data_root, "cpu", STEPS, progress=False)
     assert len(list((interrupted.sweep_dir / setting.key).glob("*.csv"))) == 2
     monkeypatch.setattr(PathEvaluator, "path", real)
     evaluated = sweep_module.run_sweep(

@@ -4,12 +4,12 @@ import shutil
 
 import torch
 
-from linpath import pipeline
 from linpath.config.presets import preset
 from linpath.config.schedule import Schedule
 from linpath.config.spec import read_spec, write_spec
 from linpath.io.rundir import RunDir
 from linpath.models import build, count_parameters
+from linpath.runs import stages
 from linpath.train.log import LOG_COLUMNS, read_log
 from linpath.train.loop import train_replicate
 
@@ -76,7 +76,7 @@ def test_training_resumed_after_an_interruption_is_bitwise_identical(small_run, 
 def test_an_existing_run_is_reused_not_retrained(small_run, data_root):
     spec = read_spec(small_run)
     before = small_run.checkpoint(0, 300).stat().st_mtime_ns
-    run = pipeline.train(spec, small_run.root.parent, data_root, progress=False)
+    run = stages.train(spec, small_run.root.parent, data_root, progress=False)
     assert run.root == small_run.root
     assert small_run.checkpoint(0, 300).stat().st_mtime_ns == before
 
@@ -109,11 +109,11 @@ def test_an_edited_spec_is_refused(small_run, tmp_path):
 
 
 def test_training_one_replicate_alone_gives_that_replicate_of_the_full_run(small_run, data_root, tmp_path):
-    """`--replicate 1` (pipeline.train(only=[1])): a folder holding replicate 1 alone, its
+    """`--replicate 1` (stages.train(only=[1])): a folder holding replicate 1 alone, its
     checkpoints bitwise those of replicate 1 in the two-replicate run, and the spec's count
     covering it."""
     spec = read_spec(small_run)
-    run = pipeline.train(spec, tmp_path, data_root, device="cpu", progress=False, only=[1])
+    run = stages.train(spec, tmp_path, data_root, device="cpu", progress=False, only=[1])
     assert run.replicates() == [1] and not run.replicate_dir(0).exists()
     assert read_spec(run).replicates == 2
     assert run.saved_steps(1) == small_run.saved_steps(1)

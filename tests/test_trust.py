@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from linpath import cli, pipeline
+from linpath import cli
 from linpath.api import path as api_path
-from linpath.commands.openlth import import_run
-from linpath.commands.path import resolve_model
+from linpath.api.resolve import resolve_model
 from linpath.config.steps import kept_steps
 from linpath.data import idx, mnist
 from linpath.engine.scoring import Result
@@ -24,6 +23,8 @@ from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
 from linpath.io.tensors import save_tensors
 from linpath.models import build
+from linpath.runs import stages
+from linpath.runs.openlth import import_run
 from linpath.sweep.grids import Grid
 from linpath.sweep.items import item_problem
 from linpath.sweep.merge import format_rows, merge_paths
@@ -142,7 +143,7 @@ def test_report_rebuilds_a_damaged_paths_csv_from_the_items(swept, cut):
         "non-number": good.replace(lines[2].split(",")[8], "x", 1),
     }[cut]
     swept.paths_csv.write_text(damaged)
-    pipeline.report(swept.root)
+    stages.report(swept.root)
     assert swept.paths_csv.read_text() == good
 
 
@@ -258,7 +259,7 @@ def test_an_os_error_anywhere_is_one_line_naming_the_file(swept, capsys, monkeyp
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(swept.root / "report.md"))
 
-    monkeypatch.setattr(pipeline, "report", refuse)
+    monkeypatch.setattr(stages, "report", refuse)
     line = one_line_error(capsys, ["report", str(swept.root)])
     assert "Permission denied" in line and "report.md" in line
 

@@ -15,8 +15,8 @@ from torch import nn
 
 import linpath
 from linpath.analysis.curves import REPLICATE_COLUMNS, SUMMARY_COLUMNS
+from linpath.api.resolve import path_between_files
 from linpath.cli import main
-from linpath.commands.path import path_between_files
 from linpath.config.presets import preset
 from linpath.config.schedule import Schedule
 from linpath.config.spec import write_spec

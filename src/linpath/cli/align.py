@@ -20,11 +20,11 @@ def arguments(p) -> None:
 
 
 def run(args) -> int:
-    from linpath.commands.align import align_files
+    from linpath.api.alignment import align_files
+    from linpath.api.resolve import resolve_model
 
-    out, before, after = align_files(
-        args.a, args.b, args.model, args.out, args.num_classes, args.key, args.seed, args.force
-    )
+    net = resolve_model(args.model, args.num_classes)
+    out, before, after = align_files(args.a, args.b, net, args.out, args.key, args.seed, args.force)
     print(f"distance to A over the parameters: {before:.4f} before, {after:.4f} after alignment")
     print(f"wrote: {out}")
     return 0

@@ -151,9 +151,9 @@ def run_folder(text: str) -> Path:
 def sweep_stage(args, run_dir, setting: SweepSetting, world, inputs=None):
     """The sweep stage with the command line's sweep options (`inputs`: an external run's
     --model and --data)."""
-    import linpath.pipeline as pipeline
+    from linpath.runs import stages
 
-    return pipeline.sweep(
+    return stages.sweep(
         run_dir,
         setting,
         args.data_root,

@@ -16,7 +16,7 @@ def arguments(p) -> None:
 
 
 def run(args) -> int:
-    from linpath.commands.import_dir import import_folders
+    from linpath.runs.import_dir import import_folders
 
     run_dir, notes = import_folders(args.sources, args.out, args.pattern, args.key)
     for note in notes:

@@ -15,7 +15,7 @@ def arguments(p) -> None:
 
 
 def run(args) -> int:
-    from linpath.commands.openlth import import_run
+    from linpath.runs.openlth import import_run
 
     run_dir, notes = import_run(args.source, args.out, args.iterations_per_epoch)
     for note in notes:

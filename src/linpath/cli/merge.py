@@ -20,7 +20,7 @@ def arguments(p) -> None:
 
 
 def run(args) -> int:
-    from linpath.commands.merge import merge_runs
+    from linpath.runs.merge import merge_runs
 
     merged = merge_runs(args.study, args.runs, args.setting)
     for note in merged.notes:

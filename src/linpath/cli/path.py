@@ -118,7 +118,7 @@ def _add_stream_options(p) -> None:
 
 
 def run(args) -> int:
-    from linpath.commands.path import path_between_files
+    from linpath.api.resolve import path_between_files
 
     streamed = _streamed(args)
     if streamed is not None:
@@ -137,7 +137,7 @@ def run(args) -> int:
 
 def _options(args, **more):
     """commands.path.PathOptions from the command line (`more`: what only one mode takes)."""
-    from linpath.commands.path import PathOptions
+    from linpath.api.resolve import PathOptions
 
     return PathOptions(
         data_root=args.data_root,
@@ -155,7 +155,7 @@ def _options(args, **more):
 def _streamed(args) -> int | None:
     """`linpath path` on the streamed evaluator when the job asks for it (a model folder, a task,
     text data, --se-target: commands/stream_path.py), else None."""
-    from linpath.commands.stream_path import StreamOptions, streamed_path_between_files, summary_lines
+    from linpath.api.stream_files import StreamOptions, streamed_path_between_files, summary_lines
 
     stream = StreamOptions(
         args.task, args.se_target, args.min_examples, args.tokenizer, args.seq_len, args.text_field

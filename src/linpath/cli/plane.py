@@ -58,7 +58,7 @@ def arguments(p) -> None:
 def run(args) -> int:
     """Under torchrun the rows are shared among the ranks (each its own GPU); rank 0 draws the
     figure and prints."""
-    from linpath.commands.plane import PlaneOptions, parse_pair, plane_between_files, plane_of_run
+    from linpath.runs.plane import PlaneOptions, parse_pair, plane_between_files, plane_of_run
     from linpath.runtime import distributed
 
     grid, span = parse_pair(args.grid, int, "--grid"), parse_pair(args.span, float, "--span")

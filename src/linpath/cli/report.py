@@ -16,10 +16,10 @@ def arguments(p) -> None:
 
 
 def run(args) -> int:
-    import linpath.pipeline as pipeline
+    from linpath.runs import stages
 
     common.run_folder(args.run_dir)
-    common.print_report(pipeline.report(args.run_dir, args.metric, args.setting, args.tensorboard))
+    common.print_report(stages.report(args.run_dir, args.metric, args.setting, args.tensorboard))
     return 0
 
 

@@ -15,13 +15,13 @@ def arguments(p) -> None:
 
 
 def run(args) -> int:
-    import linpath.pipeline as pipeline
+    from linpath.runs import stages
     from linpath.runtime import distributed
 
     spec = common.spec_from(args)
     setting = SweepSetting.from_args(args)  # bad sweep options fail before training
     world = distributed.init(args.device)
-    run_dir = pipeline.train(
+    run_dir = stages.train(
         spec, args.out, args.data_root, args.device, not args.quiet, world, args.tensorboard, args.only
     )
     say = print if world.is_main else (lambda *a: None)
@@ -29,7 +29,7 @@ def run(args) -> int:
     common.sweep_stage(args, run_dir.root, setting, world)
     say(f"swept: {run_dir.paths_csv}")
     if world.is_main:
-        common.print_report(pipeline.report(run_dir.root, args.metric, tensorboard=args.tensorboard))
+        common.print_report(stages.report(run_dir.root, args.metric, tensorboard=args.tensorboard))
     return 0
 
 

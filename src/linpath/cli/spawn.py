@@ -25,9 +25,9 @@ def arguments(p) -> None:
 
 def run(args) -> int:
     import linpath.data as datasets
-    from linpath.commands.spawn import spawn, spawn_steps
     from linpath.config.spec import read_spec
     from linpath.io.rundir import RunDir
+    from linpath.runs.spawn import spawn, spawn_steps
 
     run_dir = RunDir(common.run_folder(args.run_dir))
     setting = SweepSetting.from_args(args)

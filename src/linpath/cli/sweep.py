@@ -32,14 +32,14 @@ def arguments(p) -> None:
 
 
 def run(args) -> int:
-    import linpath.pipeline as pipeline
+    from linpath.runs import stages
     from linpath.runtime import distributed
 
     common.run_folder(args.run_dir)
     setting = SweepSetting.from_args(args, hold="end") if args.per_layer else SweepSetting.from_args(args)
     inputs = None
     if args.model is not None or args.data is not None:
-        from linpath.commands.external import external_inputs
+        from linpath.api.resolve import external_inputs
 
         if args.per_layer:
             raise LinpathError(
@@ -48,7 +48,7 @@ def run(args) -> int:
         inputs = external_inputs(args.model, args.data, args.data_root, args.split, args.num_classes)
     world = distributed.init(args.device)
     if args.per_layer:
-        folder = pipeline.sweep_layers(
+        folder = stages.sweep_layers(
             args.run_dir,
             setting,
             args.hold,

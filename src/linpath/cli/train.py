@@ -13,12 +13,12 @@ def arguments(p) -> None:
 
 
 def run(args) -> int:
-    import linpath.pipeline as pipeline
+    from linpath.runs import stages
     from linpath.runtime import distributed
 
     spec = common.spec_from(args)
     world = distributed.init(args.device)
-    run_dir = pipeline.train(
+    run_dir = stages.train(
         spec, args.out, args.data_root, args.device, not args.quiet, world, args.tensorboard, args.only
     )
     if world.is_main:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from linpath import data as datasets
 from linpath.api import PathCurve, evaluate_streamed
-from linpath.commands.path import (
+from linpath.api.resolve import (
     PathOptions,
     describe_file,
     import_callable,

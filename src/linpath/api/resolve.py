@@ -15,15 +15,11 @@ from torch import nn
 
 import linpath.data as datasets
 import linpath.models as models
-from linpath.api import (
-    PathCurve,
-    align,
-    as_evalset,
-    endpoints,
-    evaluate_curve,
-    fit_inputs,
-    is_classification,
-)
+from linpath.api.alignment import align
+from linpath.api.curve import PathCurve
+from linpath.api.inputs import as_evalset, fit_inputs, is_classification
+from linpath.api.lines import evaluate_curve
+from linpath.api.states import endpoints
 from linpath.config.external import is_external
 from linpath.config.presets import PRESETS
 from linpath.config.spec import read_spec
@@ -38,6 +34,7 @@ from linpath.io.tensors import load_tensors
 from linpath.runtime.device import resolve_device
 from linpath.runtime.progress import Progress
 from linpath.sweep.evaluation import bn_batches, setting_subset
+from linpath.sweep.external import ExternalInputs
 from linpath.sweep.grids import Grid
 from linpath.sweep.setting import SweepSetting
 
@@ -359,3 +356,21 @@ def path_between_files(
         f"{job.model_name}, {record['setting']}"
     )
     return curve, write_outputs(out, curve, record, title)
+
+
+def external_inputs(
+    model: str | None, data: str | None, data_root=None, split: str = "test", num_classes: int | None = None
+) -> ExternalInputs | None:
+    """None when neither is given (a preset's run: its spec builds both); else both, checked:
+    the model is built once and run on two of the data's inputs, so a mismatch is one line."""
+    if model is None and data is None:
+        return None
+    if model is None or data is None:
+        raise LinpathError(
+            "--model and --data go together: an external run needs the model to build (module:callable) "
+            "and the data to evaluate on (a data set name or a .pt file of (inputs, targets))"
+        )
+    evalset, classes = load_data(data, data_root, split, "cpu")
+    classes = num_classes or classes
+    evalset = fit_inputs(resolve_model(model, classes), evalset, torch.device("cpu"))
+    return ExternalInputs(lambda: resolve_model(model, classes), evalset, classes, data)
