@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import linpath
-from linpath.api.resolve import path_between_files
+from linpath.api.path_folder import path_between_files
 from linpath.data import load as load_data
 from linpath.io.rundir import RunDir
 from linpath.sweep.grids import Grid

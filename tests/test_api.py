@@ -16,7 +16,7 @@ from linpath.cli import main
 from linpath.engine.interpolate import interpolate_state
 from linpath.errors import LinpathError
 from linpath.models import build
-from linpath.sweep.merge import PATH_COLUMNS
+from linpath.sweep.tables import PATH_COLUMNS
 from tests.oracle import plain_path
 
 REPO = Path(__file__).resolve().parents[1]

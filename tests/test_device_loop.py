@@ -26,7 +26,7 @@ from linpath.io.rundir import RunDir
 from linpath.runtime.distributed import World
 from linpath.train import device_loop
 from linpath.train.log import read_log
-from linpath.train.loop import train_replicate
+from linpath.train.loop import Branch, train_replicate
 from linpath.train.replicate import Replicate
 
 
@@ -66,7 +66,7 @@ def trained(tmp_path, name, spec, source, monkeypatch, loop: str, stop_after=Non
     if not run.spec_path.exists():
         write_spec(run, spec)
     monkeypatch.setenv("LINPATH_DEVICE_LOOP", loop)
-    train_replicate(spec, run, 0, source, progress=False, stop_after=stop_after)
+    train_replicate(spec, run, 0, source, progress=False, branch=Branch(stop_after=stop_after))
     return run
 
 

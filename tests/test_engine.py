@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from linpath.data.source import EvalSet
-from linpath.engine.evaluator import PathEvaluator
+from linpath.engine.evaluator import Layout, PathEvaluator
 from linpath.engine.scoring import Tally, classification_score, evaluate_model
 from linpath.engine.subsets import stratified_subset
 from linpath.models import MODELS, build
@@ -74,7 +74,7 @@ def engine_results(case, bn, **kw):
 @pytest.mark.parametrize("use_stem", [False, True])
 def test_engine_equals_the_plain_loop_in_fp32(case, bn, use_stem):
     _, _, labels, _, _, _, refs = case
-    engine, results = engine_results(case, bn, use_stem=use_stem, batch_size=40)
+    engine, results = engine_results(case, bn, batch_size=40, layout=Layout(use_stem=use_stem))
     assert engine.uses_stem == use_stem
     for x, res, (loss, error) in zip(XS, results, refs[bn]):
         assert res.loss == pytest.approx(loss, abs=1e-5), (x, bn)
@@ -86,7 +86,7 @@ def test_engine_equals_the_plain_loop_in_fp32(case, bn, use_stem):
 def test_stem_mixing_in_chunks_equals_the_plain_loop(case, bn):
     """stem_memory too small for the whole set: chunks of one batch, every x per chunk."""
     _, _, _, _, _, _, refs = case
-    engine, results = engine_results(case, bn, use_stem=True, batch_size=32, stem_memory=1)
+    engine, results = engine_results(case, bn, batch_size=32, layout=Layout(use_stem=True, stem_memory=1))
     for res, (loss, _) in zip(results, refs[bn]):
         assert res.loss == pytest.approx(loss, abs=1e-5)
 
@@ -114,7 +114,7 @@ def test_auto_stem_is_used_where_it_pays():
 
 def test_a_path_reuses_its_stem_outputs_across_calls(case):
     name, inputs, labels, _, start, end, refs = case
-    engine = PathEvaluator(build(name, 10, seed=0), EvalSet(inputs, labels), use_stem=True)
+    engine = PathEvaluator(build(name, 10, seed=0), EvalSet(inputs, labels), layout=Layout(use_stem=True))
     path = engine.path(start, end)
     first = path.evaluate(XS[:2])
     again = path.evaluate(XS[2:])
@@ -128,7 +128,7 @@ def test_paths_sharing_an_end_compute_its_stem_outputs_once(case, monkeypatch):
     import linpath.engine.evaluator as evaluator
 
     name, inputs, labels, _, start, end, refs = case
-    engine = PathEvaluator(build(name, 10, seed=0), EvalSet(inputs, labels), use_stem=True)
+    engine = PathEvaluator(build(name, 10, seed=0), EvalSet(inputs, labels), layout=Layout(use_stem=True))
     calls = []
     real = evaluator.stem_outputs
     monkeypatch.setattr(evaluator, "stem_outputs", lambda *a: calls.append(a[2]) or real(*a))
@@ -226,7 +226,7 @@ def test_folding_keeps_the_mixed_stem_unfolded():
     inputs, labels = data((3, 32, 32), 48, 5)
     start, end = random_endpoint(name, 5), random_endpoint(name, 6)
     ref = plain_loop(name, start, end, inputs, labels, XS, "interpolate", None)
-    engine = PathEvaluator(build(name, 10, seed=0), EvalSet(inputs, labels), use_stem=True)
+    engine = PathEvaluator(build(name, 10, seed=0), EvalSet(inputs, labels), layout=Layout(use_stem=True))
     assert engine.uses_stem and engine.folds_bn
     assert "conv" not in [c for c, _ in _pair_names(engine)]  # the stem's BatchNorm stays
     for res, (loss, _) in zip(engine.evaluate_path(start, end, XS), ref):
@@ -283,7 +283,7 @@ def test_folding_is_skipped_where_not_exact(cls):
     inputs, labels = data((3, 8, 8), 64, 7)
     start, end = _random_state(cls, 1), _random_state(cls, 2)
     folded = PathEvaluator(cls(), EvalSet(inputs, labels), batch_size=16)
-    plain = PathEvaluator(cls(), EvalSet(inputs, labels), batch_size=16, fold_bn=False)
+    plain = PathEvaluator(cls(), EvalSet(inputs, labels), batch_size=16, layout=Layout(fold_bn=False))
     assert not plain.folds_bn
     if cls is SharedConvOutput:
         assert _pair_names(folded) == [("conv2", "bn2")]
@@ -329,10 +329,12 @@ def test_compiled_engine_equals_the_eager_engine(recwarn):
     start, end = _tiny_states()
     xs = [0.0, 0.4, 1.0]
     # no stem mixing: the compiled network is the whole one (compile is not used with a mixed stem)
-    eager = PathEvaluator(_tiny_convnet(), evalset, batch_size=16, use_stem=False).evaluate_path(
-        start, end, xs
+    eager = PathEvaluator(
+        _tiny_convnet(), evalset, batch_size=16, layout=Layout(use_stem=False)
+    ).evaluate_path(start, end, xs)
+    engine = PathEvaluator(
+        _tiny_convnet(), evalset, batch_size=16, compile=True, layout=Layout(use_stem=False)
     )
-    engine = PathEvaluator(_tiny_convnet(), evalset, batch_size=16, compile=True, use_stem=False)
     compiled = engine.evaluate_path(start, end, xs)
     if any("torch.compile failed" in str(w.message) for w in recwarn):
         pytest.skip("torch.compile is not usable on this machine (it fell back to eager)")
@@ -355,8 +357,10 @@ def test_a_failing_compile_falls_back_to_eager(monkeypatch):
     evalset = EvalSet(torch.randn(16, 3, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g))
     start, end = _tiny_states()
     with pytest.warns(UserWarning, match="torch.compile failed"):
-        got = PathEvaluator(_tiny_convnet(), evalset, compile=True, use_stem=False).evaluate_path(
-            start, end, [0.5]
-        )
-    want = PathEvaluator(_tiny_convnet(), evalset, use_stem=False).evaluate_path(start, end, [0.5])
+        got = PathEvaluator(
+            _tiny_convnet(), evalset, compile=True, layout=Layout(use_stem=False)
+        ).evaluate_path(start, end, [0.5])
+    want = PathEvaluator(_tiny_convnet(), evalset, layout=Layout(use_stem=False)).evaluate_path(
+        start, end, [0.5]
+    )
     assert got[0].loss == want[0].loss

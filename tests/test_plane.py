@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import linpath
 from linpath.data.source import EvalSet
-from linpath.engine.evaluator import PathEvaluator
+from linpath.engine.evaluator import Layout, PathEvaluator
 from linpath.engine.plane import Plane, random_directions, through_three
 from linpath.errors import LinpathError
 
@@ -132,7 +132,7 @@ def test_engine_refolds_batchnorm_per_point():
     make, shape = MODELS["cnn"]
     o, a, b = (random_state(make, s) for s in (1, 2, 3))
     inputs, labels = data(shape)
-    engine = PathEvaluator(make(), EvalSet(inputs, labels), use_stem=False)
+    engine = PathEvaluator(make(), EvalSet(inputs, labels), layout=Layout(use_stem=False))
     assert engine.folds_bn
     plane = Plane(engine, o, *through_three(o, a, b))
     for alpha, beta in [(0.2, 0.7), (1.1, -0.1), (0.2, 0.7)]:
@@ -255,7 +255,9 @@ def test_plane_with_mixed_stem_equals_plain_loop(name, stem):
     inputs, labels = data(shape)
     model = make()
     model.linear_stem = stem
-    engine = PathEvaluator(model, EvalSet(inputs, labels), batch_size=8, use_stem=True, stem_memory=1)
+    engine = PathEvaluator(
+        model, EvalSet(inputs, labels), batch_size=8, layout=Layout(use_stem=True, stem_memory=1)
+    )
     assert engine.uses_stem
     alphas, betas = [-0.2, 0.3, 0.7], [0.1, 0.25]  # BatchNorm variances stay positive
     rows = Plane(engine, o, *through_three(o, a, b)).evaluate(alphas, betas)

@@ -19,6 +19,9 @@ CHANGED = {
     "eval_examples": SweepSetting(eval_examples=500),
     "params": SweepSetting(params="layer:fc1"),
     "hold": SweepSetting(params="weights", hold="start"),
+    "task": SweepSetting(task="causal-lm"),
+    "se_target": SweepSetting(se_target=0.015),
+    "min_examples": SweepSetting(se_target=1e-05, min_examples=40),
 }
 
 
@@ -69,6 +72,9 @@ FLAGS = {
     "eval_examples": ["--eval-examples", "500"],
     "params": ["--params", "layer:fc1"],
     "hold": ["--params", "weights", "--hold", "start"],
+    "task": ["--task", "causal-lm"],
+    "se_target": ["--se-target", "0.015"],
+    "min_examples": ["--se-target", "1e-05", "--min-examples", "40"],
 }
 
 

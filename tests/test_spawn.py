@@ -15,9 +15,9 @@ from linpath.io.tensors import load_state_dict
 from linpath.runs import stages
 from linpath.runs.spawn import SpawnDir, child_seed, parent_state, spawn, spawn_dir
 from linpath.sweep.grids import Grid
-from linpath.sweep.merge import PATH_COLUMNS
 from linpath.sweep.setting import SweepSetting
-from linpath.train.loop import train_replicate
+from linpath.sweep.tables import PATH_COLUMNS
+from linpath.train.loop import Branch, train_replicate
 
 pytestmark = pytest.mark.slow  # trains runs, runs subprocesses or torchrun
 
@@ -47,7 +47,7 @@ def test_child_on_the_parents_data_order_reproduces_the_parent(momentum_run, mni
     spec = read_spec(momentum_run)
     sdir = SpawnDir(tmp_path / "s")
     start, _ = parent_state(spec, momentum_run, 0, T, mnist, sdir)
-    train_replicate(spec, sdir, 0, mnist, progress=False, data_seed=spec.train.seed, start=start)
+    train_replicate(spec, sdir, 0, mnist, progress=False, branch=Branch(start, data_seed=spec.train.seed))
     child = load_state_dict(sdir.checkpoint(0, TOTAL))
     parent = load_state_dict(momentum_run.checkpoint(0, TOTAL))
     assert all(torch.equal(child[k], parent[k]) for k in parent)

@@ -9,7 +9,7 @@ from torch import nn
 
 import linpath
 from linpath.data.source import EvalSet
-from linpath.engine.evaluator import PathEvaluator
+from linpath.engine.evaluator import Layout, PathEvaluator
 from linpath.engine.stem import find_linear_stem
 from tests.oracle import plain_path
 
@@ -96,7 +96,7 @@ def test_the_traced_stem_and_the_plain_loop(make, stem):
     assert not hasattr(model, "linear_stem")
     inputs, labels = inputs_for(make)
     assert find_linear_stem(model, inputs[:2]) == stem
-    engine = PathEvaluator(make(), EvalSet(inputs, labels), batch_size=40, use_stem=True)
+    engine = PathEvaluator(make(), EvalSet(inputs, labels), batch_size=40, layout=Layout(use_stem=True))
     assert engine.stem_name == stem and engine.uses_stem == (stem is not None)
     start, end = endpoints(make)
     want = plain_path(make, start, end, inputs, labels, XS)
@@ -129,9 +129,9 @@ def test_a_named_stem_overrides_tracing_and_none_turns_it_off():
     inputs, labels = inputs_for(UserMLP)
     named = UserMLP()
     named.linear_stem = None
-    assert PathEvaluator(named, EvalSet(inputs, labels), use_stem=True).stem_name is None
+    assert PathEvaluator(named, EvalSet(inputs, labels), layout=Layout(use_stem=True)).stem_name is None
     named.linear_stem = "body.0"
-    assert PathEvaluator(named, EvalSet(inputs, labels), use_stem=True).stem_name == "body.0"
+    assert PathEvaluator(named, EvalSet(inputs, labels), layout=Layout(use_stem=True)).stem_name == "body.0"
 
 
 @pytest.mark.parametrize(

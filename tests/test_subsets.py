@@ -16,7 +16,7 @@ from torch import nn
 import linpath
 from linpath.cli import main
 from linpath.data.source import EvalSet
-from linpath.engine.evaluator import PathEvaluator
+from linpath.engine.evaluator import Layout, PathEvaluator
 from linpath.engine.params import layer_specs, restrict, select
 from linpath.errors import LinpathError
 from linpath.models import build
@@ -127,7 +127,7 @@ def test_subset_path_equals_hand_made_state_dicts(case, bn, use_stem, hold):
         pytest.skip(
             "no BatchNorm to recompute" if make is TinyMLP else "hold start: covered under interpolate"
         )
-    engine = PathEvaluator(make(), EvalSet(inputs, labels), batch_size=40, use_stem=use_stem)
+    engine = PathEvaluator(make(), EvalSet(inputs, labels), batch_size=40, layout=Layout(use_stem=use_stem))
     assert engine.uses_stem == use_stem
     if make is TinyCNN:
         assert engine.folds_bn  # conv2 -> bn2 is folded (conv1 -> bn1 too when the stem is not mixed)

@@ -5,7 +5,7 @@ import csv
 import pytest
 import torch
 
-from linpath.engine.evaluator import PathEvaluator
+from linpath.engine.evaluator import Layout, PathEvaluator
 from linpath.engine.scoring import evaluate_model
 from linpath.io.tensors import load_state_dict
 from linpath.models import build
@@ -118,8 +118,12 @@ def test_the_linear_stem_gives_the_plain_engine_result(small_run, mnist):
     b = load_state_dict(small_run.checkpoint(0, 300))
     xs = [0.0, 0.3, 0.77, 1.0]
     evalset = mnist.eval_set("test")
-    fast = PathEvaluator(build("mnist_lenet_300_100", 10), evalset, use_stem=True).evaluate_path(a, b, xs)
-    plain = PathEvaluator(build("mnist_lenet_300_100", 10), evalset, use_stem=False).evaluate_path(a, b, xs)
+    fast = PathEvaluator(
+        build("mnist_lenet_300_100", 10), evalset, layout=Layout(use_stem=True)
+    ).evaluate_path(a, b, xs)
+    plain = PathEvaluator(
+        build("mnist_lenet_300_100", 10), evalset, layout=Layout(use_stem=False)
+    ).evaluate_path(a, b, xs)
     for f, p in zip(fast, plain):
         assert f.loss == pytest.approx(p.loss, abs=1e-5)
         assert f.error == pytest.approx(p.error, abs=2e-4)
@@ -161,7 +165,7 @@ def test_an_interrupted_sweep_resumes_to_the_same_table(small_run, data_root, mo
         progress=False,
     )
     assert evaluated == 2 * len(STEPS) - 2  # only the unfinished items
-    sweep_module.merge_paths(interrupted)
+    sweep_module.rebuild_tables(interrupted)
     assert interrupted.paths_csv.read_text() == reference.paths_csv.read_text()
 
 
@@ -186,7 +190,7 @@ def test_a_sweep_with_recompute_an_adaptive_grid_and_a_subset(small_run, data_ro
 
 def _item(run, setting, r, t, rows):
     from linpath.io.files import atomic_write_text
-    from linpath.sweep.merge import format_rows
+    from linpath.sweep.tables import format_rows
 
     atomic_write_text(run.sweep_dir / setting / f"r{r}-t{t:07d}.csv", format_rows(rows))
 
@@ -215,12 +219,12 @@ def test_a_second_sweep_setting_never_enters_the_papers_curve(tmp_path):
 
 def test_each_setting_has_its_own_table_and_the_union_names_it(tmp_path):
     from linpath.io.rundir import RunDir
-    from linpath.sweep.merge import PATH_COLUMNS, merge_paths
+    from linpath.sweep.tables import PATH_COLUMNS, rebuild_tables
 
     run = RunDir(tmp_path)
     _item(run, "a", 0, 0, [[0, 0, "0.0", "test", "interpolate", 5, "fp32", "1.0", "0.5", "0.1", "0.1"]])
     _item(run, "b", 1, 4, [[1, 4, "1.0", "train", "interpolate", 5, "fp32", "2.0", "0.5", "0.1", "0.1"]])
-    assert merge_paths(run) == 2
+    assert rebuild_tables(run) == 2
     union = rows_of(run.paths_csv)
     assert list(union[0]) == ["setting", *PATH_COLUMNS] and [d["setting"] for d in union] == ["a", "b"]
     assert [d["split"] for d in rows_of(run.results_dir("b") / "paths.csv")] == ["train"]

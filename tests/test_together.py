@@ -16,7 +16,7 @@ from linpath.data.source import Split
 from linpath.io.rundir import RunDir
 from linpath.models import build
 from linpath.train.log import read_log
-from linpath.train.loop import _State, train_replicate
+from linpath.train.loop import Branch, _State, train_replicate
 from linpath.train.together import StackedLeNet, train_replicates
 
 
@@ -116,7 +116,9 @@ def test_a_batched_run_interrupted_then_resumed_equals_one_trained_alone(tmp_pat
     train_replicates(spec, run, range(3), source, progress=False, stop_after=14)  # "killed" at 14
     assert all(run.resume_file(r).exists() and not run.done_marker(r).exists() for r in range(3))
     assert torch.load(run.resume_file(0), weights_only=True)["step"] == 12  # the last epoch end
-    train_replicate(spec, run, 1, source, progress=False, stop_after=18)  # replicate 1 runs ahead, alone
+    train_replicate(
+        spec, run, 1, source, progress=False, branch=Branch(stop_after=18)
+    )  # replicate 1 runs ahead, alone
     train_replicates(spec, run, range(3), source, progress=False)  # 0 and 2 together, 1 alone
     for r in range(3):
         assert max_difference(run, ref, r) == 0.0, r

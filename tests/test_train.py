@@ -11,7 +11,7 @@ from linpath.io.rundir import RunDir
 from linpath.models import build, count_parameters
 from linpath.runs import stages
 from linpath.train.log import LOG_COLUMNS, read_log
-from linpath.train.loop import train_replicate
+from linpath.train.loop import Branch, train_replicate
 
 from .conftest import SMALL
 
@@ -60,7 +60,7 @@ def test_training_resumed_after_an_interruption_is_bitwise_identical(small_run, 
     spec = read_spec(small_run)
     run = RunDir(tmp_path / spec.run_name)
     write_spec(run, spec)
-    train_replicate(spec, run, 0, mnist, progress=False, stop_after=150)  # "killed" at 150
+    train_replicate(spec, run, 0, mnist, progress=False, branch=Branch(stop_after=150))  # "killed" at 150
     assert not run.done_marker(0).exists() and run.resume_file(0).exists()
     assert torch.load(run.resume_file(0), weights_only=True)["step"] == 128  # the last save before the kill
     train_replicate(spec, run, 0, mnist, progress=False)

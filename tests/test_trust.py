@@ -27,9 +27,9 @@ from linpath.runs import stages
 from linpath.runs.openlth import import_run
 from linpath.sweep.grids import Grid
 from linpath.sweep.items import item_problem
-from linpath.sweep.merge import format_rows, merge_paths
 from linpath.sweep.run import item_check, missing_checkpoints, run_sweep
 from linpath.sweep.setting import SweepSetting
+from linpath.sweep.tables import format_rows, rebuild_tables
 from tests.runs import copy_trained
 
 from .test_cli import one_line_error
@@ -48,7 +48,7 @@ def swept(small_run, mnist, tmp_path):
     """A copy of the small run with replicate 0 swept from t = 4 and 8 on a 3-point grid."""
     run = copy_run(small_run, tmp_path)
     assert run_sweep(run, SETTING, mnist, from_steps=STEPS, replicates=[0], progress=False) == 2
-    merge_paths(run)
+    rebuild_tables(run)
     return run
 
 
@@ -82,8 +82,8 @@ def test_an_unfinished_item_file_is_recomputed_and_named(swept, mnist, case, cap
     err = capsys.readouterr().err
     assert f"recomputing {path}:" in err and len(err.strip().splitlines()) == 1, err
     assert path.read_text() == good
-    merge_paths(swept)
-    assert merge_paths(swept) == 6
+    rebuild_tables(swept)
+    assert rebuild_tables(swept) == 6
 
 
 def test_a_valid_item_is_not_recomputed(swept, mnist, capsys):
@@ -97,11 +97,11 @@ def test_the_merge_leaves_out_an_invalid_item(swept, capsys):
     path = swept.item_file(SETTING.key, 0, 4)
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join(lines[:2]))  # one row of three: a 1-point "curve"
-    assert merge_paths(swept) == 3
+    assert rebuild_tables(swept) == 3
     assert {row.split(",")[2] for row in swept.paths_csv.read_text().splitlines()[1:]} == {"8"}
     assert f"left out of the tables: {path}: 1 rows, the grid has 3 points" in capsys.readouterr().err
     path.write_text("".join(lines[:2]) + "0,4,oops\n")
-    assert merge_paths(swept) == 3  # before: a ValueError traceback from the sort
+    assert rebuild_tables(swept) == 3  # before: a ValueError traceback from the sort
 
 
 def test_adaptive_items_are_checked_against_range_and_initial_points(tmp_path):

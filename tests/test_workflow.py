@@ -15,7 +15,7 @@ from torch import nn
 
 import linpath
 from linpath.analysis.curves import REPLICATE_COLUMNS, SUMMARY_COLUMNS
-from linpath.api.resolve import path_between_files
+from linpath.api.path_folder import path_between_files
 from linpath.cli import main
 from linpath.config.presets import preset
 from linpath.config.schedule import Schedule
@@ -23,7 +23,7 @@ from linpath.config.spec import write_spec
 from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
 from linpath.io.tables import write_csv
-from linpath.sweep.merge import PATH_COLUMNS, format_rows
+from linpath.sweep.tables import PATH_COLUMNS, format_rows
 from linpath.train.log import LOG_COLUMNS
 
 # --- small models and data ------------------------------------------------------------------

@@ -17,7 +17,7 @@ from linpath.analysis.metrics import TABLE_METRICS, path_metrics
 from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
 from linpath.io.tables import read_csv_rows
-from linpath.sweep.merge import valid_items
+from linpath.sweep.tables import valid_items
 
 QUANTITIES = ("loss", "error")
 PAPER_SETTING = "test-interpolate-uniform100-fp32"  # the paper's: test split, full set, 100 points

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -33,6 +34,11 @@ class PathCurve:
     point_examples: np.ndarray | None = None
     task: str = "classification"
     quantities: dict[str, np.ndarray] | None = None
+    population: int | None = None  # examples of the data the evaluated ones were drawn from, when known
+
+    def with_population(self, population: int | None) -> PathCurve:
+        """The same curve, stating the size of the data its examples were drawn from."""
+        return dataclasses.replace(self, population=population)
 
     @classmethod
     def of(
@@ -63,7 +69,7 @@ class PathCurve:
         return out
 
     def rows(self, replicate: int = 0, t: int = 0) -> list[list]:
-        """Rows in paths.csv's format (sweep.merge.PATH_COLUMNS); the error is nan when absent."""
+        """Rows in paths.csv's format (sweep.tables.PATH_COLUMNS); the error is nan when absent."""
         n = len(self.x)
         nan = [math.nan] * n
         columns = {

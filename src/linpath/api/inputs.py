@@ -11,14 +11,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from linpath.data.source import EvalSet
+from linpath.data.source import EvalSet, SourceSplit
 from linpath.engine.outputs import OutputFn, to_logits
 from linpath.engine.scoring import classification_score
 from linpath.engine.tasks import batch_units
 from linpath.errors import LinpathError
 from linpath.sweep.grids import Grid
 
-DataLike = object  # (inputs, targets) tensors, a Dataset of pairs, a DataLoader of pairs, or an EvalSet
+DataLike = object  # (inputs, targets) tensors, a Dataset or DataLoader of pairs, an EvalSet or a SourceSplit
 # (outputs, targets) -> the mean over the batch, like torch.nn.functional's losses
 BatchFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -68,6 +68,8 @@ def as_evalset(data: DataLike, device: torch.device | str = "cpu", batch_size: i
     """
     device = torch.device(device)
     name = "custom"
+    if isinstance(data, SourceSplit):
+        data = data.eval_set(device)
     if isinstance(data, EvalSet):
         inputs, targets, name = data.inputs, data.labels, data.name
     elif (
@@ -115,16 +117,21 @@ def make_score(loss_fn: BatchFn | None, error_fn: BatchFn | None, classification
     return score
 
 
-def grid_xs(grid: int | Grid | Sequence[float]) -> list[float]:
-    """A path's x from a number of evenly spaced points in [0, 1] or from x values."""
-    if isinstance(grid, bool):
+def grid_of(grid: int | Grid | Sequence[float]) -> Grid:
+    """The API's grid: a number of evenly spaced points in [0, 1], a Grid, or x values."""
+    if isinstance(grid, Grid):
+        return grid
+    if isinstance(grid, bool) or isinstance(grid, (str, bytes)):
         raise LinpathError(f"grid must be a number of points, a Grid or a list of x, got {grid!r}")
     if isinstance(grid, int):
-        return Grid(points=grid).xs()
-    xs = [float(x) for x in grid]
+        return Grid(points=grid)
+    try:
+        xs = tuple(float(x) for x in grid)
+    except (TypeError, ValueError):
+        raise LinpathError(f"grid must be a number of points, a Grid or a list of x, got {grid!r}") from None
     if not xs or not all(math.isfinite(x) for x in xs):
         raise LinpathError("grid must hold at least one finite x")
-    return xs
+    return Grid(kind="values", values=xs)
 
 
 def default_device(model: nn.Module) -> torch.device:

@@ -1,22 +1,27 @@
-"""The path API: the paper's line on your own model and states.
+"""The path job: the paper's line on any model and states, from objects or from files.
 
     curve = linpath.path(model, "start.pt", "end.pt", (inputs, targets))
     curve.x, curve.loss, curve.error          # numpy arrays (error None for regression)
     curve.metrics()["loss"]["rise_over_start"]
     curve.plot("path.png")
 
-It runs on the sweep's engine (sweep/evaluation.py): the data is materialized once as two
-tensors on the device, and each point θ(x) is written into one copy of the model in place.
+One job serves every caller: path() builds a SweepSetting (what decides the numbers) and
+PathOptions (how the job runs) from its keywords and calls evaluate_path(); `linpath path`
+resolves its strings into the same objects (api/resolve.py) and calls it too. evaluate_path()
+makes the one choice between the preloaded engine (the data materialized once on the device,
+θ(x) written into one copy of the model: sweep/engine_entry.py) and the streamed one (model
+folders, language models, a stopping rule: api/streamed.py).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from linpath.api.alignment import align
 from linpath.api.curve import PathCurve
 from linpath.api.inputs import (
     BatchFn,
@@ -24,23 +29,22 @@ from linpath.api.inputs import (
     as_evalset,
     default_device,
     fit_inputs,
-    grid_xs,
+    grid_of,
     is_classification,
     make_score,
 )
+from linpath.api.options import PathOptions
 from linpath.api.states import StateLike, endpoints
 from linpath.api.streamed import is_streamed, streamed_path
 from linpath.data.source import EvalSet
-from linpath.engine.bn_stats import DEFAULT_BN_BATCHES, check_bn_policy
+from linpath.engine.bn_stats import DEFAULT_BN_BATCHES
 from linpath.engine.outputs import OutputFn
-from linpath.engine.params import check_hold, spec_terms
 from linpath.engine.streamed import MIN_EXAMPLES
-from linpath.engine.subsets import class_counts
 from linpath.errors import LinpathError
-from linpath.runtime.device import check_precision, resolve_device
-from linpath.sweep.evaluation import bn_batches as recompute_batches
-from linpath.sweep.evaluation import evaluation_subset, line_job
+from linpath.runtime.device import resolve_device
+from linpath.sweep.engine_entry import bn_batches, line_job, setting_subset
 from linpath.sweep.grids import Grid
+from linpath.sweep.setting import SweepSetting
 
 
 def path(
@@ -82,81 +86,93 @@ def path(
     others held at the `hold` end; eval_examples: a stratified subset, with standard errors.
     Model folders (config.json, *.safetensors) as states or model, task="causal-lm", se_target
     (a point stops once the loss's standard error is below it, after min_examples) or streamed
-    data go to api/streamed.py (shard = (rank, size), default the torchrun world's)."""
-    if is_streamed(model, start_state, end_state, data, task, se_target):
-        return streamed_path(model, start_state, end_state, data, grid, locals())
-    if not isinstance(model, nn.Module):
-        raise LinpathError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    _check_options(bn, precision, batch_size, params, hold)
-    xs = grid if isinstance(grid, Grid) else grid_xs(grid)
-    dev = default_device(model) if device is None else resolve_device(str(device))
-    work = copy.deepcopy(model)
-    start, end = endpoints(work.state_dict(), start_state, end_state, key, allow_nonfinite)
-    evalset = fit_inputs(work, as_evalset(data, dev, batch_size or 1000), dev, output_fn)
-    evalset, population = _subset(evalset, eval_examples)
-    batches = None
-    if bn == "recompute":
-        source = evalset if bn_data is None else as_evalset(bn_data, dev, batch_size or 1000)
-        batches = recompute_batches(source, bn_batches, bn_batch_size, device=dev)
-    return evaluate_curve(
-        work, start, end, evalset, xs, bn, loss_fn, error_fn, batch_size, precision, batches, output_fn,
-        population, params=params or "", hold=hold,
+    data go to api/streamed.py (shard = (rank, size), default the torchrun world's).
+
+    A convenience over evaluate_path(): the keywords become one SweepSetting and PathOptions."""
+    setting = SweepSetting(
+        grid=grid_of(grid),
+        bn=bn,
+        precision=precision,
+        bn_batches=bn_batches,
+        eval_examples=_eval_examples(eval_examples),
+        params=_params(params, hold),
+        hold=hold,
+        task=task,
+        se_target=se_target,
+        min_examples=min_examples,
+    )
+    options = PathOptions(
+        device, batch_size, key, loss_fn, error_fn, output_fn, allow_nonfinite, bn_data, bn_batch_size,
+        shard=shard,
     )  # fmt: skip
+    return evaluate_path(model, start_state, end_state, data, setting, options)
 
 
-def _check_options(bn: str, precision: str, batch_size, params: str | None, hold: str) -> None:
-    check_hold(hold)
-    if params is None and hold != "end":
-        raise LinpathError("hold only applies with params (without it every tensor moves)")
-    if params is not None:
-        spec_terms(params)
-    check_bn_policy(bn)
-    check_precision(precision)
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size <= 0):
-        raise LinpathError(f"batch_size must be a positive integer, got {batch_size!r}")
-
-
-def _subset(evalset: EvalSet, eval_examples: int | None) -> tuple[EvalSet, torch.Tensor | None]:
-    """path()'s eval_examples: the sweep's stratified subset and the data's class counts."""
+def _eval_examples(eval_examples: int | None) -> int:
+    """path()'s eval_examples (None: the whole data) as the setting's field (0: the whole data)."""
     if eval_examples is None:
-        return evalset, None
+        return 0
     if isinstance(eval_examples, bool) or not isinstance(eval_examples, int) or eval_examples <= 0:
         raise LinpathError(f"eval_examples must be a positive integer, got {eval_examples!r}")
-    if class_counts(evalset.labels) is None:
-        raise LinpathError("eval_examples needs class-index targets (the subset is stratified by class)")
-    return evaluation_subset(evalset, eval_examples)
+    return eval_examples
 
 
-def evaluate_curve(
-    model: nn.Module,
-    start: dict,
-    end: dict,
-    evalset: EvalSet,
-    xs: Sequence[float] | Grid,
-    bn: str = "interpolate",
-    loss_fn: BatchFn | None = None,
-    error_fn: BatchFn | None = None,
-    batch_size: int | None = None,
-    precision: str = "fp32",
-    bn_batches: list[torch.Tensor] | None = None,
-    output_fn: OutputFn | None = None,
-    population: torch.Tensor | None = None,
-    on_points: Callable[[int], None] | None = None,
-    params: str = "",
-    hold: str = "end",
+def _params(params: str | None, hold: str) -> str:
+    if params is None and hold != "end":
+        raise LinpathError("hold only applies with params (without it every tensor moves)")
+    return params or ""
+
+
+def evaluate_path(
+    model, start: StateLike, end: StateLike, data, setting: SweepSetting, options: PathOptions = PathOptions()
 ) -> PathCurve:
-    """path() after its conversions: `model` is overwritten in place, `evalset` is on the
-    device, `bn_batches` are input tensors. For callers that hold these already (spawn.py,
-    `linpath path`). `xs` may be a Grid (adaptive grids refine where the curve peaks);
-    `population` holds the split's class counts when `evalset` is a stratified subset of it
-    (standard errors, as in the sweep); `on_points(n)` is called after every n points;
-    `params` ("" for all) and `hold` restrict the moved tensors."""
+    """The one path job: `setting` decides the numbers, `options` how the job runs. `model` is
+    an nn.Module or a model folder; `data` anything path() takes, or a data.source.SourceSplit
+    (a named data set's split, materialized or streamed as the job needs)."""
+    if is_streamed(model, start, end, data, setting):
+        if options.align_end or options.bn_data is not None:
+            raise LinpathError(
+                "align and bn_data (--align, --bn-data) are not supported with streamed evaluation"
+            )
+        return streamed_path(model, start, end, data, setting, options)
+    if not isinstance(model, nn.Module):
+        raise LinpathError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    dev = default_device(model) if options.device is None else resolve_device(str(options.device))
+    work = copy.deepcopy(model) if options.copy_model else model
+    if options.align_end:
+        end = align(start, end, work, key=options.key)
+    start_sd, end_sd = endpoints(work.state_dict(), start, end, options.key, options.allow_nonfinite)
+    whole = as_evalset(data, dev, options.batch_size or 1000)
+    evalset, population = _subset(fit_inputs(work, whole, dev, options.output_fn), setting)
     classification = is_classification(evalset.labels)
-    score = make_score(loss_fn, error_fn, classification)
     job = line_job(
-        model, evalset, bn, bn_batches, params, hold, precision, score,
-        batch_size=batch_size, output_fn=output_fn, population=population,
+        work, evalset, setting, make_score(options.loss_fn, options.error_fn, classification),
+        _recompute_inputs(setting, options, evalset, dev),
+        batch_size=options.batch_size, output_fn=options.output_fn, population=population,
     )  # fmt: skip
-    xs, results = job.curve(start, end, xs, on_points)
-    has_error = error_fn is not None or classification
-    return PathCurve.of(xs, results, len(evalset), bn, precision, evalset.name, has_error)
+    xs, results = job.curve(start_sd, end_sd, setting.grid, options.on_points)
+    has_error = options.error_fn is not None or classification
+    total = int(population.sum()) if population is not None else len(evalset)
+    curve = PathCurve.of(xs, results, len(evalset), setting.bn, setting.precision, evalset.name, has_error)
+    return curve.with_population(total)
+
+
+def _subset(evalset: EvalSet, setting: SweepSetting) -> tuple[EvalSet, torch.Tensor | None]:
+    """The setting's stratified subset of the evaluation data and the data's class counts."""
+    if setting.eval_examples and not is_classification(evalset.labels):
+        raise LinpathError(
+            "eval_examples (--eval-examples) needs class-index targets: the subset is stratified by class"
+        )
+    return setting_subset(evalset, setting)
+
+
+def _recompute_inputs(setting: SweepSetting, options: PathOptions, evalset: EvalSet, dev) -> list | None:
+    """The recompute policy's batches (sweep/engine_entry.bn_batches), the same at every x."""
+    if setting.bn != "recompute":
+        return None
+    data = options.bn_data
+    if data is None:
+        data = evalset
+    elif not hasattr(data, "train_batches"):  # a data Source is read as the sweep reads it
+        data = as_evalset(data, dev, options.batch_size or 1000)
+    return bn_batches(data, setting.bn_batches, options.bn_batch_size, options.bn_seed, dev)

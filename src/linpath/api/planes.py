@@ -5,15 +5,18 @@ file so that an interrupted plane resumes, and shared among processes (torchrun 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from linpath.analysis.plane import PlaneRows, Surface
+from linpath.analysis.trajectory import PLANE_TRAJECTORY_COLUMNS, plane_coordinates
 from linpath.api.inputs import (
     BatchFn,
     DataLike,
@@ -26,9 +29,14 @@ from linpath.api.inputs import (
 from linpath.api.states import StateLike, model_states
 from linpath.engine.plane import Plane, plane_fingerprint, random_directions, through_three
 from linpath.errors import LinpathError
+from linpath.io.rundir import OutDir
+from linpath.io.tables import write_csv
+from linpath.io.tensors import load_state_dict
 from linpath.runtime import distributed
 from linpath.runtime.device import check_precision, resolve_device
-from linpath.sweep.evaluation import open_engine
+from linpath.runtime.progress import Progress
+from linpath.sweep.engine_entry import open_engine
+from linpath.sweep.setting import SweepSetting
 
 MAX_PLANE_SIDE = 1001  # points per side of a plane's grid (a million evaluations at most)
 
@@ -259,3 +267,98 @@ def random_plane(
             shard=shard,
         ),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class PlaneOptions:
+    """How a plane folder is evaluated: its grid (n_alpha, n_beta) and span (lo, hi), a random
+    plane's seed (else the plane through three states), the setting's split and precision (the
+    one evaluation setting; a plane takes no other of its fields), and where it runs."""
+
+    grid: tuple[int, int] = (21, 21)
+    span: tuple[float, float] = (-0.5, 1.5)
+    seed: int | None = None  # a random-direction plane (Li et al.) with this seed, else three states
+    setting: SweepSetting = SweepSetting()
+    device: str = "auto"
+    batch_size: int | None = None  # the engine's choice
+    allow_nonfinite: bool = False
+    shard: tuple[int, int] = (0, 1)  # (rank, ranks) under torchrun: the rows this process evaluates
+
+    def __post_init__(self):
+        if self.setting != SweepSetting(split=self.setting.split, precision=self.setting.precision):
+            raise LinpathError("a plane takes the setting's split and precision only")
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the figure and trajectory (rank 0; every rank shares plane.csv)."""
+        return self.shard[0] == 0
+
+    def key(self, states: str) -> str:
+        """The folder name of this plane in a run: which states, then every evaluation setting."""
+        (na, nb), (lo, hi), s = self.grid, self.span, self.setting
+        return f"{states}-{s.split}-{na}x{nb}-span{lo:g}to{hi:g}-{s.precision}"
+
+
+@dataclasses.dataclass
+class PlaneInputs:
+    """A plane job resolved from names and files (api/resolve.py's plane_inputs): the network,
+    the state files (origin, a, b; or the center), their labels, the evaluation data, the
+    folder, and for a run's three-state plane the replicate's kept states to project onto it."""
+
+    net: nn.Module
+    states: list
+    labels: list[str]
+    evalset: object
+    folder: Path
+    title: str
+    kept: dict | None = None  # {t: checkpoint file} of the replicate whose trajectory is drawn
+
+
+def write_plane_folder(inputs: PlaneInputs, options: PlaneOptions) -> tuple[Surface, list[Path]]:
+    """The plane of `inputs` evaluated a row at a time into folder/plane.csv (resumed there;
+    rows shared among torchrun ranks), then rank 0's figure and, for a run's plane, the
+    replicate's kept states projected onto it (trajectory.csv)."""
+    folder = OutDir(inputs.folder)
+    if folder.root.exists() and not folder.root.is_dir():
+        raise LinpathError(f"--out {folder.root} is a file, not a folder")
+    surface = _surface(inputs, options, folder.plane_csv)
+    if not options.is_main:
+        return surface, []
+    written = []
+    if inputs.kept and options.seed is None:
+        surface = dataclasses.replace(surface, trajectory=_projected(inputs, folder.trajectory_csv))
+        written.append(folder.trajectory_csv)
+    surface.plot(folder.plane_png, title=inputs.title)
+    return surface, [folder.plane_csv, folder.plane_png, *written]
+
+
+def _surface(inputs: PlaneInputs, options: PlaneOptions, rows_file: Path) -> Surface:
+    """The surface through the states (or around the center), its marks labelled."""
+    rank, ranks = options.shard
+    what = f"plane {inputs.folder.name}" + (f" (rank {rank})" if ranks > 1 else "")
+    bar = Progress(what, options.grid[1], "row")
+    common = dict(
+        grid=options.grid, span=options.span, device=inputs.evalset.inputs.device, batch_size=options.batch_size,
+        precision=options.setting.precision, allow_nonfinite=options.allow_nonfinite, rows_file=rows_file,
+        progress=lambda done, rows: bar.update(1, f"{what}: row {done}/{rows}"), shard=options.shard,
+    )  # fmt: skip
+    try:
+        if options.seed is None:
+            surface = plane(inputs.net, *inputs.states, inputs.evalset, **common)
+        else:
+            surface = random_plane(inputs.net, inputs.states[0], inputs.evalset, seed=options.seed, **common)
+    finally:
+        bar.close()
+    marks = tuple((a, b, label) for (a, b, _), label in zip(surface.marks, inputs.labels))
+    return dataclasses.replace(surface, marks=marks)
+
+
+def _projected(inputs: PlaneInputs, table: Path) -> tuple:
+    """The replicate's kept states projected onto the plane through the three states (written to
+    `table`), as Surface.trajectory points."""
+    origin, a, b = (load_state_dict(f) for f in inputs.states)
+    d_a, d_b = through_three(origin, a, b)
+    states = {t: load_state_dict(f) for t, f in inputs.kept.items()}
+    rows = plane_coordinates(states, origin, d_a, d_b)
+    write_csv(table, PLANE_TRAJECTORY_COLUMNS, rows)
+    return tuple((row["alpha"], row["beta"], str(row["t"])) for row in rows)

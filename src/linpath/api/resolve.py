@@ -1,11 +1,18 @@
-"""`linpath path`: the path between two saved states of any model, from files on disk."""
+"""Strings into objects, once for every job: what the command line gives (a model name or
+module:callable, a data argument, state files, model folders and run folders, an external
+run's recipe) resolved into what the Python API takes. The command line uses it, and so can a
+user holding file names; nothing here evaluates.
+
+    inputs = path_inputs(PathArgs("init.pt", "final.pt", model="mnist_lenet_300_100", data="mnist"), setting)
+    curve, files = write_path_folder(inputs, "path-out")     # api/path_folder.py
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
 import importlib.util
-import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,28 +22,30 @@ from torch import nn
 
 import linpath.data as datasets
 import linpath.models as models
-from linpath.api.alignment import align
-from linpath.api.curve import PathCurve
 from linpath.api.inputs import as_evalset, fit_inputs, is_classification
-from linpath.api.lines import evaluate_curve
-from linpath.api.states import endpoints
+from linpath.api.options import PathOptions
+from linpath.api.planes import PlaneInputs, PlaneOptions
+from linpath.api.streamed import is_streamed
 from linpath.config.external import is_external
 from linpath.config.presets import PRESETS
+from linpath.config.schedule import Schedule
 from linpath.config.spec import read_spec
-from linpath.data.source import EvalSet
+from linpath.config.steps import Step
+from linpath.data.source import EvalSet, SourceSplit
+from linpath.data.stream import TextBlocks, bytes_tokenizer
 from linpath.engine.bn_stats import path_bn_policy
 from linpath.engine.outputs import OutputFn
-from linpath.engine.params import restrict, select
 from linpath.errors import LinpathError
-from linpath.io.files import atomic_write_text
+from linpath.io.hf_folder import is_model_folder
 from linpath.io.rundir import RunDir
 from linpath.io.tensors import load_tensors
+from linpath.models.hf import from_folder
 from linpath.runtime.device import resolve_device
-from linpath.runtime.progress import Progress
-from linpath.sweep.evaluation import bn_batches, setting_subset
 from linpath.sweep.external import ExternalInputs
-from linpath.sweep.grids import Grid
 from linpath.sweep.setting import SweepSetting
+
+TEXT_SUFFIXES = (".jsonl", ".txt")  # --data read as text, tokenized in blocks (data/stream.py)
+DEFAULT_SEQ_LEN = 1024  # tokens per block when the model's config names no maximum
 
 
 def find_run_spec(checkpoint: str | os.PathLike, needed: bool = True):
@@ -116,17 +125,26 @@ def resolve_output(text: str | None) -> OutputFn | None:
     return import_callable(text, "--output")
 
 
-def load_data(text: str, data_root=None, split: str = "test", device="cpu") -> tuple[EvalSet, int | None]:
-    """--data: a data set name (see linpath.data; read from --data-root) or a .pt file holding
-    an (inputs, targets) pair or {"inputs": ..., "targets": ...} (loaded weights-only).
-    Returns the evaluation set and its number of classes (None where unknown)."""
+def resolve_data(text: str, data_root=None, split: str = "test", task: str = "classification"):
+    """--data: a data set name (see linpath.data; read from --data-root), as a SourceSplit that
+    a job materializes or streams as it needs, or a .pt file holding an (inputs, targets) pair or
+    {"inputs": ..., "targets": ...} (loaded weights-only). Returns it and its number of classes
+    (None where unknown)."""
     if text in datasets.DATASETS:
         source = datasets.load(text, data_root)
-        return source.eval_set(split, device), source.num_classes
-    return tensor_file(text, "--data", device)
+        return SourceSplit(source, split), source.num_classes
+    return tensor_file(text, "--data", "cpu", task)
 
 
-def tensor_file(text: str, flag: str, device) -> tuple[EvalSet, int | None]:
+def load_data(text: str, data_root=None, split: str = "test", device="cpu") -> tuple[EvalSet, int | None]:
+    """resolve_data's data materialized on `device` (planes and external runs preload)."""
+    data, classes = resolve_data(text, data_root, split)
+    return as_evalset(data, device), classes
+
+
+def tensor_file(text: str, flag: str, device, task: str = "classification") -> tuple[EvalSet, int | None]:
+    """A .pt file of (inputs, targets) as an EvalSet named after the file, and its number of
+    classes; negative class labels are refused, but for causal-lm, whose -100 is unscored."""
     if not Path(text).is_file():
         raise LinpathError(
             f"{flag} {text!r} is neither a data set ({', '.join(sorted(datasets.DATASETS))}) nor a file"
@@ -140,102 +158,11 @@ def tensor_file(text: str, flag: str, device) -> tuple[EvalSet, int | None]:
         raise LinpathError(f"{text} must hold an (inputs, targets) pair of tensors or a dict with those keys")
     evalset = as_evalset(tuple(obj), device)
     evalset.name = Path(text).stem
-    if is_classification(evalset.labels) and int(evalset.labels.min()) < 0:
+    if not is_classification(evalset.labels) or task != "classification":
+        return evalset, None
+    if int(evalset.labels.min()) < 0:
         raise LinpathError(f"{text}: class labels must be >= 0, found {int(evalset.labels.min())}")
-    classes = int(evalset.labels.max()) + 1 if is_classification(evalset.labels) else None
-    return evalset, classes
-
-
-def normalization(data: str) -> str:
-    """What `linpath path` does to the inputs of `data` before the model sees them."""
-    if data in datasets.DATASETS:
-        return f"{data}: {datasets.normalization_text(data)} (as its presets train)"
-    return f"{Path(data).name}: none (the file's inputs are used as they are)"
-
-
-@dataclass(frozen=True)
-class PathOptions:
-    """How `linpath path` finds and runs what it evaluates, besides the sweep setting."""
-
-    data_root: str | None = None
-    device: str = "auto"
-    batch_size: int | None = None  # the engine's choice
-    num_classes: int | None = None
-    bn_data: str | None = None  # recompute: a data set (its training split) or a .pt file
-    allow_nonfinite: bool = False
-    align_end: bool = False
-    key: str | None = None
-    output: str | None = None
-    progress: bool = False
-    choose_bn: bool = False  # no policy asked for: path_bn_policy's (recompute on an aligned BatchNorm model)
-
-    def __post_init__(self):
-        if self.batch_size is not None and (isinstance(self.batch_size, bool) or self.batch_size <= 0):
-            raise LinpathError(f"--batch-size must be a positive integer, got {self.batch_size}")
-
-
-@dataclass
-class _Job:
-    """Everything resolved from the files and names, ready to evaluate."""
-
-    model_name: str
-    data_name: str
-    evalset: EvalSet
-    population: torch.Tensor | None
-    classes: int | None
-    run_spec: object  # the spec of the run folder holding the start state, or None
-    bn_batches: list | None = None
-    bn_source: str = "-"
-
-
-def _names(start, model: str | None, data: str | None):
-    """(model, data, the run folder's spec): the run folder's model and data set stand in for
-    the missing ones when the start state lies in one."""
-    spec = find_run_spec(start, needed=model is None or data is None)
-    for value, flag in ((model, "--model"), (data, "--data")):
-        if value is None and spec is None:
-            raise LinpathError(f"{flag} is needed: {start} is not inside a linpath run folder")
-    return model or spec.model.model, data or spec.data.dataset, spec
-
-
-def _bn_batches(job: _Job, setting: SweepSetting, options: PathOptions, dev) -> None:
-    """The recompute policy's inputs, as the sweep takes them: the first --bn-batches training
-    batches of the named data set (the run's seed and batch size when the start state lies in a
-    run folder, else seed 0 and batch 128), or the first batches of a .pt file's inputs."""
-    if setting.bn != "recompute":
-        return
-    name = options.bn_data or (job.data_name if job.data_name in datasets.DATASETS else None)
-    if name is None:
-        raise LinpathError(
-            "--bn recompute needs --bn-data (recompute is also --align's default on a model with BatchNorm): "
-            "a data set name (its training split is used) or a .pt file of (inputs, targets) to re-estimate "
-            "BatchNorm statistics from"
-        )
-    seed, batch = (job.run_spec.train.seed, job.run_spec.data.batch_size) if job.run_spec else (0, 128)
-    if name in datasets.DATASETS:
-        data = datasets.load(name, options.data_root)
-        job.bn_source = f"{name} training split, {setting.bn_batches} batches of {batch} (seed {seed})"
-    else:
-        data = tensor_file(name, "--bn-data", dev)[0]
-    job.bn_batches = bn_batches(data, setting.bn_batches, batch, seed, dev)
-    if name not in datasets.DATASETS:
-        job.bn_source = f"{Path(name).name}, {len(job.bn_batches)} batches of up to {batch}"
-
-
-def _prepare(start, model, data, setting: SweepSetting, options: PathOptions, dev) -> _Job:
-    model_name, data_name, spec = _names(start, model, data)
-    evalset, classes = load_data(data_name, options.data_root, setting.split, dev)
-    subset, population = setting_subset(evalset, setting)
-    if setting.eval_examples and population is None and setting.eval_examples < len(evalset):
-        raise LinpathError("--eval-examples needs class labels (integer targets) to stratify by")
-    return _Job(model_name, data_name, subset, population, classes, spec)
-
-
-def setting_key(setting: SweepSetting, job: _Job) -> str:
-    """The sweep's key for this setting; a .pt file's name stands where the split would be."""
-    if job.data_name in datasets.DATASETS:
-        return setting.key
-    return setting.key_with_split(job.evalset.name)
+    return evalset, int(evalset.labels.max()) + 1
 
 
 def describe_file(file, other) -> str:
@@ -250,112 +177,6 @@ def describe_file(file, other) -> str:
     while k < len(mine) and mine[-k:] == theirs[-k:]:
         k += 1
     return str(Path(*mine[-k:]))
-
-
-def _record(start, end, job: _Job, setting: SweepSetting, options: PathOptions, curve: PathCurve) -> dict:
-    """The setting as recorded beside paths.csv (setting.json) and printed."""
-    return {
-        "setting": setting_key(setting, job),
-        "start": str(start),
-        "end": str(end),
-        "model": job.model_name,
-        "data": job.data_name,
-        "split": job.evalset.name,
-        "normalization": normalization(job.data_name),
-        "grid": setting.grid.key,
-        "points": len(curve.x),
-        "precision": setting.precision,
-        "eval_examples": setting.eval_examples or len(job.evalset),
-        "population": int(job.population.sum()) if job.population is not None else len(job.evalset),
-        "bn": setting.bn,
-        "bn_batches": setting.bn_batches if setting.bn == "recompute" else None,
-        "bn_data": job.bn_source if setting.bn == "recompute" else None,
-        "aligned": options.align_end,
-        "params": setting.params or None,
-        "hold": setting.hold if setting.params else None,
-    }
-
-
-def write_outputs(out: Path, curve: PathCurve, record: dict, title: str) -> list[Path]:
-    files = [curve.to_csv(out / "paths.csv")]
-    atomic_write_text(out / "setting.json", json.dumps(record, indent=2) + "\n")
-    metrics = {**record, "examples": curve.examples, **curve.metrics()}
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    files += [out / "setting.json", out / "metrics.json"]
-    fig = curve.plot(title=title)
-    for ext in ("png", "pdf"):
-        fig.savefig(out / f"path.{ext}", dpi=150, bbox_inches="tight")
-        files.append(out / f"path.{ext}")
-    return files
-
-
-def points_progress(enabled: bool, total: int | None):
-    """A callback counting evaluated points (runtime/progress.py); `total` None for adaptive
-    grids. Returns (callback, close)."""
-    if not enabled:
-        return None, lambda: None
-    bar = Progress("path", total, "net")
-    of = f"/{total}" if total else ""
-    return lambda n: bar.update(n, f"path: {bar.done + n}{of} points"), bar.close
-
-
-def path_between_files(
-    start: str | os.PathLike,
-    end: str | os.PathLike,
-    model: str | None = None,
-    data: str | None = None,
-    out: str | os.PathLike = "path-out",
-    setting: SweepSetting | None = None,
-    points: int | None = None,
-    **options,
-) -> tuple[PathCurve, list[Path]]:
-    """`linpath path`: the path between two saved states under a sweep setting (the sweep's
-    grid, subset, precision and BatchNorm policy), written to `out` as paths.csv (the sweep's
-    columns), setting.json, metrics.json and path.png/.pdf. Without `model`/`data`, both come from
-    the linpath run folder holding `start`. `points` is shorthand for a uniform grid; `options`
-    are PathOptions' fields. Returns the curve and the files (setting.json: what was recorded)."""
-    setting = setting or SweepSetting(grid=Grid(points=points or 100))
-    opts = PathOptions(**options)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise LinpathError(f"--out {out} is a file, not a folder")
-    dev = resolve_device(opts.device)
-    job = _prepare(start, model, data, setting, opts, dev)
-    work = resolve_model(job.model_name, opts.num_classes or job.classes)  # a fresh model, ours to overwrite
-    if opts.choose_bn:
-        setting = dataclasses.replace(setting, bn=path_bn_policy(None, work, opts.align_end))
-    _bn_batches(job, setting, opts, dev)
-    end_state = align(start, end, work, key=opts.key) if opts.align_end else end
-    start_sd, end_sd = endpoints(work.state_dict(), start, end_state, opts.key, opts.allow_nonfinite)
-    if setting.params:
-        start_sd, end_sd = restrict(start_sd, end_sd, select(setting.params, work), setting.hold)
-    output_fn = resolve_output(opts.output)
-    evalset = fit_inputs(work, job.evalset, dev, output_fn)
-    total = None if setting.grid.kind == "adaptive" else len(setting.grid.xs())
-    report, close = points_progress(opts.progress, total)
-    try:
-        curve = evaluate_curve(
-            work,
-            start_sd,
-            end_sd,
-            evalset,
-            setting.grid,
-            bn=setting.bn,
-            batch_size=opts.batch_size,
-            precision=setting.precision,
-            bn_batches=job.bn_batches,
-            output_fn=output_fn,
-            population=job.population,
-            on_points=report,
-        )
-    finally:
-        close()
-    record = _record(start, end, job, setting, opts, curve)
-    title = (
-        f"start: {describe_file(start, end)}\nend: {describe_file(end, start)}\n"
-        f"{job.model_name}, {record['setting']}"
-    )
-    return curve, write_outputs(out, curve, record, title)
 
 
 def external_inputs(
@@ -374,3 +195,304 @@ def external_inputs(
     classes = num_classes or classes
     evalset = fit_inputs(resolve_model(model, classes), evalset, torch.device("cpu"))
     return ExternalInputs(lambda: resolve_model(model, classes), evalset, classes, data)
+
+
+@dataclass(frozen=True)
+class PathArgs:
+    """`linpath path`'s strings and switches, before resolution (see path_inputs)."""
+
+    start: str
+    end: str
+    model: str | None = None  # a preset or model name, module:callable; default the run's or the folder's
+    data: str | None = None  # a data set name, a .pt file, a text file; default the run's data set
+    num_classes: int | None = None
+    key: str | None = None
+    output: str | None = None
+    data_root: str | None = None
+    device: str = "cpu"
+    batch_size: int | None = None
+    bn_data: str | None = None  # recompute: a data set (its training split) or a .pt file
+    choose_bn: bool = False  # no --bn given: path_bn_policy's (recompute on an aligned BatchNorm model)
+    align: bool = False
+    tokenizer: str | None = None  # text --data: "bytes", or module:callable mapping a text to token ids
+    seq_len: int | None = None  # text --data: default the model's maximum positions, at most DEFAULT_SEQ_LEN
+    text_field: str = "text"
+    allow_nonfinite: bool = False
+    progress: bool = False
+
+    def __post_init__(self):
+        if self.seq_len is not None and self.seq_len < 2:
+            raise LinpathError(f"--seq-len must be at least 2, got {self.seq_len}")
+
+
+@dataclass
+class PathInputs:
+    """A path job resolved from PathArgs: the objects evaluate_path() takes, and the names that
+    say what they were (setting.json)."""
+
+    model: nn.Module
+    start: str
+    end: str
+    data: object  # an EvalSet, a SourceSplit or a TextBlocks stream
+    setting: SweepSetting
+    options: PathOptions
+    names: dict  # model, data, normalization, bn_data, tokenizer, seq_len
+    progress: bool = False
+
+
+def path_inputs(args: PathArgs, setting: SweepSetting) -> PathInputs:
+    """The objects of `linpath path`: the model (named, module:callable, the start's model folder's
+    config.json, or the run folder's), the data (a data set's split, a .pt file's tensors, a text
+    file's token blocks), the BatchNorm policy and its recompute data (the sweep's recipe), and
+    every option of the job."""
+    model_name, data_name, spec = _names(args)
+    data, classes = _data(data_name, args, setting)
+    model = _model(model_name, args, setting, args.num_classes or classes)
+    if _is_text(data_name):
+        data = _text_blocks(data_name, args, model)
+    if is_streamed(model, args.start, args.end, data, setting):
+        _check_streamable(args, setting)
+    elif args.choose_bn:
+        setting = dataclasses.replace(setting, bn=path_bn_policy(None, model, args.align))
+    bn_data, batch, seed, bn_source = _bn_data(args, setting, data_name, spec)
+    options = PathOptions(
+        device=args.device, batch_size=args.batch_size, key=args.key, output_fn=resolve_output(args.output),
+        allow_nonfinite=args.allow_nonfinite, bn_data=bn_data, bn_batch_size=batch, bn_seed=seed,
+        align_end=args.align, copy_model=False,
+    )  # fmt: skip
+    names = {
+        "model": model_name or f"{Path(args.start).name}/config.json",
+        "data": str(data_name),
+        "normalization": _normalization_text(data_name, data, args.tokenizer),
+        "bn_data": bn_source,
+        "tokenizer": args.tokenizer if isinstance(data, TextBlocks) else None,
+        "seq_len": data.seq_len if isinstance(data, TextBlocks) else None,
+    }
+    return PathInputs(model, args.start, args.end, data, setting, options, names, args.progress)
+
+
+def _check_streamable(args: PathArgs, setting: SweepSetting) -> None:
+    """What the streamed evaluator does not take, refused before anything is read."""
+    if problem := setting.streamed_problem():
+        raise LinpathError(problem)
+    if args.align or args.bn_data:
+        raise LinpathError("--align and --bn-data are not supported with streamed evaluation")
+
+
+def _is_text(data: str) -> bool:
+    return Path(data).suffix in TEXT_SUFFIXES
+
+
+def _names(args: PathArgs) -> tuple[str | None, str, object]:
+    """(model, data, the run folder's spec): a model folder builds its own model; otherwise the
+    run folder holding the start state stands in for a missing --model or --data."""
+    if args.model is None and is_model_folder(args.start):
+        if args.data is None:
+            raise LinpathError("--data is needed: a text file (.jsonl, .txt), a .pt file or a data set name")
+        return None, args.data, None
+    spec = find_run_spec(args.start, needed=args.model is None or args.data is None)
+    for value, flag in ((args.model, "--model"), (args.data, "--data")):
+        if value is None and spec is None:
+            raise LinpathError(f"{flag} is needed: {args.start} is not inside a linpath run folder")
+    return args.model or spec.model.model, args.data or spec.data.dataset, spec
+
+
+def _data(data_name: str, args: PathArgs, setting: SweepSetting):
+    """The data argument, unread for text (tokenized once the model is known)."""
+    if _is_text(data_name):
+        if not Path(data_name).is_file():
+            raise LinpathError(f"--data {data_name}: no such file")
+        return None, None
+    return resolve_data(data_name, args.data_root, setting.split, setting.task)
+
+
+def _model(name: str | None, args: PathArgs, setting: SweepSetting, classes: int | None) -> nn.Module:
+    """A fresh model for the job to overwrite: --model's, else the start folder's config.json."""
+    if name is not None:
+        return resolve_model(name, classes)
+    return from_folder(args.start, setting.task)
+
+
+def _text_blocks(data: str, args: PathArgs, model: nn.Module) -> TextBlocks:
+    """A text file cut into blocks of tokens for a causal language model (data/stream.py)."""
+    if args.tokenizer is None:
+        raise LinpathError(
+            f"--data {data} is text: give --tokenizer (bytes, or module:callable mapping a text to token ids)"
+        )
+    tokenize = (
+        bytes_tokenizer if args.tokenizer == "bytes" else import_callable(args.tokenizer, "--tokenizer")
+    )
+    return TextBlocks(data, tokenize, _seq_len(args, model), args.batch_size or 8, args.text_field)
+
+
+def _seq_len(args: PathArgs, model: nn.Module) -> int:
+    if args.seq_len is not None:
+        return args.seq_len
+    config = getattr(model, "config", None)
+    longest = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    return min(DEFAULT_SEQ_LEN, int(longest)) if longest else DEFAULT_SEQ_LEN
+
+
+def _bn_data(args: PathArgs, setting: SweepSetting, data_name: str, spec) -> tuple:
+    """(bn_data, batch size, seed, its description) for the recompute policy, as the sweep takes
+    it: the first --bn-batches training batches of a named data set (the run's seed and batch size
+    when the start state lies in a run folder, else seed 0 and batch 128), or the first batches of
+    a .pt file's inputs; (None, 128, 0, None) under the interpolate policy."""
+    seed, batch = (spec.train.seed, spec.data.batch_size) if spec else (0, 128)
+    if setting.bn != "recompute":
+        if args.bn_data is not None:
+            raise LinpathError(
+                "--bn-data is for --bn recompute (it gives the batches statistics are re-estimated from)"
+            )
+        return None, batch, seed, None
+    name = args.bn_data or (data_name if data_name in datasets.DATASETS else None)
+    if name is None:
+        raise LinpathError(
+            "--bn recompute needs --bn-data (recompute is also --align's default on a model with BatchNorm): "
+            "a data set name (its training split is used) or a .pt file of (inputs, targets) to re-estimate "
+            "BatchNorm statistics from"
+        )
+    if name in datasets.DATASETS:
+        described = f"{name} training split, {setting.bn_batches} batches of {batch} (seed {seed})"
+        return datasets.load(name, args.data_root), batch, seed, described
+    data = tensor_file(name, "--bn-data", "cpu")[0]
+    count = min(setting.bn_batches, math.ceil(len(data) / batch))
+    return data, batch, seed, f"{Path(name).name}, {count} batches of up to {batch}"
+
+
+def _normalization_text(name: str, data, tokenizer: str | None) -> str:
+    """What the job does to the inputs of `name` before the model sees them."""
+    if isinstance(data, TextBlocks):
+        return f"{Path(name).name}: tokenized by {tokenizer}"
+    if name in datasets.DATASETS:
+        return f"{name}: {datasets.normalization_text(name)} (as its presets train)"
+    return f"{Path(name).name}: none (the file's inputs are used as they are)"
+
+
+def parse_pair(text: str, kind, what: str) -> tuple:
+    """'21' -> (21, 21); '21,15' -> (21, 15); for a plane's --grid (int) and --span (float)."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    try:
+        values = [kind(p) for p in parts]
+    except ValueError:
+        raise LinpathError(f"{what} {text!r}: expected one or two comma-separated numbers") from None
+    if len(values) == 1 and kind is int:
+        values = values * 2
+    if len(values) != 2:
+        raise LinpathError(f"{what} {text!r}: expected {'one or ' if kind is int else ''}two numbers")
+    return tuple(values)
+
+
+@dataclass(frozen=True)
+class PlaneArgs:
+    """`linpath plane`'s strings: three state files (origin, a, b), one center (with a seed),
+    or one run folder with the replicate and the third state (another replicate, or a step)."""
+
+    states: tuple[str, ...]
+    model: str | None = None
+    data: str | None = None
+    num_classes: int | None = None
+    data_root: str | None = None
+    out: str | None = None  # default plane-out/, or the run's own plane/<key>/
+    replicate: int = 0
+    other_replicate: int | None = None
+    at: str | None = None
+
+
+def plane_inputs(args: PlaneArgs, options: PlaneOptions) -> PlaneInputs:
+    """The plane job of the command line's strings: a run folder's states (see _run_states), or
+    state files of `model` on `data` (both default to the run folder holding the first file)."""
+    if len(args.states) == 1 and Path(args.states[0]).is_dir():
+        return _run_plane(args, options)
+    wanted = 1 if options.seed is not None else 3
+    if len(args.states) != wanted:
+        what = "one state file (the center)" if wanted == 1 else "three state files (origin, a, b)"
+        raise LinpathError(f"give {what} or one run folder, got {len(args.states)} paths")
+    spec = find_run_spec(args.states[0]) if args.model is None or args.data is None else None
+    if (args.model is None or args.data is None) and spec is None:
+        raise LinpathError(
+            f"--model and --data are needed: {args.states[0]} is not inside a linpath run folder"
+        )
+    model, data = args.model or spec.model.model, args.data or spec.data.dataset
+    evalset, classes = load_data(data, args.data_root, options.setting.split, resolve_device(options.device))
+    net = resolve_model(model, args.num_classes or classes)
+    labels = [Path(s).stem for s in args.states]
+    title = f"{' / '.join(labels)} ({model}, {evalset.name})"
+    return PlaneInputs(net, list(args.states), labels, evalset, Path(args.out or "plane-out"), title)
+
+
+def _run_plane(args: PlaneArgs, options: PlaneOptions) -> PlaneInputs:
+    """A run folder's plane, by default in its own folder <run>/plane/<key>/ (resumed when it
+    holds part of this plane). An external run (config/external.py) needs --model and --data."""
+    run = RunDir(args.states[0])
+    spec = read_spec(run, external_ok=args.model is not None or args.data is not None)
+    schedule, evalset, net, model_name = _run_inputs(run, spec, args, options)
+    pairs, name = _run_states(schedule, args, options.seed is not None)
+    if options.seed is not None:
+        name += f"-seed{options.seed}"
+    files = _checkpoints(run, pairs)
+    labels = [f"r{q} t={t}" for q, t in pairs]
+    folder = Path(args.out) if args.out is not None else run.plane_dir(options.key(name))
+    kept = {t: run.checkpoint(args.replicate, t) for t in run.saved_steps(args.replicate)}
+    title = f"{' / '.join(labels)} ({model_name}, {evalset.name})"
+    return PlaneInputs(net, files, labels, evalset, folder, title, kept)
+
+
+def _run_states(schedule: Schedule, args: PlaneArgs, random: bool):
+    """The run's (replicate, step) pairs and the plane's name: for three states, init and final
+    of replicate r, then the other replicate's final or r's state at T; for a random plane, the
+    center: r's final, or its state at T."""
+    r, other, at, final = args.replicate, args.other_replicate, args.at, schedule.total
+    if random:
+        if other is not None:
+            raise LinpathError("--other-replicate does not apply to a random plane (--seed)")
+        t = final if at is None else _step_within(at, schedule)
+        return [(r, t)], f"r{r}-t{t}-random"
+    if (other is None) == (at is None):
+        raise LinpathError("give exactly one of --other-replicate and --at for a run folder")
+    if other is not None:
+        if other == r:
+            raise LinpathError(f"--other-replicate {other} is the replicate itself")
+        return [(r, 0), (r, final), (other, final)], f"r{r}-r{other}"
+    t = _step_within(at, schedule)
+    return [(r, 0), (r, final), (r, t)], f"r{r}-at{t}"
+
+
+def _step_within(at: str, schedule: Schedule) -> int:
+    step = Step.parse(at)
+    if step.epochs and not schedule.iterations_per_epoch:  # an external run: no epochs known
+        raise LinpathError(
+            f"--at {at}: an external run counts optimizer steps; write --at in steps, e.g. 1000"
+        )
+    t = step.to_iterations(schedule.iterations_per_epoch)
+    if not 0 < t < schedule.total:
+        raise LinpathError(
+            f"--at {at} is step {t}; it must lie strictly between 0 and the final {schedule.total}"
+        )
+    return t
+
+
+def _checkpoints(run: RunDir, pairs: list[tuple[int, int]]) -> list[Path]:
+    for q, t in pairs:
+        if not run.checkpoint(q, t).is_file():
+            kept = ", ".join(map(str, run.saved_steps(q))) or "none"
+            raise LinpathError(
+                f"replicate {q} has no checkpoint at t={t} ({run.checkpoint(q, t)}; kept: {kept})"
+            )
+    return [run.checkpoint(q, t) for q, t in pairs]
+
+
+def _run_inputs(run: RunDir, spec, args: PlaneArgs, options: PlaneOptions):
+    """(schedule, evaluation set, network, model name) of a run: a preset's from its spec, an
+    external run's from --model and --data (its schedule: its total steps, no epochs)."""
+    dev, split = resolve_device(options.device), options.setting.split
+    if not is_external(spec):
+        if args.model is not None or args.data is not None:
+            raise LinpathError(f"--model and --data are for external runs; {run.root}'s spec builds both")
+        source = datasets.load(spec.data.dataset, args.data_root)
+        net = resolve_model(spec.model.model, source.num_classes)
+        schedule = Schedule.of(spec, source.num_train_examples)
+        return schedule, source.eval_set(split, dev), net, spec.model.model
+    inputs = external_inputs(args.model, args.data, args.data_root, split)
+    schedule = Schedule(0, spec.total_steps, 0.0, (), 1.0, 0)
+    return schedule, inputs.source().eval_set(split, dev), inputs.make_model(), args.model

@@ -10,49 +10,46 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 
 from linpath.api.curve import PathCurve
-from linpath.api.inputs import BatchFn, default_device, grid_xs, is_classification
+from linpath.api.inputs import default_device, is_classification
+from linpath.api.options import PathOptions
 from linpath.api.states import StateLike, endpoints, load_state
 from linpath.data.stream import as_stream, is_stream
 from linpath.engine.lazy_states import DictState, StateMix, check_finite_states
-from linpath.engine.outputs import OutputFn
-from linpath.engine.streamed import MIN_EXAMPLES, StreamedEvaluator
+from linpath.engine.streamed import StreamedEvaluator
 from linpath.engine.tasks import Task, make_task
 from linpath.errors import LinpathError
 from linpath.io.checkpoints import fit_keys
 from linpath.io.hf_folder import ModelFolder, is_model_folder
 from linpath.models.hf import from_folder
 from linpath.runtime.device import resolve_device
-from linpath.sweep.grids import Grid
-
-STREAM_UNSUPPORTED = {"params": None, "eval_examples": None, "bn_data": None, "bn": "interpolate"}
+from linpath.sweep.setting import SweepSetting
 
 
-def is_streamed(model, start_state, end_state, data, task: str, se_target) -> bool:
-    """Whether path() uses the streamed evaluator (see path()'s docstring)."""
+def is_streamed(model, start_state, end_state, data, setting: SweepSetting) -> bool:
+    """Whether a path job uses the streamed evaluator (see the module's docstring): the one
+    place this choice is made."""
     folders = any(is_model_folder(s) for s in (model, start_state, end_state))
-    return task != "classification" or se_target is not None or folders or is_stream(data)
+    return setting.streamed or folders or is_stream(data)
 
 
-def streamed_path(model, start_state, end_state, data, grid, options: dict) -> PathCurve:
-    """path() on the streamed evaluator; `options` are path()'s arguments."""
-    for name, default in STREAM_UNSUPPORTED.items():
-        if options[name] != default:
-            raise LinpathError(f"{name}={options[name]!r} is not supported with streamed evaluation")
-    xs = grid if isinstance(grid, Grid) else grid_xs(grid)
-    work = _working_model(model, options["task"])
-    dev = default_device(work) if options["device"] is None else resolve_device(str(options["device"]))
-    stream = as_stream(data, options["batch_size"] or (8 if options["task"] == "causal-lm" else 256), dev)
-    passed = ("task", "loss_fn", "error_fn", "output_fn", "precision", "se_target", "min_examples", "shard")
-    passed += ("key", "allow_nonfinite")
-    return evaluate_streamed(work, start_state, end_state, stream, xs, dev, **{k: options[k] for k in passed})
+def streamed_path(
+    model, start_state, end_state, data, setting: SweepSetting, options: PathOptions
+) -> PathCurve:
+    """The path job on the streamed evaluator: `model` a module (copied unless
+    options.copy_model is False) or a model folder (its config.json builds the network)."""
+    if problem := setting.streamed_problem():
+        raise LinpathError(problem)
+    work = _working_model(model, setting.task, options.copy_model)
+    dev = default_device(work) if options.device is None else resolve_device(str(options.device))
+    size = options.batch_size or (8 if setting.task == "causal-lm" else 256)
+    stream = as_stream(data, size, dev)
+    return evaluate_streamed(work.to(dev), start_state, end_state, stream, setting, options)
 
 
 def evaluate_streamed(
@@ -60,48 +57,39 @@ def evaluate_streamed(
     start_state: StateLike,
     end_state: StateLike,
     stream,
-    xs: Sequence[float] | Grid,
-    device: torch.device,
-    task: str = "classification",
-    loss_fn: BatchFn | None = None,
-    error_fn: BatchFn | None = None,
-    output_fn: OutputFn | None = None,
-    precision: str = "fp32",
-    se_target: float | None = None,
-    min_examples: int = MIN_EXAMPLES,
-    shard: tuple[int, int] | None = None,
-    key: str | None = None,
-    allow_nonfinite: bool = False,
-    on_points: Callable[[int], None] | None = None,
+    setting: SweepSetting,
+    options: PathOptions,
 ) -> PathCurve:
-    """path()'s streamed evaluation after its conversions, for callers that hold a model of their
-    own (`linpath path`): `work` is overwritten in place (no copy: one model in memory), `stream`
-    is a data.stream Stream; the other arguments are path()'s."""
-    classification = loss_fn is None or error_fn is None
-    if classification and task == "classification":
+    """The streamed evaluation of `work` (overwritten in place: one model in memory, on its
+    device) along the setting's grid, `stream` a data.stream Stream."""
+    device = default_device(work)
+    classification = options.loss_fn is None or options.error_fn is None
+    if classification and setting.task == "classification":
         first = next(iter(stream.batches()), None)
         classification = first is not None and is_classification(first.targets)
-    scorer = make_task(task, loss_fn, error_fn, classification)
+    scorer = make_task(setting.task, options.loss_fn, options.error_fn, classification)
     evaluator = StreamedEvaluator(
-        work, stream, scorer, device, precision, output_fn, se_target, min_examples, shard
+        work, stream, scorer, device, setting.precision, options.output_fn, setting.se_target,
+        setting.min_examples, options.shard,
+    )  # fmt: skip
+    states, names = _lazy_endpoints(
+        work, start_state, end_state, options.key, options.allow_nonfinite, device
     )
-    states, names = _lazy_endpoints(work, start_state, end_state, key, allow_nonfinite, device)
     mix = StateMix(work, states, names)
-    on_point = (lambda: on_points(1)) if on_points is not None else None
-    if isinstance(xs, Grid):
-        xs, results = xs.run(lambda chunk: evaluator.evaluate_path(mix, chunk, on_point))
-    else:
-        results = evaluator.evaluate_path(mix, [float(x) for x in xs], on_point)
-    return stream_curve(xs, results, scorer, stream.name, precision)
+    on_point = (lambda: options.on_points(1)) if options.on_points is not None else None
+    xs, results = setting.grid.run(lambda chunk: evaluator.evaluate_path(mix, chunk, on_point))
+    curve = stream_curve(xs, results, scorer, stream.name, setting.precision)
+    return curve.with_population(stream.length)
 
 
-def _working_model(model, task: str) -> nn.Module:
-    """The model to overwrite: built from a model folder's config.json, else a copy of `model`."""
+def _working_model(model, task: str, copy_model: bool = True) -> nn.Module:
+    """The model to overwrite: built from a model folder's config.json, else `model` (a copy
+    unless the caller made it for this job)."""
     if isinstance(model, (str, os.PathLike)):
         return from_folder(model, task)
     if not isinstance(model, nn.Module):
         raise LinpathError(f"model must be a torch.nn.Module or a model folder, got {type(model).__name__}")
-    return copy.deepcopy(model)
+    return copy.deepcopy(model) if copy_model else model
 
 
 def _lazy_endpoints(

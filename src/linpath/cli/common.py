@@ -11,7 +11,7 @@ from linpath.analysis.metrics import HEIGHTS
 from linpath.config.presets import preset
 from linpath.config.spec import DataSpec, ModelSpec, TrainSpec, override_fields
 from linpath.errors import LinpathError
-from linpath.sweep.setting import SweepSetting, parse_steps
+from linpath.sweep.setting import STREAM_FIELDS, SweepSetting, parse_steps
 
 # Spec fields whose flag says more than the field's name: training's precision is
 # --train-precision, evaluation's --eval-precision, everywhere.
@@ -93,9 +93,9 @@ def spec_from(args):
     return preset(args.preset).with_overrides(overrides)
 
 
-def add_evaluation_options(g, **defaults) -> None:
-    """A sweep setting's flags (sweep/setting.py), and --allow-nonfinite."""
-    SweepSetting.add_flags(g, **defaults)
+def add_evaluation_options(g, omit: tuple[str, ...] = (), **defaults) -> None:
+    """A sweep setting's flags (sweep/setting.py) but those in `omit`, and --allow-nonfinite."""
+    SweepSetting.add_flags(g, omit, **defaults)
     g.add_argument(
         "--allow-nonfinite",
         action="store_true",
@@ -105,7 +105,7 @@ def add_evaluation_options(g, **defaults) -> None:
 
 def add_sweep_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sweep")
-    add_evaluation_options(g)
+    add_evaluation_options(g, omit=STREAM_FIELDS)  # a run's sweep: preloaded evaluation only
     g.add_argument(
         "--compile",
         action="store_true",
@@ -148,23 +148,21 @@ def run_folder(text: str) -> Path:
     return Path(text)
 
 
-def sweep_stage(args, run_dir, setting: SweepSetting, world, inputs=None):
-    """The sweep stage with the command line's sweep options (`inputs`: an external run's
-    --model and --data)."""
-    from linpath.runs import stages
+def sweep_options(args, world, inputs=None):
+    """The sweep's options from the command line (`inputs`: an external run's --model and
+    --data), for sweep, run and the per-layer mode."""
+    from linpath.sweep.run import SweepOptions
 
-    return stages.sweep(
-        run_dir,
-        setting,
-        args.data_root,
-        args.device,
-        parse_steps(args.from_steps),
-        not args.quiet,
-        world,
-        args.compile,
-        args.allow_nonfinite,
-        args.allow_duplicates,
-        inputs,
+    return SweepOptions(
+        data_root=args.data_root,
+        device=args.device,
+        from_steps=parse_steps(args.from_steps),
+        progress=not args.quiet,
+        world=world,
+        compile=args.compile,
+        allow_nonfinite=args.allow_nonfinite,
+        allow_duplicates=args.allow_duplicates,
+        inputs=inputs,
     )
 
 

@@ -1,11 +1,9 @@
 """linpath path: the path between any two saved states, of a run's model or your own."""
 
 import json
-from pathlib import Path
 
 from linpath.cli import common
 from linpath.cli.registry import Command
-from linpath.errors import LinpathError
 from linpath.sweep.setting import SweepSetting
 
 
@@ -62,7 +60,16 @@ def arguments(p) -> None:
         default="path-out",
         help="output folder: paths.csv, setting.json, metrics.json, path.png/.pdf (default path-out/)",
     )
-    g = p.add_argument_group("sweep setting (as 'linpath sweep')")
+    _add_setting_options(p)
+    _add_stream_options(p)
+    common.add_common(p)
+
+
+def _add_setting_options(p) -> None:
+    """The sweep setting's flags (the one evaluation setting) and the recompute policy's data."""
+    g = p.add_argument_group(
+        "sweep setting (as 'linpath sweep'; --task, --se-target, --min-examples: streamed)"
+    )
     common.add_evaluation_options(g)
     g.add_argument(
         "--bn-data",
@@ -72,35 +79,13 @@ def arguments(p) -> None:
     )
     # no --bn: the path's policy (recompute on an aligned BatchNorm model, else interpolate)
     p.set_defaults(bn=None)
-    _add_stream_options(p)
-    common.add_common(p)
 
 
 def _add_stream_options(p) -> None:
-    """Options for language models, model folders and streamed data (commands/stream_path.py)."""
+    """Options for text data read in token blocks (data/stream.py's TextBlocks)."""
     g = p.add_argument_group(
         "language models and streamed data (a model folder as START/END, --task causal-lm, a text "
         "--data or --se-target: the states stay on disk and the data is read a batch at a time)"
-    )
-    g.add_argument(
-        "--task",
-        choices=("classification", "causal-lm"),
-        default="classification",
-        help="causal-lm: mean next-token cross-entropy over the scored tokens, next-token error, "
-        "perplexity and bits per byte (default classification)",
-    )
-    g.add_argument(
-        "--se-target",
-        type=float,
-        default=None,
-        help="stop each point once the loss's standard error is at most this (the examples read are "
-        "recorded per point; shuffle the data once beforehand)",
-    )
-    g.add_argument(
-        "--min-examples",
-        type=int,
-        default=100,
-        help="--se-target: examples (sequences for causal-lm) read before a point may stop (default 100)",
     )
     g.add_argument(
         "--tokenizer",
@@ -118,72 +103,27 @@ def _add_stream_options(p) -> None:
 
 
 def run(args) -> int:
-    from linpath.api.resolve import path_between_files
+    """Strings to objects (api/resolve.py), then the one path job and its folder; under torchrun
+    the ranks share a streamed job's batches and rank 0 writes and prints."""
+    from linpath.api.path_folder import summary_lines, write_path_folder
+    from linpath.api.resolve import PathArgs, path_inputs
+    from linpath.runtime import distributed
 
-    streamed = _streamed(args)
-    if streamed is not None:
-        return streamed
     setting = SweepSetting.from_args(args, bn=args.bn or "interpolate")
-    options = _options(args, bn_data=args.bn_data, align_end=args.align, choose_bn=args.bn is None)
-    curve, files = path_between_files(
-        args.start, args.end, args.model, args.data, args.out, setting, **vars(options)
-    )
-    _print_path(curve, json.loads((Path(args.out) / "setting.json").read_text()))
-    if args.align:
-        print(f"aligned {args.end} to {args.start} by weight matching; BatchNorm policy: {curve.bn}")
-    print(f"wrote: {', '.join(str(f) for f in files)}")
-    return 0
-
-
-def _options(args, **more):
-    """commands.path.PathOptions from the command line (`more`: what only one mode takes)."""
-    from linpath.api.resolve import PathOptions
-
-    return PathOptions(
-        data_root=args.data_root,
-        device=args.device,
-        batch_size=args.batch_size,
-        num_classes=args.num_classes,
-        allow_nonfinite=args.allow_nonfinite,
-        key=args.key,
-        output=args.output,
-        progress=not args.quiet,
-        **more,
-    )
-
-
-def _streamed(args) -> int | None:
-    """`linpath path` on the streamed evaluator when the job asks for it (a model folder, a task,
-    text data, --se-target: commands/stream_path.py), else None."""
-    from linpath.api.stream_files import StreamOptions, streamed_path_between_files, summary_lines
-
-    stream = StreamOptions(
-        args.task, args.se_target, args.min_examples, args.tokenizer, args.seq_len, args.text_field
-    )
-    if not stream.wanted(args.start, args.end, args.data):
-        return None
-    if args.align or args.bn_data:
-        raise LinpathError("--align and --bn-data are not supported with streamed evaluation")
-    setting = SweepSetting.from_args(args, bn=args.bn or "interpolate")
-    curve, files = streamed_path_between_files(
-        args.start, args.end, args.model, args.data, Path(args.out), setting, stream, _options(args)
-    )
-    if files:  # rank 0's
-        print("\n".join(summary_lines(curve, json.loads((Path(args.out) / "setting.json").read_text()))))
+    world = distributed.init(args.device)
+    path_args = PathArgs(
+        args.start, args.end, args.model, args.data, args.num_classes, args.key, args.output, args.data_root,
+        world.device(args.device), args.batch_size, args.bn_data, args.bn is None, args.align, args.tokenizer,
+        args.seq_len, args.text_field, args.allow_nonfinite, not args.quiet and world.is_main,
+    )  # fmt: skip
+    inputs = path_inputs(path_args, setting)
+    curve, files = write_path_folder(inputs, args.out, write=world.is_main)
+    if files:
+        print("\n".join(summary_lines(curve, json.loads(files[1].read_text()))))
+        if args.align:
+            print(f"aligned {args.end} to {args.start} by weight matching; BatchNorm policy: {curve.bn}")
         print(f"wrote: {', '.join(str(f) for f in files)}")
     return 0
-
-
-def _print_path(curve, record: dict) -> None:
-    """The summary: the setting, the normalization, the main metrics."""
-    print(
-        f"setting: {record['setting']} ({record['points']} points on {record['eval_examples']} of "
-        f"{record['population']} {record['split']} examples)"
-    )
-    print(f"normalization: {record['normalization']}")
-    if record["bn_data"]:
-        print(f"BatchNorm statistics recomputed from: {record['bn_data']}")
-    print("\n".join(curve.summary_lines(with_se=record["population"] > record["eval_examples"])))
 
 
 COMMAND = Command("path", "evaluate the path between any two saved states", arguments, run, order=10)

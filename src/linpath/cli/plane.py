@@ -1,11 +1,10 @@
 """linpath plane: loss and error on the plane through three saved states, or around one."""
 
 import re
-from pathlib import Path
 
 from linpath.cli import common
 from linpath.cli.registry import Command
-from linpath.runtime.device import PRECISIONS
+from linpath.sweep.setting import SETTING_FIELDS, SweepSetting
 
 
 def arguments(p) -> None:
@@ -40,10 +39,8 @@ def arguments(p) -> None:
     )
     p.add_argument("--grid", default="21", help="points per side, N or N_ALPHA,N_BETA (default 21)")
     p.add_argument("--span", default="-0.5,1.5", help="range of α and β, LO,HI (default -0.5,1.5)")
-    p.add_argument("--split", choices=("test", "train"), default="test")
-    p.add_argument(
-        "--eval-precision", choices=PRECISIONS, default="fp32", help="evaluation arithmetic (default fp32)"
-    )
+    g = p.add_argument_group("evaluation setting (as 'linpath sweep'; a plane takes these two)")
+    SweepSetting.add_flags(g, omit=tuple(f for f in SETTING_FIELDS if f not in ("split", "precision")))
     p.add_argument("--batch-size", type=int, default=None, help=common.BATCH_HELP)
     p.add_argument("--allow-nonfinite", action="store_true", help="evaluate states holding NaN or inf")
     p.add_argument(
@@ -56,34 +53,24 @@ def arguments(p) -> None:
 
 
 def run(args) -> int:
-    """Under torchrun the rows are shared among the ranks (each its own GPU); rank 0 draws the
-    figure and prints."""
-    from linpath.runs.plane import PlaneOptions, parse_pair, plane_between_files, plane_of_run
+    """Strings to objects (api/resolve.py), then the plane folder (api/planes.py). Under torchrun
+    the rows are shared among the ranks (each its own GPU); rank 0 draws the figure and prints."""
+    from linpath.api.planes import PlaneOptions, write_plane_folder
+    from linpath.api.resolve import PlaneArgs, parse_pair, plane_inputs
     from linpath.runtime import distributed
+    from linpath.sweep.grids import Grid
 
     grid, span = parse_pair(args.grid, int, "--grid"), parse_pair(args.span, float, "--span")
     world = distributed.init(args.device)
     options = PlaneOptions(
-        grid=grid,
-        span=span,
-        split=args.split,
-        device=world.device(args.device),
-        precision=args.eval_precision,
-        batch_size=args.batch_size,
-        allow_nonfinite=args.allow_nonfinite,
-        seed=args.seed,
-        shard=(world.rank, world.size),
-    )
-    if len(args.states) == 1 and Path(args.states[0]).is_dir():
-        surface, files = plane_of_run(
-            args.states[0], args.replicate, args.other_replicate, args.at, options, args.out, args.data_root,
-            args.model, args.data,
-        )  # fmt: skip
-    else:
-        out = args.out or "plane-out"
-        surface, files = plane_between_files(
-            args.states, args.model, args.data, out, options, args.data_root, args.num_classes
-        )
+        grid, span, args.seed, SweepSetting.from_args(args, grid=Grid()), world.device(args.device), args.batch_size,
+        args.allow_nonfinite, (world.rank, world.size),
+    )  # fmt: skip
+    plane_args = PlaneArgs(
+        tuple(args.states), args.model, args.data, args.num_classes, args.data_root, args.out, args.replicate,
+        args.other_replicate, args.at,
+    )  # fmt: skip
+    surface, files = write_plane_folder(plane_inputs(plane_args, options), options)
     if world.is_main:
         _print_plane(surface, files)
     return 0

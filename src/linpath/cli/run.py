@@ -26,7 +26,7 @@ def run(args) -> int:
     )
     say = print if world.is_main else (lambda *a: None)
     say(f"trained: {run_dir.root}")
-    common.sweep_stage(args, run_dir.root, setting, world)
+    stages.sweep(run_dir.root, setting, common.sweep_options(args, world))
     say(f"swept: {run_dir.paths_csv}")
     if world.is_main:
         common.print_report(stages.report(run_dir.root, args.metric, tensorboard=args.tensorboard))

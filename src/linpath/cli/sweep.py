@@ -3,7 +3,7 @@
 from linpath.cli import common
 from linpath.cli.registry import Command
 from linpath.errors import LinpathError
-from linpath.sweep.setting import SweepSetting, parse_steps
+from linpath.sweep.setting import SweepSetting
 
 
 def arguments(p) -> None:
@@ -32,39 +32,25 @@ def arguments(p) -> None:
 
 
 def run(args) -> int:
+    from linpath.api.resolve import external_inputs
     from linpath.runs import stages
     from linpath.runtime import distributed
 
     common.run_folder(args.run_dir)
     setting = SweepSetting.from_args(args, hold="end") if args.per_layer else SweepSetting.from_args(args)
-    inputs = None
-    if args.model is not None or args.data is not None:
-        from linpath.api.resolve import external_inputs
-
-        if args.per_layer:
-            raise LinpathError(
-                "--per-layer builds the model from the run's spec; it does not take --model/--data"
-            )
-        inputs = external_inputs(args.model, args.data, args.data_root, args.split, args.num_classes)
-    world = distributed.init(args.device)
-    if args.per_layer:
-        folder = stages.sweep_layers(
-            args.run_dir,
-            setting,
-            args.hold,
-            data_root=args.data_root,
-            device=args.device,
-            from_steps=parse_steps(args.from_steps),
-            progress=not args.quiet,
-            world=world,
-            compile=args.compile,
-            allow_nonfinite=args.allow_nonfinite,
-            allow_duplicates=args.allow_duplicates,
+    if args.per_layer and (args.model is not None or args.data is not None):
+        raise LinpathError(
+            "--per-layer builds the model from the run's spec; it does not take --model/--data"
         )
+    inputs = external_inputs(args.model, args.data, args.data_root, args.split, args.num_classes)
+    world = distributed.init(args.device)
+    options = common.sweep_options(args, world, inputs)
+    if args.per_layer:
+        folder = stages.sweep_layers(args.run_dir, setting, args.hold, options)
         if world.is_main:
             print(f"per layer: {folder}")
         return 0
-    run_dir = common.sweep_stage(args, args.run_dir, setting, world, inputs)
+    run_dir = stages.sweep(args.run_dir, setting, options)
     if world.is_main:
         print(f"swept: {run_dir.paths_csv}")
     return 0

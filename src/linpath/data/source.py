@@ -56,6 +56,23 @@ class EvalSet:
         return EvalSet(self.inputs[indices], self.labels[indices], self.name)
 
 
+@dataclass(frozen=True)
+class SourceSplit:
+    """A named data set's split, not read yet: a path job materializes it once (eval_set) or
+    streams it (data/stream.py's as_stream: an image-folder tree decoded batch by batch)."""
+
+    source: Source
+    split: str = "test"
+
+    def eval_set(self, device) -> EvalSet:
+        return self.source.eval_set(self.split, device)
+
+    @property
+    def streams_images(self) -> bool:
+        """Whether the split is an image-folder tree, read a batch at a time when streamed."""
+        return hasattr(self.source, "tree")
+
+
 class Source(Protocol):
     """A data set as the training loop and the sweep use it."""
 

@@ -29,7 +29,7 @@ from typing import Protocol
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler
 
-from linpath.data.source import EvalSet
+from linpath.data.source import EvalSet, SourceSplit
 from linpath.errors import LinpathError
 
 IGNORE_INDEX = -100  # a target position that is not scored (padding), as in Hugging Face
@@ -316,6 +316,10 @@ def as_stream(data, batch_size: int, device: torch.device | str = "cpu", name: s
     IterableDataset read a batch at a time."""
     if callable(getattr(data, "batches", None)) and hasattr(data, "length"):
         return data
+    if isinstance(data, SourceSplit):
+        if data.streams_images:
+            return ImageFolderStream(data.source, data.split, batch_size, device)
+        data = data.eval_set(device)
     if isinstance(data, EvalSet):
         return TensorStream(data.inputs.to(device), data.labels.to(device), batch_size, data.name)
     if (

@@ -16,6 +16,7 @@ BatchNorm policies (bn_stats.py) are applied per point. Details: docs/engine.md.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -45,6 +46,19 @@ CPU_DENSE_BATCH = 2000
 GPU_DENSE_BATCH = 10000
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How the engine lays out its work, for tests and benchmarks to override: `use_stem` is
+    "auto", True (whenever the model has a stem) or False; `stem_memory` bounds the bytes of
+    mixed stem outputs held at once; `channels_last` None for convnets' default; `fold_bn`
+    folds eval-mode BatchNorm into the preceding convolutions where that is exact."""
+
+    use_stem: bool | str = "auto"
+    stem_memory: int = 1 << 30
+    channels_last: bool | None = None
+    fold_bn: bool = True
+
+
 class PathEvaluator:
     """Evaluates θ(x) for many x on one preloaded evaluation set.
 
@@ -53,11 +67,10 @@ class PathEvaluator:
     `batch_size` None picks 256 for convnets on the CPU (cache-sized, fastest there), on CUDA
     the whole set or as much as a quarter of the free memory holds, at least 1,024 (fewer kernel
     launches per network: runtime/fit.py), and for the rest 2,000 on the CPU
-    (cache-sized) and 10,000 on CUDA; `use_stem` is "auto", True (whenever the model has a stem) or False;
-    `population` holds the split's examples per class when `evalset` is a subset of it;
-    `fold_bn` folds eval-mode BatchNorm into the preceding convolutions where that is exact
-    (see the module's docstring); `output_fn` maps the model's output to what `score` takes
-    (default: engine.outputs.default_logits).
+    (cache-sized) and 10,000 on CUDA; `population` holds the split's examples per class when
+    `evalset` is a subset of it; `output_fn` maps the model's output to what `score` takes
+    (default: engine.outputs.default_logits); `layout` (Layout) the stem, memory layout and
+    BatchNorm folding, each on by default where it pays (see the module's docstring).
     """
 
     def __init__(
@@ -66,15 +79,14 @@ class PathEvaluator:
         evalset,
         batch_size: int | None = None,
         precision: str = "fp32",
-        use_stem: bool | str = "auto",
-        stem_memory: int = 1 << 30,
         score=classification_score,
         population: torch.Tensor | None = None,
-        channels_last: bool | None = None,
-        fold_bn: bool = True,
-        compile: bool = False,
         output_fn: OutputFn | None = None,
+        compile: bool = False,
+        layout: Layout | None = None,
     ):
+        layout = layout or Layout()
+        use_stem, channels_last = layout.use_stem, layout.channels_last
         check_precision(precision)
         self.output_fn = output_fn
         self.device = evalset.inputs.device
@@ -91,7 +103,7 @@ class PathEvaluator:
         self.precision = precision
         self.score = score
         self.population = population
-        self.stem_memory = stem_memory
+        self.stem_memory = layout.stem_memory
         self.targets = {
             k: (v.data if isinstance(v, nn.Parameter) else v)
             for k, v in self.model.state_dict(keep_vars=True).items()
@@ -105,7 +117,7 @@ class PathEvaluator:
             if use_stem == "auto" and self.stem_share < STEM_SHARE:
                 self.stem_name = None
         self.folding: Folding | None = None
-        if fold_bn and len(self.labels) and bn_modules(self.model):
+        if layout.fold_bn and len(self.labels) and bn_modules(self.model):
             pairs = conv_bn_pairs(self.model, self.stem_name)
             if pairs:
                 try:

@@ -210,3 +210,39 @@ class RunDir:
     def lock(self, name: str = "run") -> contextlib.AbstractContextManager[None]:
         """Hold an exclusive lock on this folder; a second process gets a clear refusal."""
         return folder_lock(self.root, name)
+
+
+class OutDir:
+    """Paths inside a folder that `linpath path` or `linpath plane` writes (--out): the path's
+    table, setting and metrics records and figures; a plane's table, figure and trajectory."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @property
+    def paths_csv(self) -> Path:
+        return self.root / "paths.csv"
+
+    @property
+    def setting_json(self) -> Path:
+        return self.root / "setting.json"
+
+    @property
+    def metrics_json(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def path_figures(self) -> list[Path]:
+        return [self.root / "path.png", self.root / "path.pdf"]
+
+    @property
+    def plane_csv(self) -> Path:
+        return self.root / "plane.csv"
+
+    @property
+    def plane_png(self) -> Path:
+        return self.root / "plane.png"
+
+    @property
+    def trajectory_csv(self) -> Path:
+        return self.root / "trajectory.csv"

@@ -4,7 +4,7 @@ trained apart (one per GPU lease, one per cluster job), each swept where it was 
 STUDY receives spec.json, each finished replicate's DONE mark, train_log.csv and provenance.json,
 and every sweep item file (each checked with sweep.items.item_problem first), but no checkpoint
 and no resume file: `linpath report STUDY` reads only those. The tables are then rebuilt from the
-items (sweep.merge.merge_paths) in the fixed order that makes them byte for byte those of one
+items (sweep.tables.rebuild_tables) in the fixed order that makes them byte for byte those of one
 run that trained and swept the same replicates itself.
 
 Refused, in one line naming the folders, before anything is written: a source that is not a run
@@ -39,7 +39,7 @@ from linpath.io.rundir import RunDir
 from linpath.io.tables import read_csv_rows
 from linpath.runtime.provenance import spec_versions
 from linpath.sweep.items import item_problem
-from linpath.sweep.merge import merge_paths
+from linpath.sweep.tables import rebuild_tables
 
 _HASH_SUFFIX = re.compile(r"-([0-9a-f]{10})$")
 
@@ -92,7 +92,7 @@ def merge_runs(study: str | Path, sources: list[str | Path], settings: list[str]
         if existing is None or existing.spec is None or existing.spec.replicates < spec.replicates:
             write_spec(target, spec)
         _copy_files(target, holders, keys)
-        merge_paths(target)
+        rebuild_tables(target)
     before = set(existing.replicates) if existing else set()
     notes = [
         f"{s.name}: replicate {r} has not finished (no DONE mark), left out"

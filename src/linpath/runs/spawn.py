@@ -22,7 +22,7 @@ the difference recorded). `momentum_state="reset"` restarts the momentum at zero
         instability.csv     one row per pair
     RUN_DIR/spawn/instability.csv, instability.png   every spawn of the run: barrier vs T, per setting
 
-The paths are evaluated as the sweep evaluates a setting (sweep/evaluation.py: the same subset,
+The paths are evaluated as the sweep evaluates a setting (sweep/engine_entry.py: the same subset,
 recompute batches, precision and parameter subset), so each setting is its own table.
 """
 
@@ -51,7 +51,7 @@ from linpath.runtime.seeds import derived_seed
 from linpath.sweep.grids import Grid
 from linpath.sweep.run import setting_job
 from linpath.sweep.setting import SweepSetting
-from linpath.train.loop import train_replicate
+from linpath.train.loop import Branch, train_replicate
 
 MOMENTUM_STATES = ("replay", "reset")
 INSTABILITY_COLUMNS = [
@@ -132,7 +132,7 @@ def parent_state(
             "optimizer_state": "reset: momentum restarted at zero at T"
         }
     scratch = RunDir(sdir.root / "replay")
-    train_replicate(spec, scratch, r, source, device=device, progress=progress, stop_after=t)
+    train_replicate(spec, scratch, r, source, device=device, progress=progress, branch=Branch(stop_after=t))
     replayed = load_tensors(scratch.resume_file(r))
     if int(replayed["step"]) != t:
         raise LinpathError(f"replaying replicate {r} stopped at step {replayed['step']}, not {t}")
@@ -188,7 +188,7 @@ def spawn(
     with sdir.lock("spawn"):
         start = _parent(spec, run, replicate, t, source, sdir, device, momentum_state, progress, seeds)
         for k, s in enumerate(seeds):
-            train_replicate(spec, sdir, k, source, device=device, progress=progress, data_seed=s, start=start)
+            train_replicate(spec, sdir, k, source, device=device, progress=progress, branch=Branch(start, data_seed=s))
         rows = _finished_rows(sdir, children, setting)
         if rows is None:
             rows = _evaluate_pairs(

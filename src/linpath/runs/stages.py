@@ -34,8 +34,8 @@ from linpath.runtime.device import resolve_device
 from linpath.runtime.distributed import World
 from linpath.runtime.provenance import device_facts, write_provenance
 from linpath.sweep.external import ExternalInputs, check_same_data, external_source
-from linpath.sweep.merge import merge_paths
-from linpath.sweep.run import run_sweep
+from linpath.sweep.tables import rebuild_tables
+from linpath.sweep.run import SweepOptions, run_sweep
 from linpath.sweep.setting import SweepSetting, parse_key
 from linpath.train.log import read_log
 from linpath.train.together import train_replicates
@@ -119,31 +119,24 @@ def _check_replicate_ids(only: list[int]) -> None:
         raise LinpathError(f"--replicate takes replicate numbers >= 0, got {bad[0]!r}")
 
 
-def sweep(
-    run_dir: str | Path,
-    setting: SweepSetting,
-    data_root=None,
-    device: str = "cpu",
-    from_steps: list[int] | None = None,
-    progress: bool = True,
-    world: World = World(),
-    compile: bool = False,
-    allow_nonfinite: bool = False,
-    allow_duplicates: bool = False,
-    inputs: ExternalInputs | None = None,
-) -> RunDir:
+def sweep(run_dir: str | Path, setting: SweepSetting, options: SweepOptions = SweepOptions()) -> RunDir:
     """Evaluate every unfinished path; under torchrun the items are shared among the ranks
-    and rank 0 merges paths.csv once all are done. The run's kept states are audited first
-    (analysis/audit.py): duplicate states are refused unless `allow_duplicates`. An external
-    run is evaluated with `inputs` (--model and --data, sweep/external.py)."""
-    run = RunDir(run_dir)
+    and rank 0 rebuilds the tables once all are done. The run's kept states are audited first
+    (analysis/audit.py): duplicate states are refused unless options.allow_duplicates. An
+    external run is evaluated with options.inputs (--model and --data, sweep/external.py)."""
+    run, world, inputs = RunDir(run_dir), options.world, options.inputs
+    if setting.streamed:
+        raise LinpathError(
+            f"{setting.key}: a run's sweep evaluates classification without a stopping rule; "
+            "--task and --se-target are for 'linpath path'"
+        )
     spec = read_spec(run, external_ok=inputs is not None)
     if inputs is not None:
         source = external_source(run, spec, setting, inputs)
     else:
-        source = datasets.load(spec.data.dataset, data_root, image_size=spec.data.image_size)
+        source = datasets.load(spec.data.dataset, options.data_root, image_size=spec.data.image_size)
     cache = AuditCache(run)
-    refusal = world.broadcast(_audit_gate(run, cache, allow_duplicates) if world.is_main else None)
+    refusal = world.broadcast(_audit_gate(run, cache, options.allow_duplicates) if world.is_main else None)
     if refusal:
         raise LinpathError(refusal)
     with run.lock(f"sweep-rank{world.rank}"):
@@ -151,14 +144,10 @@ def sweep(
             run.remove_stale_temporaries(run.setting_dir(setting.key))
             if inputs is not None:
                 check_same_data(run, setting.key, inputs)
-        make_model = inputs.make_model if inputs is not None else None
-        run_sweep(
-            run, setting, source, device=world.device(device), from_steps=from_steps, progress=progress,
-            world=world, compile=compile, allow_nonfinite=allow_nonfinite, make_model=make_model,
-        )  # fmt: skip
+        run_sweep(run, setting, source, replace(options, device=world.device(options.device)))
     world.barrier()
     if world.is_main:
-        merge_paths(run)
+        rebuild_tables(run)
         cache.save()  # only now: a refused sweep writes nothing
     return run
 
@@ -182,16 +171,17 @@ def layer_settings(run_dir: str | Path, setting: SweepSetting, hold: str = "end"
     return {layer: replace(setting, params=p, hold=hold) for layer, p in layer_specs(model).items()}
 
 
-def sweep_layers(run_dir: str | Path, setting: SweepSetting, hold: str = "end", **options) -> Path | None:
+def sweep_layers(
+    run_dir: str | Path, setting: SweepSetting, hold: str = "end", options: SweepOptions = SweepOptions()
+) -> Path | None:
     """The per-layer mode: one sweep per layer (each its own setting), then layers.csv
     (mean ± std over replicates per layer, t, x) and a figure per starting t in
-    layers/<setting>-hold<end|start>/ (rank 0's; other ranks return None). `options` are
-    sweep()'s."""
+    layers/<setting>-hold<end|start>/ (rank 0's; other ranks return None)."""
     run = RunDir(run_dir)
     by_layer = layer_settings(run_dir, setting, hold)
     for layer_setting in by_layer.values():
-        sweep(run_dir, layer_setting, **options)
-    if not options.get("world", World()).is_main:
+        sweep(run_dir, layer_setting, options)
+    if not options.world.is_main:
         return None
     curves = {layer: load_curves(run, s.key) for layer, s in by_layer.items()}
     folder = run.layers_dir(setting.key, hold)
@@ -255,7 +245,7 @@ def report(
     spec = read_spec(run, external_ok=True)
     if tensorboard:
         tb.enable(run.root)
-    merge_paths(run)
+    rebuild_tables(run)
     settings = settings_of(run) if settings is None else settings
     if not settings:
         raise LinpathError(

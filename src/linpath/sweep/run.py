@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import linpath.data as datasets
@@ -23,12 +25,37 @@ from linpath.io.tensors import check_finite, load_state_dict
 from linpath.runtime.device import resolve_device
 from linpath.runtime.distributed import World
 from linpath.runtime.progress import Progress
-from linpath.sweep.evaluation import LineJob, bn_batches, line_job, setting_subset
+from linpath.sweep.engine_entry import LineJob, bn_batches, line_job, setting_subset
+from linpath.sweep.external import ExternalInputs
 from linpath.sweep.items import item_problem
-from linpath.sweep.merge import format_rows, merge_paths
 from linpath.sweep.setting import SweepSetting
+from linpath.sweep.tables import format_rows, rebuild_tables
 
 MERGE_EVERY_S = 30.0  # how often a single-process sweep refreshes paths.csv from the finished items
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """How a sweep runs, besides its setting (which alone decides the numbers): where, which
+    items, what it reports and what it lets through. `inputs` are an external run's --model and
+    --data (sweep/external.py); a preset's run builds both from its spec."""
+
+    data_root: str | Path | None = None
+    device: str = "cpu"
+    from_steps: list[int] | None = None  # default: every kept t
+    replicates: list[int] | None = None  # default: every finished replicate
+    progress: bool = True
+    world: World = field(default_factory=World)
+    batch_size: int | None = None  # the engine's choice
+    compile: bool = False
+    allow_nonfinite: bool = False
+    allow_duplicates: bool = False
+    inputs: ExternalInputs | None = None
+
+    @property
+    def make_model(self) -> Callable | None:
+        """An external run's model factory (None: the spec's model)."""
+        return self.inputs.make_model if self.inputs is not None else None
 
 
 def _say(kind: str, message: str) -> None:
@@ -125,17 +152,7 @@ def setting_job(spec, setting: SweepSetting, source, dev, make_model=None, **opt
     if setting.bn == "recompute":
         batches = bn_batches(source, setting.bn_batches, spec.data.batch_size, spec.train.seed, dev)
     model = make_model() if make_model is not None else build_model(spec, source.num_classes, seed=0)
-    return line_job(
-        model,
-        evalset,
-        setting.bn,
-        batches,
-        setting.params,
-        setting.hold,
-        setting.precision,
-        population=population,
-        **options,
-    )
+    return line_job(model, evalset, setting, bn_inputs=batches, population=population, **options)
 
 
 def _item_rows(job: LineJob, setting: SweepSetting, start: dict, final: dict, r: int, t: int) -> list[list]:
@@ -158,58 +175,56 @@ def _item_rows(job: LineJob, setting: SweepSetting, start: dict, final: dict, r:
     ]
 
 
-def run_sweep(
-    run: RunDir,
-    setting: SweepSetting,
-    source,
-    device: str = "cpu",
-    from_steps: list[int] | None = None,
-    replicates: list[int] | None = None,
-    progress: bool = True,
-    world: World = World(),
-    batch_size: int | None = None,
-    compile: bool = False,
-    allow_nonfinite: bool = False,
-    make_model=None,
-) -> int:
+def run_sweep(run: RunDir, setting: SweepSetting, source, options: SweepOptions = SweepOptions()) -> int:
     """Evaluate every unfinished item (this rank's share); returns the number evaluated. An
-    external run (config/external.py) needs `make_model` and a `source` made of --data
+    external run (config/external.py) needs options.inputs, and a `source` made of --data
     (sweep/external.py).
 
     Under torchrun rank 0 lists the unfinished items and every rank takes every size-th one
     of that list, so ranks agree on the split even while files appear; items cost the same
     (same grid, same data), so round-robin balances them."""
-    spec = read_spec(run, external_ok=make_model is not None)
+    spec = read_spec(run, external_ok=options.inputs is not None)
     total, _ = run_grid(spec, source.num_train_examples)
-    replicates = run.replicates() if replicates is None else replicates
+    world = options.world
+    replicates = run.replicates() if options.replicates is None else options.replicates
     if not replicates:
         raise LinpathError(f"{run.root} has no finished replicate to sweep; run 'linpath train' first")
-    items = work_items(run, replicates, from_steps, total)
+    items = work_items(run, replicates, options.from_steps, total)
     if world.is_main:
         _warn_missing(run, spec, source.num_train_examples)
     todo = world.broadcast(_unfinished(run, setting, items, world.is_main))[world.rank :: world.size]
     if not todo:
         return 0
-    dev = resolve_device(device)
-    job = setting_job(spec, setting, source, dev, make_model, batch_size=batch_size, compile=compile)
+    dev = resolve_device(options.device)
+    job = setting_job(
+        spec, setting, source, dev, options.make_model, batch_size=options.batch_size, compile=options.compile
+    )
+    _evaluate_items(run, setting, job, todo, total, options)
+    return len(todo)
+
+
+def _evaluate_items(run: RunDir, setting: SweepSetting, job: LineJob, todo, total: int, options) -> None:
+    """Each (r, t) of `todo` evaluated and written as its item file, with progress; paths.csv
+    refreshed now and then in a single process (ranks: rank 0 rebuilds it at the end)."""
+    world = options.world
     where = f"rank {world.rank} " if world.active else ""
-    bar = Progress(f"sweep {where}".strip(), len(todo) * len(setting.grid.xs()), "net", progress)
+    bar = Progress(f"sweep {where}".strip(), len(todo) * len(setting.grid.xs()), "net", options.progress)
     last_merge = time.monotonic()
     finals: dict[int, dict] = {}
     for done, (r, t) in enumerate(todo, 1):
         if r not in finals:
-            finals = {r: _load(run, r, total, allow_nonfinite, job)}
+            finals = {r: _load(run, r, total, options.allow_nonfinite, job)}
         try:
-            rows = _item_rows(job, setting, _load(run, r, t, allow_nonfinite, job), finals[r], r, t)
+            start = _load(run, r, t, options.allow_nonfinite, job)
+            rows = _item_rows(job, setting, start, finals[r], r, t)
         except LinpathError as e:
             raise LinpathError(f"{run.checkpoint(r, t)} and {run.checkpoint(r, total)}: {e}") from None
         atomic_write_text(run.item_file(setting.key, r, t), format_rows(rows))
         bar.update(len(setting.grid.xs()), f"sweep {where}{done}/{len(todo)}: replicate {r} t={t} done")
         if not world.active and time.monotonic() - last_merge > MERGE_EVERY_S:
-            merge_paths(run)  # keep paths.csv current during long sweeps (ranks: rank 0 merges at the end)
+            rebuild_tables(run)
             last_merge = time.monotonic()
     bar.close()
-    return len(todo)
 
 
 def _load(run: RunDir, r: int, t: int, allow_nonfinite: bool, job: LineJob) -> dict:

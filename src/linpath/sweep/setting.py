@@ -11,16 +11,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 
 from linpath.engine.bn_stats import BN_POLICIES, DEFAULT_BN_BATCHES, check_bn_policy
 from linpath.engine.params import HOLDS, check_hold, spec_terms
+from linpath.engine.streamed import MIN_EXAMPLES
+from linpath.engine.tasks import TASKS
 from linpath.errors import LinpathError
 from linpath.runtime.device import PRECISIONS, check_precision
 from linpath.sweep.grids import Grid, grid_of_key, parse_grid
 
 SPLITS = ("test", "train")
+# the fields only the streamed evaluator takes (engine/streamed.py): language models, model
+# folders, a stopping rule; commands that do not evaluate streamed leave their flags out
+STREAM_FIELDS = ("task", "se_target", "min_examples")
+OPTIONAL = ("se_target",)  # fields whose None is a value, not "the key holds only a digest"
 
 
 def _flag(flag: str, help: str, **argparse_options) -> dict:
@@ -103,6 +110,33 @@ class SweepSetting:
         ),
     )
 
+    task: str = field(
+        default="classification",
+        metadata=_flag(
+            "--task",
+            "classification (cross-entropy and error, the default) or causal-lm: mean next-token "
+            "cross-entropy over the scored tokens, next-token error, perplexity and bits per byte",
+            choices=TASKS,
+        ),
+    )
+    se_target: float | None = field(  # a point stops once its loss's standard error is this small
+        default=None,
+        metadata=_flag(
+            "--se-target",
+            "stop each point once the loss's standard error is at most this (the examples read are "
+            "recorded per point; shuffle the data once beforehand)",
+            type=float,
+        ),
+    )
+    min_examples: int = field(  # se_target: units read before a point may stop
+        default=MIN_EXAMPLES,
+        metadata=_flag(
+            "--min-examples",
+            f"--se-target: examples (sequences for causal-lm) read before a point may stop (default {MIN_EXAMPLES})",
+            type=int,
+        ),
+    )
+
     def __post_init__(self):
         if self.split not in SPLITS:
             raise LinpathError(f"unknown split {self.split!r} (known: {', '.join(SPLITS)})")
@@ -115,6 +149,35 @@ class SweepSetting:
             spec_terms(self.params)
         elif self.hold != "end":
             raise LinpathError("--hold only applies with --params (without it every tensor moves)")
+        if self.task not in TASKS:
+            raise LinpathError(f"--task {self.task!r}: known tasks are {', '.join(TASKS)}")
+        if self.se_target is not None and not (
+            isinstance(self.se_target, (int, float))
+            and not isinstance(self.se_target, bool)
+            and math.isfinite(self.se_target)
+            and self.se_target > 0
+        ):
+            raise LinpathError(f"--se-target must be a positive number, got {self.se_target}")
+        if (
+            isinstance(self.min_examples, bool)
+            or not isinstance(self.min_examples, int)
+            or self.min_examples < 2
+        ):
+            raise LinpathError(f"--min-examples must be an integer of at least 2, got {self.min_examples}")
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the setting needs the streamed evaluator (a task or a stopping rule)."""
+        return self.task != "classification" or self.se_target is not None
+
+    def streamed_problem(self) -> str | None:
+        """Why the streamed evaluator cannot evaluate this setting (None: it can)."""
+        taken = {"bn": "interpolate", "eval_examples": 0, "params": ""}
+        flags = {"bn": "--bn recompute", "eval_examples": "--eval-examples", "params": "--params"}
+        for name, value in taken.items():
+            if getattr(self, name) != value:
+                return f"{flags[name]} is not supported with streamed evaluation"
+        return None
 
     @property
     def key(self) -> str:
@@ -126,7 +189,15 @@ class SweepSetting:
         bn = f"recompute{self.bn_batches}" if self.bn == "recompute" else self.bn
         subset = f"-n{self.eval_examples}" if self.eval_examples else ""
         params = f"-params[{params_slug(self.params)}]-hold{self.hold}" if self.params else ""
-        return f"{split_name}-{bn}-{self.grid.key}-{self.precision}{subset}{params}"
+        return f"{split_name}-{bn}-{self.grid.key}-{self.precision}{subset}{params}{self._stream_key()}"
+
+    def _stream_key(self) -> str:
+        """The streamed fields' part of the key: empty at their defaults."""
+        task = f"-{self.task}" if self.task != "classification" else ""
+        if self.se_target is None:
+            return task
+        least = f"-min{self.min_examples}" if self.min_examples != MIN_EXAMPLES else ""
+        return f"{task}-se{float(self.se_target)!r}{least}"
 
     @classmethod
     def add_flags(cls, group, omit: tuple[str, ...] = (), **defaults) -> None:
@@ -158,6 +229,9 @@ class SweepSetting:
                 value = getattr(args, _dest(f))
                 values[f.name] = f.default if value is None and f.name == "params" else value
         return cls(**values)
+
+
+SETTING_FIELDS = tuple(f.name for f in dataclasses.fields(SweepSetting))
 
 
 def _add_grid_flags(group, meta: dict, points: int) -> None:
@@ -193,7 +267,8 @@ class KeyFields:
 
     def setting(self) -> SweepSetting | None:
         """The setting itself, when the key determines every field exactly."""
-        if not self.grid_exact or any(v is None for v in self.values.values()):
+        known = {k: v for k, v in self.values.items() if k not in OPTIONAL}
+        if not self.grid_exact or any(v is None for v in known.values()):
             return None
         return SweepSetting(**self.values)
 
@@ -203,7 +278,9 @@ _KEY = re.compile(
     + "|".join(PRECISIONS)
     + r")(?:-n(?P<n>\d+))?(?:-params\[(?P<params>[A-Za-z0-9._,=]+?)(?P<digest>-[0-9a-f]{8})?\]-hold(?P<hold>"
     + "|".join(HOLDS)
-    + "))?$"
+    + "))?(?:-(?P<task>"
+    + "|".join(t for t in TASKS if t != "classification")
+    + r"))?(?:-se(?P<se>\d[0-9.]*(?:e[+-]?\d+)?)(?:-min(?P<min>\d+))?)?$"
 )
 
 
@@ -226,6 +303,9 @@ def parse_key(key: str) -> KeyFields | None:
         "eval_examples": int(m.group("n") or 0),
         "params": params.replace("layer=", "layer:") if not m.group("digest") else None,
         "hold": m.group("hold") or "end",
+        "task": m.group("task") or "classification",
+        "se_target": float(m.group("se")) if m.group("se") else None,
+        "min_examples": int(m.group("min") or MIN_EXAMPLES),
     }
     return KeyFields(values, exact)
 

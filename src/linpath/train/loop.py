@@ -14,6 +14,8 @@ replicate.py's, shared with the batched loop (together.py) and the device loop
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
@@ -26,7 +28,19 @@ from linpath.train import device_loop
 from linpath.train.replicate import Hooks, Replicate, State, StepCallback, progress_bar, sgd_update
 
 _State = State  # the name tests and older callers use
-__all__ = ["Hooks", "Replicate", "State", "train_replicate"]
+__all__ = ["Branch", "Hooks", "Replicate", "State", "train_replicate"]
+
+
+@dataclass(frozen=True)
+class Branch:
+    """A training that is not a replicate's own from its init: a spawned child's `start`
+    ({"model", "optimizer" (optional), "step"}, replacing the initialization when there is no
+    resume file) and `data_seed` (replacing the replicate's seed for data order and
+    augmentation), or a cut at `stop_after` steps (tests; a "killed" training)."""
+
+    start: dict | None = None
+    data_seed: int | None = None
+    stop_after: int | None = None
 
 
 def train_replicate(
@@ -36,29 +50,24 @@ def train_replicate(
     source,
     device: str = "cpu",
     progress: bool = True,
-    stop_after: int | None = None,
-    data_seed: int | None = None,
-    start: dict | None = None,
     world: World = World(),
     callbacks: tuple[StepCallback, ...] = (),
+    branch: Branch = Branch(),
 ) -> None:
-    """Train replicate r to the end (or, for tests, until `stop_after` steps), resuming from its
-    resume file if one exists; writes checkpoints, the log and a DONE marker.
-
-    `start` ({"model", "optimizer" (optional), "step"}) replaces the initialization when there is
-    no resume file, and `data_seed` the replicate's seed for data order and augmentation
-    (spawned children). Under torchrun the model is wrapped in DistributedDataParallel, each
+    """Train replicate r to the end (or to branch.stop_after), resuming from its resume file if
+    one exists; writes checkpoints, the log and a DONE marker; `branch` starts it elsewhere (a
+    spawned child). Under torchrun the model is wrapped in DistributedDataParallel, each
     rank takes its share of every global batch, and only rank 0 writes files. On CUDA (one
     process, in-memory data) the device loop trains it: the same steps, without host
     synchronization, in a CUDA graph (device_loop.py). `callbacks` run after every step."""
     if world.broadcast(run.done_marker(r).exists()):
         return
     dev = resolve_device(device)
-    rep = Replicate(spec, run, r, source, dev, world).restore(start)
+    rep = Replicate(spec, run, r, source, dev, world).restore(branch.start)
     on_device = device_loop.applies(rep, source)  # before anything is written: it checks its switches
     rep.start(source.eval_set("test", dev), progress and world.is_main and plain_progress.plain(), callbacks)
-    seed = rep.seed if data_seed is None else data_seed
-    end = rep.end(stop_after)
+    seed = rep.seed if branch.data_seed is None else branch.data_seed
+    end = rep.end(branch.stop_after)
     if on_device:
         device_loop.train(rep, source, seed, end, progress)
     else:

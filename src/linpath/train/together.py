@@ -29,7 +29,7 @@ from linpath.models.lenet import LeNet
 from linpath.runtime import progress as plain_progress
 from linpath.runtime.device import exact_fp32, resolve_device
 from linpath.runtime.distributed import World
-from linpath.train.loop import train_replicate
+from linpath.train.loop import Branch, train_replicate
 from linpath.train.replicate import Replicate, State, progress_bar
 
 
@@ -56,7 +56,7 @@ def train_replicates(
     for r in pending:
         if r not in together:
             train_replicate(
-                spec, run, r, source, device=device, progress=progress, world=world, stop_after=stop_after
+                spec, run, r, source, device, progress, world, branch=Branch(stop_after=stop_after)
             )
 
 

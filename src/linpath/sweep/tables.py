@@ -12,7 +12,7 @@ from linpath.io.rundir import RunDir
 from linpath.io.tables import csv_text, read_csv_rows
 from linpath.sweep.items import PATH_COLUMNS, format_rows, item_problem
 
-__all__ = ["PATH_COLUMNS", "format_rows", "merge_paths", "setting_rows", "valid_items"]
+__all__ = ["PATH_COLUMNS", "format_rows", "rebuild_tables", "setting_rows", "valid_items"]
 
 
 def valid_items(run: RunDir, setting: str) -> list[Path]:
@@ -35,7 +35,7 @@ def setting_rows(run: RunDir, setting: str) -> list[list]:
     return rows
 
 
-def merge_paths(run: RunDir) -> int:
+def rebuild_tables(run: RunDir) -> int:
     """Rebuild each setting's table and the run's union table; returns the number of rows."""
     settings = sorted(p.name for p in run.sweep_dir.iterdir() if p.is_dir()) if run.sweep_dir.is_dir() else []
     union = []

@@ -1,4 +1,4 @@
-"""The one entry to the engine, for every command that evaluates states (sweep, path, plane,
+"""The one entry to the engine, for every job that evaluates states (sweep, path, plane,
 spawn and the Python API): the evaluated (sub)set of the split, the BatchNorm-recompute
 batches, the engine itself, and a line job that evaluates a setting's paths on it.
 
@@ -106,18 +106,12 @@ class LineJob:
 
 
 def line_job(
-    model,
-    evalset: EvalSet,
-    bn: str = "interpolate",
-    bn_batches: list | None = None,
-    params: str = "",
-    hold: str = "end",
-    precision: str = "fp32",
-    score=classification_score,
-    **options,
+    model, evalset: EvalSet, setting, score=classification_score, bn_inputs=None, **options
 ) -> LineJob:
-    """The line job of a setting on `evalset`: `params` ("" for all) selected on `model`, the
-    engine opened with `precision`, `score` and `options` (open_engine's)."""
-    selected = select(params, model) if params else None
-    engine = open_engine(model, evalset, precision, score=score, **options)
-    return LineJob(engine, bn, bn_batches, selected, hold)
+    """The line job of a sweep setting on `evalset`, the setting passed whole: its parameter
+    subset selected on `model`, the engine opened with its precision, `score` and `options`
+    (open_engine's: batch_size, population, output_fn, compile); `bn_inputs` are the recompute
+    policy's batches (bn_batches)."""
+    selected = select(setting.params, model) if setting.params else None
+    engine = open_engine(model, evalset, setting.precision, score=score, **options)
+    return LineJob(engine, setting.bn, bn_inputs, selected, setting.hold)
