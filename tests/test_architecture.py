@@ -155,3 +155,101 @@ def test_no_function_is_over_60_lines():
 def test_import_chain_is_shallow():
     # __main__ down to errors: no longer than one module per layer of pyproject.toml's 13
     assert depth(module_graph()) <= 14
+
+
+# The public keyword API's convenience functions: each builds the setting and options objects
+# once and passes them on, so a user writes linpath.path(model, a, b, data, grid=50, bn=...).
+KEYWORD_CONVENIENCES = {"api/lines.py:path", "api/planes.py:plane", "api/planes.py:random_plane"}
+PUBLIC_CLASSES = {"train/keeper.py:__init__"}  # linpath.Keeper(run_dir, model, total_steps, keep=...)
+MAX_PARAMETERS = 10
+
+
+def wide_functions(source: str, where: str) -> list[str]:
+    """Functions of `source` taking more than MAX_PARAMETERS parameters (self and cls not
+    counted, *args and **kwargs counted once each), as where:name count."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+            count = len(names) + bool(a.vararg) + bool(a.kwarg) - (names[:1] in (["self"], ["cls"]))
+            if count > MAX_PARAMETERS:
+                found.append(f"{where}:{node.name} {count}")
+    return found
+
+
+def test_no_function_takes_more_than_ten_parameters():
+    planted = "def f(a, b, c, d, e, f, g, h, i, j, k): pass\nclass C:\n    def m(self, a, b, c, d, e, f, g, h, i, j): pass\n"
+    assert wide_functions(planted, "x.py") == ["x.py:f 11"]
+    allowed = KEYWORD_CONVENIENCES | PUBLIC_CLASSES
+    found = []
+    for file in source_modules().values():
+        where = file.relative_to(SRC / "linpath").as_posix()
+        found += [w for w in wide_functions(file.read_text(), where) if w.rpartition(" ")[0] not in allowed]
+    assert found == []
+
+
+# run-folder names written outside io/rundir.py on purpose: the report template shipped as
+# package data, and the label a spec's reader puts in its messages
+LAYOUT_EXCEPTIONS = {("report/html.py", "report.html"), ("config/spec.py", "spec.json"),
+                     ("config/external.py", "spec.json")}  # fmt: skip
+
+
+def docstrings(tree: ast.AST) -> set[int]:
+    kinds = (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    return {
+        id(n.body[0].value)
+        for n in ast.walk(tree)
+        if isinstance(n, kinds) and n.body and isinstance(n.body[0], ast.Expr)
+        and isinstance(n.body[0].value, ast.Constant)
+    }  # fmt: skip
+
+
+def layout_names() -> set[str]:
+    """Every name RunDir and OutDir join onto a folder (the right side of `/` in io/rundir.py),
+    f-strings' fixed text included: the run folder's files and folders."""
+    names = set()
+    for node in ast.walk(ast.parse((SRC / "linpath" / "io" / "rundir.py").read_text())):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            right = node.right
+            parts = right.values if isinstance(right, ast.JoinedStr) else [right]
+            names |= {p.value for p in parts if isinstance(p, ast.Constant) and isinstance(p.value, str)}
+    return {n.strip("-/") for n in names if len(n.strip("-/")) > 2 and not n.startswith(".")}
+
+
+def layout_uses(source: str, names: set[str]) -> list[str]:
+    """String constants of `source` (docstrings left out) that name a run-folder file (a name
+    with a dot: spec.json, metrics.csv) or join a run-folder name onto a path (`x / "figures"`)."""
+    tree = ast.parse(source)
+    skip = docstrings(tree)
+    joined = {
+        id(part)
+        for n in ast.walk(tree)
+        if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div)
+        for part in ([n.right] if not isinstance(n.right, ast.JoinedStr) else n.right.values)
+    }
+    found = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in skip:
+            text = n.value.strip().strip("/")
+            last = text.rpartition("/")[2]
+            if last in names and ("." in last or id(n) in joined or "/" in text):
+                found.append(text)
+    return found
+
+
+def test_only_rundir_names_the_files_of_a_run_folder():
+    names = layout_names()
+    assert {"spec.json", "metrics.csv", "figures", "report.html", "instability.csv", "DONE"} <= names
+    planted = '"""writes metrics.csv"""\nx = root / "figures"\ny = "summary.csv"\nz = "figures"'
+    assert sorted(layout_uses(planted, names)) == ["figures", "summary.csv"]
+    found = []
+    for file in source_modules().values():
+        where = file.relative_to(SRC / "linpath").as_posix()
+        if where != "io/rundir.py":
+            found += [
+                f"{where}: {n}"
+                for n in layout_uses(file.read_text(), names)
+                if (where, n) not in LAYOUT_EXCEPTIONS
+            ]
+    assert found == []

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from linpath.errors import LinpathError
-from linpath.io.rundir import RunDir
+from linpath.io.rundir import OutDir, RunDir
 from linpath.io.tables import write_csv
 from linpath.io.tensors import load_state_dict
 
@@ -79,11 +79,11 @@ def trajectory_rows(run: RunDir, r: int) -> list[dict]:
 
 def write_trajectory(rows: list[dict], folder: str | os.PathLike, title: str) -> list[Path]:
     """trajectory.csv and trajectory.png in `folder`."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_csv(folder / "trajectory.csv", TRAJECTORY_COLUMNS, rows)
-    trajectory_figure(rows, title).savefig(folder / "trajectory.png", dpi=150, bbox_inches="tight")
-    return [folder / "trajectory.csv", folder / "trajectory.png"]
+    out = OutDir(folder)
+    out.root.mkdir(parents=True, exist_ok=True)
+    write_csv(out.trajectory_csv, TRAJECTORY_COLUMNS, rows)
+    trajectory_figure(rows, title).savefig(out.trajectory_png, dpi=150, bbox_inches="tight")
+    return [out.trajectory_csv, out.trajectory_png]
 
 
 def trajectory_figure(rows: list[dict], title: str = "trajectory against the line init → final"):

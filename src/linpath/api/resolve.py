@@ -52,7 +52,7 @@ def find_run_spec(checkpoint: str | os.PathLike, needed: bool = True):
     """The spec of the linpath run folder holding `checkpoint`, or None when it is elsewhere, or
     in an external run's folder (whose spec builds neither model nor data) when not `needed`."""
     for folder in list(Path(checkpoint).resolve().parents)[:4]:
-        if (folder / "spec.json").is_file():
+        if RunDir(folder).spec_path.is_file():
             spec = read_spec(RunDir(folder), external_ok=not needed)
             return None if is_external(spec) else spec
     return None
@@ -170,7 +170,7 @@ def describe_file(file, other) -> str:
     lies in one, else the shortest distinguishing tail (at least folder/name)."""
     path = Path(file).resolve()
     for folder in list(path.parents)[:4]:
-        if (folder / "spec.json").is_file():
+        if RunDir(folder).spec_path.is_file():
             return str(path.relative_to(folder.parent))
     mine, theirs = path.parts, Path(other).resolve().parts
     k = 2

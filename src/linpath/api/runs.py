@@ -35,10 +35,11 @@ def _concat(frames: list, columns: list[str]):
     return import_pandas().concat(frames, ignore_index=True)
 
 
-def _setting_tables(run: RunDir, name: str, columns: list[str]):
-    """results/<setting>/<name> of every setting, concatenated, each with its setting column."""
-    folders = run.results_settings(name)
-    return _concat([csv_frame((p / name).read_text(), setting=p.name) for p in folders], columns)
+def _setting_tables(run: RunDir, table, columns: list[str]):
+    """table(setting) (RunDir.metrics_csv, summary_csv) of every reported setting, concatenated,
+    each with its setting column."""
+    settings = [s for s in run.reported_settings() if table(s).is_file()]
+    return _concat([csv_frame(table(s).read_text(), setting=s) for s in settings], columns)
 
 
 def load(run_dir: str | os.PathLike) -> RunTables:
@@ -59,7 +60,7 @@ def load(run_dir: str | os.PathLike) -> RunTables:
         run.root,
         spec,
         paths,
-        _setting_tables(run, "metrics.csv", REPLICATE_COLUMNS),
-        _setting_tables(run, "summary.csv", SUMMARY_COLUMNS),
+        _setting_tables(run, run.metrics_csv, REPLICATE_COLUMNS),
+        _setting_tables(run, run.summary_csv, SUMMARY_COLUMNS),
         train_log,
     )

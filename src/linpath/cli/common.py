@@ -167,4 +167,8 @@ def sweep_options(args, world, inputs=None):
 
 
 def print_report(report: Path) -> None:
-    print(f"report: {report} (interactive: {report.with_suffix('.html')})")
+    """Where the report stage wrote report.md (`report`) and its interactive page."""
+    from linpath.io.rundir import RunDir
+
+    run = RunDir(report.parent)
+    print(f"report: {run.report} (interactive: {run.report_html})")

@@ -49,7 +49,7 @@ def run(args) -> int:
                 f"T={t} children {row['child_a']},{row['child_b']}: error barrier {row['error_barrier']:.4f} "
                 f"(errors {row['error_a']:.4f}, {row['error_b']:.4f}), loss barrier {row['loss_barrier']:.4f}"
             )
-    print(f"instability: {run_dir.spawn_root / 'instability.csv'}")
+    print(f"instability: {run_dir.instability_csv}")
     return 0
 
 

@@ -10,10 +10,15 @@ runs/<preset>-<hash>/
   replicate-<r>/provenance.json   where the replicate was trained (device, versions, date)
   replicate-<r>/training-state/iter-<t>.pt   optimizer and generator states a Keeper kept (optional)
   sweep/<key>/r<r>-t<t>.csv       one finished path (replicate, t) of one sweep setting
-  results/<key>/                  that setting's tables and figures
-  paths.csv, report.md            every setting's points; the report
-  layers/<key>-hold<end|start>/   the per-layer mode's table and figures
-  plane/<key>/, trajectory/r<r>/, spawn/r<r>-t<T>/   planes, trajectories, spawns
+  results/<key>/paths.csv, metrics.csv, summary.csv, figures/   (written by linpath report)
+  paths.csv, report.md, report.html   every setting's points; the report, and its interactive page
+  tensorboard/                    only with --tensorboard: per-epoch training and per-setting path metrics
+  layers/<key>-hold<H>/layers.csv, figures/      the per-layer mode's table and figures
+  plane/<key>/plane.csv, plane.json, plane.rows/, plane.png, trajectory.csv   a plane (OutDir)
+  trajectory/r<r>/trajectory.csv, trajectory.png   a replicate's trajectory (OutDir's names)
+  spawn/r<r>-t<T>/                children trained from replicate r at T (SpawnDir: child-<k>/,
+                                  parent.pt, spawn.json, <key>/path-c<a>-c<b>.csv, <key>/instability.csv)
+  spawn/instability.csv, .png     every spawn's rows and the instability figure
   merged.json                     only in a study made by `linpath merge`: its sources
   import.json                     only in a run made by `linpath import`: the files it came from
   sweep/<key>/data.json           an external run's setting: the --data it was evaluated on
@@ -41,7 +46,8 @@ def numbered(folder: Path, prefix: str, suffix: str = "") -> list[tuple[int, Pat
 
 
 class RunDir:
-    """Paths inside one run folder; see the module docstring."""
+    """Paths inside one run folder; see the module docstring, the only written layout (the
+    README links here). A test fails on a run-folder file name written anywhere else in src/."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -164,22 +170,46 @@ class RunDir:
         """One sweep setting's own table, metrics and figures."""
         return self.root / "results" / setting
 
-    def results_settings(self, name: str) -> list[Path]:
-        """results/<setting>/ of every setting whose folder holds the table `name`."""
+    def setting_paths(self, setting: str) -> Path:
+        """One setting's points (its rows of the run's paths.csv)."""
+        return self.results_dir(setting) / "paths.csv"
+
+    def metrics_csv(self, setting: str) -> Path:
+        """One setting's path metrics per replicate, t and quantity."""
+        return self.results_dir(setting) / "metrics.csv"
+
+    def summary_csv(self, setting: str) -> Path:
+        """One setting's metrics over replicates, with their intervals."""
+        return self.results_dir(setting) / "summary.csv"
+
+    def figures_dir(self, setting: str) -> Path:
+        return self.results_dir(setting) / "figures"
+
+    def reported_settings(self) -> list[str]:
+        """The settings whose tables a report wrote (results/<setting>/metrics.csv), by name."""
         folder = self.root / "results"
-        return sorted(p for p in folder.glob("*") if (p / name).is_file()) if folder.is_dir() else []
+        found = folder.glob("*") if folder.is_dir() else []
+        return sorted(p.name for p in found if self.metrics_csv(p.name).is_file())
 
     def layers_dir(self, setting: str, hold: str) -> Path:
         """The per-layer mode's table and figures for a setting (apart from results/, whose
         folders are sweep settings)."""
         return self.root / "layers" / f"{setting}-hold{hold}"
 
+    def layers_csv(self, setting: str, hold: str) -> Path:
+        return self.layers_dir(setting, hold) / "layers.csv"
+
+    def layers_figures(self, setting: str, hold: str) -> Path:
+        return self.layers_dir(setting, hold) / "figures"
+
     def plane_dir(self, key: str) -> Path:
         return self.root / "plane" / key
 
     def plane_dirs(self) -> list[Path]:
         """The run's finished planes (folders holding plane.csv)."""
-        return sorted(p.parent for p in (self.root / "plane").glob("*/plane.csv"))
+        folder = self.root / "plane"
+        found = folder.glob("*") if folder.is_dir() else []
+        return sorted(p for p in found if OutDir(p).plane_csv.is_file())
 
     def trajectory_dir(self, r: int) -> Path:
         return self.root / "trajectory" / f"r{r}"
@@ -189,12 +219,36 @@ class RunDir:
         return self.root / "spawn"
 
     def spawn_dir(self, r: int, t: int) -> Path:
-        """The spawn of replicate r's children at step t."""
+        """The spawn of replicate r's children at step t (its layout: SpawnDir)."""
         return self.spawn_root / f"r{r}-t{t:07d}"
+
+    def spawn_dirs(self) -> list[Path]:
+        """Every spawn's folder, by name."""
+        return (
+            sorted(p for p in self.spawn_root.glob("r*-t*") if p.is_dir()) if self.spawn_root.is_dir() else []
+        )
+
+    @property
+    def instability_csv(self) -> Path:
+        """Every spawn's rows of the run (error barrier against T), and its figure beside it."""
+        return self.spawn_root / "instability.csv"
+
+    @property
+    def instability_png(self) -> Path:
+        return self.spawn_root / "instability.png"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        """The run's TensorBoard event files (only once asked for with --tensorboard)."""
+        return self.root / "tensorboard"
 
     @property
     def report(self) -> Path:
         return self.root / "report.md"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
 
     def saved_steps(self, r: int) -> list[int]:
         """Steps with a checkpoint on disk for replicate r, ascending."""
@@ -246,3 +300,37 @@ class OutDir:
     @property
     def trajectory_csv(self) -> Path:
         return self.root / "trajectory.csv"
+
+    @property
+    def trajectory_png(self) -> Path:
+        return self.root / "trajectory.png"
+
+
+class SpawnDir(RunDir):
+    """A spawn's folder (RunDir.spawn_dir): the replicate layout of RunDir, with child-<k> for
+    replicate-<k>, the parent's state, the spawn's record, and per sweep setting the children's
+    pair paths and their instability rows."""
+
+    def replicate_dir(self, k: int) -> Path:
+        return self.root / f"child-{k}"
+
+    @property
+    def parent_file(self) -> Path:
+        return self.root / "parent.pt"
+
+    @property
+    def info_file(self) -> Path:
+        return self.root / "spawn.json"
+
+    def pair_csv(self, setting: str, a: int, b: int) -> Path:
+        return self.root / setting / f"path-c{a}-c{b}.csv"
+
+    def pair_png(self, setting: str, a: int, b: int) -> Path:
+        return self.root / setting / f"path-c{a}-c{b}.png"
+
+    def instability(self, setting: str) -> Path:
+        return self.root / setting / "instability.csv"
+
+    def instability_tables(self) -> list[Path]:
+        """The instability rows of every setting evaluated in this spawn."""
+        return sorted(self.root.glob("*/instability.csv"))

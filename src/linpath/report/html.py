@@ -84,6 +84,6 @@ def render_html(title: str, subtitle: str, settings: list[dict], notes: list[str
 def write_html(run: RunDir, title: str, subtitle: str, settings: list[dict], notes: list[str]) -> Path:
     """report.html beside report.md, one entry of `settings` (setting_data) per sweep setting."""
     page = render_html(title, subtitle, settings, notes)
-    path = run.report.with_suffix(".html")
+    path = run.report_html
     atomic_write_text(path, page)
     return path

@@ -17,7 +17,7 @@ from linpath.config.external import is_external
 from linpath.config.spec import Spec
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
-from linpath.io.rundir import RunDir
+from linpath.io.rundir import OutDir, RunDir
 from linpath.report.origins import origin_lines
 
 
@@ -131,7 +131,7 @@ def plane_lines(run: RunDir) -> list[str]:
     ]
     for folder in folders:
         try:
-            surface = read_surface(folder / "plane.csv")
+            surface = read_surface(OutDir(folder).plane_csv)
         except LinpathError as e:
             lines += [f"- `{folder.name}` left out: {e}", ""]
             continue
@@ -142,9 +142,9 @@ def plane_lines(run: RunDir) -> list[str]:
             f"{n_alpha} × {n_beta} points; {_lowest(surface, 'loss')}; {_lowest(surface, 'error')}.",
             "",
         ]
-        if (folder / "plane.png").is_file():
+        if (figure := OutDir(folder).plane_png).is_file():
             lines += [
-                f"![plane {folder.name}]({(folder / 'plane.png').relative_to(run.root).as_posix()})",
+                f"![plane {folder.name}]({figure.relative_to(run.root).as_posix()})",
                 "",
             ]
     return lines

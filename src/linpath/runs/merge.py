@@ -243,7 +243,7 @@ def _difference(a: Source, b: Source, r: int, keys: list[str]) -> str | None:
     if _text(a.run.done_marker(r)).strip() != _text(b.run.done_marker(r)).strip():
         return "its DONE step"
     if _log_numbers(a.run, r) != _log_numbers(b.run, r):
-        return "train_log.csv"
+        return a.run.train_log(r).name
     for key in keys:
         for (rr, t), path in sorted(a.items.get(key, {}).items()):
             twin = b.items.get(key, {}).get((rr, t))

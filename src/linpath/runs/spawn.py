@@ -43,7 +43,7 @@ from linpath.config.spec import read_spec
 from linpath.config.steps import Step
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
-from linpath.io.rundir import RunDir
+from linpath.io.rundir import RunDir, SpawnDir
 from linpath.io.tables import write_csv
 from linpath.io.tensors import load_state_dict, load_tensors, save_tensors
 from linpath.runtime.device import resolve_device
@@ -72,27 +72,6 @@ INSTABILITY_COLUMNS = [
     "loss_a",
     "loss_b",
 ]
-
-
-class SpawnDir(RunDir):
-    """A spawn's folder: the replicate layout of RunDir, with child-<k> for replicate-<k>."""
-
-    def replicate_dir(self, k: int) -> Path:
-        return self.root / f"child-{k}"
-
-    @property
-    def parent_file(self) -> Path:
-        return self.root / "parent.pt"
-
-    @property
-    def info_file(self) -> Path:
-        return self.root / "spawn.json"
-
-    def pair_csv(self, setting: str, a: int, b: int) -> Path:
-        return self.root / setting / f"path-c{a}-c{b}.csv"
-
-    def instability(self, setting: str) -> Path:
-        return self.root / setting / "instability.csv"
 
 
 def spawn_dir(run: RunDir, r: int, t: int) -> SpawnDir:
@@ -270,7 +249,7 @@ def _evaluate_pairs(spec, sdir: SpawnDir, r, t, final, children, source, device,
         )
         curve.to_csv(sdir.pair_csv(setting.key, a, b), replicate=r, t=t)
         curve.plot(
-            sdir.pair_csv(setting.key, a, b).with_suffix(".png"),
+            sdir.pair_png(setting.key, a, b),
             title=f"children {a} and {b} of replicate {r} spawned at T = {t} ({setting.key})",
         )
         rows.append(_row(curve, setting.key, r, t, a, b))
@@ -306,9 +285,8 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
 
 def write_summary(run: RunDir) -> Path | None:
     """RUN_DIR/spawn/instability.csv and .png from every spawn's rows (error barrier vs T)."""
-    folder = run.spawn_root
     rows = []
-    for path in sorted(folder.glob("r*-t*/*/instability.csv")):
+    for path in [p for folder in run.spawn_dirs() for p in SpawnDir(folder).instability_tables()]:
         with open(path, newline="") as f:
             rows += list(csv.DictReader(f))
     if not rows:
@@ -322,9 +300,9 @@ def write_summary(run: RunDir) -> Path | None:
             int(d["child_b"]),
         )
     )
-    write_csv(folder / "instability.csv", INSTABILITY_COLUMNS, rows)
-    _figure(rows, folder / "instability.png")
-    return folder / "instability.csv"
+    write_csv(run.instability_csv, INSTABILITY_COLUMNS, rows)
+    _figure(rows, run.instability_png)
+    return run.instability_csv
 
 
 def _figure(rows: list[dict], path: Path) -> None:

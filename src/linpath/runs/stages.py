@@ -184,15 +184,14 @@ def sweep_layers(
     if not options.world.is_main:
         return None
     curves = {layer: load_curves(run, s.key) for layer, s in by_layer.items()}
-    folder = run.layers_dir(setting.key, hold)
-    write_csv(folder / "layers.csv", LAYER_COLUMNS, layer_rows(curves))
+    write_csv(run.layers_csv(setting.key, hold), LAYER_COLUMNS, layer_rows(curves))
     spec = read_spec(run)
     claims = claims_of(spec.preset)
     title = claims.setting if claims else spec.preset
     steps = sorted({t for c in curves.values() for t in c.steps})
     for t in steps:
-        layer_figure(curves, t, title, folder / "figures", hold)
-    return folder
+        layer_figure(curves, t, title, run.layers_figures(setting.key, hold), hold)
+    return run.layers_dir(setting.key, hold)
 
 
 def final_accuracies(run: RunDir, replicates: list[int]) -> list[float]:
@@ -216,14 +215,13 @@ def report_setting(run: RunDir, spec: Spec, setting: str, metric: str = "rise_ov
     curves = load_curves(run, setting)
     rows = metric_rows(curves)
     summary = summary_rows(curves, rows)
-    folder = run.results_dir(setting)
-    write_csv(folder / "metrics.csv", REPLICATE_COLUMNS, rows)
-    write_csv(folder / "summary.csv", SUMMARY_COLUMNS, summary)
+    write_csv(run.metrics_csv(setting), REPLICATE_COLUMNS, rows)
+    write_csv(run.summary_csv(setting), SUMMARY_COLUMNS, summary)
     claims = claims_of(spec.preset)
     title = claims.setting if claims else spec.preset
     other = other_split(run, setting)
     figures = all_figures(
-        curves, summary, title, folder / "figures", figure2_steps_of(spec.preset), metric, other
+        curves, summary, title, run.figures_dir(setting), figure2_steps_of(spec.preset), metric, other
     )
     accuracies = final_accuracies(run, curves.replicates)
     steps = f"{spec.total_steps}it" if is_external(spec) else spec.train.training_steps

@@ -15,8 +15,8 @@ import shutil
 from pathlib import Path
 
 from linpath.errors import LinpathError
+from linpath.io.rundir import RunDir
 
-BOARD = "tensorboard"
 _writers: dict[Path, object] = {}
 
 
@@ -37,14 +37,14 @@ def require() -> None:
 def enable(root: Path) -> Path:
     """Switch a run's TensorBoard scalars on."""
     require()
-    folder = Path(root) / BOARD
+    folder = RunDir(root).tensorboard_dir
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
 def board(root: Path, name: str) -> Path | None:
     """tensorboard/<name>/ of the run, or None where the run did not ask (or cannot write)."""
-    folder = Path(root) / BOARD
+    folder = RunDir(root).tensorboard_dir
     return folder / name if folder.is_dir() and _summary_writer() is not None else None
 
 

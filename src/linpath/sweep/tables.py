@@ -42,7 +42,7 @@ def rebuild_tables(run: RunDir) -> int:
     for setting in settings:
         rows = setting_rows(run, setting)
         if rows:
-            atomic_write_text(run.results_dir(setting) / "paths.csv", format_rows(rows))
+            atomic_write_text(run.setting_paths(setting), format_rows(rows))
             union += [[setting, *row] for row in rows]
     atomic_write_text(run.paths_csv, csv_text(["setting", *PATH_COLUMNS], union))
     return len(union)
