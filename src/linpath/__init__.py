@@ -1,6 +1,6 @@
 """linpath: neural-network optimization along linear paths in weight space.
 
-The public Python API (see api.py and docs/own_model.md):
+The public Python API (see api/ and docs/own_model.md):
     linpath.path(model, start_state, end_state, data, ...) -> linpath.PathCurve
     linpath.plane(model, origin, a, b, data, ...) / linpath.random_plane(...) -> linpath.Surface
     linpath.align(state_a, state_b, model) -> state_b permuted to match a (LeNet, VGG, ResNet, MLPs)

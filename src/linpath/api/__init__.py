@@ -8,7 +8,7 @@ options.py, states.py and inputs.py."""
 from linpath.analysis.plane import Surface
 from linpath.api.alignment import align
 from linpath.api.curve import PathCurve
-from linpath.api.inputs import as_evalset, fit_inputs, is_classification, make_score
+from linpath.api.inputs import as_evalset, checked_inputs, is_classification, make_score
 from linpath.api.lines import evaluate_path, path
 from linpath.api.options import PathOptions
 from linpath.api.planes import plane, random_plane
@@ -27,7 +27,7 @@ __all__ = [
     "RunTables",
     "load",
     "endpoints",
-    "fit_inputs",
+    "checked_inputs",
     "load_state",
     "as_evalset",
     "is_classification",

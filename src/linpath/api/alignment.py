@@ -12,7 +12,7 @@ from linpath.api.states import StateLike, load_state
 from linpath.engine.align import align_states
 from linpath.engine.interpolate import check_compatible
 from linpath.errors import LinpathError
-from linpath.io.checkpoints import fit_keys
+from linpath.io.checkpoints import match_keys
 from linpath.io.files import atomic_write
 
 
@@ -35,7 +35,7 @@ def align(
         if not isinstance(model, nn.Module):
             raise LinpathError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         own = model.state_dict()
-        a, b = fit_keys(a, own), fit_keys(b, own)
+        a, b = match_keys(a, own), match_keys(b, own)
         check_compatible(own, a, "the model", "state a")
         check_compatible(own, b, "the model", "state b")
     return align_states(a, b, model, seed=seed)
@@ -71,8 +71,8 @@ def align_files(
     _check_out(out, (a, b), force)
     aligned = align(a, b, net, seed=seed, key=key)
     own = net.state_dict()
-    state_a = fit_keys(load_state(a, "state a", key), own)
-    state_b = fit_keys(load_state(b, "state b", key), own)
+    state_a = match_keys(load_state(a, "state a", key), own)
+    state_b = match_keys(load_state(b, "state b", key), own)
     params = [name for name, _ in net.named_parameters()]
     before, after = parameter_distance(state_a, state_b, params), parameter_distance(state_a, aligned, params)
     atomic_write(out, lambda f: torch.save({k: v.contiguous() for k, v in aligned.items()}, f))

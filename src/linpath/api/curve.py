@@ -62,7 +62,7 @@ class PathCurve:
         )
 
     def metrics(self) -> dict[str, dict[str, float]]:
-        """linpath.metrics.path_metrics of the loss and, when present, the error curve."""
+        """linpath.analysis.metrics.path_metrics of the loss and, when present, the error curve."""
         out = {"loss": path_metrics(self.x, self.loss)}
         if self.error is not None:
             out["error"] = path_metrics(self.x, self.error)

@@ -23,7 +23,7 @@ DataLike = object  # (inputs, targets) tensors, a Dataset or DataLoader of pairs
 BatchFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def fit_inputs(
+def checked_inputs(
     model: nn.Module, evalset: EvalSet, dev: torch.device, output_fn: OutputFn | None = None
 ) -> EvalSet:
     """Inputs the model accepts: floating inputs cast to the model's floating dtype, then one

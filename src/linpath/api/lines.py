@@ -27,8 +27,8 @@ from linpath.api.inputs import (
     BatchFn,
     DataLike,
     as_evalset,
+    checked_inputs,
     default_device,
-    fit_inputs,
     grid_of,
     is_classification,
     make_score,
@@ -143,7 +143,7 @@ def evaluate_path(
         end = align(start, end, work, key=options.key)
     start_sd, end_sd = endpoints(work.state_dict(), start, end, options.key, options.allow_nonfinite)
     whole = as_evalset(data, dev, options.batch_size or 1000)
-    evalset, population = _subset(fit_inputs(work, whole, dev, options.output_fn), setting)
+    evalset, population = _subset(checked_inputs(work, whole, dev, options.output_fn), setting)
     classification = is_classification(evalset.labels)
     job = line_job(
         work, evalset, setting, make_score(options.loss_fn, options.error_fn, classification),

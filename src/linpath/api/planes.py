@@ -21,8 +21,8 @@ from linpath.api.inputs import (
     BatchFn,
     DataLike,
     as_evalset,
+    checked_inputs,
     default_device,
-    fit_inputs,
     is_classification,
     make_score,
 )
@@ -70,7 +70,7 @@ def _evaluate_plane(work, origin, d_a, d_b, data, grid, span, options) -> tuple:
     shard = _check_shard(options["shard"], options["rows_file"])
     dev = default_device(work) if options["device"] is None else resolve_device(str(options["device"]))
     check_precision(options["precision"])
-    evalset = fit_inputs(work, as_evalset(data, dev, options["batch_size"] or 1000), dev)
+    evalset = checked_inputs(work, as_evalset(data, dev, options["batch_size"] or 1000), dev)
     classification = is_classification(evalset.labels)
     score = make_score(options["loss_fn"], options["error_fn"], classification)
     engine = open_engine(work, evalset, options["precision"], batch_size=options["batch_size"], score=score)

@@ -22,7 +22,7 @@ from torch import nn
 
 import linpath.data as datasets
 import linpath.models as models
-from linpath.api.inputs import as_evalset, fit_inputs, is_classification
+from linpath.api.inputs import as_evalset, checked_inputs, is_classification
 from linpath.api.options import PathOptions
 from linpath.api.planes import PlaneInputs, PlaneOptions
 from linpath.api.streamed import is_streamed
@@ -193,7 +193,7 @@ def external_inputs(
         )
     evalset, classes = load_data(data, data_root, split, "cpu")
     classes = num_classes or classes
-    evalset = fit_inputs(resolve_model(model, classes), evalset, torch.device("cpu"))
+    evalset = checked_inputs(resolve_model(model, classes), evalset, torch.device("cpu"))
     return ExternalInputs(lambda: resolve_model(model, classes), evalset, classes, data)
 
 

@@ -14,7 +14,7 @@ from torch import nn
 from linpath.engine.interpolate import check_compatible
 from linpath.engine.lazy_states import full_state
 from linpath.errors import LinpathError
-from linpath.io.checkpoints import find_state, fit_keys
+from linpath.io.checkpoints import find_state, match_keys
 from linpath.io.hf_folder import ModelFolder, is_model_folder
 from linpath.io.tensors import load_state_dict, nonfinite_problem
 
@@ -76,7 +76,7 @@ def model_states(
 def _loaded(own: dict, state: StateLike, name: str, key: str | None, model: nn.Module | None) -> dict:
     if model is not None and is_model_folder(state):
         return full_state(model, ModelFolder(state), f"the {name} ({Path(state).name})")
-    return fit_keys(load_state(state, name, key), own)
+    return match_keys(load_state(state, name, key), own)
 
 
 def endpoints(

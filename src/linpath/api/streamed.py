@@ -24,7 +24,7 @@ from linpath.engine.lazy_states import DictState, StateMix, check_finite_states
 from linpath.engine.streamed import StreamedEvaluator
 from linpath.engine.tasks import Task, make_task
 from linpath.errors import LinpathError
-from linpath.io.checkpoints import fit_keys
+from linpath.io.checkpoints import match_keys
 from linpath.io.hf_folder import ModelFolder, is_model_folder
 from linpath.models.hf import from_folder
 from linpath.runtime.device import resolve_device
@@ -104,7 +104,7 @@ def _lazy_endpoints(
         return [DictState(state, dev) for state in pair], names
     own = work.state_dict()
     states = [
-        ModelFolder(s) if is_model_folder(s) else DictState(fit_keys(load_state(s, name, key), own), dev)
+        ModelFolder(s) if is_model_folder(s) else DictState(match_keys(load_state(s, name, key), own), dev)
         for s, name in given
     ]
     if not allow_nonfinite:

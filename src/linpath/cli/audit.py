@@ -2,7 +2,6 @@
 
 from linpath.cli import common
 from linpath.cli.registry import Command
-from linpath.errors import LinpathError
 
 
 def arguments(p) -> None:
@@ -18,22 +17,12 @@ def arguments(p) -> None:
 
 def run(args) -> int:
     """One line per finding; exit 1 when there are findings, 0 when the run is clean."""
-    from linpath.analysis.audit import DISTANCE_TOLERANCE, audit_run
-    from linpath.io.rundir import RunDir
+    from linpath.runs.inspect import audit
 
-    run_dir = RunDir(common.run_folder(args.run_dir))
-    tolerance = DISTANCE_TOLERANCE if args.tolerance is None else args.tolerance
-    if not tolerance >= 0:
-        raise LinpathError(f"--tolerance must be a number >= 0, got {args.tolerance}")
-    findings = audit_run(run_dir, tolerance=tolerance)
+    findings, verdict = audit(common.run_folder(args.run_dir), args.tolerance)
     for finding in findings:
         print(f"{finding.kind}: {finding.message}")
-    states = sum(len(run_dir.saved_steps(r)) for r in run_dir.replicates())
-    verdict = f"{len(findings)} finding{'s' * (len(findings) != 1)}" if findings else "clean"
-    done = len(run_dir.replicates())
-    print(
-        f"audit: {verdict} ({done} finished replicate{'s' * (done != 1)}, {states} kept states in {run_dir.root})"
-    )
+    print(verdict)
     return 1 if findings else 0
 
 

@@ -11,13 +11,9 @@ def arguments(p) -> None:
 
 
 def run(args) -> int:
-    from linpath.analysis.trajectory import trajectory_rows, write_trajectory
-    from linpath.io.rundir import RunDir
+    from linpath.runs.inspect import trajectory
 
-    run_dir = RunDir(common.run_folder(args.run_dir))
-    rows = trajectory_rows(run_dir, args.replicate)
-    out = args.out or run_dir.trajectory_dir(args.replicate)
-    files = write_trajectory(rows, out, f"{run_dir.root.name}, replicate {args.replicate}")
+    rows, files = trajectory(common.run_folder(args.run_dir), args.replicate, args.out)
     for row in rows:
         print(
             f"t={row['t']}: progress {row['progress']:.3f}, distance from the line {row['distance_rel']:.3f}·‖θ_T − θ_0‖, "

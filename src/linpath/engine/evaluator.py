@@ -30,14 +30,14 @@ from linpath.engine.profile import stem_profile
 from linpath.engine.scoring import Result, classification_score, make_tally
 from linpath.engine.stem import find_linear_stem
 from linpath.runtime.device import autocast, check_precision
-from linpath.runtime.fit import cuda_batch
+from linpath.runtime.gpu_batch import cuda_batch
 
 STEM_SHARE = 0.1  # use the linear stem ("auto") when it is at least this share of the multiply-adds
 
 
 # the smallest default evaluation batch of a convnet on a GPU: small batches leave it waiting on kernel
 # launches, so the default is the whole set, or as much of it as a quarter of the free memory holds
-# (runtime/fit.py), and at least this
+# (runtime/gpu_batch.py), and at least this
 CUDA_CONV_BATCH = 1024
 # a fully connected net on a CPU: a batch's activations (2,000 × LeNet's 300 floats, 2.4 MB) stay in
 # cache between the stem mix, the ReLU and the next product; 20 % faster than one 10,000-row batch
@@ -66,7 +66,7 @@ class PathEvaluator:
     is overwritten in place); `evalset` has `.inputs` and `.labels` on the evaluation device;
     `batch_size` None picks 256 for convnets on the CPU (cache-sized, fastest there), on CUDA
     the whole set or as much as a quarter of the free memory holds, at least 1,024 (fewer kernel
-    launches per network: runtime/fit.py), and for the rest 2,000 on the CPU
+    launches per network: runtime/gpu_batch.py), and for the rest 2,000 on the CPU
     (cache-sized) and 10,000 on CUDA; `population` holds the split's examples per class when
     `evalset` is a subset of it; `output_fn` maps the model's output to what `score` takes
     (default: engine.outputs.default_logits); `layout` (Layout) the stem, memory layout and

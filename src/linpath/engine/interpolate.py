@@ -2,7 +2,7 @@
 
 Floating-point entries (weights, biases, BatchNorm running statistics) are interpolated;
 integer entries (BatchNorm's num_batches_tracked, unused in evaluation) take the end's value.
-What happens to BatchNorm statistics beyond that is a named policy, see evaluate.py.
+What happens to BatchNorm statistics beyond that is a named policy, see bn_stats.py.
 """
 
 from __future__ import annotations

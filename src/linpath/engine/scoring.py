@@ -21,7 +21,7 @@ def classification_score(outputs: torch.Tensor, targets: torch.Tensor) -> tuple[
 
     A score is any `score(outputs, targets) -> (loss summed over the batch, errors summed over
     the batch)`; the engine divides both by the number of examples. Other tasks (regression,
-    language models) pass their own to evaluate_model / PathEvaluator (see api.py).
+    language models) pass their own to PathEvaluator (see api/inputs.py's make_score).
     """
     return F.cross_entropy(outputs, targets, reduction="sum").double(), (outputs.argmax(1) != targets).sum()
 

@@ -4,7 +4,7 @@ Researchers bring files from their own training code: a bare state dict, a dict 
 ({"state_dict": ..., "epoch": 3}, "model_state_dict", "model"), a PyTorch Lightning .ckpt,
 a DDP model's "module."-prefixed keys, or a .safetensors file. `find_state` finds the state
 dict inside (or at `key`, a dotted path, for anything else; io.tensors.load_state_dict reads
-files with it); `fit_keys` then strips the prefix the model's own keys do not have, where
+files with it); `match_keys` then strips the prefix the model's own keys do not have, where
 those are known. Pickles are loaded weights-only (io.tensors), never code.
 """
 
@@ -100,7 +100,7 @@ def _prefixes(keys: Iterable[str]) -> list[str]:
     return sorted(found, key=lambda p: (p.count("."), p))
 
 
-def fit_keys(state: dict[str, torch.Tensor], own: Iterable[str]) -> dict[str, torch.Tensor]:
+def match_keys(state: dict[str, torch.Tensor], own: Iterable[str]) -> dict[str, torch.Tensor]:
     """`state` with the prefix removed that makes its keys exactly the model's (`own`):
     "module." of DDP, "model." of a Lightning module, ...; entries outside the prefix (say a
     Lightning module's loss weights) are dropped then. Unchanged when no prefix fits: the

@@ -112,12 +112,12 @@ class RunDir:
 
     @property
     def merged_record(self) -> Path:
-        """The sources of a study made by `linpath merge` (commands/merge.py); absent elsewhere."""
+        """The sources of a study made by `linpath merge` (runs/merge.py); absent elsewhere."""
         return self.root / "merged.json"
 
     @property
     def import_record(self) -> Path:
-        """The files a run made by `linpath import` came from (commands/import_dir.py)."""
+        """The files a run made by `linpath import` came from (runs/import_dir.py)."""
         return self.root / "import.json"
 
     @property

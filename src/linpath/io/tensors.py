@@ -44,7 +44,7 @@ def load_tensors(path: Path) -> object:
 def load_state_dict(path: Path, key: str | None = None) -> dict[str, torch.Tensor]:
     """The state dict of a checkpoint file, written by linpath or by other tools: a plain state
     dict, a wrapper ({"state_dict": ...}, a Lightning .ckpt, {"model": ...}), a .safetensors
-    file, or the entry at `key` (see io/checkpoints.py). Keys are as saved (see fit_keys)."""
+    file, or the entry at `key` (see io/checkpoints.py). Keys are as saved (see match_keys)."""
     path = Path(path)
     if path.is_file() and is_safetensors(path):
         return find_state(load_safetensors(path), str(path), key)

@@ -2,7 +2,7 @@
 
 A model class may name its `linear_stem`: the first layer, whose input is the network's input
 (after parameter-free reshaping) and whose output is linear in its own parameters. The sweep
-engine exploits it (see evaluate.py).
+engine exploits it (see engine/evaluator.py).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from linpath.config.external import is_external
 from linpath.config.schedule import Schedule
 from linpath.config.spec import build_model, read_spec
 from linpath.errors import LinpathError
-from linpath.io.checkpoints import fit_keys
+from linpath.io.checkpoints import match_keys
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
 from linpath.io.tensors import check_finite, load_state_dict
@@ -231,7 +231,7 @@ def _load(run: RunDir, r: int, t: int, allow_nonfinite: bool, job: LineJob) -> d
     """A kept state, its keys fitted to the model's (a "model."/"module." prefix of a state kept
     from a Lightning module or a DDP wrapper stripped), refused when not finite."""
     path = run.checkpoint(r, t)
-    state = fit_keys(load_state_dict(path), job.engine.targets)
+    state = match_keys(load_state_dict(path), job.engine.targets)
     return state if allow_nonfinite else check_finite(state, path)
 
 

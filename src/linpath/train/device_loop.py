@@ -33,7 +33,7 @@ import torch
 from linpath.data.source import EvalSet
 from linpath.errors import LinpathError
 from linpath.runtime import progress as plain_progress
-from linpath.runtime.fit import cuda_batch
+from linpath.runtime.gpu_batch import cuda_batch
 from linpath.train.replicate import EVAL_BATCH, Replicate, progress_bar, sgd_update
 
 WARMUP_STEPS = 3  # eager steps of a session before the first capture (on a side stream on CUDA)

@@ -1,11 +1,11 @@
-"""Default evaluation batches on CUDA from the free memory (runtime/fit.py); the CPU's unchanged."""
+"""Default evaluation batches on CUDA from the free memory (runtime/gpu_batch.py); the CPU's unchanged."""
 
 import torch
 
 from linpath.data.source import EvalSet
 from linpath.engine.evaluator import CPU_DENSE_BATCH, PathEvaluator
 from linpath.models import build
-from linpath.runtime.fit import fitting_batch, forward_bytes_per_example
+from linpath.runtime.gpu_batch import fitting_batch, forward_bytes_per_example
 
 GiB = 1 << 30
 
