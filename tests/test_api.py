@@ -16,6 +16,8 @@ from linpath.cli import main
 from linpath.engine.interpolate import interpolate_state
 from linpath.errors import LinpathError
 from linpath.models import build
+from linpath.sweep.grids import Grid
+from linpath.sweep.setting import SweepSetting
 from linpath.sweep.tables import PATH_COLUMNS
 from tests.oracle import plain_path
 
@@ -65,6 +67,23 @@ def test_path_matches_a_plain_loop(data):
     assert curve.error == pytest.approx([e[1] for e in expected], abs=1e-9)
     assert curve.examples == 150 and curve.bn == "interpolate"
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # the model is left alone
+
+
+def test_a_setting_given_whole_equals_its_keywords(data):
+    """path(setting=SweepSetting(...)) is the keywords' job, field for field (a field without a
+    keyword of its own reaches the engine the same way); both at once is one line."""
+    start, end = trained_states()
+    by_keywords = linpath.path(
+        TinyNet(), start, end, data, grid=4, eval_examples=60, bn="recompute", bn_batches=2
+    )
+    whole = SweepSetting(grid=Grid(points=4), eval_examples=60, bn="recompute", bn_batches=2)
+    given = linpath.path(TinyNet(), start, end, data, setting=whole)
+    assert (
+        given.loss.tolist() == by_keywords.loss.tolist()
+        and given.loss_se.tolist() == by_keywords.loss_se.tolist()
+    )
+    with pytest.raises(LinpathError, match="give grid, bn in setting= or as keywords, not both"):
+        linpath.path(TinyNet(), start, end, data, grid=4, bn="recompute", setting=whole)
 
 
 def test_data_forms_agree(data):
@@ -309,6 +328,8 @@ def test_cli_path_with_a_user_module_and_tensor_file(tmp_path, capsys):
     with open(tmp_path / "out" / "paths.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and rows[0]["split"] == "data"
+    recorded = json.loads((tmp_path / "out" / "setting.json").read_text())["sweep_setting"]
+    assert recorded == SweepSetting(grid=Grid(points=4)).as_record()  # every field, none listed by hand
 
 
 def one_line_error(capsys, argv) -> str:

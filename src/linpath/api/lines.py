@@ -16,6 +16,7 @@ folders, language models, a stopping rule: api/streamed.py).
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -72,6 +73,7 @@ def path(
     se_target: float | None = None,
     min_examples: int = MIN_EXAMPLES,
     shard: tuple[int, int] | None = None,
+    setting: SweepSetting | None = None,
 ) -> PathCurve:
     """Loss (and error) along θ(x) = (1 - x)·start + x·end; `model` is not modified (a copy is
     evaluated). Every argument is described in docs/own_model.md; in short:
@@ -88,24 +90,46 @@ def path(
     (a point stops once the loss's standard error is below it, after min_examples) or streamed
     data go to api/streamed.py (shard = (rank, size), default the torchrun world's).
 
-    A convenience over evaluate_path(): the keywords become one SweepSetting and PathOptions."""
-    setting = SweepSetting(
-        grid=grid_of(grid),
-        bn=bn,
-        precision=precision,
-        bn_batches=bn_batches,
-        eval_examples=_eval_examples(eval_examples),
-        params=_params(params, hold),
-        hold=hold,
-        task=task,
-        se_target=se_target,
-        min_examples=min_examples,
-    )
+    A convenience over evaluate_path(): the keywords become one SweepSetting and PathOptions.
+    `setting` gives a SweepSetting whole instead (every field, those without a keyword here
+    too), in place of grid, bn, precision, bn_batches, eval_examples, params, hold, task,
+    se_target and min_examples."""
+    keywords = dict(
+        grid=grid, bn=bn, precision=precision, bn_batches=bn_batches, eval_examples=eval_examples,
+        params=params, hold=hold, task=task, se_target=se_target, min_examples=min_examples,
+    )  # fmt: skip
+    setting = _setting(setting, keywords)
     options = PathOptions(
         device, batch_size, key, loss_fn, error_fn, output_fn, allow_nonfinite, bn_data, bn_batch_size,
         shard=shard,
     )  # fmt: skip
     return evaluate_path(model, start_state, end_state, data, setting, options)
+
+
+def _setting(setting: SweepSetting | None, keywords: dict) -> SweepSetting:
+    """path()'s setting: the one given whole (its keywords left at their defaults), else the
+    keywords' (grid as a number, Grid or x values; eval_examples None for the whole data)."""
+    if setting is not None:
+        if not isinstance(setting, SweepSetting):
+            raise LinpathError(f"setting must be a linpath SweepSetting, got {type(setting).__name__}")
+        defaults = {k: p.default for k, p in inspect.signature(path).parameters.items()}
+        changed = [k for k, v in keywords.items() if v is not defaults[k] and v != defaults[k]]
+        if changed:
+            raise LinpathError(f"give {', '.join(changed)} in setting= or as keywords, not both")
+        return setting
+    grid, hold, params = keywords["grid"], keywords["hold"], keywords["params"]
+    return SweepSetting(
+        grid=grid_of(grid),
+        bn=keywords["bn"],
+        precision=keywords["precision"],
+        bn_batches=keywords["bn_batches"],
+        eval_examples=_eval_examples(keywords["eval_examples"]),
+        params=_params(params, hold),
+        hold=hold,
+        task=keywords["task"],
+        se_target=keywords["se_target"],
+        min_examples=keywords["min_examples"],
+    )
 
 
 def _eval_examples(eval_examples: int | None) -> int:

@@ -95,6 +95,7 @@ def path_record(inputs: PathInputs, curve: PathCurve) -> dict:
         "examples_min": int(min(read)),
         "examples_max": int(max(read)),
         "tokens": int(curve.quantities["tokens"].sum()) if curve.quantities else None,
+        "sweep_setting": s.as_record(),
     }
 
 

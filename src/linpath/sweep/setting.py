@@ -165,6 +165,11 @@ class SweepSetting:
         ):
             raise LinpathError(f"--min-examples must be an integer of at least 2, got {self.min_examples}")
 
+    def as_record(self) -> dict:
+        """Every field by name, for a JSON record (the grid as its key): a new field is recorded
+        wherever a setting is, with no list to extend."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)} | {"grid": self.grid.key}
+
     @property
     def streamed(self) -> bool:
         """Whether the setting needs the streamed evaluator (a task or a stopping rule)."""
