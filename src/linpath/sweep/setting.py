@@ -14,8 +14,14 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
-from linpath.engine.bn_stats import BN_POLICIES, DEFAULT_BN_BATCHES, check_bn_policy
-from linpath.engine.params import HOLDS, check_hold, spec_terms
+from linpath.engine.choices import (
+    BN_POLICIES,
+    DEFAULT_BN_BATCHES,
+    HOLDS,
+    check_bn_policy,
+    check_hold,
+    spec_terms,
+)
 from linpath.errors import LinpathError
 from linpath.runtime.device import PRECISIONS, check_precision
 from linpath.sweep.grids import Grid, grid_of_key, parse_grid
