@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Runs each command line through linpath's main in one fresh interpreter and prints, per
@@ -41,6 +43,7 @@ def probe(code: str) -> list[dict]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_presets_and_every_help_import_no_torch():
     seen = probe(PROBE)
     assert len(seen) > 10  # presets, --help and each command's --help
