@@ -93,3 +93,16 @@ def build(
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def has_batchnorm(name: str, num_classes: int = 10) -> bool:
+    """Whether the named model has BatchNorm layers (built on the meta device: no memory, no
+    initialization; for the figures' titles, which name the BatchNorm policy only where it applies)."""
+    if name not in MODELS:
+        raise LinpathError(f"unknown model {name!r} (known: {', '.join(sorted(MODELS))})")
+    import torch
+    from torch import nn
+
+    with torch.device("meta"):
+        model = MODELS[name](num_classes)
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
