@@ -146,6 +146,18 @@ def test_apply_after_torch_is_imported_sets_torchs_count(torch_threads):
     assert threads.chosen_explicitly({})
 
 
+def test_using_sets_the_count_for_a_block_and_restores_it(torch_threads):
+    torch.set_num_threads(2)
+    with threads.using(1):
+        assert torch.get_num_threads() == 1
+        assert threads.chosen_explicitly({})  # the small-model rule stands aside
+    assert torch.get_num_threads() == 2 and not threads.chosen_explicitly({})
+    with threads.using(None):
+        assert torch.get_num_threads() == 2
+    with pytest.raises(LinpathError, match="threads must be a positive integer"), threads.using(0):
+        pass
+
+
 @pytest.mark.slow
 def test_apply_before_torch_goes_through_the_environment():
     """In a fresh interpreter, as the command line does: the count and the wait policy are in

@@ -159,7 +159,7 @@ def apply(threads: int | None = None, environ=os.environ) -> Choice:
     """Set torch's intra-op thread count from choose(threads). Before torch is imported, through
     the environment torch reads when it starts (OMP_NUM_THREADS), with OMP_WAIT_POLICY=PASSIVE
     unless the environment already says how OpenMP threads wait; after, torch.set_num_threads.
-    The API's threads= keyword and the command line's --threads call this."""
+    The command line's --threads calls this (the API's threads= keyword: using())."""
     global _applied
     choice = choose(threads, environ)
     torch = sys.modules.get("torch")
@@ -172,6 +172,27 @@ def apply(threads: int | None = None, environ=os.environ) -> Choice:
         torch.set_num_threads(choice.count)
     _applied = choice
     return choice
+
+
+@contextlib.contextmanager
+def using(threads: int | None):
+    """The API's threads= keyword: torch's count is `threads` inside the block (a choice of the
+    caller, so the small-model rule stands aside), restored after; None changes nothing."""
+    global _applied
+    if threads is None:
+        yield
+        return
+    n = positive_count(threads, "threads")
+    import torch
+
+    before, saved = torch.get_num_threads(), _applied
+    torch.set_num_threads(n)
+    _applied = Choice(n, "threads")
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        _applied = saved
 
 
 def chosen_explicitly(environ=os.environ) -> bool:
