@@ -4,9 +4,15 @@ VENV   ?= .venv
 DATA   ?= ../shared/data
 OUT    ?= runs
 
+# The main job's install: torch and linpath's own dependencies, nothing of the test extras.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+# The tests' install: the same venv plus the test extras (pytest, ruff, transformers, Lightning, ...).
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e ".[test]"
 	touch $@
 
@@ -16,11 +22,11 @@ mnist: $(VENV)/.installed
 	$(VENV)/bin/linpath run mnist_lenet_300_100 --data-root $(DATA) --out $(OUT)
 
 # Everything: lint, the import layers, then every test (end-to-end and fault tests included).
-test: $(VENV)/.installed lint
+test: $(VENV)/.installed-test lint
 	LINPATH_TEST_DATA=$(DATA) $(VENV)/bin/python -m pytest -q
 
 # The fast unit tests only (no end-to-end training, subprocesses or torchrun): under a minute.
-test-fast: $(VENV)/.installed
+test-fast: $(VENV)/.installed-test
 	LINPATH_TEST_DATA=$(DATA) $(VENV)/bin/python -m pytest -q -m "not slow and not cuda"
 
 # The GPU check (docs/gpu.md): on a machine with an NVIDIA GPU, no network; about 10 minutes on an H100.
@@ -38,7 +44,7 @@ gpu-study:
 		benchmarks/gpu_study.sh $(GPU_OUT) $(DATA) $(if $(PRESET),--preset $(PRESET)) \
 		$(if $(REPLICATE),--replicate $(REPLICATE)) $(if $(filter 1,$(DRY_RUN)),--dry-run)
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
 	$(VENV)/bin/lint-imports --no-cache

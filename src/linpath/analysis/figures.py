@@ -3,7 +3,11 @@
 Figure 1: loss and error along the path from t = 0, mean ± std over replicates.
 Figure 2: the same for several starting t, coloured by t.
 Figure 3: a path metric (default rise_over_start, the paper's "maximum increase") vs t on a
-log axis, t = 0 drawn at the left edge.
+log axis, t = 0 drawn at the left edge. Its markers say where the mean curve's maximum lies:
+filled inside the path, hollow at x = 1 (the end above the start, e.g. test-loss overfitting,
+which rise_over_start counts but which is no barrier); with rise_over_start, a second series
+gives the interior peak's height above both ends (rise_over_endpoints), so a rise at the end
+reads as zero there.
 """
 
 from __future__ import annotations
@@ -18,10 +22,23 @@ import numpy as np  # noqa: E402
 
 from linpath.analysis.curves import Curves  # noqa: E402
 from linpath.analysis.intervals import CONFIDENCE, aggregate  # noqa: E402
-from linpath.analysis.metrics import BY_NAME  # noqa: E402
+from linpath.analysis.metrics import BY_NAME, peak_place  # noqa: E402
 from linpath.errors import LinpathError  # noqa: E402
 
 LABELS = {"loss": "test loss (cross-entropy)", "error": "test error"}
+# Figure 3's markers by where the mean curve's maximum lies (metrics.peak_place; the plotted value
+# is the replicates' mean metric, which can be above 0 where the mean curve peaks at its start)
+PEAK_MARKERS = {
+    "inside": {"marker": "o", "color": "C3", "label": "maximum inside the path (mean curve)"},
+    "end": {
+        "marker": "o",
+        "color": "C3",
+        "markerfacecolor": "white",
+        "label": "maximum at x = 1, the end above the start: no barrier (mean curve)",
+    },
+    "start": {"marker": ".", "color": "gray", "label": "maximum at the start (mean curve)"},
+}
+INTERIOR_LABEL = "interior peak above both ends (rise_over_endpoints)"
 
 
 def _words(metric: str) -> str:
@@ -82,7 +99,13 @@ def _split_legend(ax, curves: Curves, other: Curves | None) -> None:
         ax.plot([], [], color="gray", linestyle="--", label=f"{other.split} (dashed)")
 
 
-def figure1(curves: Curves, title: str, folder: Path, other: Curves | None = None) -> list[Path]:
+def bn_words(curves: Curves, batchnorm: bool | None) -> str:
+    """The BatchNorm policy for a title, said only where the model has BatchNorm (None: not
+    known, e.g. an external run's model, and said)."""
+    return "" if batchnorm is False else f", BatchNorm {curves.bn}"
+
+
+def draw_figure1(curves: Curves, title: str, other: Curves | None = None, batchnorm: bool | None = None):
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, q in zip(axes, ("loss", "error")):
         x, mean, std = curves.mean_std(0, q)
@@ -96,9 +119,16 @@ def figure1(curves: Curves, title: str, folder: Path, other: Curves | None = Non
         axes[1].legend(fontsize=8)
     n = len(curves.replicates)
     fig.suptitle(
-        f"{title}: the path from initialization (mean ± std over {n} replicate{'s' * (n != 1)}, BatchNorm {curves.bn})"
+        f"{title}: the path from initialization (mean ± std over {n} replicate{'s' * (n != 1)}"
+        f"{bn_words(curves, batchnorm)})"
     )
-    return save_figure(fig, folder, "figure1")
+    return fig
+
+
+def figure1(
+    curves: Curves, title: str, folder: Path, other: Curves | None = None, batchnorm: bool | None = None
+) -> list[Path]:
+    return save_figure(draw_figure1(curves, title, other, batchnorm), folder, "figure1")
 
 
 def figure2_steps(curves: Curves, preferred: tuple[int, ...]) -> list[int]:
@@ -132,22 +162,38 @@ def figure2(
     return save_figure(fig, folder, "figure2")
 
 
-def figure3(
-    curves: Curves, summary: list[dict], title: str, folder: Path, metric: str = "rise_over_start"
-) -> list[Path]:
-    """The metric against t, mean over replicates, with its bootstrap interval as the band."""
+def _peak_markers(ax, curves: Curves, q: str, positions, mean) -> None:
+    """Figure 3's markers: each t's value marked by where its mean curve's maximum lies."""
+    places = np.array([peak_place(curves.mean_std(t, q)[1]) for t in curves.steps])
+    for place, style in PEAK_MARKERS.items():
+        chosen = places == place
+        if np.any(chosen):
+            ax.plot(positions[chosen], mean[chosen], linestyle="none", markersize=5, **style)
+
+
+def _figure3_panel(ax, curves: Curves, summary: list[dict], q: str, metric: str, positions) -> None:
+    steps = curves.steps
+    mean = np.array([aggregate(summary, t, q, metric) for t in steps], float)
+    lo = np.array([aggregate(summary, t, q, metric, "ci_low") for t in steps], float)
+    hi = np.array([aggregate(summary, t, q, metric, "ci_high") for t in steps], float)
+    line = ax.plot(positions, mean, color="C3", linewidth=1)[0]
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    if np.any(ok & (hi > lo)):
+        ax.fill_between(positions[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.2, linewidth=0)
+    _peak_markers(ax, curves, q, positions, mean)
+    if metric == "rise_over_start":
+        interior = [aggregate(summary, t, q, "rise_over_endpoints") for t in steps]
+        ax.plot(positions, interior, color="C0", linestyle="--", linewidth=1, label=INTERIOR_LABEL)
+    ax.axhline(0, color="gray", linewidth=0.8)
+    ax.legend(fontsize=7, loc="best")
+
+
+def draw_figure3(curves: Curves, summary: list[dict], title: str, metric: str = "rise_over_start"):
     steps = curves.steps
     positions = np.array([t if t > 0 else 0.5 for t in steps], float)  # t = 0 at the left edge
     fig, axes = plt.subplots(2, 1, figsize=(7.5, 6.5), sharex=True)
     for ax, q in zip(axes, ("loss", "error")):
-        mean = np.array([aggregate(summary, t, q, metric) for t in steps], float)
-        lo = np.array([aggregate(summary, t, q, metric, "ci_low") for t in steps], float)
-        hi = np.array([aggregate(summary, t, q, metric, "ci_high") for t in steps], float)
-        line = ax.plot(positions, mean, color="C3", marker="o", markersize=3)[0]
-        ok = np.isfinite(lo) & np.isfinite(hi)
-        if np.any(ok & (hi > lo)):
-            ax.fill_between(positions[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.2, linewidth=0)
-        ax.axhline(0, color="gray", linewidth=0.8)
+        _figure3_panel(ax, curves, summary, q, metric, positions)
         ax.set_xscale("log")
         ax.set_xlim(positions.min() / 1.5, positions.max() * 1.5)  # also when no value is finite
         ax.set_ylabel(f"{_words(metric)}\nof the {quantity_label(q, curves.split)}", fontsize=9)
@@ -161,7 +207,14 @@ def figure3(
     )
     band = f"mean over replicates, {CONFIDENCE:.0%} bootstrap interval"
     fig.suptitle(f"{title}: {what}\nalong the path from t to the final state ({band})")
-    return save_figure(fig, folder, "figure3")
+    return fig
+
+
+def figure3(
+    curves: Curves, summary: list[dict], title: str, folder: Path, metric: str = "rise_over_start"
+) -> list[Path]:
+    """The metric against t, mean over replicates, with its bootstrap interval as the band."""
+    return save_figure(draw_figure3(curves, summary, title, metric), folder, "figure3")
 
 
 def all_figures(
@@ -172,12 +225,14 @@ def all_figures(
     figure2_preferred: tuple[int, ...],
     metric: str = "rise_over_start",
     other: Curves | None = None,
+    batchnorm: bool | None = None,
 ) -> list[Path]:
     """Figures 1-3 of one setting; `other` (the same setting on the other split) is overlaid
-    dashed on Figures 1 and 2."""
+    dashed on Figures 1 and 2; `batchnorm`: whether the model has BatchNorm (the titles name
+    the BatchNorm policy unless it is False; models.has_batchnorm for a preset's model)."""
     paths = []
     if 0 in curves.steps:
-        paths += figure1(curves, title, folder, other)
+        paths += figure1(curves, title, folder, other, batchnorm)
     paths += figure2(curves, title, folder, figure2_steps(curves, figure2_preferred), other)
     paths += figure3(curves, summary, title, folder, metric)
     return paths

@@ -104,6 +104,15 @@ TABLE_METRICS = tuple(m.name for m in METRICS if m.tabulated)  # metrics.csv's a
 HEIGHTS = tuple(m.name for m in METRICS if m.tabulated and m.height)  # what Figure 3 can show
 
 
+def peak_place(f) -> str:
+    """Where a curve's maximum lies (the first on ties): "start" (no rise), "inside" (strictly
+    inside the path: a barrier where it is high enough) or "end" (the last point: the end above
+    the start, such as test-loss overfitting, which is no barrier)."""
+    f = np.asarray(f, float)
+    i = int(np.argmax(f))
+    return "start" if i == 0 else "end" if i == len(f) - 1 else "inside"
+
+
 def metric(name: str, x, f) -> float:
     """One metric of one curve (sorted by x), NaN or inf where the curve is not finite."""
     m = BY_NAME[name]

@@ -16,6 +16,7 @@ import numpy as np
 
 from linpath.analysis.curves import Curves
 from linpath.analysis.intervals import aggregate
+from linpath.analysis.metrics import peak_place
 from linpath.config.presets import PaperClaims
 
 # Tolerances of the verdicts (fractions are of the path's loss range f(0) - min f).
@@ -39,9 +40,8 @@ def barrier_steps(curves: Curves, threshold: float = BARRIER_THRESHOLD) -> list[
     with the maximum strictly inside the path."""
     found = []
     for t in curves.steps:
-        x, mean, _ = curves.mean_std(t, "error")
-        i = int(np.argmax(mean))
-        if mean[i] - mean[0] > threshold and 0 < i < len(x) - 1:
+        _, mean, _ = curves.mean_std(t, "error")
+        if np.max(mean) - mean[0] > threshold and peak_place(mean) == "inside":
             found.append(t)
     return found
 

@@ -8,8 +8,10 @@ import argparse
 import os
 import sys
 
+from linpath.cli.common import add_threads
 from linpath.cli.registry import commands
 from linpath.errors import LinpathError
+from linpath.runtime import threads
 
 
 class Parser(argparse.ArgumentParser):
@@ -27,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     for command in commands():
         p = sub.add_parser(command.name, help=command.help)
         command.arguments(p)
+        add_threads(p)
         p.set_defaults(run=command.run)
     return parser
 
@@ -40,6 +43,7 @@ def _os_error(e: OSError) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        threads.apply(args.threads)  # before torch is imported: see runtime/threads.py
         return args.run(args)
     except LinpathError as e:
         rank = os.environ.get("RANK", "0")

@@ -52,6 +52,18 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def add_threads(p: argparse.ArgumentParser) -> None:
+    """--threads, on every command (main applies it before any tensor work: runtime/threads.py)."""
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPU threads for torch (default $LINPATH_THREADS, else $OMP_NUM_THREADS, else the CPUs "
+        "this process may use: its affinity and CPU quota, shared among torchrun's local ranks)",
+    )
+
+
 def add_out(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs", help="folder that holds run folders (default runs/)")
 

@@ -14,8 +14,7 @@ import hashlib
 import json
 import typing
 from dataclasses import dataclass, field, fields
-
-import torch
+from typing import TYPE_CHECKING
 
 import linpath.models as models
 from linpath.config.external import ExternalSpec, needs_model_and_data
@@ -28,6 +27,9 @@ from linpath.models import MODELS
 from linpath.runtime.device import check_precision
 from linpath.runtime.seeds import derived_seed
 from linpath.runtime.versions import versions
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _help(text: str, **kw):

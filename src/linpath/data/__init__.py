@@ -1,18 +1,42 @@
 """Data sets by name: one registry entry per data set holds its loader and the facts other
 stages need (classes, training examples, input shape), so they never restate them.
 
-Each loader returns a `Source` (see source.py)."""
+Each loader returns a `Source` (see source.py). The registry imports no torch: a loader imports
+its module when called, so the spec's check of a data set's name, and the commands that only
+read names (`linpath presets`, `--help`), stay light.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from linpath.data import cifar10, imagenet, mnist
 from linpath.data.locations import default_data_root
-from linpath.data.source import Source
+from linpath.data.normalization import NORMALIZATION, normalization_text
 from linpath.errors import LinpathError
+
+if TYPE_CHECKING:
+    from linpath.data.source import Source
+
+
+def _load_mnist(root: Path) -> Source:
+    from linpath.data import mnist
+
+    return mnist.load(root)
+
+
+def _load_cifar10(root: Path) -> Source:
+    from linpath.data import cifar10
+
+    return cifar10.load(root)
+
+
+def _load_imagenet(root: Path) -> Source:
+    from linpath.data import imagenet
+
+    return imagenet.load(root)
 
 
 @dataclass(frozen=True)
@@ -24,29 +48,10 @@ class DatasetInfo:
 
 
 DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo(mnist.load, 10, 60000, (1, 28, 28)),
-    "cifar10": DatasetInfo(cifar10.load, 10, 50000, (3, 32, 32)),
-    "imagenet": DatasetInfo(imagenet.load, 1000, 1281167, (3, 224, 224)),
+    "mnist": DatasetInfo(_load_mnist, 10, 60000, (1, 28, 28)),
+    "cifar10": DatasetInfo(_load_cifar10, 10, 50000, (3, 32, 32)),
+    "imagenet": DatasetInfo(_load_imagenet, 1000, 1281167, (3, 224, 224)),
 }
-
-
-# what every named data set's inputs go through (source.normalize): scaled to [0, 1], then
-# (x - mean) / std per channel, as its presets train
-NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "mnist": (mnist.MEAN, mnist.STD),
-    "cifar10": (cifar10.MEAN, cifar10.STD),
-    "imagenet": (imagenet.MEAN, imagenet.STD),
-}
-
-
-def normalization_text(name: str) -> str:
-    """The named data set's input normalization, in words: 'x/255, then (x - 0.1307) / 0.3081'."""
-    mean, std = NORMALIZATION[name]
-
-    def values(v: tuple[float, ...]) -> str:
-        return str(v[0]) if len(v) == 1 else f"({', '.join(map(str, v))})"
-
-    return f"x/255, then (x - {values(mean)}) / {values(std)} per channel"
 
 
 def info(name: str) -> DatasetInfo:

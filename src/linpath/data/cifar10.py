@@ -26,12 +26,13 @@ import torch.nn.functional as F
 from linpath.data.imagefolder import is_archive, read_tree
 from linpath.data.locations import cache_root
 from linpath.data.memory import InMemorySource
+from linpath.data.normalization import NORMALIZATION
 from linpath.data.source import Split
 from linpath.errors import LinpathError
 from linpath.io.tensors import save_tensors
 
 # OpenLTH normalizes CIFAR-10 with ImageNet's statistics.
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+MEAN, STD = NORMALIZATION["cifar10"]
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 COUNTS = {"train": 50000, "test": 10000}
 CANONICAL = "cifar-10-python.tar.gz"

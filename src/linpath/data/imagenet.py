@@ -25,11 +25,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from linpath.data.imagefolder import Tree, is_archive, read_tree
+from linpath.data.normalization import NORMALIZATION
 from linpath.data.source import EvalSet, iterations_per_epoch, normalize
 from linpath.errors import LinpathError
 from linpath.runtime.seeds import derived_seed, generator
 
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+MEAN, STD = NORMALIZATION["imagenet"]
 SPLITS = ("train", "val", "test")
 SCALE, RATIO = (0.1, 1.0), (0.8, 1.25)
 DEFAULT_SIZE = 224

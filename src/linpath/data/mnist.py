@@ -14,10 +14,11 @@ import torch
 from linpath.data.download import fetch
 from linpath.data.idx import parse_idx, read_bytes
 from linpath.data.memory import InMemorySource
+from linpath.data.normalization import NORMALIZATION
 from linpath.data.source import Split
 from linpath.errors import LinpathError
 
-MEAN, STD = (0.1307,), (0.3081,)
+MEAN, STD = NORMALIZATION["mnist"]
 
 # name -> (number of dimensions, expected count, MD5 of the uncompressed file)
 FILES = {

@@ -14,17 +14,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from linpath.engine.choices import BN_POLICIES, DEFAULT_BN_BATCHES, check_bn_policy
 from linpath.errors import LinpathError
 from linpath.runtime.device import autocast
 
-BN_POLICIES = ("interpolate", "recompute")
-DEFAULT_BN_BATCHES = 16  # recompute: training batches per point (2,048 examples at batch 128)
-
-
-def check_bn_policy(bn: str) -> str:
-    if bn not in BN_POLICIES:
-        raise LinpathError(f"unknown BatchNorm policy {bn!r} (known: {', '.join(BN_POLICIES)})")
-    return bn
+__all__ = [
+    "BN_POLICIES",
+    "DEFAULT_BN_BATCHES",
+    "check_bn_policy",
+    "bn_modules",
+    "path_bn_policy",
+    "recompute_bn_statistics",
+]
 
 
 def bn_modules(model: nn.Module) -> list[nn.Module]:

@@ -31,6 +31,7 @@ from linpath.engine.scoring import Result, classification_score, make_tally
 from linpath.engine.stem import find_linear_stem
 from linpath.runtime.device import autocast, check_precision
 from linpath.runtime.gpu_batch import cuda_batch
+from linpath.runtime.threads import for_model
 
 STEM_SHARE = 0.1  # use the linear stem ("auto") when it is at least this share of the multiply-adds
 
@@ -289,9 +290,12 @@ class Segment:
             if k.rpartition(".")[0] in names and k.rpartition(".")[2] in ("running_mean", "running_var")
         }
 
-    @torch.no_grad()
     def evaluate(self, xs) -> list[Result]:
-        xs = [float(x) for x in xs]
+        with for_model(self.e.model):  # a small model on one thread (runtime/threads.py)
+            return self._evaluate([float(x) for x in xs])
+
+    @torch.no_grad()
+    def _evaluate(self, xs: list[float]) -> list[Result]:
         e = self.e
         if not e.uses_stem:
             return [self._evaluate_point(x) for x in xs]

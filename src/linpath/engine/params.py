@@ -26,27 +26,10 @@ import fnmatch
 from torch import nn
 
 from linpath.engine.bnfold import conv_bn_pairs
+from linpath.engine.choices import HOLDS, check_hold, spec_terms
 from linpath.errors import LinpathError
 
-HOLDS = ("end", "start")
-
-
-def check_hold(hold: str) -> None:
-    if hold not in HOLDS:
-        raise LinpathError(f"unknown hold {hold!r} (known: {', '.join(HOLDS)})")
-
-
-def spec_terms(spec: str) -> list[str]:
-    """The terms of a spec; one line naming the spec when it has none or an empty layer."""
-    if not isinstance(spec, str):
-        raise LinpathError(f"a parameter subset must be a string such as 'fc1.*', got {type(spec).__name__}")
-    terms = [t.strip() for t in spec.split(",")]
-    if not spec.strip() or not all(terms):
-        raise LinpathError(f"parameter subset {spec!r} has an empty term (terms are separated by commas)")
-    for term in terms:
-        if term.startswith("layer:") and not term[len("layer:") :]:
-            raise LinpathError(f"parameter subset {spec!r}: 'layer:' needs a module name, e.g. layer:fc1")
-    return terms
+__all__ = ["HOLDS", "check_hold", "spec_terms", "layer_names", "select", "restrict", "layer_specs"]
 
 
 def layer_names(model: nn.Module) -> list[str]:

@@ -30,6 +30,7 @@ import torch.distributed as dist
 from torch import nn
 
 from linpath.data.stream import Batch, ShareCache, Stream
+from linpath.engine.choices import MIN_EXAMPLES
 from linpath.engine.lazy_states import StateMix
 from linpath.engine.outputs import OutputFn, to_logits
 from linpath.engine.tasks import Task, Units
@@ -40,7 +41,7 @@ MOMENTS = (
     "n", "loss", "errors", "count", "bytes", "no_bytes",
     "loss_sq", "errors_sq", "count_sq", "loss_count", "errors_count", "exhausted",
 )  # fmt: skip
-MIN_EXAMPLES = 100  # units read before the stopping rule may stop a point
+
 DATA_CACHE = 1 << 28  # bytes of a rank's batches kept on the device for the next points (data/stream.py)
 
 

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from linpath.engine.choices import TASKS
 from linpath.errors import LinpathError
 
 IGNORE_INDEX = -100  # targets never scored (padding), as in Hugging Face and F.cross_entropy
-TASKS = ("classification", "causal-lm")
 
 
 @dataclass

@@ -26,6 +26,7 @@ from linpath.engine.params import layer_specs
 from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
 from linpath.io.tables import write_csv
+from linpath.models import has_batchnorm
 from linpath.report.html import setting_data, write_html
 from linpath.report.markdown import Section, describe, run_line, write_report
 from linpath.report.origins import origins_sentence
@@ -220,8 +221,9 @@ def report_setting(run: RunDir, spec: Spec, setting: str, metric: str = "rise_ov
     claims = claims_of(spec.preset)
     title = claims.setting if claims else spec.preset
     other = other_split(run, setting)
+    batchnorm = None if is_external(spec) else has_batchnorm(spec.model.model)  # for the titles
     figures = all_figures(
-        curves, summary, title, run.figures_dir(setting), figure2_steps_of(spec.preset), metric, other
+        curves, summary, title, run.figures_dir(setting), figure2_steps_of(spec.preset), metric, other, batchnorm
     )
     accuracies = final_accuracies(run, curves.replicates)
     steps = f"{spec.total_steps}it" if is_external(spec) else spec.train.training_steps

@@ -1,13 +1,19 @@
-"""The device and the arithmetic: one place that knows the precisions and how to resolve a device."""
+"""The device and the arithmetic: one place that knows the precisions and how to resolve a device.
+
+torch is imported inside the functions that use it: the command line reads PRECISIONS to build
+its help, and `linpath --help` or `linpath presets` should not pay for importing torch.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-
-import torch
+from typing import TYPE_CHECKING
 
 from linpath.errors import LinpathError
+
+if TYPE_CHECKING:
+    import torch
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -21,6 +27,8 @@ def check_precision(precision: str) -> str:
 def autocast(device: torch.device, precision: str):
     """bf16 autocast for "bf16"; IEEE fp32 for "fp32" (see exact_fp32)."""
     if precision == "bf16":
+        import torch
+
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return exact_fp32(device, precision)
 
@@ -38,6 +46,8 @@ def exact_fp32(device: torch.device, precision: str):
 
 @contextlib.contextmanager
 def _no_tf32():
+    import torch
+
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
@@ -48,6 +58,8 @@ def _no_tf32():
 
 def resolve_device(device: str) -> torch.device:
     """auto (CUDA if present), cpu, cuda, cuda:N: a torch.device, or one line saying why not."""
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -61,6 +73,8 @@ def resolve_device(device: str) -> torch.device:
 def available_memory(device: torch.device) -> int | None:
     """Bytes free for new tensors on `device` (host: MemAvailable), or None where unknown."""
     if device.type == "cuda":
+        import torch
+
         try:
             return int(torch.cuda.mem_get_info(device)[0])
         except Exception:

@@ -4,8 +4,10 @@ everything random is a pure function of (seed, what, step)."""
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def derived_seed(*parts) -> int:
@@ -15,4 +17,6 @@ def derived_seed(*parts) -> int:
 
 
 def generator(*parts, device: str | torch.device = "cpu") -> torch.Generator:
+    import torch  # here, not above: derived_seed is used by light commands that need no torch
+
     return torch.Generator(device=device).manual_seed(derived_seed(*parts))

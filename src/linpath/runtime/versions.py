@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import platform
 
-import numpy
-import torch
-
 from linpath._version import __version__
 
 
 def versions() -> dict[str, str]:
+    import numpy  # here, not above: config/spec.py imports this module, and `linpath presets` needs no torch
+    import torch
+
     return {
         "linpath": __version__,
         "torch": torch.__version__,

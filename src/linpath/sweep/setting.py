@@ -15,10 +15,16 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from linpath.engine.bn_stats import BN_POLICIES, DEFAULT_BN_BATCHES, check_bn_policy
-from linpath.engine.params import HOLDS, check_hold, spec_terms
-from linpath.engine.streamed import MIN_EXAMPLES
-from linpath.engine.tasks import TASKS
+from linpath.engine.choices import (
+    BN_POLICIES,
+    DEFAULT_BN_BATCHES,
+    HOLDS,
+    MIN_EXAMPLES,
+    TASKS,
+    check_bn_policy,
+    check_hold,
+    spec_terms,
+)
 from linpath.errors import LinpathError
 from linpath.runtime.device import PRECISIONS, check_precision
 from linpath.sweep.grids import Grid, grid_of_key, parse_grid
