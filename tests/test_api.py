@@ -86,6 +86,23 @@ def test_a_setting_given_whole_equals_its_keywords(data):
         linpath.path(TinyNet(), start, end, data, grid=4, bn="recompute", setting=whole)
 
 
+def test_threads_keyword_is_applied_and_restored(data):
+    """threads= sets torch's count inside the call only (runtime/threads.py); a bad count is one line."""
+    seen = []
+
+    class Probe(TinyNet):
+        def forward(self, x):
+            seen.append(torch.get_num_threads())
+            return super().forward(x)
+
+    start, end = trained_states()
+    before = torch.get_num_threads()
+    linpath.path(Probe(), start, end, data, grid=2, threads=1)
+    assert set(seen) == {1} and torch.get_num_threads() == before
+    with pytest.raises(LinpathError, match="threads"):
+        linpath.path(Probe(), start, end, data, grid=2, threads=0)
+
+
 def test_data_forms_agree(data):
     start, end = trained_states()
     base = linpath.path(TinyNet(), start, end, data, grid=3)

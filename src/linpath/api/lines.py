@@ -43,6 +43,7 @@ from linpath.engine.outputs import OutputFn
 from linpath.engine.streamed import MIN_EXAMPLES
 from linpath.errors import LinpathError
 from linpath.runtime.device import resolve_device
+from linpath.runtime.threads import using
 from linpath.sweep.engine_entry import bn_batches, line_job, setting_subset
 from linpath.sweep.grids import Grid
 from linpath.sweep.setting import SweepSetting
@@ -74,6 +75,7 @@ def path(
     min_examples: int = MIN_EXAMPLES,
     shard: tuple[int, int] | None = None,
     setting: SweepSetting | None = None,
+    threads: int | None = None,
 ) -> PathCurve:
     """Loss (and error) along θ(x) = (1 - x)·start + x·end; `model` is not modified (a copy is
     evaluated). Every argument is described in docs/own_model.md; in short:
@@ -93,7 +95,8 @@ def path(
     A convenience over evaluate_path(): the keywords become one SweepSetting and PathOptions.
     `setting` gives a SweepSetting whole instead (every field, those without a keyword here
     too), in place of grid, bn, precision, bn_batches, eval_examples, params, hold, task,
-    se_target and min_examples."""
+    se_target and min_examples. threads: torch's CPU threads for this call (default: the CPUs
+    this process may use; runtime/threads.py)."""
     keywords = dict(
         grid=grid, bn=bn, precision=precision, bn_batches=bn_batches, eval_examples=eval_examples,
         params=params, hold=hold, task=task, se_target=se_target, min_examples=min_examples,
@@ -103,7 +106,8 @@ def path(
         device, batch_size, key, loss_fn, error_fn, output_fn, allow_nonfinite, bn_data, bn_batch_size,
         shard=shard,
     )  # fmt: skip
-    return evaluate_path(model, start_state, end_state, data, setting, options)
+    with using(threads):
+        return evaluate_path(model, start_state, end_state, data, setting, options)
 
 
 def _setting(setting: SweepSetting | None, keywords: dict) -> SweepSetting:

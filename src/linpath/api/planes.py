@@ -35,6 +35,7 @@ from linpath.io.tensors import load_state_dict
 from linpath.runtime import distributed
 from linpath.runtime.device import check_precision, resolve_device
 from linpath.runtime.progress import Progress
+from linpath.runtime.threads import using
 from linpath.sweep.engine_entry import open_engine
 from linpath.sweep.setting import SweepSetting
 
@@ -184,6 +185,7 @@ def plane(
     rows_file: str | os.PathLike | None = None,
     progress: Callable[[int, int], None] | None = None,
     shard: tuple[int, int] = (0, 1),
+    threads: int | None = None,
 ) -> Surface:
     """Loss (and error) on the plane through three states (Goodfellow et al. 2015):
     θ(α, β) = θ_o + α(θ_a - θ_o) + β(θ_b - θ_o), so θ_o, θ_a, θ_b sit at (0,0), (1,0), (0,1).
@@ -195,31 +197,32 @@ def plane(
     shares the plane among processes (torchrun ranks) through rows_file: this one evaluates
     its share of the unfinished rows (see _my_rows), waits for the others (a barrier when
     torch.distributed is initialized) and returns the whole surface. The other arguments are
-    path()'s. Returns a Surface (arrays [i_beta, i_alpha])."""
+    path()'s (threads: torch's CPU threads for this call). Returns a Surface (arrays [i_beta, i_alpha])."""
 
     def through_given(states: dict) -> tuple[dict, dict, dict]:
         return states["origin"], *through_three(states["origin"], states["state a"], states["state b"])
 
-    return _plane_of(
-        model,
-        {"origin": origin, "state a": a, "state b": b},
-        through_given,
-        ((0.0, 0.0, "origin"), (1.0, 0.0, "a"), (0.0, 1.0, "b")),
-        allow_nonfinite,
-        data,
-        grid,
-        span,
-        dict(
-            loss_fn=loss_fn,
-            error_fn=error_fn,
-            device=device,
-            batch_size=batch_size,
-            precision=precision,
-            rows_file=rows_file,
-            progress=progress,
-            shard=shard,
-        ),
-    )
+    with using(threads):
+        return _plane_of(
+            model,
+            {"origin": origin, "state a": a, "state b": b},
+            through_given,
+            ((0.0, 0.0, "origin"), (1.0, 0.0, "a"), (0.0, 1.0, "b")),
+            allow_nonfinite,
+            data,
+            grid,
+            span,
+            dict(
+                loss_fn=loss_fn,
+                error_fn=error_fn,
+                device=device,
+                batch_size=batch_size,
+                precision=precision,
+                rows_file=rows_file,
+                progress=progress,
+                shard=shard,
+            ),
+        )
 
 
 def random_plane(
@@ -238,6 +241,7 @@ def random_plane(
     rows_file: str | os.PathLike | None = None,
     progress: Callable[[int, int], None] | None = None,
     shard: tuple[int, int] = (0, 1),
+    threads: int | None = None,
 ) -> Surface:
     """Loss (and error) around one state along two random filter-normalized directions (Li et
     al. 2018): θ(α, β) = θ_c + α·δ + β·η, each filter of δ and η scaled to the norm of θ_c's
@@ -247,26 +251,27 @@ def random_plane(
     def around_center(states: dict) -> tuple[dict, dict, dict]:
         return states["center"], *random_directions(states["center"], seed)
 
-    return _plane_of(
-        model,
-        {"center": center},
-        around_center,
-        ((0.0, 0.0, "center"),),
-        allow_nonfinite,
-        data,
-        grid,
-        span,
-        dict(
-            loss_fn=loss_fn,
-            error_fn=error_fn,
-            device=device,
-            batch_size=batch_size,
-            precision=precision,
-            rows_file=rows_file,
-            progress=progress,
-            shard=shard,
-        ),
-    )
+    with using(threads):
+        return _plane_of(
+            model,
+            {"center": center},
+            around_center,
+            ((0.0, 0.0, "center"),),
+            allow_nonfinite,
+            data,
+            grid,
+            span,
+            dict(
+                loss_fn=loss_fn,
+                error_fn=error_fn,
+                device=device,
+                batch_size=batch_size,
+                precision=precision,
+                rows_file=rows_file,
+                progress=progress,
+                shard=shard,
+            ),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
