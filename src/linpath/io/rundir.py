@@ -188,9 +188,10 @@ class RunDir:
     def spawn_root(self) -> Path:
         return self.root / "spawn"
 
-    def spawn_dir(self, r: int, t: int) -> Path:
-        """The spawn of replicate r's children at step t."""
-        return self.spawn_root / f"r{r}-t{t:07d}"
+    def spawn_dir(self, r: int, t: int, kind: str = "") -> Path:
+        """The spawn of replicate r's children at step t; `kind` names children that differ by
+        other than their data order (e.g. "perturb0.001"), each kind a folder of its own."""
+        return self.spawn_root / (f"r{r}-t{t:07d}" + (f"-{kind}" if kind else ""))
 
     @property
     def report(self) -> Path:
