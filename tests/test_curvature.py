@@ -320,3 +320,33 @@ def test_auto_falls_back_to_reverse_where_forward_twice_is_not_exact():
     assert auto.curvature == pytest.approx(
         (plain(0.5 - h) - 2 * plain(0.5) + plain(0.5 + h)) / h**2, rel=1e-5
     )
+
+
+def test_a_settings_parameter_subset_moves_only_its_tensors():
+    """line_curvature with --params '1.*': uᵀHu with u zero outside layer 1 (the dense Hessian's
+    block), and the spectrum over layer 1's parameters only."""
+    from linpath.sweep.curvature import line_curvature
+    from linpath.sweep.evaluation import line_job
+
+    start, end = states(mlp, 9)
+    evalset = data((12,))
+    job = line_job(mlp().double(), evalset, params="1.*", batch_size=64, channels_last=False)
+    curve = line_curvature(job, start, end)
+    (point,) = curve.points([0.5])
+    held = {
+        **end,
+        **{k: v for k, v in start.items() if k.startswith("1.")},
+    }  # --hold end: the others at the end's
+    names, H = dense_hessian(mlp, mix(held, end, 0.5), evalset)
+    u = torch.cat(
+        [
+            (end[k] - start[k]).reshape(-1)
+            if k.startswith("1.")
+            else torch.zeros(start[k].numel(), dtype=torch.float64)
+            for k in names
+        ]
+    )
+    assert point.curvature == pytest.approx(float(u @ H @ u), rel=1e-9)
+    size = sum(start[k].numel() for k in names if k.startswith("1."))
+    top = curve.spectrum(0.5, k=1, steps=size)
+    assert top.eigenvalues[0] == pytest.approx(float(torch.linalg.eigvalsh(H[:size, :size])[-1]), rel=1e-8)

@@ -343,6 +343,7 @@ class PathCurvature:
         self.keys = moving_keys(engine.model, moving, floats)
         self.tangent = {k: self.end[k] - self.start[k] for k in self.keys}
         self.moving, self.method = moving, method
+        self.subset: set[str] | None = None  # the spectra's parameters when `keys` is not given
 
     def _at(self, x: float) -> None:
         assign_interpolation(self.engine.targets, self.start, self.end, float(x))
@@ -361,6 +362,7 @@ class PathCurvature:
 
     def _operator(self, x: float, keys: set[str] | None):
         self._at(x)
+        keys = self.subset if keys is None else keys
         names = moving_keys(self.engine.model, "weights", self.objective.groups)
         names = [k for k in names if keys is None or k in keys]
         if not names:
