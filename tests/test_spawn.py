@@ -11,9 +11,10 @@ from linpath.cli import main
 from linpath.config.presets import preset
 from linpath.config.spec import read_spec
 from linpath.errors import LinpathError
+from linpath.io.rundir import SpawnDir
 from linpath.io.tensors import load_state_dict
 from linpath.runs import stages
-from linpath.runs.spawn import SpawnDir, child_seed, parent_state, spawn, spawn_dir
+from linpath.runs.spawn import SpawnNoise, SpawnOptions, child_seed, parent_state, spawn, spawn_dir
 from linpath.sweep.grids import Grid
 from linpath.sweep.setting import SweepSetting
 from linpath.sweep.tables import PATH_COLUMNS
@@ -55,7 +56,7 @@ def test_child_on_the_parents_data_order_reproduces_the_parent(momentum_run, mni
 
 def test_spawn_trains_children_and_measures_instability(momentum_run, mnist):
     setting = SweepSetting(grid=Grid(points=5))
-    rows = spawn(momentum_run.root, T, mnist, children=2, setting=setting, progress=False)
+    rows = spawn(momentum_run.root, T, mnist, setting, SpawnOptions(children=2, progress=False))
     assert len(rows) == 1 and (rows[0]["child_a"], rows[0]["child_b"]) == (0, 1)
     sdir = spawn_dir(momentum_run, 0, T)
     a, b = (load_state_dict(sdir.checkpoint(k, TOTAL)) for k in (0, 1))
@@ -74,7 +75,7 @@ def test_spawn_trains_children_and_measures_instability(momentum_run, mnist):
     assert (sdir.root / "spawn.json").is_file()
     # a second call reuses the finished children (same numbers, no retraining)
     before = sdir.checkpoint(0, TOTAL).stat().st_mtime_ns
-    again = spawn(momentum_run.root, T, mnist, children=2, setting=setting, progress=False)
+    again = spawn(momentum_run.root, T, mnist, setting, SpawnOptions(children=2, progress=False))
     assert again == rows and sdir.checkpoint(0, TOTAL).stat().st_mtime_ns == before
 
 
@@ -91,13 +92,13 @@ def test_barrier():
     [
         ({"t": 5}, "no checkpoint at T=5"),
         ({"t": TOTAL}, "end of training"),
-        ({"t": T, "children": 1}, "at least 2"),
-        ({"t": T, "momentum_state": "guess"}, "unknown momentum state"),
+        ({"t": T, "options": SpawnOptions(children=1)}, "at least 2"),
+        ({"t": T, "options": SpawnOptions(momentum_state="guess")}, "unknown momentum state"),
     ],
 )
 def test_spawn_errors(momentum_run, mnist, kwargs, message):
     with pytest.raises(LinpathError, match=message):
-        spawn(momentum_run.root, source=mnist, progress=False, **kwargs)
+        spawn(momentum_run.root, source=mnist, **kwargs)
 
 
 def test_cli_spawn(momentum_run, data_root, capsys):
@@ -125,3 +126,54 @@ def test_cli_spawn(momentum_run, data_root, capsys):
     assert "T=32" in out and "error barrier" in out
     info = (spawn_dir(momentum_run, 0, 32).root / "spawn.json").read_text()
     assert "reset" in info
+
+
+def test_perturbed_children_of_eps_zero_are_the_parents_continuation(momentum_run, mnist):
+    """--perturb 0: every child trains from θ_T itself on the parent's data order, so each is
+    the parent's own final state bitwise, and their barrier is exactly 0."""
+    setting = SweepSetting(grid=Grid(points=3))
+    rows = spawn(
+        momentum_run.root, T, mnist, setting, SpawnOptions(children=2, progress=False, noise=SpawnNoise(0.0))
+    )
+    sdir = spawn_dir(momentum_run, 0, T, SpawnNoise(0.0))
+    assert sdir.root.name.endswith("-perturb0")
+    parent = load_state_dict(momentum_run.checkpoint(0, TOTAL))
+    for k in (0, 1):
+        child = load_state_dict(sdir.checkpoint(k, TOTAL))
+        assert all(torch.equal(child[key], parent[key]) for key in parent)
+    assert rows[0]["error_barrier"] == 0.0 and rows[0]["noise"] == "perturb:0"
+
+
+def test_perturbed_and_aligned_barriers_against_a_plain_loop(momentum_run, mnist):
+    """--perturb 1e-2 --align: children differ; the aligned barrier is the plain loop's on child b
+    permuted to child a; the summary holds both curves with intervals."""
+    from linpath.config.spec import build_model
+    from linpath.engine.align import align_states
+    from tests.oracle import plain_path
+
+    setting = SweepSetting(grid=Grid(points=5))
+    noise = SpawnNoise(1e-2, align=True)
+    rows = spawn(momentum_run.root, T, mnist, setting, SpawnOptions(children=2, progress=False, noise=noise))
+    assert [(r["aligned"], r["noise"]) for r in rows] == [(0, "perturb:0.01"), (1, "perturb:0.01")]
+    sdir = spawn_dir(momentum_run, 0, T, noise)
+    a, b = (load_state_dict(sdir.checkpoint(k, TOTAL)) for k in (0, 1))
+    assert not torch.equal(a["fc.weight"], b["fc.weight"])
+    spec = read_spec(momentum_run)
+    evalset = mnist.eval_set("test", "cpu")
+    make = lambda: build_model(spec, 10, seed=0)  # noqa: E731
+    for row, end in zip(rows, (b, align_states(a, b, make()))):
+        errors = [
+            e for _, e in plain_path(make, a, end, evalset.inputs, evalset.labels, np.linspace(0, 1, 5))
+        ]
+        assert row["error_barrier"] == pytest.approx(
+            metric("barrier", np.linspace(0, 1, 5), errors), abs=1e-12
+        )
+    curve = list(csv.DictReader(open(momentum_run.root / "spawn" / "instability_curve.csv")))
+    assert {(d["noise"], d["aligned"]) for d in curve} >= {
+        ("perturb:0.01", "0"),
+        ("perturb:0.01", "1"),
+        ("sgd", "0"),
+    }
+    assert (momentum_run.root / "spawn" / "stability.csv").is_file()
+    again = spawn(momentum_run.root, T, mnist, setting, SpawnOptions(children=2, progress=False, noise=noise))
+    assert again == rows  # read back, not evaluated again

@@ -18,7 +18,9 @@ runs/<preset>-<hash>/
   trajectory/r<r>/trajectory.csv, trajectory.png   a replicate's trajectory (OutDir's names)
   spawn/r<r>-t<T>/                children trained from replicate r at T (SpawnDir: child-<k>/,
                                   parent.pt, spawn.json, <key>/path-c<a>-c<b>.csv, <key>/instability.csv)
+  spawn/r<r>-t<T>-perturb<EPS>/   the same, children from a perturbed θ_T on the parent's data order
   spawn/instability.csv, .png     every spawn's rows and the instability figure
+  spawn/instability_curve.csv, stability.csv   the curve against T with intervals; where it falls below 2 %
   merged.json                     only in a study made by `linpath merge`: its sources
   import.json                     only in a run made by `linpath import`: the files it came from
   sweep/<key>/data.json           an external run's setting: the --data it was evaluated on
@@ -218,9 +220,10 @@ class RunDir:
     def spawn_root(self) -> Path:
         return self.root / "spawn"
 
-    def spawn_dir(self, r: int, t: int) -> Path:
-        """The spawn of replicate r's children at step t (its layout: SpawnDir)."""
-        return self.spawn_root / f"r{r}-t{t:07d}"
+    def spawn_dir(self, r: int, t: int, kind: str = "") -> Path:
+        """The spawn of replicate r's children at step t; `kind` names children that differ by
+        other than their data order (e.g. "perturb0.001"), each kind a folder of its own."""
+        return self.spawn_root / (f"r{r}-t{t:07d}" + (f"-{kind}" if kind else ""))
 
     def spawn_dirs(self) -> list[Path]:
         """Every spawn's folder, by name."""
@@ -236,6 +239,16 @@ class RunDir:
     @property
     def instability_png(self) -> Path:
         return self.spawn_root / "instability.png"
+
+    @property
+    def instability_curve_csv(self) -> Path:
+        """The instability curve against T with its intervals (analysis/instability.py)."""
+        return self.spawn_root / "instability_curve.csv"
+
+    @property
+    def stability_csv(self) -> Path:
+        """Where the instability curve falls below 2 %, with its interval."""
+        return self.spawn_root / "stability.csv"
 
     @property
     def tensorboard_dir(self) -> Path:
@@ -322,11 +335,12 @@ class SpawnDir(RunDir):
     def info_file(self) -> Path:
         return self.root / "spawn.json"
 
-    def pair_csv(self, setting: str, a: int, b: int) -> Path:
-        return self.root / setting / f"path-c{a}-c{b}.csv"
+    def pair_csv(self, setting: str, a: int, b: int, aligned: bool = False) -> Path:
+        """Children a and b's path (after weight matching with `aligned`)."""
+        return self.root / setting / f"path-c{a}-c{b}{'-aligned' if aligned else ''}.csv"
 
-    def pair_png(self, setting: str, a: int, b: int) -> Path:
-        return self.root / setting / f"path-c{a}-c{b}.png"
+    def pair_png(self, setting: str, a: int, b: int, aligned: bool = False) -> Path:
+        return self.pair_csv(setting, a, b, aligned).with_suffix(".png")
 
     def instability(self, setting: str) -> Path:
         return self.root / setting / "instability.csv"

@@ -34,10 +34,10 @@ from linpath.runtime import tensorboard as tb
 from linpath.runtime.device import resolve_device
 from linpath.runtime.distributed import World
 from linpath.runtime.provenance import device_facts, write_provenance
-from linpath.sweep.external import ExternalInputs, check_same_data, external_source
-from linpath.sweep.tables import rebuild_tables
+from linpath.sweep.external import check_same_data, external_source
 from linpath.sweep.run import SweepOptions, run_sweep
 from linpath.sweep.setting import SweepSetting, parse_key
+from linpath.sweep.tables import rebuild_tables
 from linpath.train.log import read_log
 from linpath.train.together import train_replicates
 
@@ -223,7 +223,14 @@ def report_setting(run: RunDir, spec: Spec, setting: str, metric: str = "rise_ov
     other = other_split(run, setting)
     batchnorm = None if is_external(spec) else has_batchnorm(spec.model.model)  # for the titles
     figures = all_figures(
-        curves, summary, title, run.figures_dir(setting), figure2_steps_of(spec.preset), metric, other, batchnorm
+        curves,
+        summary,
+        title,
+        run.figures_dir(setting),
+        figure2_steps_of(spec.preset),
+        metric,
+        other,
+        batchnorm,
     )
     accuracies = final_accuracies(run, curves.replicates)
     steps = f"{spec.total_steps}it" if is_external(spec) else spec.train.training_steps

@@ -1,0 +1,357 @@
+"""Curvature along a path (engine/curvature.py, engine/spectrum.py) against independent oracles:
+the dense Hessian of a tiny MLP and of a tiny BatchNorm convnet in eval mode
+(torch.autograd.functional.hessian: its eigenvalues, trace and uᵀHu), finite differences of the
+sweep's own loss along the path (the engine's evaluate_path, and a float64 plain loop), and
+explicit matrices for Lanczos and Hutch++."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.functional import hessian
+from torch.func import functional_call
+
+from linpath.data.source import EvalSet
+from linpath.engine.curvature import PathCurvature, differentiable, streamed_points
+from linpath.engine.evaluator import Layout, PathEvaluator
+from linpath.engine.lazy_states import DictState, StateMix
+from linpath.engine.spectrum import hutchpp, lanczos
+from linpath.errors import LinpathError
+from linpath.sweep.setting import SweepSetting
+from tests.oracle import mix
+
+
+def mlp(act=nn.ReLU) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 7), nn.Tanh(), nn.Linear(7, 5), act(), nn.Linear(5, 3))
+
+
+def bn_convnet(act=nn.ReLU) -> nn.Module:
+    """ReLU for the dense Hessians; a smooth activation (GELU) where finite differences are the
+    oracle (a ReLU's kinks along the path make a second difference jump)."""
+    return nn.Sequential(
+        nn.Conv2d(2, 3, 3),
+        nn.BatchNorm2d(3),
+        act(),
+        nn.Conv2d(3, 2, 3, padding=1),
+        nn.BatchNorm2d(2),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(2 * 4 * 4, 3),
+    )
+
+
+def states(make, seed: int) -> tuple[dict, dict]:
+    """Two float64 states of a model, BatchNorm statistics made non-trivial."""
+    out = []
+    for s in (seed, seed + 1):
+        torch.manual_seed(s)
+        model = make().double()
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.data.uniform_(0.5, 1.5)
+                m.bias.data.normal_(0, 0.2)
+        out.append({k: v.clone() for k, v in model.state_dict().items()})
+    return out[0], out[1]
+
+
+def data(shape, n=40, seed=7) -> EvalSet:
+    g = torch.Generator().manual_seed(seed)
+    return EvalSet(
+        torch.randn(n, *shape, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g)
+    )
+
+
+def engine(make, evalset, batch_size=16, **options) -> PathEvaluator:
+    return PathEvaluator(
+        make().double(), evalset, batch_size=batch_size, layout=Layout(channels_last=False, **options)
+    )
+
+
+def dense_hessian(make, state: dict, evalset: EvalSet) -> tuple[list[str], torch.Tensor]:
+    """The Hessian of the mean cross-entropy over the parameters, buffers held (eval mode)."""
+    model = make().double().eval()
+    names = [k for k, _ in model.named_parameters()]
+    shapes = [state[k].shape for k in names]
+    flat = torch.cat([state[k].reshape(-1) for k in names])
+
+    def loss(vector):
+        parts = torch.split(vector, [math.prod(s) for s in shapes])
+        given = {**state, **{k: p.view(s) for k, p, s in zip(names, parts, shapes)}}
+        return F.cross_entropy(functional_call(model, given, (evalset.inputs,)), evalset.labels)
+
+    return names, hessian(loss, flat)
+
+
+def flat(state: dict, names: list[str]) -> torch.Tensor:
+    return torch.cat([state[k].reshape(-1) for k in names])
+
+
+@pytest.mark.parametrize("make,shape", [(mlp, (12,)), (bn_convnet, (2, 6, 6))])
+def test_curvature_matches_the_dense_hessian(make, shape):
+    start, end = states(make, 0)
+    evalset = data(shape)
+    x = 0.3
+    names, H = dense_hessian(make, mix(start, end, x), evalset)
+    u = flat(end, names) - flat(start, names)
+    curve = PathCurvature(engine(make, evalset, batch_size=64), start, end, moving="weights")
+    for method in ("forward", "reverse"):
+        curve.method = method
+        (point,) = curve.points([x])
+        assert point.curvature == pytest.approx(float(u @ H @ u), rel=1e-9, abs=1e-12)
+        assert point.units == len(evalset)
+    exact = torch.linalg.eigvalsh(H).flip(0)
+    spectrum = curve.spectrum(x, k=3, steps=60)
+    np.testing.assert_allclose(spectrum.eigenvalues, exact[:3].numpy(), rtol=1e-7)
+    assert max(spectrum.residuals) < 1e-6 * float(exact[0])
+    short = curve.spectrum(
+        x, k=2, steps=8
+    )  # few steps: each Ritz value within its residual of some eigenvalue
+    for value, residual in zip(short.eigenvalues, short.residuals):
+        assert float((exact - value).abs().min()) <= residual + 1e-10
+    trace = curve.trace(x, matvecs=90)
+    assert 0 < trace.se and abs(trace.trace - float(torch.trace(H))) <= 4 * trace.se
+    last = names[-2:]  # the last layer's block of H: a sketch that spans it gives its trace exactly, SE 0
+    size = sum(mix(start, end, x)[k].numel() for k in last)
+    block = curve.trace(x, matvecs=3 * size, keys=set(last))
+    assert block.trace == pytest.approx(float(torch.trace(H[-size:, -size:])), rel=1e-8, abs=1e-10)
+    assert block.se == pytest.approx(0.0, abs=1e-8)
+    top = curve.spectrum(x, k=1, keys=set(last))
+    assert top.eigenvalues[0] == pytest.approx(float(torch.linalg.eigvalsh(H[-size:, -size:])[-1]), rel=1e-8)
+
+
+def smooth_convnet():
+    return bn_convnet(nn.GELU)
+
+
+def smooth_mlp():
+    return mlp(nn.GELU)
+
+
+def test_path_curvature_is_the_second_difference_of_the_sweeps_loss():
+    """With BatchNorm's statistics moving (the sweep's interpolate policy), L'' is the second
+    derivative of the engine's own curve: its central differences (the engine scores float32
+    logits, so a wide five-point stencil)."""
+    start, end = states(smooth_convnet, 3)
+    evalset = data((2, 6, 6), n=48)
+    e = engine(smooth_convnet, evalset, use_stem=False)  # a mixed stem's outputs are float32
+    assert e.folds_bn  # the sweep's own path: BatchNorm folded into the convolutions
+    curve = PathCurvature(e, start, end)
+    assert curve.moving == "path"
+    h = 5e-2
+    for x in (0.0, 0.4, 1.0):
+        (p,) = curve.points([x])
+        losses = [r.loss for r in e.evaluate_path(start, end, [x - 2 * h, x - h, x, x + h, x + 2 * h])]
+        second = (-losses[0] + 16 * losses[1] - 30 * losses[2] + 16 * losses[3] - losses[4]) / (12 * h * h)
+        first = (losses[0] - 8 * losses[1] + 8 * losses[3] - losses[4]) / (12 * h)
+        assert p.loss == pytest.approx(losses[2], rel=1e-6)
+        assert p.slope == pytest.approx(first, rel=1e-3)  # the stencil's h⁴ term at this spacing
+        assert p.curvature == pytest.approx(second, rel=2e-3, abs=2e-4)
+
+
+def test_path_and_weights_differ_only_by_the_statistics():
+    """A plain float64 loop (load_state_dict of mixed states, F.cross_entropy in float64): its
+    second difference is L'' with the statistics moving; holding them gives uᵀHu over the weights,
+    which is a different number for a BatchNorm net and the same for an MLP."""
+    start, end = states(smooth_convnet, 5)
+    evalset = data((2, 6, 6))
+
+    def plain(x):
+        model = smooth_convnet().double().eval()
+        model.load_state_dict(mix(start, end, x))
+        return float(F.cross_entropy(model(evalset.inputs), evalset.labels))
+
+    h, x = 1e-4, 0.6
+    second = (plain(x - h) - 2 * plain(x) + plain(x + h)) / h**2
+    e = engine(smooth_convnet, evalset)
+    (path,) = PathCurvature(e, start, end).points([x])
+    (weights,) = PathCurvature(e, start, end, moving="weights").points([x])
+    assert path.curvature == pytest.approx(second, rel=1e-5)
+    assert abs(weights.curvature - path.curvature) > 1e-3 * abs(path.curvature)
+    a, b = states(smooth_mlp, 1)
+    m = engine(smooth_mlp, data((12,)))
+    assert PathCurvature(m, a, b).points([x])[0].curvature == pytest.approx(
+        PathCurvature(m, a, b, moving="weights").points([x])[0].curvature, rel=1e-12
+    )
+
+
+def test_the_batchnorm_formula_is_batchnorm():
+    start, _ = states(bn_convnet, 2)
+    model = bn_convnet().double().eval()
+    model.load_state_dict(start)
+    inputs = data((2, 6, 6)).inputs
+    expected = model(inputs)
+    norm = nn.LayerNorm(6).double()
+    nn.init.normal_(norm.weight)
+    nn.init.normal_(norm.bias)
+    normed = norm(inputs)
+    with differentiable():
+        torch.testing.assert_close(model(inputs), expected, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(norm(inputs), normed, rtol=1e-12, atol=1e-12)
+
+
+def test_recompute_holds_the_statistics_and_refuses_moving_path():
+    start, end = states(bn_convnet, 4)
+    evalset = data((2, 6, 6))
+    e = engine(bn_convnet, evalset)
+    batches = [evalset.inputs[:16], evalset.inputs[16:32]]
+    curve = PathCurvature(e, start, end, bn="recompute", bn_batches=batches)
+    assert curve.moving == "weights"
+    x = 0.5
+    (point,) = curve.points([x])
+    recomputed = {k: v.clone() for k, v in e.model.state_dict().items()}  # θ(x) with recomputed statistics
+    names, H = dense_hessian(bn_convnet, recomputed, evalset)
+    u = flat(end, names) - flat(start, names)
+    assert point.curvature == pytest.approx(float(u @ H @ u), rel=1e-9)
+    with pytest.raises(LinpathError, match="recompute"):
+        PathCurvature(e, start, end, bn="recompute", bn_batches=batches, moving="path")
+
+
+def test_limit_evaluates_a_stated_subset():
+    start, end = states(mlp, 8)
+    evalset = data((12,), n=40)
+    curve = PathCurvature(engine(mlp, evalset), start, end, limit=20)
+    (point,) = curve.points([0.5])
+    names, H = dense_hessian(mlp, mix(start, end, 0.5), EvalSet(evalset.inputs[:20], evalset.labels[:20]))
+    u = flat(end, names) - flat(start, names)
+    assert point.units == 20
+    assert point.curvature == pytest.approx(float(u @ H @ u), rel=1e-9)
+
+
+def test_lanczos_and_hutchpp_on_explicit_matrices():
+    g = torch.Generator().manual_seed(0)
+    dim = 200
+    Q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=torch.float64))
+    values = torch.cat([torch.tensor([50.0, 30.0, 20.0, -15.0]), torch.randn(dim - 4, generator=g).double()])
+    A = Q @ torch.diag(values) @ Q.T
+    spectrum = lanczos(lambda v: A @ v, dim, k=3, steps=40)
+    np.testing.assert_allclose(spectrum.eigenvalues, [50.0, 30.0, 20.0], atol=1e-6)
+    assert max(spectrum.residuals) < 1e-4
+    # Hutchinson's standard error is honest: over many seeds, |estimate - trace| / se is about normal
+    exact = float(values.sum())
+    z = []
+    for seed in range(200):
+        est = hutchpp(lambda v: A @ v, dim, matvecs=30, seed=seed, sketch=False)
+        z.append((est.trace - exact) / est.se)
+    assert 0.85 < float(np.std(z)) < 1.2
+    plus = hutchpp(lambda v: A @ v, dim, matvecs=30, seed=1)
+    assert abs(plus.trace - exact) < 4 * plus.se
+    with pytest.raises(LinpathError, match="eigenvalues"):
+        lanczos(lambda v: A @ v, dim, k=0)
+    with pytest.raises(LinpathError, match="products"):
+        hutchpp(lambda v: A @ v, dim, matvecs=2)
+
+
+def test_language_model_directional_curvature_against_finite_differences():
+    """A tiny random GPT-2 (float64) on the streamed evaluator's causal-LM loss: L'' against the
+    central second difference of a float64 plain loop (the next-token cross-entropy per token)."""
+    transformers = pytest.importorskip("transformers")
+    from linpath.data.stream import TensorStream
+    from linpath.engine.streamed import StreamedEvaluator
+    from linpath.engine.tasks import make_task
+
+    config = transformers.GPT2Config(vocab_size=32, n_positions=16, n_embd=16, n_layer=1, n_head=2)
+    ends = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        ends.append(
+            {k: v.double().clone() for k, v in transformers.GPT2LMHeadModel(config).state_dict().items()}
+        )
+    model = transformers.GPT2LMHeadModel(config).double().eval()
+    ids = torch.randint(0, 32, (6, 12), generator=torch.Generator().manual_seed(3))
+    evaluator = StreamedEvaluator(
+        model, TensorStream(ids, ids, 3), make_task("causal-lm"), torch.device("cpu")
+    )
+    x, h = 0.4, 1e-4
+
+    def plain(x):
+        m = transformers.GPT2LMHeadModel(config).double().eval()
+        m.load_state_dict(mix(ends[0], ends[1], x), strict=False)
+        logits = m(ids).logits[:, :-1]  # float64 throughout (Hugging Face's own loss casts to float32)
+        return float(F.cross_entropy(logits.reshape(-1, 32), ids[:, 1:].reshape(-1)))
+
+    mix_ = StateMix(model, [DictState(ends[0]), DictState(ends[1])], ["start", "end"])
+    (forward,) = streamed_points(evaluator, mix_, [x], method="forward")
+    (reverse,) = streamed_points(evaluator, mix_, [x], method="reverse")
+    assert forward.units == 6 * 11  # tokens predicted
+    assert forward.loss == pytest.approx(plain(x), rel=1e-6)  # the task scores float32 logits
+    second = (plain(x - h) - 2 * plain(x) + plain(x + h)) / h**2
+    assert forward.curvature == pytest.approx(second, rel=1e-4)
+    assert reverse.curvature == pytest.approx(forward.curvature, rel=1e-6)
+
+
+class TrainModeNorm(nn.Module):
+    """Normalizes with the batch's own statistics (batch_norm in training mode), an operation
+    whose second forward derivative torch gets wrong."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(12, 3)
+
+    def forward(self, inputs):
+        return F.batch_norm(self.linear(inputs.flatten(1)), None, None, training=True)
+
+
+def test_auto_falls_back_to_reverse_where_forward_twice_is_not_exact():
+    torch.manual_seed(0)
+    start = {k: v.double() for k, v in TrainModeNorm().state_dict().items()}
+    end = {k: v.double() for k, v in TrainModeNorm().state_dict().items()}
+    e = PathEvaluator(TrainModeNorm().double(), data((12,)), batch_size=64, layout=Layout(use_stem=False))
+    curve = PathCurvature(e, start, end)
+    with pytest.warns(RuntimeWarning, match="forward-over-reverse"):
+        (auto,) = curve.points([0.5])
+    assert curve.method == "reverse"
+    curve.method = "forward"
+    (forward,) = curve.points([0.5])
+    assert abs(forward.curvature - auto.curvature) > 1e-3 * abs(
+        auto.curvature
+    )  # the wrong one, had it been used
+    model = TrainModeNorm().double()
+    inputs, labels = data((12,)).inputs, data((12,)).labels
+
+    def plain(x):
+        model.load_state_dict(mix(start, end, x))
+        return float(F.cross_entropy(model(inputs), labels))
+
+    h = 1e-4
+    assert auto.curvature == pytest.approx(
+        (plain(0.5 - h) - 2 * plain(0.5) + plain(0.5 + h)) / h**2, rel=1e-5
+    )
+
+
+def test_a_settings_parameter_subset_moves_only_its_tensors():
+    """line_curvature with --params '1.*': uᵀHu with u zero outside layer 1 (the dense Hessian's
+    block), and the spectrum over layer 1's parameters only."""
+    from linpath.sweep.curvature import line_curvature
+    from linpath.sweep.engine_entry import line_job
+
+    start, end = states(mlp, 9)
+    evalset = data((12,))
+    job = line_job(
+        mlp().double(), evalset, SweepSetting(params="1.*"), batch_size=64, layout=Layout(channels_last=False)
+    )
+    curve = line_curvature(job, start, end)
+    (point,) = curve.points([0.5])
+    held = {
+        **end,
+        **{k: v for k, v in start.items() if k.startswith("1.")},
+    }  # --hold end: the others at the end's
+    names, H = dense_hessian(mlp, mix(held, end, 0.5), evalset)
+    u = torch.cat(
+        [
+            (end[k] - start[k]).reshape(-1)
+            if k.startswith("1.")
+            else torch.zeros(start[k].numel(), dtype=torch.float64)
+            for k in names
+        ]
+    )
+    assert point.curvature == pytest.approx(float(u @ H @ u), rel=1e-9)
+    size = sum(start[k].numel() for k in names if k.startswith("1."))
+    top = curve.spectrum(0.5, k=1, steps=size)
+    assert top.eigenvalues[0] == pytest.approx(float(torch.linalg.eigvalsh(H[:size, :size])[-1]), rel=1e-8)
