@@ -50,7 +50,40 @@ class DictState:
         return self.state[name]
 
 
-LazyState = ModelFolder | DictState
+class RenamedState:
+    """A state read under the model's names for some of its keys (`names`: {state key: model
+    key}; models.hf.checkpoint_names gives those transformers renames on load), for a StateMix."""
+
+    def __init__(self, state, names: Mapping[str, str]):
+        self.state, self.names = state, dict(names)
+        self.to_state = {self.names.get(k, k): k for k in state.meta()}
+        entries = getattr(state, "entries", None)
+        if entries is not None:
+            self.entries = {key: entries[source] for key, source in self.to_state.items()}
+
+    def meta(self) -> dict[str, torch.Tensor]:
+        own = self.state.meta()
+        return {key: own[source] for key, source in self.to_state.items()}
+
+    def tensors(self):
+        for key, tensor in self.state.tensors():
+            yield self.names.get(key, key), tensor
+
+    @contextlib.contextmanager
+    def reader(self, device=None):
+        with self.state.reader(device) if device is not None else self.state.reader() as reader:
+            yield _RenamedReader(reader, self.to_state)
+
+
+class _RenamedReader:
+    def __init__(self, reader, to_state: dict[str, str]):
+        self.reader, self.to_state = reader, to_state
+
+    def get(self, name: str) -> torch.Tensor:
+        return self.reader.get(self.to_state[name])
+
+
+LazyState = ModelFolder | DictState | RenamedState
 
 
 def alias_groups(targets: Mapping[str, torch.Tensor]) -> list[list[str]]:
