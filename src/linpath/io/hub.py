@@ -181,7 +181,9 @@ def hub():
 def hub_errors() -> tuple[type[BaseException], ...]:
     """What huggingface_hub raises for a repo, revision or file it cannot give (HTTP errors,
     an entry missing from the cache offline, an incomplete snapshot are all OSErrors)."""
-    errors = hub().errors
+    hub()
+    from huggingface_hub import errors
+
     return (OSError, ValueError, errors.EntryNotFoundError, errors.CacheNotFound)
 
 
