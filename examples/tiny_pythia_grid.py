@@ -10,15 +10,17 @@ parallel residual, untied input and output embeddings) of 3 layers and 64 dimens
 byte vocabulary (the "tokenizer" is the text's UTF-8 bytes), about 190,000 parameters; each seed
 trains with AdamW for --steps steps on sentences drawn from a small grammar (generated here,
 so nothing is downloaded and nothing is anyone's text), and is saved with save_pretrained at the
-paper's grid, {0} ∪ {2^k} ∪ {1000k} up to the last step, as two safetensors shards and an index,
+paper's grid, {0} ∪ {2^k} ∪ {1000k} up to the last step, as safetensors shards and an index,
 as large checkpoints come. Seed 0 is the base model, seed r the folder `<name>-seed<r>`, as
-PolyPythias names its seeds. tests/test_grids.py builds its mirror here and plants its defects.
+PolyPythias names its seeds. --plant damages it as published grids have been damaged (plant()).
+tests/test_checkpoint_grids.py and docs/results/grid_mirror/make.py build their mirrors here.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import shutil
 from pathlib import Path
 
 import torch
@@ -106,13 +108,32 @@ def build(out: Path, steps: int = 600, seeds: int = 2, name: str = "tiny-pythia"
     return folders
 
 
+def plant(base: Path, seed1: Path, duplicate=(4, 8), deleted=16, foreign=(64, 512)) -> None:
+    """Three defects published grids are known to have: base's step duplicate[1] a copy of its
+    step duplicate[0] (EleutherAI/pythia#195), seed 1's step `deleted` gone (#94), the second
+    shard of base's step foreign[0] the one of its step foreign[1] (#206)."""
+    a, b = base / f"step{duplicate[0]}", base / f"step{duplicate[1]}"
+    shutil.rmtree(b)
+    shutil.copytree(a, b)
+    shutil.rmtree(seed1 / f"step{deleted}")
+    target = sorted((base / f"step{foreign[0]}").glob("*.safetensors"))[1]
+    shutil.copyfile(base / f"step{foreign[1]}" / target.name, target)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="mirror", help="output folder (default mirror/)")
     parser.add_argument("--steps", type=int, default=600, help="training steps (default 600)")
     parser.add_argument("--seeds", type=int, default=2, help="seeds, each a replicate (default 2)")
+    parser.add_argument(
+        "--plant",
+        action="store_true",
+        help="plant three defects (a duplicate, a deleted step, a foreign shard)",
+    )
     args = parser.parse_args()
     folders = build(Path(args.out), args.steps, args.seeds)
+    if args.plant:
+        plant(folders[0], folders[1])
     print(f"wrote {', '.join(map(str, folders))} and {Path(args.out) / 'valid.txt'}")
 
 

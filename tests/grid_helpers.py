@@ -9,7 +9,6 @@ import hashlib
 import importlib.util
 import math
 import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -60,14 +59,8 @@ def sha256(path: Path) -> str:
 
 
 def plant(mirror: Path, base: str, seed1: str, duplicate=(4, 8), deleted=16, foreign=(64, 512)) -> None:
-    """The three defects: step duplicate[1] a copy of step duplicate[0] (base), step `deleted` of
-    seed 1 gone, the second shard of step foreign[0] (base) the one of step foreign[1]."""
-    a, b = mirror / base / f"step{duplicate[0]}", mirror / base / f"step{duplicate[1]}"
-    shutil.rmtree(b)
-    shutil.copytree(a, b)
-    shutil.rmtree(mirror / seed1 / f"step{deleted}")
-    target = shard_files(mirror / base / f"step{foreign[0]}")[1]
-    shutil.copyfile(mirror / base / f"step{foreign[1]}" / target.name, target)
+    """examples/tiny_pythia_grid.plant on mirror/base and mirror/seed1 (see there)."""
+    example().plant(mirror / base, mirror / seed1, duplicate, deleted, foreign)
 
 
 def git_blob_sha1(data: bytes) -> str:
