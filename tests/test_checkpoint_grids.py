@@ -512,3 +512,20 @@ def test_two_torchrun_ranks_give_the_one_process_numbers(swept, mirror, tmp_path
             assert (a["examples"], a["tokens"]) == (b["examples"], b["tokens"])
             assert float(b["loss"]) == pytest.approx(float(a["loss"]), rel=1e-9)
             assert float(b["bits_per_byte"]) == pytest.approx(float(a["bits_per_byte"]), rel=1e-9)
+
+
+def test_linpath_path_between_two_revisions_of_a_gpt_neox(mirror, tmp_path):
+    """linpath.path on two Pythia-style folders (GPT-NeoX: transformers 5 loads their
+    embed_out.weight as lm_head.weight) equals the plain loop."""
+    import linpath
+    from linpath.data.stream import TextBlocks, bytes_tokenizer
+    from tests.grid_helpers import documents, example, plain_loop
+
+    text = example().write_text(tmp_path / "valid.txt", 2, seed=5)
+    folder = mirror / "tiny-seed1"
+    blocks = TextBlocks(text, bytes_tokenizer, seq_len=SEQ_LEN, batch_size=BATCH)
+    curve = linpath.path(
+        folder / "step100", folder / "step8", folder / "step100", blocks, grid=[0.5], task="causal-lm"
+    )
+    loss, error, _ = plain_loop(folder / "step8", folder / "step100", 0.5, documents(text), SEQ_LEN, BATCH)
+    assert curve.loss[0] == pytest.approx(loss, rel=1e-5) and curve.error[0] == pytest.approx(error, abs=1e-9)

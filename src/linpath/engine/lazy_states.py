@@ -7,7 +7,8 @@ tensor of the model the corresponding tensors of the states are read, cast to th
 dtype, mixed and written into the model's own tensor, then dropped. The extra memory is a few
 tensors of the largest size and one mapped shard per state, however many points are evaluated.
 
-Keys are matched once (`write_plan`): a model tensor tied to another (GPT-2's lm_head.weight is
+Keys are matched once (`write_plan`), a model folder's under the names transformers loads them
+by (under_model_names: Pythia's embed_out.weight is transformers 5's lm_head.weight): a model tensor tied to another (GPT-2's lm_head.weight is
 transformer.wte.weight) is written through its partner when the files hold only one of them;
 a persistent buffer the files lack keeps the model's own value (as from_pretrained does), and
 non-persistent buffers (not in the state dict) are never touched; a parameter the files lack,
@@ -27,6 +28,7 @@ from linpath.engine.interpolate import check_compatible
 from linpath.errors import LinpathError
 from linpath.io.hf_folder import ModelFolder
 from linpath.io.tensors import nonfinite_problem
+from linpath.models.hf import checkpoint_names
 
 
 class DictState:
@@ -84,6 +86,17 @@ class _RenamedReader:
 
 
 LazyState = ModelFolder | DictState | RenamedState
+
+
+def under_model_names(model: nn.Module, state: LazyState) -> LazyState:
+    """A model folder read under the model's names where transformers loads its keys under
+    others (models.hf.checkpoint_names: a Pythia folder's embed_out.weight is transformers 5's
+    lm_head.weight); any other state as it is."""
+    if isinstance(state, ModelFolder):
+        names = checkpoint_names(model, state.entries)
+        if names:
+            return RenamedState(state, names)
+    return state
 
 
 def alias_groups(targets: Mapping[str, torch.Tensor]) -> list[list[str]]:
@@ -144,6 +157,7 @@ def full_state(model: nn.Module, state: LazyState, name: str) -> dict[str, torch
     """A model folder read whole into a state dict keyed like the model's: tied keys the files
     leave out filled from their partners, persistent buffers they lack taken from the model
     (for callers that hold whole states, such as planes; see write_plan for the checks)."""
+    state = under_model_names(model, state)
     plan = {key: sources[0] for key, sources in write_plan(model, [state.meta()], [name])}
     targets = model_targets(model)
     out = {}
@@ -168,7 +182,7 @@ class StateMix:
     """Writes Σ_i c_i·state_i into `model`'s own tensors (see the module's docstring)."""
 
     def __init__(self, model: nn.Module, states: Sequence[LazyState], names: Sequence[str]):
-        self.states, self.names = list(states), list(names)
+        self.states, self.names = [under_model_names(model, s) for s in states], list(names)
         self.targets = model_targets(model)
         plan = write_plan(model, [s.meta() for s in self.states], self.names)
         self.plan = sorted(

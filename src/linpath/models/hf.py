@@ -55,12 +55,12 @@ def checkpoint_names(model: nn.Module, keys) -> dict[str, str]:
     embed_out.weight is the model's lm_head.weight); empty for other models, and with a
     transformers that renames nothing. A key transformers would merge or split with others
     cannot be written a tensor at a time: one line."""
+    if not type(model).__module__.startswith("transformers.") or not hasattr(model, "config"):
+        return {}  # not a Hugging Face model: its keys are its own
     try:
         from transformers.conversion_mapping import get_model_conversion_mapping
         from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
     except ImportError:
-        return {}
-    if not hasattr(model, "config"):
         return {}
     transforms = get_model_conversion_mapping(model)
     renamings = [t for t in transforms if isinstance(t, WeightRenaming)]

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from torch import nn
 
-from linpath.engine.lazy_states import RenamedState, StateMix, check_finite_states
+from linpath.engine.lazy_states import StateMix, check_finite_states
 from linpath.engine.streamed import MIN_EXAMPLES, StreamedEvaluator, StreamResult
 from linpath.engine.tasks import make_task
 from linpath.errors import LinpathError
@@ -36,7 +36,7 @@ from linpath.io.grid_record import GridRecord, state_folder
 from linpath.io.hf_folder import ModelFolder
 from linpath.io.hub import file_sha256
 from linpath.io.rundir import RunDir
-from linpath.models.hf import checkpoint_names, from_folder
+from linpath.models.hf import from_folder
 from linpath.runtime.device import resolve_device
 from linpath.runtime.distributed import World
 from linpath.runtime.progress import Progress
@@ -167,13 +167,12 @@ class GridJob:
     allow_nonfinite: bool = False
     hub: dict = field(default_factory=dict)  # cache_dir, token
 
-    def folder(self, r: int, t: int) -> RenamedState:
-        """Replicate r's revision at t, checked against grid.json, read lazily under the model's
-        names (models.hf.checkpoint_names: Pythia's embed_out is transformers 5's lm_head)."""
-        folder = ModelFolder(state_folder(self.run, self.record, r, t, True, **self.hub))
-        return RenamedState(folder, checkpoint_names(self.evaluator.model, folder.entries))
+    def folder(self, r: int, t: int) -> ModelFolder:
+        """Replicate r's revision at t, checked against grid.json, read lazily (a StateMix reads
+        it under the model's names: engine.lazy_states.under_model_names)."""
+        return ModelFolder(state_folder(self.run, self.record, r, t, True, **self.hub))
 
-    def rows(self, r: int, t: int, final: RenamedState) -> list[list]:
+    def rows(self, r: int, t: int, final: ModelFolder) -> list[list]:
         """Evaluate one item: the path from the revision at t to the final one."""
         start = self.folder(r, t)
         names = [
@@ -236,7 +235,7 @@ def sweep_grid(
     job = open_job(run, setting, data, device, world, options)
     points = len(setting.grid.xs())
     bar = Progress("sweep grid", len(todo) * points, "net", progress and world.is_main)
-    finals: dict[int, RenamedState] = {}
+    finals: dict[int, ModelFolder] = {}
     for done, (r, t) in enumerate(todo, 1):
         if r not in finals:
             finals = {r: job.folder(r, record.final_step(r))}
