@@ -365,11 +365,13 @@ def test_a_grid_with_findings_is_refused_then_swept_when_allowed(mirror, tmp_pat
     ) as e:
         sweep_grid_run(run.root, setting, grid_data(text), progress=False)
     assert "\n" not in str(e.value) and not run.setting_dir(setting.key).exists()  # nothing written
+    assert not run.grid_audit_cache.exists()
     sweep_grid_run(
         run.root, setting, grid_data(text), allow_findings=True, from_steps=[8, 16], progress=False
     )
     assert "warning: duplicate-file" in capsys.readouterr().err
     assert sorted(read_items(run, setting.key)) == [(0, 8), (0, 16), (1, 8)]  # seed 1 has no step 16
+    assert run.grid_audit_cache.is_file()
 
 
 def test_a_killed_sweep_resumes_and_other_data_is_refused(swept, tmp_path):

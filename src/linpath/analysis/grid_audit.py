@@ -62,6 +62,7 @@ class GridAudit:
     findings: list[GridFinding] = field(default_factory=list)
     unread: list[tuple[int, int]] = field(default_factory=list)
     facts: dict = field(default_factory=dict)  # (replicate, step) -> TensorFacts of those read
+    cache: TensorCache | None = None  # what the tensors gave, to save() once the caller may write
 
 
 def _label(r: int, rev: Revision) -> str:
@@ -403,6 +404,7 @@ def grid_audit(
     findings += equal_tensor_findings(record, audit.facts) + tensor_shard_findings(record, audit.facts)
     flagged = {item for f in findings for item in f.items}
     findings += distance_findings(record, audit.facts, flagged, tolerance)
+    audit.cache = cache
     if save:
         cache.save()
     wanted = set(replicates)

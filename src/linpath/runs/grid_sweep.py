@@ -60,7 +60,7 @@ def sweep_grid_run(
     if not run.is_grid:
         raise LinpathError(f"{run.root} is not a checkpoint grid imported by revision (no {run.grid_record.name})")
     hub = {"cache_dir": options.get("cache_dir"), "token": options.get("token")}
-    refusal = None
+    refusal, audit = None, None
     if world.is_main:
         audit = grid_audit(run, fetch=fetch_audit, save=False, **hub)
         refusal = audit_gate(run, audit, allow_findings)
@@ -76,5 +76,5 @@ def sweep_grid_run(
     world.barrier()
     if world.is_main:
         merge_paths(run)
-        grid_audit(run, save=True, **hub)  # the tensor cache, now that the sweep has read the revisions
+        audit.cache.save()  # only now: a refused sweep writes nothing
     return run
