@@ -114,7 +114,7 @@ def pages_and_docstrings() -> dict[str, str]:
 
 
 BARE = re.compile(r"(?<![\w./<-])([\w-]+\.(?:py|sh|md|ipynb))(?![\w/])")
-PLACEHOLDERS = {"file.py", "m.py"}  # "file.py:callable" in the options' help
+PLACEHOLDERS = {"file.py", "m.py", "pythia_tokenizer.py"}  # a user's own files in the help and docs
 
 
 def dead_names(text: str, known: set[str]) -> list[str]:

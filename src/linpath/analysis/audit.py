@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from linpath.analysis.grid_audit import grid_findings
 from linpath.analysis.trajectory import weight_vector
 from linpath.config.spec import read_spec
 from linpath.engine.interpolate import check_compatible
@@ -174,6 +175,8 @@ def audit_run(
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     if not run.root.is_dir():
         raise LinpathError(f"no run folder at {run.root}")
+    if run.is_grid:  # revisions of a checkpoint grid, not kept files: their own audit
+        return grid_findings(run, replicates, tolerance, save)
     spec = read_spec(run, external_ok=True)
     cache = cache or AuditCache(run)
     findings = []

@@ -20,6 +20,9 @@ from linpath.io.tables import read_csv_rows
 from linpath.sweep.tables import valid_items
 
 QUANTITIES = ("loss", "error")
+# a causal language model's sweep (sweep/grid_sweep.py) adds bits per byte: its standard error
+# is the loss's scaled by bits_per_byte / loss (exact where every unit has the same bytes per token)
+LM_QUANTITIES = (*QUANTITIES, "bits_per_byte")
 PAPER_SETTING = "test-interpolate-uniform100-fp32"  # the paper's: test split, full set, 100 points
 VALUES = ("start_value", "end_value", "max_value")
 REPLICATE_COLUMNS = ["setting", "replicate", "t", "quantity", *TABLE_METRICS, *VALUES]
@@ -46,6 +49,12 @@ class Curves:
     bn: str
     examples: int
     by_item: dict[tuple[int, int], dict[str, np.ndarray]] = field(default_factory=dict)
+    quantities: tuple[str, ...] = QUANTITIES  # LM_QUANTITIES for a causal language model's sweep
+
+    @property
+    def is_lm(self) -> bool:
+        """A causal language model's curves: token loss, next-token error, bits per byte."""
+        return "bits_per_byte" in self.quantities
 
     @property
     def steps(self) -> list[int]:
@@ -90,23 +99,34 @@ def load_curves(run: RunDir, setting: str) -> Curves:
             continue
         first = rows[0]
         if curves is None:
+            lm = bool(first.get("bits_per_byte"))
             curves = Curves(setting, first["split"], first["bn"], int(first["examples"]))
-        pts = sorted((float(d["x"]), d) for d in rows)
-        curves.by_item[(int(first["replicate"]), int(first["t"]))] = {
-            "x": np.array([x for x, _ in pts]),
-            **{q: np.array([float(d[q]) for _, d in pts]) for q in QUANTITIES},
-            **{f"{q}_se": np.array([float(d.get(f"{q}_se") or 0.0) for _, d in pts]) for q in QUANTITIES},
-        }
+            curves.quantities = LM_QUANTITIES if lm else QUANTITIES
+        curves.by_item[(int(first["replicate"]), int(first["t"]))] = _item_curve(rows, curves.quantities)
     if curves is None:
         raise LinpathError(f"the item files of {folder} are empty; sweep it again")
     return curves
+
+
+def _item_curve(rows: list[dict], quantities: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """One item's points sorted by x: each quantity and its standard error (see LM_QUANTITIES)."""
+    pts = [d for _, d in sorted((float(d["x"]), d) for d in rows)]
+    curve = {"x": np.array([float(d["x"]) for d in pts])}
+    for q in quantities:
+        curve[q] = np.array([float(d.get(q) or "nan") for d in pts])
+        if q == "bits_per_byte":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                curve[f"{q}_se"] = np.nan_to_num(curve["loss_se"] * curve[q] / curve["loss"])
+        else:
+            curve[f"{q}_se"] = np.array([float(d.get(f"{q}_se") or 0.0) for d in pts])
+    return curve
 
 
 def metric_rows(curves: Curves) -> list[dict]:
     """One row per (replicate, t, quantity): every path metric and the curve's values."""
     rows = []
     for (r, t), c in sorted(curves.by_item.items()):
-        for q in QUANTITIES:
+        for q in curves.quantities:
             values = {"start_value": c[q][0], "end_value": c[q][-1], "max_value": float(np.max(c[q]))}
             rows.append(
                 {

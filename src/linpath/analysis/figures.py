@@ -39,6 +39,11 @@ PEAK_MARKERS = {
     "start": {"marker": ".", "color": "gray", "label": "maximum at the start (mean curve)"},
 }
 INTERIOR_LABEL = "interior peak above both ends (rise_over_endpoints)"
+LM_LABELS = {
+    "loss": "test token loss (nats)",
+    "error": "test next-token error",
+    "bits_per_byte": "test bits per byte",
+}
 
 
 def _words(metric: str) -> str:
@@ -47,6 +52,11 @@ def _words(metric: str) -> str:
 
 def quantity_label(quantity: str, split: str) -> str:
     return LABELS[quantity].replace("test", split)
+
+
+def curve_label(curves: Curves, quantity: str) -> str:
+    """The axis label of a quantity of these curves (a language model's: per token, next-token)."""
+    return (LM_LABELS if curves.is_lm else LABELS)[quantity].replace("test", curves.split)
 
 
 def save_figure(fig, folder: Path, name: str) -> list[Path]:
@@ -112,7 +122,7 @@ def draw_figure1(curves: Curves, title: str, other: Curves | None = None, batchn
         band(ax, x, mean, std, color="C0")
         _finite_ylim(ax, [mean - std, mean + std, *_overlay(ax, other, 0, q, "C0")])
         ax.set_xlabel("interpolation x  (0 = initialization, 1 = final)")
-        ax.set_ylabel(quantity_label(q, curves.split) if other is None else f"{LABELS[q].split(' ', 1)[1]}")
+        ax.set_ylabel(curve_label(curves, q) if other is None else f"{LABELS[q].split(' ', 1)[1]}")
         ax.grid(alpha=0.3)
     _split_legend(axes[1], curves, other)
     if other is not None:
@@ -154,7 +164,7 @@ def figure2(
             arrays += [mean - std, mean + std, *_overlay(ax, other, t, q, color)]
         _finite_ylim(ax, arrays)
         ax.set_xlabel("interpolation x  (0 = state at t, 1 = final)")
-        ax.set_ylabel(quantity_label(q, curves.split) if other is None else f"{LABELS[q].split(' ', 1)[1]}")
+        ax.set_ylabel(curve_label(curves, q) if other is None else f"{LABELS[q].split(' ', 1)[1]}")
         ax.grid(alpha=0.3)
     _split_legend(axes[1], curves, other)
     axes[1].legend(title="start", fontsize=8, loc="upper right")
@@ -196,7 +206,7 @@ def draw_figure3(curves: Curves, summary: list[dict], title: str, metric: str = 
         _figure3_panel(ax, curves, summary, q, metric, positions)
         ax.set_xscale("log")
         ax.set_xlim(positions.min() / 1.5, positions.max() * 1.5)  # also when no value is finite
-        ax.set_ylabel(f"{_words(metric)}\nof the {quantity_label(q, curves.split)}", fontsize=9)
+        ax.set_ylabel(f"{_words(metric)}\nof the {curve_label(curves, q)}", fontsize=9)
         ax.grid(alpha=0.3, which="both")
     ticks = [p for p in (0.5, 1, 4, 16, 64, 256, 1024, 4096, 16384, 65536) if p <= positions.max()]
     axes[1].set_xticks(ticks)

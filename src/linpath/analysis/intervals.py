@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from linpath.analysis.curves import QUANTITIES, VALUES, Curves
+from linpath.analysis.curves import VALUES, Curves
 from linpath.analysis.metrics import BY_NAME, TABLE_METRICS
 
 BOOTSTRAP_DRAWS = 2000
@@ -69,7 +69,7 @@ def summary_rows(curves: Curves, rows: list[dict]) -> list[dict]:
     out = []
     metrics = (*TABLE_METRICS, *VALUES)
     for t in curves.steps:
-        for q in QUANTITIES:
+        for q in curves.quantities:
             group = [row for row in rows if row["t"] == t and row["quantity"] == q]
             intervals = bootstrap_intervals(curves, t, q, metrics)
             for metric in metrics:

@@ -35,7 +35,7 @@ from linpath.api.inputs import (
     make_score,
 )
 from linpath.api.options import PathOptions
-from linpath.api.states import StateLike, endpoints
+from linpath.api.states import StateLike, endpoints, located
 from linpath.api.streamed import is_streamed, streamed_path
 from linpath.data.source import EvalSet
 from linpath.engine.bn_stats import DEFAULT_BN_BATCHES
@@ -156,7 +156,9 @@ def evaluate_path(
 ) -> PathCurve:
     """The one path job: `setting` decides the numbers, `options` how the job runs. `model` is
     an nn.Module or a model folder; `data` anything path() takes, or a data.source.SourceSplit
-    (a named data set's split, materialized or streamed as the job needs)."""
+    (a named data set's split, materialized or streamed as the job needs). States and a model
+    folder may be addressed by revision (hf://ORG/NAME@step1000: api/states.located)."""
+    model, start, end = located(model), located(start), located(end)
     if is_streamed(model, start, end, data, setting):
         if options.align_end or options.bn_data is not None:
             raise LinpathError(

@@ -25,6 +25,7 @@ import linpath.models as models
 from linpath.api.inputs import as_evalset, checked_inputs, is_classification
 from linpath.api.options import PathOptions
 from linpath.api.planes import PlaneInputs, PlaneOptions
+from linpath.api.states import located
 from linpath.api.streamed import is_streamed
 from linpath.config.external import is_external
 from linpath.config.presets import PRESETS
@@ -36,12 +37,14 @@ from linpath.data.stream import TextBlocks, bytes_tokenizer
 from linpath.engine.bn_stats import path_bn_policy
 from linpath.engine.outputs import OutputFn
 from linpath.errors import LinpathError
+from linpath.io.grid_record import GridRecord
 from linpath.io.hf_folder import is_model_folder
 from linpath.io.rundir import RunDir
 from linpath.io.tensors import load_tensors
 from linpath.models.hf import from_folder
 from linpath.runtime.device import resolve_device
 from linpath.sweep.external import ExternalInputs
+from linpath.sweep.grid_sweep import GridData
 from linpath.sweep.setting import SweepSetting
 
 TEXT_SUFFIXES = (".jsonl", ".txt")  # --data read as text, tokenized in blocks (data/stream.py)
@@ -245,6 +248,8 @@ def path_inputs(args: PathArgs, setting: SweepSetting) -> PathInputs:
     config.json, or the run folder's), the data (a data set's split, a .pt file's tensors, a text
     file's token blocks), the BatchNorm policy and its recompute data (the sweep's recipe), and
     every option of the job."""
+    given = args  # states by revision are recorded as given, and resolved to their folders here
+    args = dataclasses.replace(args, start=str(located(args.start)), end=str(located(args.end)))
     model_name, data_name, spec = _names(args)
     data, classes = _data(data_name, args, setting)
     model = _model(model_name, args, setting, args.num_classes or classes)
@@ -268,7 +273,7 @@ def path_inputs(args: PathArgs, setting: SweepSetting) -> PathInputs:
         "tokenizer": args.tokenizer if isinstance(data, TextBlocks) else None,
         "seq_len": data.seq_len if isinstance(data, TextBlocks) else None,
     }
-    return PathInputs(model, args.start, args.end, data, setting, options, names, args.progress)
+    return PathInputs(model, given.start, given.end, data, setting, options, names, args.progress)
 
 
 def _check_streamable(args: PathArgs, setting: SweepSetting) -> None:
@@ -496,3 +501,36 @@ def _run_inputs(run: RunDir, spec, args: PlaneArgs, options: PlaneOptions):
     inputs = external_inputs(args.model, args.data, args.data_root, split)
     schedule = Schedule(0, spec.total_steps, 0.0, (), 1.0, 0)
     return schedule, inputs.source().eval_set(split, dev), inputs.make_model(), args.model
+
+
+@dataclass(frozen=True)
+class GridArgs:
+    """`linpath sweep`'s strings for a checkpoint grid's evaluation text."""
+
+    data: str | None
+    tokenizer: str | None = None
+    seq_len: int | None = None
+    text_field: str = "text"
+    batch_size: int | None = None
+    model: str | None = None  # module:callable, else the revisions' config.json
+
+
+def grid_data(run_dir, args: GridArgs) -> GridData:
+    """A checkpoint grid's data: the text file cut into token blocks (at most the final
+    revision's maximum positions, 1,024 by default), and --model where the revisions' own
+    config.json should not build the network."""
+    if args.data is None or not _is_text(args.data) or not Path(args.data).is_file():
+        raise LinpathError(
+            "a checkpoint grid is evaluated on a text file: give --data TEXT.jsonl|.txt and --tokenizer"
+        )
+    if args.tokenizer is None:
+        raise LinpathError(f"--data {args.data} is text: give --tokenizer (bytes, or module:callable)")
+    tokenize = (
+        bytes_tokenizer if args.tokenizer == "bytes" else import_callable(args.tokenizer, "--tokenizer")
+    )
+    record = GridRecord.read(RunDir(run_dir).grid_record)
+    longest = [c.get("max_position_embeddings") or c.get("n_positions") for c in record.configs.values()]
+    seq_len = args.seq_len or min([DEFAULT_SEQ_LEN, *[int(n) for n in longest if n]])
+    make_model = (lambda: resolve_model(args.model, None)) if args.model else None
+    blocks = TextBlocks(args.data, tokenize, seq_len, args.batch_size or 8, args.text_field)
+    return GridData(blocks, args.tokenizer, make_model)

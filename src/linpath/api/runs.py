@@ -12,7 +12,7 @@ from linpath.config.spec import Spec, read_spec
 from linpath.io.rundir import RunDir
 from linpath.io.tables import csv_frame, csv_text, import_pandas
 from linpath.sweep.items import PATH_COLUMNS, format_rows
-from linpath.sweep.tables import setting_rows
+from linpath.sweep.tables import setting_columns, setting_rows
 from linpath.train.log import LOG_COLUMNS
 
 
@@ -42,6 +42,12 @@ def _setting_tables(run: RunDir, table, columns: list[str]):
     return _concat([csv_frame(table(s).read_text(), setting=s) for s in settings], columns)
 
 
+def _setting_table(run: RunDir, setting: str) -> str:
+    """A setting's rows as CSV text, with a language model's columns where its items hold them."""
+    columns = setting_columns(run, setting)
+    return format_rows(setting_rows(run, setting, columns), columns)
+
+
 def load(run_dir: str | os.PathLike) -> RunTables:
     """A run folder's results as tidy DataFrames, for analysis in pandas (needs linpath[pandas]).
 
@@ -51,7 +57,7 @@ def load(run_dir: str | os.PathLike) -> RunTables:
     run = RunDir(run_dir)
     spec = read_spec(run, external_ok=True)  # an external run's ExternalSpec (config/external.py)
     paths = _concat(
-        [csv_frame(format_rows(setting_rows(run, s)), setting=s) for s in settings_of(run)],
+        [csv_frame(_setting_table(run, s), setting=s) for s in settings_of(run)],
         ["setting", *PATH_COLUMNS],
     )
     logs = run.train_logs()

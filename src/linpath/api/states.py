@@ -16,9 +16,17 @@ from linpath.engine.lazy_states import full_state
 from linpath.errors import LinpathError
 from linpath.io.checkpoints import find_state, match_keys
 from linpath.io.hf_folder import ModelFolder, is_model_folder
+from linpath.io.hub import resolve_state
 from linpath.io.tensors import load_state_dict, nonfinite_problem
 
 StateLike = Union[Mapping[str, torch.Tensor], str, os.PathLike, nn.Module]
+
+
+def located(state):
+    """A state addressed by revision (hf://ORG/NAME@REVISION, or FOLDER@REVISION for a local
+    folder of revisions: io/hub.py) as its local model folder, downloaded from the Hub where
+    needed (huggingface_hub's cache, HF_HUB_OFFLINE, its token); anything else as it is."""
+    return resolve_state(state) or state
 
 
 def load_state(state: StateLike, name: str = "state", key: str | None = None) -> dict[str, torch.Tensor]:
@@ -62,6 +70,7 @@ def model_states(
     stripped), checked against the others and the model, refused when not finite, and cast to
     the model's dtypes. With `model`, a model folder (config.json, *.safetensors) is read whole,
     its tied keys filled (engine/lazy_states.py)."""
+    given = {name: located(state) for name, state in given.items()}
     states = {name: _loaded(own, state, name, key, model) for name, state in given.items()}
     names = list(states)
     for name in names[1:]:

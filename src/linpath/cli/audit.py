@@ -13,13 +13,23 @@ def arguments(p) -> None:
         help="how far (a share of the largest distance) a later state may lie farther from the final state "
         "than an earlier one (default 0.1)",
     )
+    _add_fetch(p)
+
+
+def _add_fetch(p) -> None:
+    p.add_argument(
+        "--fetch",
+        action="store_true",
+        help="a checkpoint grid on the Hub: download every revision to read its tensors too "
+        "(default: the recorded hashes, and the tensors of what is already downloaded)",
+    )
 
 
 def run(args) -> int:
     """One line per finding; exit 1 when there are findings, 0 when the run is clean."""
     from linpath.runs.inspect import audit
 
-    findings, verdict = audit(common.run_folder(args.run_dir), args.tolerance)
+    findings, verdict = audit(common.run_folder(args.run_dir), args.tolerance, args.fetch)
     for finding in findings:
         print(f"{finding.kind}: {finding.message}")
     print(verdict)

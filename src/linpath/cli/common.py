@@ -175,6 +175,8 @@ def sweep_options(args, world, inputs=None):
         allow_nonfinite=args.allow_nonfinite,
         allow_duplicates=args.allow_duplicates,
         inputs=inputs,
+        allow_findings=getattr(args, "allow_findings", False),
+        fetch_audit=getattr(args, "fetch_audit", False),
     )
 
 

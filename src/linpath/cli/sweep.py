@@ -3,7 +3,7 @@
 from linpath.cli import common
 from linpath.cli.registry import Command
 from linpath.errors import LinpathError
-from linpath.sweep.setting import SweepSetting
+from linpath.sweep.setting import SETTING_FIELDS, STREAM_FIELDS, SweepSetting
 
 
 def arguments(p) -> None:
@@ -24,15 +24,41 @@ def arguments(p) -> None:
         "--model", default=None, help="module:callable or file.py:callable returning the nn.Module"
     )
     g.add_argument(
-        "--data", default=None, help="the evaluation data: a data set name or a .pt file of (inputs, targets)"
+        "--data",
+        default=None,
+        help="the evaluation data: a data set name or a .pt file of (inputs, targets); for a checkpoint "
+        "grid a text file (.jsonl, .txt)",
     )
     g.add_argument(
         "--num-classes", type=int, default=None, help="classes of a named model (default: the data's)"
     )
+    _add_grid_options(p)
+
+
+def _add_grid_options(p) -> None:
+    """A checkpoint grid's options ('linpath import hf://ORG/NAME'): its task and stopping rule
+    (the setting's streamed fields), its text, and its audit."""
+    g = p.add_argument_group("checkpoint grids ('linpath import hf://ORG/NAME', a folder of revisions)")
+    SweepSetting.add_flags(g, omit=tuple(f for f in SETTING_FIELDS if f not in STREAM_FIELDS))
+    g.add_argument("--tokenizer", default=None, help="bytes, or module:callable mapping a text to token ids")
+    g.add_argument(
+        "--seq-len",
+        type=int,
+        default=None,
+        help="tokens per block (default: the model's maximum, at most 1024)",
+    )
+    g.add_argument("--text-field", default="text", help="a .jsonl record's text field (default text)")
+    g.add_argument(
+        "--allow-findings",
+        action="store_true",
+        help="sweep a grid whose audit has findings; each is then a warning, and the report lists them",
+    )
+    g.add_argument(
+        "--fetch-audit", action="store_true", help="download every revision first, to audit its tensors too"
+    )
 
 
 def run(args) -> int:
-    from linpath.api.resolve import external_inputs
     from linpath.runs import stages
     from linpath.runtime import distributed
 
@@ -42,9 +68,8 @@ def run(args) -> int:
         raise LinpathError(
             "--per-layer builds the model from the run's spec; it does not take --model/--data"
         )
-    inputs = external_inputs(args.model, args.data, args.data_root, args.split, args.num_classes)
     world = distributed.init(args.device)
-    options = common.sweep_options(args, world, inputs)
+    options = common.sweep_options(args, world, _inputs(args))
     if args.per_layer:
         folder = stages.sweep_layers(args.run_dir, setting, args.hold, options)
         if world.is_main:
@@ -54,6 +79,18 @@ def run(args) -> int:
     if world.is_main:
         print(f"swept: {run_dir.paths_csv}")
     return 0
+
+
+def _inputs(args):
+    """What the run's spec cannot build: a checkpoint grid's text, or an external run's --model
+    and --data (None for a preset's run)."""
+    from linpath.api.resolve import GridArgs, external_inputs, grid_data
+    from linpath.io.rundir import RunDir
+
+    if RunDir(args.run_dir).is_grid:
+        grid = GridArgs(args.data, args.tokenizer, args.seq_len, args.text_field, None, args.model)
+        return grid_data(args.run_dir, grid)
+    return external_inputs(args.model, args.data, args.data_root, args.split, args.num_classes)
 
 
 COMMAND = Command("sweep", "evaluate the paths of a trained run (resumes)", arguments, run, order=3)

@@ -7,7 +7,8 @@ tensor of the model the corresponding tensors of the states are read, cast to th
 dtype, mixed and written into the model's own tensor, then dropped. The extra memory is a few
 tensors of the largest size and one mapped shard per state, however many points are evaluated.
 
-Keys are matched once (`write_plan`): a model tensor tied to another (GPT-2's lm_head.weight is
+Keys are matched once (`write_plan`), a model folder's under the names transformers loads them
+by (under_model_names: Pythia's embed_out.weight is transformers 5's lm_head.weight): a model tensor tied to another (GPT-2's lm_head.weight is
 transformer.wte.weight) is written through its partner when the files hold only one of them;
 a persistent buffer the files lack keeps the model's own value (as from_pretrained does), and
 non-persistent buffers (not in the state dict) are never touched; a parameter the files lack,
@@ -27,6 +28,7 @@ from linpath.engine.interpolate import check_compatible
 from linpath.errors import LinpathError
 from linpath.io.hf_folder import ModelFolder
 from linpath.io.tensors import nonfinite_problem
+from linpath.models.hf import checkpoint_names
 
 
 class DictState:
@@ -50,7 +52,51 @@ class DictState:
         return self.state[name]
 
 
-LazyState = ModelFolder | DictState
+class RenamedState:
+    """A state read under the model's names for some of its keys (`names`: {state key: model
+    key}; models.hf.checkpoint_names gives those transformers renames on load), for a StateMix."""
+
+    def __init__(self, state, names: Mapping[str, str]):
+        self.state, self.names = state, dict(names)
+        self.to_state = {self.names.get(k, k): k for k in state.meta()}
+        entries = getattr(state, "entries", None)
+        if entries is not None:
+            self.entries = {key: entries[source] for key, source in self.to_state.items()}
+
+    def meta(self) -> dict[str, torch.Tensor]:
+        own = self.state.meta()
+        return {key: own[source] for key, source in self.to_state.items()}
+
+    def tensors(self):
+        for key, tensor in self.state.tensors():
+            yield self.names.get(key, key), tensor
+
+    @contextlib.contextmanager
+    def reader(self, device=None):
+        with self.state.reader(device) if device is not None else self.state.reader() as reader:
+            yield _RenamedReader(reader, self.to_state)
+
+
+class _RenamedReader:
+    def __init__(self, reader, to_state: dict[str, str]):
+        self.reader, self.to_state = reader, to_state
+
+    def get(self, name: str) -> torch.Tensor:
+        return self.reader.get(self.to_state[name])
+
+
+LazyState = ModelFolder | DictState | RenamedState
+
+
+def under_model_names(model: nn.Module, state: LazyState) -> LazyState:
+    """A model folder read under the model's names where transformers loads its keys under
+    others (models.hf.checkpoint_names: a Pythia folder's embed_out.weight is transformers 5's
+    lm_head.weight); any other state as it is."""
+    if isinstance(state, ModelFolder):
+        names = checkpoint_names(model, state.entries)
+        if names:
+            return RenamedState(state, names)
+    return state
 
 
 def alias_groups(targets: Mapping[str, torch.Tensor]) -> list[list[str]]:
@@ -111,6 +157,7 @@ def full_state(model: nn.Module, state: LazyState, name: str) -> dict[str, torch
     """A model folder read whole into a state dict keyed like the model's: tied keys the files
     leave out filled from their partners, persistent buffers they lack taken from the model
     (for callers that hold whole states, such as planes; see write_plan for the checks)."""
+    state = under_model_names(model, state)
     plan = {key: sources[0] for key, sources in write_plan(model, [state.meta()], [name])}
     targets = model_targets(model)
     out = {}
@@ -135,7 +182,7 @@ class StateMix:
     """Writes Σ_i c_i·state_i into `model`'s own tensors (see the module's docstring)."""
 
     def __init__(self, model: nn.Module, states: Sequence[LazyState], names: Sequence[str]):
-        self.states, self.names = list(states), list(names)
+        self.states, self.names = [under_model_names(model, s) for s in states], list(names)
         self.targets = model_targets(model)
         plan = write_plan(model, [s.meta() for s in self.states], self.names)
         self.plan = sorted(

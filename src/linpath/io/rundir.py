@@ -23,8 +23,12 @@ runs/<preset>-<hash>/
   spawn/instability_curve.csv, stability.csv   the curve against T with intervals; where it falls below 2 %
   merged.json                     only in a study made by `linpath merge`: its sources
   import.json                     only in a run made by `linpath import`: the files it came from
+  grid.json                       only in a run imported from a checkpoint grid (runs/import_grid.py):
+                                  the revisions it references, their commits and files' sha256
+  replicate-<r>/revisions/step<t>/   a grid's model folder, where it was imported with copy
   sweep/<key>/data.json           an external run's setting: the --data it was evaluated on
   audit/cache.json                what `linpath audit` read of each kept file
+  audit/grid.json                 what the grid audit read of each revision's tensors (by its files' sha256)
 """
 
 from __future__ import annotations
@@ -125,6 +129,25 @@ class RunDir:
     @property
     def audit_cache(self) -> Path:
         return self.root / "audit" / "cache.json"
+
+    @property
+    def grid_record(self) -> Path:
+        """The revisions a run imported from a checkpoint grid references (io/grid_record.py)."""
+        return self.root / "grid.json"
+
+    @property
+    def is_grid(self) -> bool:
+        """Whether the run's states are a checkpoint grid's revisions, not replicate-<r>/checkpoints/."""
+        return self.grid_record.exists()
+
+    def revision_folder(self, r: int, t: int) -> Path:
+        """Replicate r's model folder at step t, where a grid was imported with copy."""
+        return self.replicate_dir(r) / "revisions" / f"step{t}"
+
+    @property
+    def grid_audit_cache(self) -> Path:
+        """The grid audit's tensor digests and distances, keyed by the revisions' file hashes."""
+        return self.root / "audit" / "grid.json"
 
     @property
     def is_merged(self) -> bool:

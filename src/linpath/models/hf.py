@@ -17,9 +17,10 @@ from linpath.errors import LinpathError
 from linpath.io.hf_folder import CONFIG_FILE
 
 
-def from_folder(folder: str | Path, task: str = "causal-lm") -> nn.Module:
+def from_folder(folder: str | Path, task: str = "causal-lm", trust_remote_code: bool = False) -> nn.Module:
     """AutoModelForCausalLM (task "causal-lm") or AutoModelForSequenceClassification from the
-    folder's config.json."""
+    folder's config.json; a model whose code lives in the folder (*.py) is built only with
+    trust_remote_code, which runs that code."""
     folder = Path(folder)
     if not (folder / CONFIG_FILE).is_file():
         raise LinpathError(f"{folder} has no {CONFIG_FILE} to build the model from: pass the model (--model)")
@@ -31,16 +32,51 @@ def from_folder(folder: str | Path, task: str = "causal-lm") -> nn.Module:
             "or pass the model (--model)"
         ) from None
     try:
-        config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        config = transformers.AutoConfig.from_pretrained(
+            str(folder), local_files_only=True, trust_remote_code=trust_remote_code
+        )
         kind = (
             transformers.AutoModelForCausalLM
             if task == "causal-lm"
             else transformers.AutoModelForSequenceClassification
         )
-        model = kind.from_config(config)
+        model = kind.from_config(config, trust_remote_code=trust_remote_code)
     except (ValueError, OSError, KeyError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise LinpathError(f"cannot build a model from {folder / CONFIG_FILE}: {first}") from None
     if hasattr(model.config, "use_cache"):
         model.config.use_cache = False
     return model.float().eval()
+
+
+def checkpoint_names(model: nn.Module, keys) -> dict[str, str]:
+    """{checkpoint key: the model's key} for the keys a Hugging Face model loads under another
+    name (transformers 5 renames some on load and back on save: GPT-NeoX's, Pythia's,
+    embed_out.weight is the model's lm_head.weight); empty for other models, and with a
+    transformers that renames nothing. A key transformers would merge or split with others
+    cannot be written a tensor at a time: one line."""
+    if not type(model).__module__.startswith("transformers.") or not hasattr(model, "config"):
+        return {}  # not a Hugging Face model: its keys are its own
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+    except ImportError:
+        return {}
+    transforms = get_model_conversion_mapping(model)
+    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
+    converters = [
+        t for t in transforms if isinstance(t, WeightConverter) and not isinstance(t, WeightRenaming)
+    ]
+    own = dict.fromkeys(model.state_dict(), True)
+    prefix = getattr(model, "base_model_prefix", None) or None
+    out = {}
+    for key in keys:
+        name, converted = rename_source_key(key, renamings, converters, prefix, own)
+        if converted is not None:
+            raise LinpathError(
+                f"the checkpoint's {key!r} is converted by transformers on load (merged or split with other "
+                "tensors): linpath writes tensors one at a time and cannot evaluate this model's files"
+            )
+        if name != key:
+            out[key] = name
+    return out

@@ -18,7 +18,7 @@ from linpath.config.spec import Spec
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import OutDir, RunDir
-from linpath.report.origins import origin_lines
+from linpath.report.origins import grid_sentence, origin_lines
 
 
 @dataclass
@@ -34,10 +34,11 @@ class Section:
 def describe(curves: Curves) -> str:
     """The setting in words."""
     n = len(curves.at(curves.steps[0])[0]["x"])
+    unit = "sequences" if curves.is_lm else "examples"
     subset = (
-        f"a stratified subset of {curves.examples} examples"
+        f"a stratified subset of {curves.examples} {unit}"
         if "-n" in curves.setting
-        else f"all {curves.examples} examples"
+        else f"all {curves.examples} {unit}"
     )
     _, found, params = curves.setting.partition("-params[")
     moved = ""
@@ -57,11 +58,20 @@ def _cell(summary: list[dict], t: int, q: str, metric: str) -> str:
     return text + (f" [{lo:.4f}, {hi:.4f}]" if math.isfinite(lo) and hi > lo else "")
 
 
+def replicates_at(curves: Curves, summary: list[dict]) -> dict[int, int] | None:
+    """The replicates each t holds, where they are not the same at every t (else None): a
+    checkpoint grid whose seed lacks a revision, an interrupted sweep."""
+    counts = {t: int(aggregate(summary, t, "loss", "rise_over_start", "replicates")) for t in curves.steps}
+    return counts if len(set(counts.values())) > 1 else None
+
+
 def metrics_table(curves: Curves, summary: list[dict]) -> list[str]:
+    counts = replicates_at(curves, summary)
     out = [
         "| t | loss rise above start | loss peak x (median) | error rise above start [95 % interval] | "
-        "error peak x (median) | error rise above chord | loss monotonicity gap |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "error peak x (median) | error rise above chord | loss monotonicity gap |"
+        + (" replicates |" if counts else ""),
+        "|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if counts else ""),
     ]
     for t in curves.steps:
         cells = [
@@ -71,7 +81,21 @@ def metrics_table(curves: Curves, summary: list[dict]) -> list[str]:
             f"{aggregate(summary, t, 'error', 'argmax_x', 'median'):.2f}",
             _cell(summary, t, "error", "rise_over_chord"),
             _cell(summary, t, "loss", "monotonicity_gap"),
-        ]
+        ] + ([str(counts[t])] if counts else [])
+        out.append(f"| {t} | " + " | ".join(cells) + " |")
+    return out
+
+
+def bits_table(curves: Curves, summary: list[dict]) -> list[str]:
+    """A language model's bits per byte along each path: start, end, largest value, rise."""
+    out = [
+        "| t | bits per byte at t | at the end | largest on the path | rise above start [95 % interval] | replicates |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for t in curves.steps:
+        n = int(aggregate(summary, t, "bits_per_byte", "rise_over_start", "replicates"))
+        cells = [_cell(summary, t, "bits_per_byte", v) for v in ("start_value", "end_value", "max_value")]
+        cells += [_cell(summary, t, "bits_per_byte", "rise_over_start"), str(n)]
         out.append(f"| {t} | " + " | ".join(cells) + " |")
     return out
 
@@ -105,6 +129,16 @@ def section_lines(run: RunDir, section: Section) -> list[str]:
         *metrics_table(c, section.summary),
         "",
     ]
+    if c.is_lm:
+        lines += [
+            "The loss is the mean next-token cross-entropy per token (nats), the error the next-token "
+            "error; bits per byte are the nats of the text over its UTF-8 bytes, / ln 2.",
+            "",
+            "### Bits per byte",
+            "",
+            *bits_table(c, section.summary),
+            "",
+        ]
     return lines
 
 
@@ -163,7 +197,12 @@ def write_report(run: RunDir, spec: Spec, title: str, sections: list[Section], n
 def run_line(run: RunDir, spec: Spec, sections: list[Section]) -> str:
     """The report's first sentence: the run, its training and seeds, how many settings."""
     replicates = sections[0].curves.replicates if sections else []
-    if is_external(spec):  # kept from the researcher's own training: linpath knows no seeds
+    if run.is_grid:
+        training = (
+            f"{grid_sentence(run)} of `{spec.model_class}`, {spec.total_steps} steps, "
+            f"replicates {', '.join(map(str, replicates))}"
+        )
+    elif is_external(spec):  # kept from the researcher's own training: linpath knows no seeds
         training = (
             f"states kept from your own training of `{spec.model_class}`, {spec.total_steps} steps, "
             f"replicates {', '.join(map(str, replicates))}"

@@ -7,12 +7,39 @@ names when it names one.
 
 from __future__ import annotations
 
+from linpath.errors import LinpathError
+from linpath.io.grid_record import GridRecord
 from linpath.io.rundir import RunDir
 from linpath.runtime.provenance import read_provenance, recorded_versions
 
 
+def grid_origin(run: RunDir, r: int) -> str:
+    """Where a checkpoint grid's replicate comes from: its source and its revisions."""
+    try:
+        grid = GridRecord.read(run.grid_record).replicates.get(r)
+    except LinpathError as e:
+        return f"revisions: {e}"
+    if grid is None:
+        return "revisions: not in grid.json"
+    missing = f", {len(grid.missing)} missing" if grid.missing else ""
+    return f"{len(grid.revisions)} revisions of {grid.source}{missing} (commits and sha256 in grid.json)"
+
+
+def grid_sentence(run: RunDir) -> str:
+    """The report's first words on a checkpoint grid: its source and selection."""
+    try:
+        record = GridRecord.read(run.grid_record)
+    except LinpathError as e:
+        return f"a checkpoint grid ({e})"
+    first = record.replicates[min(record.replicates)]
+    where = "Hub" if record.kind == "hub" else "local mirror"
+    return f"the checkpoint grid {first.source} ({where} revisions, selection `{record.selection}`)"
+
+
 def origin_text(run: RunDir, r: int) -> str:
     """e.g. "NVIDIA H200 (cuda), torch 2.13.0, CUDA 12.8, trained 2026-12-02"."""
+    if run.is_grid:
+        return grid_origin(run, r)
     facts = read_provenance(run, r)
     if facts is None:
         torch_version = recorded_versions(run, r).get("torch")

@@ -30,6 +30,7 @@ from linpath.models import has_batchnorm
 from linpath.report.html import setting_data, write_html
 from linpath.report.markdown import Section, describe, run_line, write_report
 from linpath.report.origins import origins_sentence
+from linpath.runs.grid_sweep import sweep_grid_run
 from linpath.runtime import tensorboard as tb
 from linpath.runtime.device import resolve_device
 from linpath.runtime.distributed import World
@@ -126,10 +127,12 @@ def sweep(run_dir: str | Path, setting: SweepSetting, options: SweepOptions = Sw
     (analysis/audit.py): duplicate states are refused unless options.allow_duplicates. An
     external run is evaluated with options.inputs (--model and --data, sweep/external.py)."""
     run, world, inputs = RunDir(run_dir), options.world, options.inputs
+    if run.is_grid:  # revisions of a checkpoint grid: the streamed evaluator, its own audit
+        return sweep_grid_run(run_dir, setting, options)
     if setting.streamed:
         raise LinpathError(
-            f"{setting.key}: a run's sweep evaluates classification without a stopping rule; "
-            "--task and --se-target are for 'linpath path'"
+            f"{setting.key}: a run of kept checkpoints is swept preloaded, for classification; "
+            "--task and --se-target are for checkpoint grids ('linpath import hf://...') and 'linpath path'"
         )
     spec = read_spec(run, external_ok=inputs is not None)
     if inputs is not None:

@@ -34,11 +34,15 @@ PATH_COLUMNS = [
     "error_se",
 ]
 OLD_COLUMNS = PATH_COLUMNS[:9]  # item files written before standard errors were recorded
+# a causal language model's further quantities (sweep/grid_sweep.py), after the sweep's columns
+LM_COLUMNS = ["perplexity", "bits_per_byte", "tokens"]
+LM_PATH_COLUMNS = PATH_COLUMNS + LM_COLUMNS
+HEADERS = (PATH_COLUMNS, OLD_COLUMNS, LM_PATH_COLUMNS)
 
 
-def format_rows(rows: list[list]) -> str:
+def format_rows(rows: list[list], columns: list[str] = PATH_COLUMNS) -> str:
     """An item file's (or a setting table's) text."""
-    return csv_text(PATH_COLUMNS, rows)
+    return csv_text(columns, rows)
 
 
 def item_problem(path: Path, setting: SweepSetting | None = None) -> str | None:
@@ -82,7 +86,7 @@ def _read_rows(path: Path) -> list[dict] | str:
     if not text.endswith("\n"):
         return "cut short (no newline at its end)"
     rows = list(csv.reader(text.splitlines()))
-    if rows[0] != PATH_COLUMNS and rows[0] != OLD_COLUMNS:
+    if rows[0] not in HEADERS:
         return "its header is not the sweep's columns"
     if len(rows) < 2:
         return "no rows"
@@ -99,7 +103,7 @@ def _row_problem(d: dict, number: int, item: tuple[int, int], expected: KeyField
         if (int(d["replicate"]), int(d["t"])) != (r, t):
             return f"line {number} is for replicate {d['replicate']}, t={d['t']}, not r{r}, t={t}"
         int(d["examples"])
-        values = [float(d[c]) for c in ("x", "loss", "error", "loss_se", "error_se") if c in d]
+        values = [float(d[c]) for c in ("x", "loss", "error", "loss_se", "error_se", *LM_COLUMNS) if c in d]
     except ValueError:
         return f"line {number} holds a non-number"
     if not math.isfinite(values[0]):

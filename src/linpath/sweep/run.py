@@ -27,6 +27,7 @@ from linpath.runtime.distributed import World
 from linpath.runtime.progress import Progress
 from linpath.sweep.engine_entry import LineJob, bn_batches, line_job, setting_subset
 from linpath.sweep.external import ExternalInputs
+from linpath.sweep.grid_sweep import GridData
 from linpath.sweep.items import item_problem
 from linpath.sweep.setting import SweepSetting
 from linpath.sweep.tables import format_rows, rebuild_tables
@@ -38,7 +39,8 @@ MERGE_EVERY_S = 30.0  # how often a single-process sweep refreshes paths.csv fro
 class SweepOptions:
     """How a sweep runs, besides its setting (which alone decides the numbers): where, which
     items, what it reports and what it lets through. `inputs` are an external run's --model and
-    --data (sweep/external.py); a preset's run builds both from its spec."""
+    --data (sweep/external.py) or a checkpoint grid's data (sweep/grid_sweep.py); a preset's run
+    builds both from its spec."""
 
     data_root: str | Path | None = None
     device: str = "cpu"
@@ -50,12 +52,15 @@ class SweepOptions:
     compile: bool = False
     allow_nonfinite: bool = False
     allow_duplicates: bool = False
-    inputs: ExternalInputs | None = None
+    inputs: ExternalInputs | GridData | None = None  # what the run's spec cannot build
+    allow_findings: bool = False  # a checkpoint grid: sweep despite the audit's findings
+    fetch_audit: bool = False  # a checkpoint grid: download every revision to audit its tensors too
+    hub: dict = field(default_factory=dict)  # a checkpoint grid on the Hub: cache_dir, token
 
     @property
     def make_model(self) -> Callable | None:
         """An external run's model factory (None: the spec's model)."""
-        return self.inputs.make_model if self.inputs is not None else None
+        return getattr(self.inputs, "make_model", None)
 
 
 def _say(kind: str, message: str) -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
 from linpath.io.tables import csv_text, read_csv_rows
-from linpath.sweep.items import PATH_COLUMNS, format_rows, item_problem
+from linpath.sweep.items import LM_COLUMNS, PATH_COLUMNS, format_rows, item_problem
 
-__all__ = ["PATH_COLUMNS", "format_rows", "rebuild_tables", "setting_rows", "valid_items"]
+__all__ = ["PATH_COLUMNS", "format_rows", "rebuild_tables", "setting_columns", "setting_rows", "valid_items"]
 
 
 def valid_items(run: RunDir, setting: str) -> list[Path]:
@@ -26,23 +26,42 @@ def valid_items(run: RunDir, setting: str) -> list[Path]:
     return good
 
 
-def setting_rows(run: RunDir, setting: str) -> list[list]:
-    """Every finished point of one setting, sorted by replicate, t and x."""
+def setting_rows(run: RunDir, setting: str, columns: list[str] = PATH_COLUMNS) -> list[list]:
+    """Every finished point of one setting in `columns`, sorted by replicate, t and x."""
     rows = []
     for path in valid_items(run, setting):
-        rows += [[d.get(c) or "" for c in PATH_COLUMNS] for d in read_csv_rows(path)]  # old files: blank se
+        rows += [[d.get(c) or "" for c in columns] for d in read_csv_rows(path)]  # old files: blank se
     rows.sort(key=lambda row: (int(row[0]), int(row[1]), float(row[2])))
     return rows
 
 
+def setting_columns(run: RunDir, setting: str) -> list[str]:
+    """The setting's table columns: the sweep's, and a language model's quantities where its
+    item files hold them (sweep/grid_sweep.py)."""
+    for path in run.item_files(setting):
+        try:
+            with open(path, newline="") as f:
+                header = f.readline().strip().split(",")
+        except (OSError, UnicodeDecodeError):
+            continue  # named by valid_items' warning
+        if header[-len(LM_COLUMNS) :] == LM_COLUMNS:
+            return PATH_COLUMNS + LM_COLUMNS
+    return PATH_COLUMNS
+
+
 def rebuild_tables(run: RunDir) -> int:
-    """Rebuild each setting's table and the run's union table; returns the number of rows."""
+    """Rebuild each setting's table and the run's union table (with a language model's
+    columns where a setting has them, blank for the others); returns the number of rows."""
     settings = sorted(p.name for p in run.sweep_dir.iterdir() if p.is_dir()) if run.sweep_dir.is_dir() else []
-    union = []
+    union, extra = [], False
     for setting in settings:
-        rows = setting_rows(run, setting)
+        columns = setting_columns(run, setting)
+        rows = setting_rows(run, setting, columns)
         if rows:
-            atomic_write_text(run.setting_paths(setting), format_rows(rows))
+            atomic_write_text(run.setting_paths(setting), format_rows(rows, columns))
             union += [[setting, *row] for row in rows]
-    atomic_write_text(run.paths_csv, csv_text(["setting", *PATH_COLUMNS], union))
+            extra = extra or len(columns) > len(PATH_COLUMNS)
+    columns = ["setting", *PATH_COLUMNS] + (LM_COLUMNS if extra else [])
+    union = [row + [""] * (len(columns) - len(row)) for row in union]
+    atomic_write_text(run.paths_csv, csv_text(columns, union))
     return len(union)
