@@ -33,6 +33,7 @@ from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
 from linpath.runs import stages
 from linpath.sweep.grids import Grid
+from linpath.sweep.run import SweepOptions
 from linpath.sweep.setting import SweepSetting
 from linpath.train.log import read_log
 from linpath.train.loop import train_replicate
@@ -272,10 +273,9 @@ def reference_sweep(small_run, data_root, tmp_path_factory):
     stages.sweep(
         run.root,
         SweepSetting(grid=Grid(points=POINTS)),
-        data_root,
-        "cpu",
-        [int(t) for t in STEPS.split(",")],
-        progress=False,
+        SweepOptions(
+            data_root=data_root, device="cpu", from_steps=[int(t) for t in STEPS.split(",")], progress=False
+        ),
     )
     return run
 
@@ -465,10 +465,7 @@ def test_a_diverging_path_is_recorded_and_reported(small_run, data_root, tmp_pat
     stages.sweep(
         run.root,
         SweepSetting(grid=Grid(kind="values", values=(-1e36, 0.0, 0.5, 1.0))),
-        data_root,
-        "cpu",
-        [0],
-        progress=False,
+        SweepOptions(data_root=data_root, device="cpu", from_steps=[0], progress=False),
     )
     rows = rows_of(run.paths_csv)
     bad = [d for d in rows if not math.isfinite(float(d["loss"]))]

@@ -28,6 +28,7 @@ from linpath.runs import stages
 from linpath.runs.merge import merge_runs
 from linpath.sweep.grids import Grid
 from linpath.sweep.items import format_rows
+from linpath.sweep.run import SweepOptions
 from linpath.sweep.setting import SweepSetting
 from linpath.train.log import LOG_COLUMNS
 
@@ -253,14 +254,14 @@ def machines(tmp_path_factory, data_root):
     runs = []
     for k in range(3):
         run = stages.train(SPEC, tmp_path_factory.mktemp(f"machine{k}"), data_root, progress=False, only=[k])
-        runs.append(stages.sweep(run.root, SETTING, data_root, progress=False))
+        runs.append(stages.sweep(run.root, SETTING, SweepOptions(data_root=data_root, progress=False)))
     return runs
 
 
 @pytest.fixture(scope="module")
 def together(tmp_path_factory, data_root):
     run = stages.train(SPEC, tmp_path_factory.mktemp("together"), data_root, progress=False)
-    stages.sweep(run.root, SETTING, data_root, progress=False)
+    stages.sweep(run.root, SETTING, SweepOptions(data_root=data_root, progress=False))
     stages.report(run.root)
     return run
 

@@ -14,6 +14,7 @@ from linpath.models import build
 from linpath.runs import stages
 from linpath.runs.openlth import find_replicate_folders, import_run, map_state, parse_hparams
 from linpath.sweep.grids import Grid
+from linpath.sweep.run import SweepOptions
 from linpath.sweep.setting import SweepSetting
 
 # What OpenLTH's Desc.save writes: one section per hparams object, the set fields only, no final newline.
@@ -112,7 +113,11 @@ def test_import_writes_a_linpath_run(openlth_run, tmp_path):
 @pytest.mark.slow
 def test_imported_run_sweeps_and_reports(openlth_run, tmp_path, data_root):
     run, _ = import_run(openlth_run, tmp_path / "runs")
-    stages.sweep(run.root, SweepSetting(grid=Grid(points=3)), data_root, "cpu", [0, 474], progress=False)
+    stages.sweep(
+        run.root,
+        SweepSetting(grid=Grid(points=3)),
+        SweepOptions(data_root=data_root, device="cpu", from_steps=[0, 474], progress=False),
+    )
     with open(run.paths_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     assert {(r["replicate"], r["t"]) for r in rows} == {("0", "0"), ("0", "474"), ("1", "0"), ("1", "474")}

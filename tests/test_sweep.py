@@ -12,6 +12,7 @@ from linpath.models import build
 from linpath.runs import stages
 from linpath.sweep import run as sweep_module
 from linpath.sweep.grids import Grid
+from linpath.sweep.run import SweepOptions
 from linpath.sweep.setting import SweepSetting
 from tests.oracle import plain_path
 from tests.runs import copy_trained
@@ -29,7 +30,9 @@ def rows_of(path):
 def swept(small_run, data_root, tmp_path_factory):
     run = copy_trained(small_run, tmp_path_factory.mktemp("swept"))
     setting = SweepSetting(grid=Grid(points=POINTS))
-    stages.sweep(run.root, setting, data_root, "cpu", STEPS, progress=False)
+    stages.sweep(
+        run.root, setting, SweepOptions(data_root=data_root, device="cpu", from_steps=STEPS, progress=False)
+    )
     return run, rows_of(run.paths_csv)
 
 
@@ -141,7 +144,11 @@ def test_an_interrupted_sweep_resumes_to_the_same_table(small_run, data_root, mo
         shutil.copytree(
             small_run.root, run.root, ignore=shutil.ignore_patterns("sweep", "paths.csv", ".*lock")
         )
-    stages.sweep(reference.root, setting, data_root, "cpu", STEPS, progress=False)
+    stages.sweep(
+        reference.root,
+        setting,
+        SweepOptions(data_root=data_root, device="cpu", from_steps=STEPS, progress=False),
+    )
 
     real = PathEvaluator.path
     calls = {"n": 0}
@@ -154,15 +161,18 @@ def test_an_interrupted_sweep_resumes_to_the_same_table(small_run, data_root, mo
 
     monkeypatch.setattr(PathEvaluator, "path", dies_on_the_third_item)
     with pytest.raises(KeyboardInterrupt):
-        stages.sweep(interrupted.root, setting, data_root, "cpu", STEPS, progress=False)
+        stages.sweep(
+            interrupted.root,
+            setting,
+            SweepOptions(data_root=data_root, device="cpu", from_steps=STEPS, progress=False),
+        )
     assert len(list((interrupted.sweep_dir / setting.key).glob("*.csv"))) == 2
     monkeypatch.setattr(PathEvaluator, "path", real)
     evaluated = sweep_module.run_sweep(
         interrupted,
         setting,
         __import__("linpath.data", fromlist=["load"]).load("mnist", data_root),
-        from_steps=STEPS,
-        progress=False,
+        SweepOptions(from_steps=STEPS, progress=False),
     )
     assert evaluated == 2 * len(STEPS) - 2  # only the unfinished items
     sweep_module.rebuild_tables(interrupted)
@@ -178,7 +188,10 @@ def test_a_sweep_with_recompute_an_adaptive_grid_and_a_subset(small_run, data_ro
     assert setting.key == "test-recompute2-adaptive5-tol0.1-loss-fp32-n500"
     assert (
         sweep_module.run_sweep(
-            small_run, setting, load("mnist", data_root), from_steps=[0], replicates=[0], progress=False
+            small_run,
+            setting,
+            load("mnist", data_root),
+            SweepOptions(from_steps=[0], replicates=[0], progress=False),
         )
         == 1
     )

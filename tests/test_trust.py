@@ -27,7 +27,7 @@ from linpath.runs import stages
 from linpath.runs.openlth import import_run
 from linpath.sweep.grids import Grid
 from linpath.sweep.items import item_problem
-from linpath.sweep.run import item_check, missing_checkpoints, run_sweep
+from linpath.sweep.run import SweepOptions, item_check, missing_checkpoints, run_sweep
 from linpath.sweep.setting import SweepSetting
 from linpath.sweep.tables import format_rows, rebuild_tables
 from tests.runs import copy_trained
@@ -47,7 +47,7 @@ def copy_run(small_run, tmp_path) -> RunDir:
 def swept(small_run, mnist, tmp_path):
     """A copy of the small run with replicate 0 swept from t = 4 and 8 on a 3-point grid."""
     run = copy_run(small_run, tmp_path)
-    assert run_sweep(run, SETTING, mnist, from_steps=STEPS, replicates=[0], progress=False) == 2
+    assert run_sweep(run, SETTING, mnist, SweepOptions(from_steps=STEPS, replicates=[0], progress=False)) == 2
     rebuild_tables(run)
     return run
 
@@ -78,7 +78,9 @@ def test_an_unfinished_item_file_is_recomputed_and_named(swept, mnist, case, cap
     path.write_text(CORRUPTIONS[case](good))
     assert item_check(path, SETTING, 0, 4) is not None
     capsys.readouterr()
-    assert run_sweep(swept, SETTING, mnist, from_steps=STEPS, replicates=[0], progress=False) == 1
+    assert (
+        run_sweep(swept, SETTING, mnist, SweepOptions(from_steps=STEPS, replicates=[0], progress=False)) == 1
+    )
     err = capsys.readouterr().err
     assert f"recomputing {path}:" in err and len(err.strip().splitlines()) == 1, err
     assert path.read_text() == good
@@ -89,7 +91,9 @@ def test_an_unfinished_item_file_is_recomputed_and_named(swept, mnist, case, cap
 def test_a_valid_item_is_not_recomputed(swept, mnist, capsys):
     for t in STEPS:
         assert item_check(swept.item_file(SETTING.key, 0, t), SETTING, 0, t) is None
-    assert run_sweep(swept, SETTING, mnist, from_steps=STEPS, replicates=[0], progress=False) == 0
+    assert (
+        run_sweep(swept, SETTING, mnist, SweepOptions(from_steps=STEPS, replicates=[0], progress=False)) == 0
+    )
     assert "recomputing" not in capsys.readouterr().err
 
 
@@ -128,7 +132,7 @@ def test_a_missing_kept_checkpoint_is_named(swept, mnist, capsys):
     gone.unlink()
     missing = missing_checkpoints(swept, read_spec(swept))
     assert missing == [(1, 16, gone)]
-    run_sweep(swept, SETTING, mnist, from_steps=STEPS, replicates=[0], progress=False)
+    run_sweep(swept, SETTING, mnist, SweepOptions(from_steps=STEPS, replicates=[0], progress=False))
     err = capsys.readouterr().err
     assert "1 kept checkpoint(s) missing" in err and str(gone) in err
 
@@ -170,9 +174,12 @@ def test_a_nonfinite_checkpoint_is_refused_naming_the_tensor(small_run, mnist, t
     run = copy_run(small_run, tmp_path)
     poison(run.checkpoint(0, 4))
     with pytest.raises(LinpathError, match=r"iter-0000004.pt: tensor 'fc.weight' has 3 NaN values"):
-        run_sweep(run, SETTING, mnist, from_steps=[4], replicates=[0], progress=False)
+        run_sweep(run, SETTING, mnist, SweepOptions(from_steps=[4], replicates=[0], progress=False))
     assert run_sweep(
-        run, SETTING, mnist, from_steps=[4], replicates=[0], progress=False, allow_nonfinite=True
+        run,
+        SETTING,
+        mnist,
+        SweepOptions(from_steps=[4], replicates=[0], progress=False, allow_nonfinite=True),
     )
     rows = run.item_file(SETTING.key, 0, 4).read_text().splitlines()[1:]
     losses = [float(r.split(",")[7]) for r in rows]
@@ -364,14 +371,16 @@ def test_a_refused_import_leaves_no_half_made_run(openlth_run, tmp_path):  # noq
 
 
 def test_from_steps_at_the_final_step_says_so(swept, mnist, capsys):
-    assert run_sweep(swept, SETTING, mnist, from_steps=[300], replicates=[0], progress=False) == 0
+    assert (
+        run_sweep(swept, SETTING, mnist, SweepOptions(from_steps=[300], replicates=[0], progress=False)) == 0
+    )
     assert "note: --from-steps 300 is the final step" in capsys.readouterr().err
 
 
 def test_sweep_progress_to_a_pipe_is_one_line_per_item(swept, mnist, capsys):
     for t in STEPS:
         swept.item_file(SETTING.key, 0, t).unlink()
-    run_sweep(swept, SETTING, mnist, from_steps=STEPS, replicates=[0], progress=True)
+    run_sweep(swept, SETTING, mnist, SweepOptions(from_steps=STEPS, replicates=[0], progress=True))
     err = capsys.readouterr().err
     assert "\r" not in err
     assert [line.split(":")[0] for line in err.splitlines()] == ["sweep 1/2", "sweep 2/2"]
