@@ -541,3 +541,42 @@ def test_linpath_path_between_two_revisions_of_a_gpt_neox(mirror, tmp_path):
     )
     loss, error, _ = plain_loop(folder / "step8", folder / "step100", 0.5, documents(text), SEQ_LEN, BATCH)
     assert curve.loss[0] == pytest.approx(loss, rel=1e-5) and curve.error[0] == pytest.approx(error, abs=1e-9)
+
+
+def test_states_by_revision_in_linpath_path_and_the_api(mirror, tmp_path, capsys):
+    """FOLDER@REVISION wherever a state is accepted: `linpath path` and linpath.path give the
+    numbers of the same revisions given as folders (the plain loop's, above); the record keeps
+    the references as given."""
+    import json
+
+    import linpath
+    from linpath.cli import main
+    from linpath.data.stream import TextBlocks, bytes_tokenizer
+    from tests.grid_helpers import example
+
+    text = example().write_text(tmp_path / "valid.txt", 2, seed=5)
+    folder = mirror / "tiny-seed1"
+    blocks = TextBlocks(text, bytes_tokenizer, seq_len=SEQ_LEN, batch_size=BATCH)
+    by_folder = linpath.path(
+        folder / "step100", folder / "step8", folder / "step100", blocks, grid=[0.5], task="causal-lm"
+    )
+    by_ref = linpath.path(
+        f"{folder}@step100", f"{folder}@step8", f"{folder}@step100", blocks, grid=[0.5], task="causal-lm"
+    )
+    assert by_ref.loss.tolist() == by_folder.loss.tolist()
+    argv = ["path", f"{folder}@step8", f"{folder}@step100", "--task", "causal-lm", "--data", str(text)]
+    argv += [
+        "--tokenizer",
+        "bytes",
+        "--seq-len",
+        str(SEQ_LEN),
+        "--batch-size",
+        str(BATCH),
+        "--grid",
+        "values:0.5",
+    ]
+    assert main([*argv, "--out", str(tmp_path / "out"), "--quiet"]) == 0, capsys.readouterr().err
+    record = json.loads((tmp_path / "out" / "setting.json").read_text())
+    assert record["start"] == f"{folder}@step8" and record["task"] == "causal-lm"
+    rows = (tmp_path / "out" / "paths.csv").read_text().splitlines()
+    assert float(rows[1].split(",")[7]) == pytest.approx(by_folder.loss[0], rel=1e-6)

@@ -37,7 +37,8 @@ def _rise_over_endpoints(x, f):
 
 
 def _rise_over_chord(x, f):
-    w = (x - x[0]) / (x[-1] - x[0])
+    span = x[-1] - x[0]
+    w = (x - x[0]) / span if span else np.zeros_like(x)  # one point: its own chord
     return (f - ((1 - w) * f[..., :1] + w * f[..., -1:])).max(axis=-1)
 
 
