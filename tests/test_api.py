@@ -37,6 +37,13 @@ class TinyNet(nn.Module):
         return self.head(torch.relu(self.norm(self.conv(x))).flatten(1))
 
 
+class SmoothNet(TinyNet):
+    """TinyNet with tanh for relu: a loss smooth along the path, for finite differences."""
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.norm(self.conv(x))).flatten(1))
+
+
 def trained_states(seed: int = 0):
     torch.manual_seed(seed)
     a, b = TinyNet(), TinyNet()
@@ -392,3 +399,36 @@ def test_cli_path_errors(tmp_path, capsys, lenet_run):
         ],
     )
     assert "neither a preset or model" in line
+
+
+def test_curvature_along_a_path_equals_finite_differences_of_its_own_loss(tmp_path, capsys):
+    """linpath.path(curvature=...) gives dL/dx and d²L/dx² = uᵀHu equal to the central differences
+    of the curve itself at spacing 1e-3 (float64 model, BatchNorm statistics moving with x as the
+    curve's do; tanh, so that the loss is smooth enough for differences), and `linpath path
+    --curvature --curvature-at 0.5` writes both and the spectra."""
+    torch.manual_seed(3)
+    start, end = trained_states(3)
+    data64 = (torch.randn(80, 1, 6, 6, dtype=torch.float64), torch.randint(0, 3, (80,)))
+    model = SmoothNet().double()
+    h, x0 = 1e-3, 0.4
+    fd = linpath.path(model, start, end, data64, grid=[x0 - h, x0, x0 + h])
+    curve = linpath.path(model, start, end, data64, grid=[x0], curvature=True)
+    slope = (fd.loss[2] - fd.loss[0]) / (2 * h)
+    second = (fd.loss[2] - 2 * fd.loss[1] + fd.loss[0]) / h**2
+    assert curve.quantities["slope"][0] == pytest.approx(slope, rel=1e-5)
+    assert curve.quantities["curvature"][0] == pytest.approx(second, rel=1e-4)
+    torch.save(start, tmp_path / "a.pt")
+    torch.save(end, tmp_path / "b.pt")
+    torch.save(data64, tmp_path / "d.pt")
+    (tmp_path / "net.py").write_text(
+        "from tests.test_api import SmoothNet\ndef make():\n    return SmoothNet().double()\n"
+    )
+    argv = ["path", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--model", f"{tmp_path / 'net.py'}:make"]
+    argv += ["--data", str(tmp_path / "d.pt"), "--points", "3", "--curvature-at", "0.5", "--top-k", "2"]
+    assert main([*argv, "--out", str(tmp_path / "out"), "--quiet"]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "Hessian at x = 0.5: top eigenvalues" in printed and ("convex" in printed)
+    header = (tmp_path / "out" / "paths.csv").read_text().splitlines()[0].split(",")
+    assert header[-2:] == ["slope", "curvature"]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert len(metrics["spectra"]["0.5"]["eigenvalues"]) == 2 and metrics["curvature"]["at"] == [0.5]

@@ -35,6 +35,9 @@ class PathCurve:
     task: str = "classification"
     quantities: dict[str, np.ndarray] | None = None
     population: int | None = None  # examples of the data the evaluated ones were drawn from, when known
+    # curvature (api/options.py's CurvatureRequest): per chosen x, the Hessian's top eigenvalues
+    # with their residuals, and its trace with its standard error
+    spectra: dict[float, dict] | None = None
 
     def with_population(self, population: int | None) -> PathCurve:
         """The same curve, stating the size of the data its examples were drawn from."""

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from linpath.api.alignment import align
+from linpath.api.curvature import with_curvature
 from linpath.api.curve import PathCurve
 from linpath.api.inputs import (
     BatchFn,
@@ -34,7 +35,7 @@ from linpath.api.inputs import (
     is_classification,
     make_score,
 )
-from linpath.api.options import PathOptions
+from linpath.api.options import CurvatureRequest, PathOptions
 from linpath.api.states import StateLike, endpoints, located
 from linpath.api.streamed import is_streamed, streamed_path
 from linpath.data.source import EvalSet
@@ -76,6 +77,7 @@ def path(
     shard: tuple[int, int] | None = None,
     setting: SweepSetting | None = None,
     threads: int | None = None,
+    curvature=None,
 ) -> PathCurve:
     """Loss (and error) along θ(x) = (1 - x)·start + x·end; `model` is not modified (a copy is
     evaluated). Every argument is described in docs/own_model.md; in short:
@@ -92,11 +94,10 @@ def path(
     (a point stops once the loss's standard error is below it, after min_examples) or streamed
     data go to api/streamed.py (shard = (rank, size), default the torchrun world's).
 
-    A convenience over evaluate_path(): the keywords become one SweepSetting and PathOptions.
-    `setting` gives a SweepSetting whole instead (every field, those without a keyword here
-    too), in place of grid, bn, precision, bn_batches, eval_examples, params, hold, task,
-    se_target and min_examples. threads: torch's CPU threads for this call (default: the CPUs
-    this process may use; runtime/threads.py)."""
+    A convenience over evaluate_path(): the keywords become one SweepSetting and PathOptions;
+    `setting` gives the SweepSetting whole instead (every field, also those without a keyword).
+    threads: torch's CPU threads for the call; curvature: True for dL/dx and uᵀHu at every x
+    (curve.quantities), or a dict/CurvatureRequest with `at` for Hessian spectra (curve.spectra)."""
     keywords = dict(
         grid=grid, bn=bn, precision=precision, bn_batches=bn_batches, eval_examples=eval_examples,
         params=params, hold=hold, task=task, se_target=se_target, min_examples=min_examples,
@@ -104,7 +105,7 @@ def path(
     setting = _setting(setting, keywords)
     options = PathOptions(
         device, batch_size, key, loss_fn, error_fn, output_fn, allow_nonfinite, bn_data, bn_batch_size,
-        shard=shard,
+        shard=shard, curvature=CurvatureRequest.of(curvature),
     )  # fmt: skip
     with using(threads):
         return evaluate_path(model, start_state, end_state, data, setting, options)
@@ -184,6 +185,8 @@ def evaluate_path(
     has_error = options.error_fn is not None or classification
     total = int(population.sum()) if population is not None else len(evalset)
     curve = PathCurve.of(xs, results, len(evalset), setting.bn, setting.precision, evalset.name, has_error)
+    if options.curvature is not None:
+        curve = with_curvature(curve, job, start_sd, end_sd, options.curvature)
     return curve.with_population(total)
 
 

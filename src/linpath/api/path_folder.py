@@ -94,8 +94,9 @@ def path_record(inputs: PathInputs, curve: PathCurve) -> dict:
         "se_unit": UNITS.get(curve.task, "batch"),
         "examples_min": int(min(read)),
         "examples_max": int(max(read)),
-        "tokens": int(curve.quantities["tokens"].sum()) if curve.quantities else None,
+        "tokens": int(curve.quantities["tokens"].sum()) if "tokens" in (curve.quantities or {}) else None,
         "sweep_setting": s.as_record(),
+        "curvature": dataclasses.asdict(inputs.options.curvature) if inputs.options.curvature else None,
     }
 
 
@@ -104,6 +105,8 @@ def write_outputs(folder: OutDir, curve: PathCurve, record: dict, title: str) ->
     files = [curve.to_csv(folder.paths_csv)]
     atomic_write_text(folder.setting_json, json.dumps(record, indent=2) + "\n")
     metrics = {**record, "examples": curve.examples, **curve.metrics()}
+    if curve.spectra:
+        metrics["spectra"] = {repr(x): values for x, values in curve.spectra.items()}
     atomic_write_text(folder.metrics_json, json.dumps(metrics, indent=2) + "\n")
     files += [folder.setting_json, folder.metrics_json]
     fig = curve.plot(title=title)
@@ -130,7 +133,25 @@ def summary_lines(curve: PathCurve, record: dict) -> list[str]:
     for quantity, values in (curve.quantities or {}).items():
         if quantity != "tokens":
             lines.append(f"{quantity}: start {values[0]:.4f}, end {values[-1]:.4f}, max {values.max():.4f}")
+    if curve.quantities and "curvature" in curve.quantities:
+        lines.append(convexity_line(curve.x, curve.quantities["curvature"]))
+    for x, s in (curve.spectra or {}).items():
+        top = ", ".join(f"{v:.4g}" for v in s["eigenvalues"])
+        lines.append(
+            f"Hessian at x = {x:g}: top eigenvalues {top}; trace {s['trace']:.4g} ± {s['trace_se']:.2g}"
+        )
     return lines
+
+
+def convexity_line(x, curvature) -> str:
+    """Where the loss is convex along the path (d²L/dx² ≥ 0) and where it is not."""
+    concave = [float(v) for v, c in zip(x, curvature) if c < 0]
+    if not concave:
+        return f"convex along the whole path: d²L/dx² ≥ 0 at all {len(x)} points (min {min(curvature):.4g})"
+    return (
+        f"not convex at {len(concave)} of {len(x)} points: d²L/dx² < 0 from x = {concave[0]:g} to {concave[-1]:g} "
+        f"(min {min(curvature):.4g})"
+    )
 
 
 def path_between_files(start, end, model=None, data=None, out="path-out", setting=None, points=None, **args):

@@ -23,7 +23,7 @@ from torch import nn
 import linpath.data as datasets
 import linpath.models as models
 from linpath.api.inputs import as_evalset, checked_inputs, is_classification
-from linpath.api.options import PathOptions
+from linpath.api.options import CurvatureRequest, PathOptions
 from linpath.api.planes import PlaneInputs, PlaneOptions
 from linpath.api.states import located
 from linpath.api.streamed import is_streamed
@@ -222,6 +222,7 @@ class PathArgs:
     text_field: str = "text"
     allow_nonfinite: bool = False
     progress: bool = False
+    curvature: CurvatureRequest | None = None  # --curvature and its options
 
     def __post_init__(self):
         if self.seq_len is not None and self.seq_len < 2:
@@ -263,7 +264,7 @@ def path_inputs(args: PathArgs, setting: SweepSetting) -> PathInputs:
     options = PathOptions(
         device=args.device, batch_size=args.batch_size, key=args.key, output_fn=resolve_output(args.output),
         allow_nonfinite=args.allow_nonfinite, bn_data=bn_data, bn_batch_size=batch, bn_seed=seed,
-        align_end=args.align, copy_model=False,
+        align_end=args.align, copy_model=False, curvature=args.curvature,
     )  # fmt: skip
     names = {
         "model": model_name or f"{Path(args.start).name}/config.json",

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from linpath.api.curvature import with_streamed_curvature
 from linpath.api.curve import PathCurve
 from linpath.api.inputs import default_device, is_classification
 from linpath.api.options import PathOptions
@@ -79,6 +80,8 @@ def evaluate_streamed(
     on_point = (lambda: options.on_points(1)) if options.on_points is not None else None
     xs, results = setting.grid.run(lambda chunk: evaluator.evaluate_path(mix, chunk, on_point))
     curve = stream_curve(xs, results, scorer, stream.name, setting.precision)
+    if options.curvature is not None:
+        curve = with_streamed_curvature(curve, evaluator, mix, options.curvature)
     return curve.with_population(stream.length)
 
 

@@ -62,7 +62,40 @@ def arguments(p) -> None:
     )
     _add_setting_options(p)
     _add_stream_options(p)
+    _add_curvature_options(p)
     common.add_common(p)
+
+
+def _add_curvature_options(p) -> None:
+    g = p.add_argument_group("curvature along the path (engine/curvature.py)")
+    g.add_argument(
+        "--curvature",
+        action="store_true",
+        help="also the slope dL/dx and the directional curvature d²L/dx² = uᵀHu at every x (u = END − START, "
+        "exact, loss units; negative where the path is not convex)",
+    )
+    g.add_argument(
+        "--curvature-at",
+        default=None,
+        help="x where the Hessian's top eigenvalues and its trace are estimated, e.g. 0,0.5,1",
+    )
+    g.add_argument("--top-k", type=int, default=5, help="eigenvalues at each --curvature-at x (default 5)")
+    g.add_argument("--lanczos-steps", type=int, default=None, help="Lanczos products (default: the solver's)")
+    g.add_argument(
+        "--trace-matvecs", type=int, default=60, help="Hutch++ products for the trace (default 60)"
+    )
+    g.add_argument(
+        "--curvature-moving",
+        choices=("path", "weights"),
+        default=None,
+        help="path: BatchNorm statistics move with x as the curve's do (default under interpolate); weights: held",
+    )
+    g.add_argument(
+        "--curvature-examples",
+        type=int,
+        default=None,
+        help="spectra and traces on the first N evaluated examples",
+    )
 
 
 def _add_setting_options(p) -> None:
@@ -114,7 +147,7 @@ def run(args) -> int:
     path_args = PathArgs(
         args.start, args.end, args.model, args.data, args.num_classes, args.key, args.output, args.data_root,
         world.device(args.device), args.batch_size, args.bn_data, args.bn is None, args.align, args.tokenizer,
-        args.seq_len, args.text_field, args.allow_nonfinite, not args.quiet and world.is_main,
+        args.seq_len, args.text_field, args.allow_nonfinite, not args.quiet and world.is_main, _curvature(args),
     )  # fmt: skip
     inputs = path_inputs(path_args, setting)
     curve, files = write_path_folder(inputs, args.out, write=world.is_main)
@@ -124,6 +157,23 @@ def run(args) -> int:
             print(f"aligned {args.end} to {args.start} by weight matching; BatchNorm policy: {curve.bn}")
         print(f"wrote: {', '.join(str(f) for f in files)}")
     return 0
+
+
+def _curvature(args):
+    """--curvature and --curvature-at as a CurvatureRequest (None when neither is given)."""
+    from linpath.api.options import CurvatureRequest
+    from linpath.errors import LinpathError
+
+    if not args.curvature and args.curvature_at is None:
+        return None
+    try:
+        at = tuple(float(x) for x in (args.curvature_at or "").split(",") if x.strip())
+    except ValueError:
+        raise LinpathError(
+            f"--curvature-at takes x values separated by commas, got {args.curvature_at!r}"
+        ) from None
+    return CurvatureRequest(at, args.top_k, args.lanczos_steps, args.trace_matvecs, args.curvature_moving,
+                            args.curvature_examples)  # fmt: skip
 
 
 COMMAND = Command("path", "evaluate the path between any two saved states", arguments, run, order=10)

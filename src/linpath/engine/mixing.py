@@ -51,7 +51,7 @@ def get_submodule(model: nn.Module, name: str) -> nn.Module:
 
 def stem_chunk(engine, anchors: int) -> int:
     """Examples per chunk whose stem outputs under `anchors` states fit in engine.stem_memory
-    (float32), a multiple of the batch size and at least one batch."""
+    (float32 or the model's wider dtype), a multiple of the batch size and at least one batch."""
     per_example = max(1, anchors * 4 * engine.stem_numel)
     return max(engine.batch_size, engine.stem_memory // per_example // engine.batch_size * engine.batch_size)
 
@@ -67,7 +67,8 @@ def stem_outputs(engine, state: dict, lo: int, hi: int) -> list[torch.Tensor]:
     captured = []
 
     def capture_and_stop(module, inputs, output):
-        captured.append(output.float())
+        # mixed in float32 at least (a bf16 stem's outputs are widened), a float64 model's in float64
+        captured.append(output.float() if output.dtype in (torch.bfloat16, torch.float16) else output)
         raise _StopForward
 
     hook = get_submodule(engine.model, engine.stem_name).register_forward_hook(capture_and_stop)

@@ -66,7 +66,8 @@ class Tally:
         self.pending_n = 0
 
     def add(self, outputs: torch.Tensor, labels: torch.Tensor, score) -> None:
-        outputs = outputs.float()
+        if outputs.dtype in (torch.bfloat16, torch.float16):  # autocast's: scored in float32
+            outputs = outputs.float()
         if score is classification_score and self.population is not None:
             losses = F.cross_entropy(outputs, labels, reduction="none")
             self.pending.append((losses, outputs.argmax(1) != labels, labels))
