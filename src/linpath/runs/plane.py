@@ -17,8 +17,7 @@ from pathlib import Path
 import linpath.data as datasets
 from linpath.analysis.trajectory import PLANE_TRAJECTORY_COLUMNS, plane_coordinates
 from linpath.api import Surface, plane, random_plane
-from linpath.api.resolve import external_inputs
-from linpath.api.resolve import find_run_spec, load_data, resolve_model
+from linpath.api.resolve import external_inputs, find_run_spec, load_data, resolve_model
 from linpath.config.external import is_external
 from linpath.config.schedule import Schedule
 from linpath.config.spec import read_spec
