@@ -27,7 +27,7 @@ import re
 from pathlib import Path
 
 from linpath.io.files import remove_stale_temporaries
-from linpath.io.lock import folder_lock
+from linpath.io.lock import folder_lock, holders
 
 _ITEM_NAME = re.compile(r"^r(\d+)-t(\d+)\.csv$")
 
@@ -210,3 +210,8 @@ class RunDir:
     def lock(self, name: str = "run") -> contextlib.AbstractContextManager[None]:
         """Hold an exclusive lock on this folder; a second process gets a clear refusal."""
         return folder_lock(self.root, name)
+
+    def running(self, stage: str) -> list[str]:
+        """The pids of the processes holding a lock of `stage` on this folder now ("sweep": every
+        rank's sweep-rank<k>); nothing is written."""
+        return holders(self.root, stage)
