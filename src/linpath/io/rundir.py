@@ -10,6 +10,7 @@ runs/<preset>-<hash>/
   replicate-<r>/provenance.json   where the replicate was trained (device, versions, date)
   replicate-<r>/training-state/iter-<t>.pt   optimizer and generator states a Keeper kept (optional)
   sweep/<key>/r<r>-t<t>.csv       one finished path (replicate, t) of one sweep setting
+  sweep/<key>/digests/r<r>-t<t>.sha256   that file's sha256 as it was written (a hand edit is found)
   results/<key>/                  that setting's tables and figures
   paths.csv, report.md            every setting's points; the report
   layers/<key>-hold<end|start>/   the per-layer mode's table and figures
@@ -140,6 +141,13 @@ class RunDir:
         """(r, t) that an item file's name stands for; None for any other name."""
         m = _ITEM_NAME.match(Path(path).name)
         return (int(m.group(1)), int(m.group(2))) if m else None
+
+    @staticmethod
+    def item_digest(item: Path) -> Path:
+        """Where the sha256 of the item file `item` is recorded when the sweep (or a merge) writes
+        it, so that a later edit by hand is found (sweep.items.item_problem)."""
+        item = Path(item)
+        return item.parent / "digests" / f"{item.stem}.sha256"
 
     def item_files(self, setting: str) -> list[Path]:
         """The files under a sweep setting named like items (r*-t*.csv), sorted by name: a

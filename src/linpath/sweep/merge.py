@@ -10,20 +10,24 @@ from pathlib import Path
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
 from linpath.io.tables import csv_text, read_csv_rows
-from linpath.sweep.items import PATH_COLUMNS, format_rows, item_problem
+from linpath.sweep.items import PATH_COLUMNS, format_rows, item_problem, odd_examples, recorded_examples
 
 __all__ = ["PATH_COLUMNS", "format_rows", "merge_paths", "setting_rows", "valid_items"]
 
 
 def valid_items(run: RunDir, setting: str) -> list[Path]:
-    """The setting's item files that pass sweep.items.item_problem; the others are named in a warning."""
-    good = []
+    """The setting's item files that pass sweep.items.item_problem and hold the setting's
+    examples (sweep.items.odd_examples); the others are named in a warning."""
+    good, problems = [], {}
     for path in run.item_files(setting):
         if problem := item_problem(path):
-            print(f"linpath: warning: left out of the tables: {path}: {problem}", file=sys.stderr)
+            problems[path] = problem
         else:
             good.append(path)
-    return good
+    problems.update(odd_examples(good, recorded_examples(run, setting)))
+    for path, problem in sorted(problems.items()):
+        print(f"linpath: warning: left out of the tables: {path}: {problem}", file=sys.stderr)
+    return [path for path in good if path not in problems]
 
 
 def setting_rows(run: RunDir, setting: str) -> list[list]:

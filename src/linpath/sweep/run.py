@@ -17,15 +17,14 @@ from linpath.config.schedule import Schedule
 from linpath.config.spec import build_model, read_spec
 from linpath.errors import LinpathError
 from linpath.io.checkpoints import fit_keys
-from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
 from linpath.io.tensors import check_finite, load_state_dict
 from linpath.runtime.device import resolve_device
 from linpath.runtime.distributed import World
 from linpath.runtime.progress import Progress
 from linpath.sweep.evaluation import LineJob, bn_batches, line_job, setting_subset
-from linpath.sweep.items import item_problem
-from linpath.sweep.merge import format_rows, merge_paths
+from linpath.sweep.items import item_problem, write_item
+from linpath.sweep.merge import merge_paths
 from linpath.sweep.setting import SweepSetting
 
 MERGE_EVERY_S = 30.0  # how often a single-process sweep refreshes paths.csv from the finished items
@@ -203,7 +202,7 @@ def run_sweep(
             rows = _item_rows(job, setting, _load(run, r, t, allow_nonfinite, job), finals[r], r, t)
         except LinpathError as e:
             raise LinpathError(f"{run.checkpoint(r, t)} and {run.checkpoint(r, total)}: {e}") from None
-        atomic_write_text(run.item_file(setting.key, r, t), format_rows(rows))
+        write_item(run, setting.key, r, t, rows)
         bar.update(len(setting.grid.xs()), f"sweep {where}{done}/{len(todo)}: replicate {r} t={t} done")
         if not world.active and time.monotonic() - last_merge > MERGE_EVERY_S:
             merge_paths(run)  # keep paths.csv current during long sweeps (ranks: rank 0 merges at the end)
