@@ -46,6 +46,7 @@ class Curves:
     bn: str
     examples: int
     by_item: dict[tuple[int, int], dict[str, np.ndarray]] = field(default_factory=dict)
+    finished: list[int] = field(default_factory=list)  # the run's finished replicates (analysis/coverage.py)
 
     @property
     def steps(self) -> list[int]:
@@ -99,6 +100,7 @@ def load_curves(run: RunDir, setting: str) -> Curves:
         }
     if curves is None:
         raise LinpathError(f"the item files of {folder} are empty; sweep it again")
+    curves.finished = run.replicates()
     return curves
 
 

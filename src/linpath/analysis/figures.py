@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from linpath.analysis.coverage import count_text, expected_replicates, replicates_at  # noqa: E402
 from linpath.analysis.curves import Curves  # noqa: E402
 from linpath.analysis.intervals import CONFIDENCE, aggregate  # noqa: E402
 from linpath.analysis.metrics import BY_NAME  # noqa: E402
@@ -94,10 +95,9 @@ def figure1(curves: Curves, title: str, folder: Path, other: Curves | None = Non
     _split_legend(axes[1], curves, other)
     if other is not None:
         axes[1].legend(fontsize=8)
-    n = len(curves.replicates)
-    fig.suptitle(
-        f"{title}: the path from initialization (mean ± std over {n} replicate{'s' * (n != 1)}, BatchNorm {curves.bn})"
-    )
+    n = len(replicates_at(curves, 0))
+    over = count_text(curves, 0) or f"{n} replicate{'s' * (n != 1)}"
+    fig.suptitle(f"{title}: the path from initialization (mean ± std over {over}, BatchNorm {curves.bn})")
     return save_figure(fig, folder, "figure1")
 
 
@@ -120,7 +120,8 @@ def figure2(
         for i, t in enumerate(steps):
             color = cmap(i / max(1, len(steps) - 1) * 0.9)
             x, mean, std = curves.mean_std(t, q)
-            band(ax, x, mean, std, color=color, label=f"t = {t}")
+            short = count_text(curves, t)
+            band(ax, x, mean, std, color=color, label=f"t = {t}" + (f" ({short})" if short else ""))
             arrays += [mean - std, mean + std, *_overlay(ax, other, t, q, color)]
         _finite_ylim(ax, arrays)
         ax.set_xlabel("interpolation x  (0 = state at t, 1 = final)")
@@ -148,6 +149,7 @@ def figure3(
         if np.any(ok & (hi > lo)):
             ax.fill_between(positions[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.2, linewidth=0)
         ax.axhline(0, color="gray", linewidth=0.8)
+        _mark_short(ax, curves, positions, mean)
         ax.set_xscale("log")
         ax.set_xlim(positions.min() / 1.5, positions.max() * 1.5)  # also when no value is finite
         ax.set_ylabel(f"{_words(metric)}\nof the {quantity_label(q, curves.split)}", fontsize=9)
@@ -160,8 +162,22 @@ def figure3(
         "maximum increase above the start, max f(x) - f(0)" if metric == "rise_over_start" else _words(metric)
     )
     band = f"mean over replicates, {CONFIDENCE:.0%} bootstrap interval"
+    if any(count_text(curves, t) for t in steps):
+        band += f"; n/{len(expected_replicates(curves))}: a point averaging n replicates only"
     fig.suptitle(f"{title}: {what}\nalong the path from t to the final state ({band})")
     return save_figure(fig, folder, "figure3")
+
+
+def _mark_short(ax, curves: Curves, positions: np.ndarray, mean: np.ndarray) -> None:
+    """Label each point averaging fewer than the setting's replicates with n/N."""
+    expected = len(expected_replicates(curves))
+    for t, position, value in zip(curves.steps, positions, mean):
+        n = len(replicates_at(curves, t))
+        if n < expected and np.isfinite(value):
+            ax.annotate(
+                f"{n}/{expected}", (position, value), textcoords="offset points", xytext=(0, 6), ha="center",
+                fontsize=7, color="C3",
+            )  # fmt: skip
 
 
 def all_figures(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from linpath.analysis.coverage import count_text, expected_replicates, incomplete_text
 from linpath.analysis.curves import PAPER_SETTING, Curves
 from linpath.analysis.intervals import aggregate
 from linpath.analysis.plane import read_surface
@@ -18,6 +19,7 @@ from linpath.config.spec import Spec
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
+from linpath.report.notes import running_notes
 from linpath.report.origins import origin_lines
 
 
@@ -44,9 +46,12 @@ def describe(curves: Curves) -> str:
     if found:
         spec, _, hold = params.rpartition("]-hold")
         moved = f", only the parameters `{spec}` moved (the others held at the {hold})"
+    replicates = len(expected_replicates(curves))
+    missing = incomplete_text(curves)
     return (
         f"split `{curves.split}` ({subset}), BatchNorm `{curves.bn}`{moved}, {n} points per path, "
-        f"{len(curves.steps)} starting steps, {len(curves.replicates)} replicate{'s' * (len(curves.replicates) != 1)}"
+        f"{len(curves.steps)} starting steps, {replicates} replicate{'s' * (replicates != 1)}"
+        + (f" (incomplete: {missing})" if missing else "")
     )
 
 
@@ -72,7 +77,8 @@ def metrics_table(curves: Curves, summary: list[dict]) -> list[str]:
             _cell(summary, t, "error", "rise_over_chord"),
             _cell(summary, t, "loss", "monotonicity_gap"),
         ]
-        out.append(f"| {t} | " + " | ".join(cells) + " |")
+        short = count_text(curves, t)
+        out.append(f"| {t}{f' ({short})' if short else ''} | " + " | ".join(cells) + " |")
     return out
 
 
@@ -85,7 +91,7 @@ def section_lines(run: RunDir, section: Section) -> list[str]:
         f"{describe(c)}. Its tables: "
         f"`results/{c.setting}/` (paths.csv, metrics.csv per replicate, summary.csv).",
         "",
-        *origin_lines(run, c.replicates),
+        *origin_lines(run, expected_replicates(c)),
         "### Verdicts on the paper's claims",
         "",
         *section.verdicts,
@@ -96,7 +102,7 @@ def section_lines(run: RunDir, section: Section) -> list[str]:
     for f in section.figures:
         if f.suffix == ".png":
             lines += [f"![{f.stem}]({f.relative_to(run.root).as_posix()})", ""]
-    spread = "mean ± std over replicates" if len(c.replicates) > 1 else "one replicate"
+    spread = "mean ± std over replicates" if len(expected_replicates(c)) > 1 else "one replicate"
     lines += [
         f"### Path metrics ({spread}; 95 % bootstrap interval over replicates and evaluation examples)",
         "",
@@ -152,6 +158,7 @@ def plane_lines(run: RunDir) -> list[str]:
 
 def write_report(run: RunDir, spec: Spec, title: str, sections: list[Section], notes: list[str]) -> Path:
     lines = [f"# linpath report: {title}", "", run_line(run, spec, sections), ""]
+    notes = [*running_notes(run), *notes]
     lines += [f"- Note: {n}" for n in notes] + ([""] if notes else [])
     for section in sections:
         lines += section_lines(run, section)
@@ -162,7 +169,7 @@ def write_report(run: RunDir, spec: Spec, title: str, sections: list[Section], n
 
 def run_line(run: RunDir, spec: Spec, sections: list[Section]) -> str:
     """The report's first sentence: the run, its training and seeds, how many settings."""
-    replicates = sections[0].curves.replicates if sections else []
+    replicates = expected_replicates(sections[0].curves) if sections else []
     if is_external(spec):  # kept from the researcher's own training: linpath knows no seeds
         training = (
             f"states kept from your own training of `{spec.model_class}`, {spec.total_steps} steps, "
