@@ -54,6 +54,7 @@ from linpath.sweep.setting import SweepSetting
 from linpath.train.loop import train_replicate
 
 MOMENTUM_STATES = ("replay", "reset")
+MAX_CHILDREN = 32  # children per spawn: each trains to the end of the schedule; 496 pairs are evaluated
 INSTABILITY_COLUMNS = [
     "setting",
     "replicate",
@@ -199,8 +200,13 @@ def spawn(
 
 
 def _check_spawn(run: RunDir, t: int, replicate: int, children: int, momentum_state: str, total: int) -> None:
-    if children < 2:
-        raise LinpathError(f"--children must be at least 2 (a path needs two endpoints), got {children}")
+    if isinstance(children, bool) or not isinstance(children, int) or children < 2:
+        raise LinpathError(f"--children must be at least 2 (a path needs two endpoints), got {children!r}")
+    if children > MAX_CHILDREN:
+        raise LinpathError(
+            f"--children {children} is more than {MAX_CHILDREN}: each child is a full training to the end "
+            f"of the schedule and every pair a path ({children * (children - 1) // 2} of them)"
+        )
     if momentum_state not in MOMENTUM_STATES:
         raise LinpathError(f"unknown momentum state {momentum_state!r} (known: {', '.join(MOMENTUM_STATES)})")
     saved = run.saved_steps(replicate)
