@@ -11,7 +11,8 @@ safetensors file, or a torch.save pickle of tensors; a wrapper such as Lightning
 copied as replicate-<r>/checkpoints/iter-<t>.pt: the source folders are only read, never moved
 or linked (a link would change with them). The import is written to a temporary folder and
 renamed into place, so a refused import (no match, two files for one step, a file that is not
-a checkpoint) leaves nothing behind; an import that exists is reused. As openlth.py does for
+a checkpoint) leaves nothing behind, and one killed leaves only its temporary folder, which the
+next import into the same folder removes (io/scratch.py); an import that exists is reused. As openlth.py does for
 OpenLTH folders, the result sweeps and reports like any run, given --model and --data.
 """
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 from linpath.config.external import ExternalSpec
@@ -28,9 +28,12 @@ from linpath.config.spec import write_spec
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
+from linpath.io.scratch import publish, scratch_folder
 from linpath.io.tensors import load_state_dict, save_tensors
 
 HF_PATTERN = "checkpoint-{t}"
+# the run folders imports make (here and in openlth.py): a killed import's scratch folder is removed
+IMPORT_KINDS = ("import-", "openlth-")
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -132,12 +135,10 @@ def import_folders(
         return run, [f"already imported: {run.root} (remove it to import again)"]
     if run.root.exists():
         raise LinpathError(f"{run.root} exists and is not a finished import; move it away and import again")
-    scratch = RunDir(run.root.with_name(f".{run.root.name}.{os.getpid()}.tmp"))
-    try:
-        _write(scratch, spec, sources, found, key)
-        os.replace(scratch.root, run.root)
-    finally:
-        shutil.rmtree(scratch.root, ignore_errors=True)
+    with scratch_folder(run.root, IMPORT_KINDS) as scratch:
+        _write(RunDir(scratch), spec, sources, found, key)
+        if not publish(scratch, run.root):
+            return run, [f"already imported: {run.root} (by another process, meanwhile)"]
     return run, notes
 
 
