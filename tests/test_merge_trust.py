@@ -61,7 +61,7 @@ def test_a_source_being_swept_is_refused(tmp_path):
     a, b = fake_run(tmp_path / "a", [0]), fake_run(tmp_path / "b", [1])
     with Holder(b.root, "sweep-rank0") as sweep:
         message = refusal(tmp_path / "study", [a.root, b.root])
-    assert message == f"{b.root} is being swept now (pid {sweep.pid}): merge it when the sweep has finished"
+    assert message == f"{b.root} is being swept now (pid {sweep.pid}): merge it when that has finished"
     assert not (tmp_path / "study").exists()
     merge_runs(tmp_path / "study", [a.root, b.root])  # once it has finished
     record("fault", "merge while a source's sweep is running (issue 30.2)", f"exit 2: {message}")

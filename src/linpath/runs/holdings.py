@@ -47,6 +47,12 @@ def holdings(name: str, run: RunDir, spec: Spec | None, strict: bool) -> Source:
     replicate, is refused; not strict (the study, after an interrupted merge): left aside."""
     finished = run.replicates()
     unfinished = [r for r in run.started_replicates() if r not in finished]
+    bad = next((r for r in finished if run.done_step(r) is None), None)
+    if bad is not None and strict:
+        raise LinpathError(
+            f"{run.done_marker(bad)} does not hold the step replicate {bad} finished at (edited by hand?); "
+            f"write it back (its training log's last step) or leave {name} out"
+        )
     source = Source(name, run, spec, spec_versions(run), finished, unfinished)
     for key in run.swept_settings():
         for path in run.item_files(key):

@@ -151,10 +151,11 @@ def _open_sources(study: RunDir, paths: list[str | Path]) -> list[Source]:
 
 def _open_source(name: str, run: RunDir) -> Source:
     spec = read_spec(run, external_ok=True)
-    if pids := run.running("sweep"):
-        raise LinpathError(
-            f"{name} is being swept now (pid {', '.join(pids)}): merge it when the sweep has finished"
-        )
+    for stage, doing in (("sweep", "swept"), ("merge", "merged into")):
+        if pids := run.running(stage):
+            raise LinpathError(
+                f"{name} is being {doing} now (pid {', '.join(pids)}): merge it when that has finished"
+            )
     source = holdings(name, run, spec, strict=True)
     if not source.replicates:
         raise LinpathError(f"{name} has no finished replicate to merge (no replicate-<r>/DONE)")
@@ -206,12 +207,19 @@ def _existing_study(study: RunDir, spec_hash: str) -> Source | None:
 
 
 def _record(study: RunDir) -> dict:
+    """merged.json, checked: an object whose sources are objects naming their folder."""
     try:
         record = json.loads(study.merged_record.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise LinpathError(f"cannot read {study.merged_record}: {e}") from None
-    if not isinstance(record, dict) or not isinstance(record.get("sources", []), list):
-        raise LinpathError(f"{study.merged_record} is not a merge record")
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        reason = "nested too deeply" if isinstance(e, RecursionError) else e
+        raise LinpathError(f"cannot read {study.merged_record}: {reason}") from None
+    sources = record.get("sources", []) if isinstance(record, dict) else None
+    if not isinstance(sources, list) or not all(
+        isinstance(s, dict) and isinstance(s.get("path"), str) for s in sources
+    ):
+        raise LinpathError(
+            f"{study.merged_record} is not a merge record (edited by hand?); nothing was changed"
+        )
     return record
 
 
@@ -231,7 +239,7 @@ def _write_record(study: RunDir, spec: Spec, runs: list[Source], keys: list[str]
     source merged again replaces its entry). Written first, so an interrupted merge can be resumed."""
     record = _record(study) if study.merged_record.exists() else {"hash": spec.hash, "preset": spec.preset}
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    entries = {entry.get("path"): entry for entry in record.get("sources", []) if isinstance(entry, dict)}
+    entries = {entry["path"]: entry for entry in record.get("sources", [])}
     for s in runs:
         entries[str(s.run.root.resolve())] = {
             "path": str(s.run.root.resolve()),
