@@ -25,7 +25,7 @@ from pathlib import Path
 from linpath.io.files import atomic_write, atomic_write_text
 from linpath.io.rundir import RunDir
 from linpath.io.tables import csv_text
-from linpath.sweep.grids import Grid
+from linpath.sweep.grids import MAX_POINTS, Grid
 from linpath.sweep.setting import KeyFields, SweepSetting, parse_key
 
 PATH_COLUMNS = [
@@ -42,6 +42,7 @@ PATH_COLUMNS = [
     "error_se",
 ]
 OLD_COLUMNS = PATH_COLUMNS[:9]  # item files written before standard errors were recorded
+MAX_ITEM_BYTES = 512 * MAX_POINTS  # a row of 11 numbers and names is under 300 bytes
 
 
 def format_rows(rows: list[list]) -> str:
@@ -61,8 +62,9 @@ def write_item(run: RunDir, setting: str, r: int, t: int, rows: list[list]) -> P
 
 
 def write_item_bytes(path: Path, data: bytes) -> None:
-    """An item file and its digest, each written atomically, the digest first: a kill between
-    the two leaves an item file its digest does not match (or none at all), never a trusted one."""
+    """An item file (or another table kept for reuse, e.g. a spawn's instability.csv) and its
+    digest, each written atomically, the digest first: a kill between the two leaves a file its
+    digest does not match (or none at all), never a trusted one."""
     atomic_write_text(RunDir.item_digest(path), digest(data) + "\n")
     atomic_write(path, lambda f: f.write(data))
 
@@ -76,13 +78,15 @@ def item_problem(path: Path, setting: SweepSetting | None = None) -> str | None:
     if item is None:
         return "its name is not r<replicate>-t<step>.csv"
     try:
+        if path.stat().st_size > MAX_ITEM_BYTES:  # read nothing of a file no sweep could write
+            return f"it is {path.stat().st_size} bytes, more than an item of {MAX_POINTS} points can hold"
         data = path.read_bytes()
     except OSError as e:
         return f"unreadable ({e.strerror or e})"
     rows = _read_rows(data)
     if isinstance(rows, str):
         return rows
-    return _rows_problem(rows, item, _expected(setting, path.parent.name)) or _digest_problem(path, data)
+    return _rows_problem(rows, item, _expected(setting, path.parent.name)) or digest_problem(path, data)
 
 
 def _rows_problem(rows: list[dict], item: tuple[int, int], expected: KeyFields | None) -> str | None:
@@ -128,9 +132,9 @@ def _read_rows(data: bytes) -> list[dict] | str:
     return [dict(zip(rows[0], row)) for row in rows[1:]]
 
 
-def _digest_problem(path: Path, data: bytes) -> str | None:
-    """Why the file's bytes are not those recorded when it was written (None: they are, or no
-    digest was recorded)."""
+def digest_problem(path: Path, data: bytes) -> str | None:
+    """Why the file's bytes are not those recorded when it was written (write_item_bytes; None:
+    they are, or no digest was recorded)."""
     record = RunDir.item_digest(path)
     try:
         recorded = record.read_text().strip()
