@@ -19,7 +19,7 @@ the difference recorded). `momentum_state="reset"` restarts the momentum at zero
       <setting>/            the children's paths under one sweep setting (its key, as the sweep's):
         path-c<i>-c<j>.csv  the path between children i and j (paths.csv's columns; replicate r, t T)
         path-c<i>-c<j>.png
-        instability.csv     one row per pair
+        instability.csv     one row per pair (digests/instability.sha256: reused only as written)
     RUN_DIR/spawn/instability.csv, instability.png   every spawn of the run: barrier vs T, per setting
 
 The paths are evaluated as the sweep evaluates a setting (sweep/evaluation.py: the same subset,
@@ -29,8 +29,10 @@ recompute batches, precision and parameter subset), so each setting is its own t
 from __future__ import annotations
 
 import csv
+import io
 import json
 import shutil
+import sys
 from itertools import combinations
 from pathlib import Path
 
@@ -44,11 +46,12 @@ from linpath.config.steps import Step
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
-from linpath.io.tables import write_csv
+from linpath.io.tables import csv_text, write_csv
 from linpath.io.tensors import load_state_dict, load_tensors, save_tensors
 from linpath.runtime.device import resolve_device
 from linpath.runtime.seeds import derived_seed
 from linpath.sweep.grids import Grid
+from linpath.sweep.items import digest_problem, write_item_bytes
 from linpath.sweep.run import setting_job
 from linpath.sweep.setting import SweepSetting
 from linpath.train.loop import train_replicate
@@ -150,7 +153,8 @@ def parent_state(
 
 
 def spawn_steps(run: RunDir, text: str, source) -> list[int]:
-    """--at: comma-separated steps ("0,100,1000", "2ep") in iterations, ascending."""
+    """--at: comma-separated steps ("0,100,1000", "2ep") in iterations, ascending, each a kept
+    step (a checkpoint of some replicate) before the end, all checked before any spawn trains."""
     schedule = Schedule.of(read_spec(run), source.num_train_examples)
     steps = sorted(
         {
@@ -161,6 +165,13 @@ def spawn_steps(run: RunDir, text: str, source) -> list[int]:
     )
     if not steps:
         raise LinpathError(f"--at needs at least one step, got {text!r}")
+    kept = sorted(set().union(*(run.saved_steps(r) for r in run.started_replicates())))
+    wrong = [t for t in steps if t not in kept or t >= schedule.total]
+    if wrong:  # all checked before the first spawn trains anything
+        raise LinpathError(
+            f"--at {wrong[0]} is not a kept step before the end of training ({schedule.total}); "
+            f"spawns start from a kept state: {', '.join(map(str, [t for t in kept if t < schedule.total]))}"
+        )
     return steps
 
 
@@ -226,7 +237,7 @@ def _parent(
     """The state every child starts from (made once, then read back) and spawn.json."""
     if sdir.parent_file.exists():
         start = load_tensors(sdir.parent_file)
-        info = json.loads(sdir.info_file.read_text())
+        info = _spawn_info(sdir)
     else:
         start, how = parent_state(spec, run, r, t, source, sdir, device, momentum_state, progress)
         save_tensors(sdir.parent_file, start)
@@ -248,19 +259,51 @@ def _parent(
     return start
 
 
+def _spawn_info(sdir: SpawnDir) -> dict:
+    """spawn.json of an earlier spawn, checked (one line for a damaged one)."""
+    try:
+        info = json.loads(sdir.info_file.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        info = f"unreadable: {type(e).__name__}"
+    if not isinstance(info, dict):
+        raise LinpathError(
+            f"{sdir.info_file} is damaged ({info if isinstance(info, str) else 'not a JSON object'}); "
+            f"delete {sdir.root} to spawn again"
+        )
+    return info
+
+
 def _finished_rows(sdir: SpawnDir, children: int, setting: SweepSetting) -> list[dict] | None:
-    """The rows of an earlier evaluation of the same setting and children, else None."""
+    """The rows of an earlier evaluation of the same setting and children, else None (also for
+    rows damaged or edited since they were written: they are evaluated again)."""
     path = sdir.instability(setting.key)
-    if not path.is_file():
+    rows = _rows_of(path, "evaluated again") if path.is_file() else None
+    pairs = [(a, b) for a, b in combinations(range(children), 2)]
+    if rows is None or [(d["child_a"], d["child_b"]) for d in rows] != pairs:
         return None
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    pairs = [(str(a), str(b)) for a, b in combinations(range(children), 2)]
-    if [(d["child_a"], d["child_b"]) for d in rows] != pairs:
-        return None
-    ints = ("replicate", "t", "child_a", "child_b", "points")
-    text = ("setting", "split", "bn")
-    return [{k: int(v) if k in ints else v if k in text else float(v) for k, v in d.items()} for d in rows]
+    return rows
+
+
+def _rows_of(path: Path, then: str) -> list[dict] | None:
+    """The typed rows of a spawn's instability.csv; None, with a warning ending in `then`, for
+    one that is damaged or was changed after it was written (its digest)."""
+    try:
+        data = path.read_bytes()
+        problem = digest_problem(path, data)
+        rows = list(csv.DictReader(io.StringIO(data.decode())))
+        if problem is None and (not rows or list(rows[0]) != INSTABILITY_COLUMNS):
+            problem = "its columns are not instability.csv's"
+        typed = [_typed(d) for d in rows] if problem is None else None
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as e:
+        problem, typed = f"unreadable ({type(e).__name__}: {e})", None
+    if problem is not None:
+        print(f"linpath: warning: {path}: {problem}; {then}", file=sys.stderr)
+    return typed
+
+
+def _typed(d: dict) -> dict:
+    ints, text = ("replicate", "t", "child_a", "child_b", "points"), ("setting", "split", "bn")
+    return {k: int(v) if k in ints else v if k in text else float(v) for k, v in d.items()}
 
 
 def _evaluate_pairs(spec, sdir: SpawnDir, r, t, final, children, source, device, setting) -> list[dict]:
@@ -307,7 +350,8 @@ def _row(curve: PathCurve, key: str, r: int, t: int, a: int, b: int) -> dict:
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
-    write_csv(path, INSTABILITY_COLUMNS, rows)
+    """A spawn's instability.csv, with its digest (so that a later call reuses only its own rows)."""
+    write_item_bytes(path, csv_text(INSTABILITY_COLUMNS, rows).encode())
 
 
 def write_summary(run: RunDir) -> Path | None:
@@ -315,8 +359,7 @@ def write_summary(run: RunDir) -> Path | None:
     folder = run.spawn_root
     rows = []
     for path in sorted(folder.glob("r*-t*/*/instability.csv")):
-        with open(path, newline="") as f:
-            rows += list(csv.DictReader(f))
+        rows += _rows_of(path, f"left out of {folder / 'instability.csv'}") or []
     if not rows:
         return None
     rows.sort(
