@@ -57,6 +57,8 @@ def weights_file(match: Path) -> Path:
     """The file holding the weights: the match itself, or a Hugging Face checkpoint folder's."""
     if match.is_file():
         return match
+    if not match.is_dir():
+        raise LinpathError(f"{match} is neither a file nor a folder (a pipe, a socket or a broken link?)")
     for name in HF_WEIGHTS:
         if (match / name).is_file():
             return match / name
@@ -125,6 +127,14 @@ def import_folders(
 ) -> tuple[RunDir, list[str]]:
     """Import checkpoint folders (one per replicate); returns the run folder and notes."""
     sources = [Path(s) for s in sources]
+    twice = next(
+        (s for i, s in enumerate(sources) if s.resolve() in {p.resolve() for p in sources[:i]}), None
+    )
+    if twice is not None:
+        raise LinpathError(
+            f"{twice} is named twice: each folder is one replicate, and one training given twice would "
+            "count as two replicates"
+        )
     pattern = pattern or HF_PATTERN
     found = [find_checkpoints(s, pattern) for s in sources]
     spec = import_spec(sources, found, pattern)
