@@ -218,3 +218,31 @@ def test_the_report_of_a_run_and_of_a_merged_study_after_a_deletion(tmp_path):
         report = run.report.read_text()
         assert "| 4 (2 of 3 replicates) |" in report and "**Verdicts withheld**" in report
         assert '"counts":[3,2,3]' in run.report.with_suffix(".html").read_text()
+
+
+@pytest.mark.slow
+def test_a_report_during_a_real_sweep_says_so_and_claims_nothing_more(tmp_path, data_root):
+    """issue 30.3's case: `linpath report` while `linpath sweep` of a two-replicate run is
+    stopped inside its second item (a real process holding the sweep's lock)."""
+    from .hostile_runs import untrained_run
+    from .test_faults import start, wait_for
+
+    run = untrained_run(tmp_path)
+    marker = tmp_path / "stalled"
+    argv = ["sweep", str(run.root), "--points", "3", "--eval-examples", "200", "--from-steps", "0,4"]
+    child = start([*argv, "--data-root", str(data_root), "--quiet"], "csv|2", marker)
+    try:
+        assert wait_for(marker.exists, child), child.communicate()[1][-2000:]
+        stages.report(run.root)
+    finally:
+        child.kill()
+        child.wait()
+    report = run.report.read_text()
+    assert f"a sweep of this run is still running (pid {child.pid})" in report
+    assert "2 replicates (incomplete: at t = 0 replicate 1 is missing (1 of 2 averaged))" in report
+    assert "| 0 (1 of 2 replicates) |" in report and "**Verdicts withheld**" in report
+    record(
+        "fault",
+        "linpath report while linpath sweep is stopped mid-item (issue 30.3)",
+        "note naming the sweep's pid; t = 0 stated as 1 of 2 replicates; verdicts withheld",
+    )

@@ -248,3 +248,23 @@ def test_error_is_a_fraction(tmp_path):
     run = an_item(tmp_path, error=(3 / 200, 0.0, 1.0))
     assert item_problem(run.item_file(KEY, 0, 4)) is None
     assert math.isclose(load_curves(run, KEY).by_item[(0, 4)]["error"][0], 0.015)
+
+
+@pytest.mark.slow
+def test_a_resumed_sweep_recomputes_a_subsets_item_placed_in_the_whole_split_folder(tmp_path, mnist, capsys):
+    """issue 30.7 end to end: the -n200 item of (0, 4) copied over the whole split's; the
+    resumed sweep names it and computes the whole split's path again, the same bytes as before."""
+    run = untrained_run(tmp_path, replicates=(0,))
+    whole = SweepSetting(grid=SETTING.grid)
+    for setting in (SETTING, whole):
+        assert run_sweep(run, setting, mnist, from_steps=list(STEPS), progress=False) == 2
+    target = run.item_file(whole.key, 0, 4)
+    good = target.read_bytes()
+    target.write_bytes(run.item_file(SETTING.key, 0, 4).read_bytes())
+    RunDir.item_digest(target).unlink()  # as a careful hand would
+    capsys.readouterr()
+    assert run_sweep(run, whole, mnist, from_steps=list(STEPS), progress=False) == 1
+    err = capsys.readouterr().err
+    assert f"recomputing {target}: line 2 has a standard error" in err
+    assert target.read_bytes() == good and rows_of(target)[0][5] == "10000"
+    record("fault", "a subset's item placed in the whole split's folder, then the sweep resumed", err.strip())
