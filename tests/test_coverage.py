@@ -9,8 +9,10 @@ never state more replicates at a t than the untouched files there."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -246,3 +248,23 @@ def test_a_report_during_a_real_sweep_says_so_and_claims_nothing_more(tmp_path, 
         "linpath report while linpath sweep is stopped mid-item (issue 30.3)",
         "note naming the sweep's pid; t = 0 stated as 1 of 2 replicates; verdicts withheld",
     )
+
+
+def test_report_js_states_the_count_where_it_is_short():
+    """report.js's shortfall(), run by node on report.html's data shapes (no browser here)."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    script = (Path(figures.__file__).parents[1] / "report" / "report.js").read_text()
+    function = re.search(r"  function shortfall\(s, i\) \{.*?\n  \}\n", script, re.S).group(0)
+    calls = "for (const [s, i] of JSON.parse(process.argv[1])) console.log(JSON.stringify(shortfall(s, i)));"
+    cases = [
+        [{"counts": [3, 2], "replicates": 3}, 1],
+        [{"counts": [3, 2], "replicates": 3}, 0],
+        [{"replicates": 1}, 0],
+    ]
+    done = subprocess.run(
+        [node, "-e", function + calls, json.dumps(cases)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line) for line in done.stdout.splitlines()] == [" (2 of 3 replicates)", "", ""]
