@@ -301,3 +301,18 @@ def test_imported_runs_swept_apart_merge(tmp_path):
     for key in merged.settings:
         for path in merged.study.item_files(key):
             assert item_problem(path) is None
+
+
+def test_items_an_interrupted_merge_left_of_a_replicate_never_finished_are_not_reported(tmp_path, capsys):
+    """Killed after replicate 2's items, before its DONE mark, then never run again with its
+    source: the study's tables and report leave replicate 2 out, and say why."""
+    sources = three_sources(tmp_path)
+    merge_runs(tmp_path / "study", [s.root for s in sources])
+    study = RunDir(tmp_path / "study")
+    study.done_marker(2).unlink()
+    curves = load_curves(study, PAPER_LIKE)
+    assert curves.replicates == [0, 1]
+    assert (
+        "its replicate has no DONE mark in this study (an interrupted merge: run it again)"
+        in capsys.readouterr().err
+    )

@@ -17,11 +17,17 @@ __all__ = ["PATH_COLUMNS", "format_rows", "merge_paths", "setting_rows", "valid_
 
 def valid_items(run: RunDir, setting: str) -> list[Path]:
     """The setting's item files that pass sweep.items.item_problem and hold the setting's
-    examples (sweep.items.odd_examples); the others are named in a warning."""
+    examples (sweep.items.odd_examples), in a merged study only those of replicates the merge
+    finished copying (their DONE mark); the others are named in a warning."""
     good, problems = [], {}
+    copied = set(run.replicates()) if run.is_merged else None
     for path in run.item_files(setting):
         if problem := item_problem(path):
             problems[path] = problem
+        elif copied is not None and RunDir.item_of(path)[0] not in copied:
+            problems[path] = (
+                "its replicate has no DONE mark in this study (an interrupted merge: run it again)"
+            )
         else:
             good.append(path)
     problems.update(odd_examples(good, recorded_examples(run, setting)))
