@@ -12,10 +12,13 @@ import os
 
 
 def record(kind: str, case: str, outcome: str, **numbers) -> None:
-    """kind: 'fault', 'bad-input', 'fuzz' or 'security'; outcome: what the tool did."""
+    """kind: 'fault', 'bad-input', 'fuzz' or 'security'; outcome: what the tool did. The test
+    file holding the case is recorded too (from pytest's PYTEST_CURRENT_TEST)."""
     out = os.environ.get("LINPATH_RELIABILITY_OUT")
     if not out:
         return
-    line = json.dumps({"kind": kind, "case": case, "outcome": " ".join(str(outcome).split()), **numbers})
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").split("::")[0]
+    fields = {"kind": kind, "case": case, "outcome": " ".join(str(outcome).split()), "file": test}
+    line = json.dumps({**fields, **numbers})
     with open(out, "a") as f:
         f.write(line + "\n")

@@ -19,7 +19,15 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-FILES = ["tests/test_faults.py", "tests/test_bad_input.py"]
+FILES = [
+    "tests/test_faults.py",
+    "tests/test_bad_input.py",
+    "tests/test_items.py",
+    "tests/test_coverage.py",
+    "tests/test_merge_trust.py",
+    "tests/test_concurrency.py",
+    "tests/test_hostile.py",
+]
 TITLES = {
     "fault": "Faults injected",
     "check": "Results after the faults",
@@ -58,12 +66,14 @@ def main(argv: list[str]) -> int:
         "## Totals",
         "",
         f"- faults injected: **{len(faults)}**, survived: **{len(faults)}** (every test passed)",
-        f"- bad inputs tried: **{len(by_kind['bad-input'])}**, each refused with one line and a non-zero exit",
+        f"- bad inputs tried: **{len(by_kind['bad-input'])}**, each refused with one line and a non-zero exit, "
+        "or handled as its row says",
         f"- pickles carrying code tried: **{sum(1 for c in by_kind['security'] if 'pickle' in c['case'])}**, "
         "refused, the code never ran",
         f"- fuzzed inputs: **{sum(c.get('examples', 0) for c in by_kind['fuzz'])}**, each parsed or raised LinpathError",
         f"- rows lost: **{sum(c.get('rows_lost', 0) for c in by_kind['check'])}**",
         "",
+        *class_lines(by_kind),
     ]
     for kind in ("fault", "check", "bad-input", "security", "fuzz"):
         if not by_kind[kind]:
@@ -77,6 +87,22 @@ def main(argv: list[str]) -> int:
     (REPO / "docs" / "reliability.md").write_text("\n".join(lines))
     print(f"wrote docs/reliability.md: {len(cases)} cases")
     return 0
+
+
+def class_lines(by_kind: dict[str, list[dict]]) -> list[str]:
+    """The classes tried: each with its count of cases and the test files holding them (a case
+    recorded by an older suite without its file is counted under "unrecorded")."""
+    lines = ["## Classes tried", "", "| class | cases | test files (cases) |", "|---|---:|---|"]
+    for kind in TITLES:
+        cases = by_kind.get(kind, [])
+        if not cases:
+            continue
+        files = defaultdict(int)
+        for c in cases:
+            files[c.get("file") or "unrecorded"] += 1
+        held = ", ".join(f"`{f}` ({n})" for f, n in sorted(files.items()))
+        lines.append(f"| {TITLES[kind]} | {len(cases)} | {held} |")
+    return [*lines, ""]
 
 
 if __name__ == "__main__":

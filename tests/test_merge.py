@@ -156,8 +156,11 @@ def test_a_setting_held_by_some_runs_only_is_refused_per_setting_then_merged_wit
     a = fake_run(tmp_path / "a", [0], settings=(PAPER_LIKE, OTHER))
     b = fake_run(tmp_path / "b", [1, 2], settings=(PAPER_LIKE,))
     message = refusal(tmp_path / "study", [a.root, b.root])
-    assert f"{OTHER} [{a.root}: replicates 0, {b.root}: none]" in message and "--setting" in message
-    assert PAPER_LIKE not in message
+    assert message.startswith(
+        f"sweep settings not every replicate has finished: {OTHER}: {b.root}: replicate 1 holds none of "
+        f"its paths, {b.root}: replicate 2 holds none of its paths; "
+    )
+    assert "--setting" in message and PAPER_LIKE not in message
     merged = merge_runs(tmp_path / "study", [a.root, b.root], [PAPER_LIKE])
     assert merged.settings == [PAPER_LIKE] and not (merged.study.root / "sweep" / OTHER).exists()
     assert "--setting nope: no run holds" in refusal(tmp_path / "other", [a.root, b.root], ["nope"])

@@ -300,7 +300,9 @@ def fabricated_run(root) -> RunDir:
     ):
         (run.sweep_dir / setting).mkdir(parents=True)
         for r, t in ((0, 0), (1, 0), (0, 16)):
-            rows = [[r, t, x, "test", bn, 100, "fp32", 1.0 + x + r, 0.5, 0.01, 0.02] for x in (0.0, 0.5, 1.0)]
+            rows = [
+                [r, t, x, "test", bn, 100, "fp32", 1.0 + x + r, 0.5, 0.0, 0.0] for x in (0.0, 0.5, 1.0)
+            ]  # whole split: no se
             (run.sweep_dir / setting / f"r{r}-t{t:07d}.csv").write_text(format_rows(rows))
         metrics = [dict(setting=setting, replicate=0, t=0, quantity="loss", start_value=1.0)]
         write_csv(run.results_dir(setting) / "metrics.csv", REPLICATE_COLUMNS, metrics)

@@ -50,6 +50,7 @@ class Curves:
     examples: int
     by_item: dict[tuple[int, int], dict[str, np.ndarray]] = field(default_factory=dict)
     quantities: tuple[str, ...] = QUANTITIES  # LM_QUANTITIES for a causal language model's sweep
+    finished: list[int] = field(default_factory=list)  # the run's finished replicates (analysis/coverage.py)
 
     @property
     def is_lm(self) -> bool:
@@ -105,6 +106,7 @@ def load_curves(run: RunDir, setting: str) -> Curves:
         curves.by_item[(int(first["replicate"]), int(first["t"]))] = _item_curve(rows, curves.quantities)
     if curves is None:
         raise LinpathError(f"the item files of {folder} are empty; sweep it again")
+    curves.finished = run.replicates()
     return curves
 
 

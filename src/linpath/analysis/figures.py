@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from linpath.analysis.coverage import count_text, expected_replicates, replicates_at  # noqa: E402
 from linpath.analysis.curves import Curves  # noqa: E402
 from linpath.analysis.intervals import CONFIDENCE, aggregate  # noqa: E402
 from linpath.analysis.metrics import BY_NAME, peak_place  # noqa: E402
@@ -127,10 +128,10 @@ def draw_figure1(curves: Curves, title: str, other: Curves | None = None, batchn
     _split_legend(axes[1], curves, other)
     if other is not None:
         axes[1].legend(fontsize=8)
-    n = len(curves.replicates)
+    n = len(replicates_at(curves, 0))
+    over = count_text(curves, 0) or f"{n} replicate{'s' * (n != 1)}"
     fig.suptitle(
-        f"{title}: the path from initialization (mean ± std over {n} replicate{'s' * (n != 1)}"
-        f"{bn_words(curves, batchnorm)})"
+        f"{title}: the path from initialization (mean ± std over {over}{bn_words(curves, batchnorm)})"
     )
     return fig
 
@@ -160,7 +161,8 @@ def figure2(
         for i, t in enumerate(steps):
             color = cmap(i / max(1, len(steps) - 1) * 0.9)
             x, mean, std = curves.mean_std(t, q)
-            band(ax, x, mean, std, color=color, label=f"t = {t}")
+            short = count_text(curves, t)
+            band(ax, x, mean, std, color=color, label=f"t = {t}" + (f" ({short})" if short else ""))
             arrays += [mean - std, mean + std, *_overlay(ax, other, t, q, color)]
         _finite_ylim(ax, arrays)
         ax.set_xlabel("interpolation x  (0 = state at t, 1 = final)")
@@ -191,6 +193,7 @@ def _figure3_panel(ax, curves: Curves, summary: list[dict], q: str, metric: str,
     if np.any(ok & (hi > lo)):
         ax.fill_between(positions[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.2, linewidth=0)
     _peak_markers(ax, curves, q, positions, mean)
+    _mark_short(ax, curves, positions, mean)
     if metric == "rise_over_start":
         interior = [aggregate(summary, t, q, "rise_over_endpoints") for t in steps]
         ax.plot(positions, interior, color="C0", linestyle="--", linewidth=1, label=INTERIOR_LABEL)
@@ -216,6 +219,8 @@ def draw_figure3(curves: Curves, summary: list[dict], title: str, metric: str = 
         "maximum increase above the start, max f(x) - f(0)" if metric == "rise_over_start" else _words(metric)
     )
     band = f"mean over replicates, {CONFIDENCE:.0%} bootstrap interval"
+    if any(count_text(curves, t) for t in steps):
+        band += f"; n/{len(expected_replicates(curves))}: a point averaging n replicates only"
     fig.suptitle(f"{title}: {what}\nalong the path from t to the final state ({band})")
     return fig
 
@@ -225,6 +230,18 @@ def figure3(
 ) -> list[Path]:
     """The metric against t, mean over replicates, with its bootstrap interval as the band."""
     return save_figure(draw_figure3(curves, summary, title, metric), folder, "figure3")
+
+
+def _mark_short(ax, curves: Curves, positions: np.ndarray, mean: np.ndarray) -> None:
+    """Label each point averaging fewer than the setting's replicates with n/N."""
+    expected = len(expected_replicates(curves))
+    for t, position, value in zip(curves.steps, positions, mean):
+        n = len(replicates_at(curves, t))
+        if n < expected and np.isfinite(value):
+            ax.annotate(
+                f"{n}/{expected}", (position, value), textcoords="offset points", xytext=(0, 6), ha="center",
+                fontsize=7, color="C3",
+            )  # fmt: skip
 
 
 def all_figures(

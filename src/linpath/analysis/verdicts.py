@@ -11,9 +11,11 @@ and then drops, which is not a barrier.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
+from linpath.analysis.coverage import incomplete_text
 from linpath.analysis.curves import Curves
 from linpath.analysis.intervals import aggregate
 from linpath.analysis.metrics import peak_place
@@ -205,8 +207,20 @@ def verdicts(
     accuracies: list[float],
     training_steps: str,
 ) -> list[str]:
-    """The report's verdict lines, in order."""
-    lines = [accuracy_verdict(accuracies, claims, training_steps)]
-    lines += from_init_verdicts(curves, summary, claims)
-    lines += [barrier_verdict(curves, summary, claims, training_steps), overfitting_note(curves, summary)]
-    return [line for line in lines if line is not None]
+    """The report's verdict lines, in order; those judged on the paths are withheld where the
+    setting is incomplete (analysis/coverage.py): their numbers are shown, not judged."""
+    paths = from_init_verdicts(curves, summary, claims)
+    paths += [barrier_verdict(curves, summary, claims, training_steps), overfitting_note(curves, summary)]
+    paths = [line for line in paths if line is not None]
+    missing = incomplete_text(curves)
+    if missing:
+        paths = [
+            f"- **Verdicts withheld**: this setting is incomplete ({missing}); finish its sweep and "
+            "report again.",
+            *(_WORD.sub("**withheld** (incomplete setting)", line) for line in paths),
+        ]
+    first = accuracy_verdict(accuracies, claims, training_steps)
+    return ([first] if first is not None else []) + paths
+
+
+_WORD = re.compile(r"\*\*(CONFIRMED|NOT CONFIRMED|not applicable|yes|no)\*\*")

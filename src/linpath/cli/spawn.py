@@ -11,7 +11,10 @@ def arguments(p) -> None:
     p.add_argument("--at", required=True, help="spawn steps T (kept iterations), e.g. 0,100,1000, or 2ep")
     p.add_argument("--replicate", type=int, default=0, help="the parent replicate (default 0)")
     p.add_argument(
-        "--children", type=int, default=2, help="children per spawn (default 2; every pair is evaluated)"
+        "--children",
+        type=int,
+        default=2,
+        help="children per spawn (default 2, at most 32; every pair is evaluated)",
     )
     p.add_argument(
         "--momentum-state",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,9 @@ if os.name == "nt":  # pragma: no cover - exercised on Windows only
             return True
         except OSError:
             return False
+
+    def _is_held(f) -> bool:
+        return False  # no probe without taking the lock on Windows
 else:
     import fcntl
 
@@ -31,6 +35,40 @@ else:
             return True
         except BlockingIOError:
             return False
+
+    def _is_held(f) -> bool:
+        """Whether another process holds the lock: a shared lock is refused then (and released at once
+        otherwise, so a holder arriving meanwhile only waits: folder_lock retries)."""
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
+RETRIES = 20  # a lock found taken is tried again for about half a second (a probe holds it for microseconds)
+
+
+def holders(folder: Path, prefix: str) -> list[str]:
+    """The pids of the processes holding a lock `folder/.<prefix>*.lock` now (nothing is created)."""
+    found = []
+    for path in sorted(Path(folder).glob(f".{prefix}*.lock")):
+        try:
+            with open(path) as f:
+                if _is_held(f):
+                    found.append(f.read().strip() or "unknown")
+        except OSError:
+            continue
+    return found
+
+
+def _try(f) -> bool:
+    for attempt in range(RETRIES):
+        if _try_lock(f):
+            return True
+        time.sleep(0.025 * (attempt < RETRIES - 1))
+    return False
 
 
 @contextlib.contextmanager
@@ -43,7 +81,7 @@ def folder_lock(folder: Path, name: str = "run") -> Iterator[None]:
     except OSError as e:
         raise LinpathError(f"cannot use {folder}: {e.strerror or e}") from None
     try:
-        if not _try_lock(f):
+        if not _try(f):
             f.seek(0)
             holder = f.read().strip() or "unknown"
             raise LinpathError(
@@ -54,5 +92,20 @@ def folder_lock(folder: Path, name: str = "run") -> Iterator[None]:
         f.write(str(os.getpid()))
         f.flush()
         yield
+    finally:
+        f.close()
+
+
+@contextlib.contextmanager
+def claimed(folder: Path, name: str) -> Iterator[bool]:
+    """Try once to hold `folder/.<name>.lock` (an existing folder; nothing waits): yields whether
+    it is held, for work that is only done when no other process is doing it."""
+    try:
+        f = open(Path(folder) / f".{name}.lock", "a+")
+    except OSError:
+        yield False
+        return
+    try:
+        yield _try_lock(f)
     finally:
         f.close()

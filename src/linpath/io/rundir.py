@@ -10,6 +10,7 @@ runs/<preset>-<hash>/
   replicate-<r>/provenance.json   where the replicate was trained (device, versions, date)
   replicate-<r>/training-state/iter-<t>.pt   optimizer and generator states a Keeper kept (optional)
   sweep/<key>/r<r>-t<t>.csv       one finished path (replicate, t) of one sweep setting
+  sweep/<key>/digests/r<r>-t<t>.sha256   that file's sha256 as it was written (a hand edit is found)
   results/<key>/paths.csv, metrics.csv, summary.csv, figures/   (written by linpath report)
   paths.csv, report.md, report.html   every setting's points; the report, and its interactive page
   tensorboard/                    only with --tensorboard: per-epoch training and per-setting path metrics
@@ -38,7 +39,7 @@ import re
 from pathlib import Path
 
 from linpath.io.files import remove_stale_temporaries
-from linpath.io.lock import folder_lock
+from linpath.io.lock import folder_lock, holders
 
 _ITEM_NAME = re.compile(r"^r(\d+)-t(\d+)\.csv$")
 
@@ -172,6 +173,13 @@ class RunDir:
         m = _ITEM_NAME.match(Path(path).name)
         return (int(m.group(1)), int(m.group(2))) if m else None
 
+    @staticmethod
+    def item_digest(item: Path) -> Path:
+        """Where the sha256 of the item file `item` is recorded when the sweep (or a merge) writes
+        it, so that a later edit by hand is found (sweep.items.item_problem)."""
+        item = Path(item)
+        return item.parent / "digests" / f"{item.stem}.sha256"
+
     def item_files(self, setting: str) -> list[Path]:
         """The files under a sweep setting named like items (r*-t*.csv), sorted by name: a
         misnamed one among them is for the readers' check (sweep.items.item_problem) to name."""
@@ -300,6 +308,11 @@ class RunDir:
     def lock(self, name: str = "run") -> contextlib.AbstractContextManager[None]:
         """Hold an exclusive lock on this folder; a second process gets a clear refusal."""
         return folder_lock(self.root, name)
+
+    def running(self, stage: str) -> list[str]:
+        """The pids of the processes holding a lock of `stage` on this folder now ("sweep": every
+        rank's sweep-rank<k>); nothing is written."""
+        return holders(self.root, stage)
 
 
 class OutDir:

@@ -17,10 +17,12 @@ import re
 from importlib import resources
 from pathlib import Path
 
+from linpath.analysis.coverage import expected_replicates, replicates_at
 from linpath.analysis.curves import PAPER_SETTING, QUANTITIES, Curves
 from linpath.analysis.intervals import aggregate
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
+from linpath.report.notes import running_notes
 
 STATS = ("mean", "std", "ci_low", "ci_high")
 _PLACEHOLDER = re.compile(r"/\*@(TITLE|DATA|SCRIPT)@\*/")
@@ -50,7 +52,8 @@ def setting_data(
         "key": curves.setting,
         "paper": curves.setting == PAPER_SETTING,
         "description": description,
-        "replicates": len(curves.replicates),
+        "replicates": len(expected_replicates(curves)),
+        "counts": [len(replicates_at(curves, t)) for t in curves.steps],  # averaged at each t
         "steps": curves.steps,
         "curves": shown,
         "metric": metric,
@@ -83,7 +86,7 @@ def render_html(title: str, subtitle: str, settings: list[dict], notes: list[str
 
 def write_html(run: RunDir, title: str, subtitle: str, settings: list[dict], notes: list[str]) -> Path:
     """report.html beside report.md, one entry of `settings` (setting_data) per sweep setting."""
-    page = render_html(title, subtitle, settings, notes)
+    page = render_html(title, subtitle, settings, [*running_notes(run), *notes])
     path = run.report_html
     atomic_write_text(path, page)
     return path

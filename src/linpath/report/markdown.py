@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from linpath.analysis.coverage import count_text, expected_replicates, incomplete_text
 from linpath.analysis.curves import PAPER_SETTING, Curves
 from linpath.analysis.intervals import aggregate
 from linpath.analysis.plane import read_surface
@@ -18,6 +19,7 @@ from linpath.config.spec import Spec
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import OutDir, RunDir
+from linpath.report.notes import running_notes
 from linpath.report.origins import grid_sentence, origin_lines
 
 
@@ -45,9 +47,12 @@ def describe(curves: Curves) -> str:
     if found:
         spec, _, hold = params.rpartition("]-hold")
         moved = f", only the parameters `{spec}` moved (the others held at the {hold})"
+    replicates = len(expected_replicates(curves))
+    missing = incomplete_text(curves)
     return (
         f"split `{curves.split}` ({subset}), BatchNorm `{curves.bn}`{moved}, {n} points per path, "
-        f"{len(curves.steps)} starting steps, {len(curves.replicates)} replicate{'s' * (len(curves.replicates) != 1)}"
+        f"{len(curves.steps)} starting steps, {replicates} replicate{'s' * (replicates != 1)}"
+        + (f" (incomplete: {missing})" if missing else "")
     )
 
 
@@ -58,20 +63,13 @@ def _cell(summary: list[dict], t: int, q: str, metric: str) -> str:
     return text + (f" [{lo:.4f}, {hi:.4f}]" if math.isfinite(lo) and hi > lo else "")
 
 
-def replicates_at(curves: Curves, summary: list[dict]) -> dict[int, int] | None:
-    """The replicates each t holds, where they are not the same at every t (else None): a
-    checkpoint grid whose seed lacks a revision, an interrupted sweep."""
-    counts = {t: int(aggregate(summary, t, "loss", "rise_over_start", "replicates")) for t in curves.steps}
-    return counts if len(set(counts.values())) > 1 else None
-
-
 def metrics_table(curves: Curves, summary: list[dict]) -> list[str]:
-    counts = replicates_at(curves, summary)
+    """The metrics per t; a t that holds fewer replicates than the setting says how many
+    (analysis/coverage.py: a grid's seed that lacks a revision, an unfinished sweep)."""
     out = [
         "| t | loss rise above start | loss peak x (median) | error rise above start [95 % interval] | "
-        "error peak x (median) | error rise above chord | loss monotonicity gap |"
-        + (" replicates |" if counts else ""),
-        "|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if counts else ""),
+        "error peak x (median) | error rise above chord | loss monotonicity gap |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for t in curves.steps:
         cells = [
@@ -81,8 +79,9 @@ def metrics_table(curves: Curves, summary: list[dict]) -> list[str]:
             f"{aggregate(summary, t, 'error', 'argmax_x', 'median'):.2f}",
             _cell(summary, t, "error", "rise_over_chord"),
             _cell(summary, t, "loss", "monotonicity_gap"),
-        ] + ([str(counts[t])] if counts else [])
-        out.append(f"| {t} | " + " | ".join(cells) + " |")
+        ]
+        short = count_text(curves, t)
+        out.append(f"| {t}{f' ({short})' if short else ''} | " + " | ".join(cells) + " |")
     return out
 
 
@@ -109,7 +108,7 @@ def section_lines(run: RunDir, section: Section) -> list[str]:
         f"{describe(c)}. Its tables: "
         f"`results/{c.setting}/` (paths.csv, metrics.csv per replicate, summary.csv).",
         "",
-        *origin_lines(run, c.replicates),
+        *origin_lines(run, expected_replicates(c)),
         "### Verdicts on the paper's claims",
         "",
         *section.verdicts,
@@ -120,7 +119,7 @@ def section_lines(run: RunDir, section: Section) -> list[str]:
     for f in section.figures:
         if f.suffix == ".png":
             lines += [f"![{f.stem}]({f.relative_to(run.root).as_posix()})", ""]
-    spread = "mean ± std over replicates" if len(c.replicates) > 1 else "one replicate"
+    spread = "mean ± std over replicates" if len(expected_replicates(c)) > 1 else "one replicate"
     lines += [
         f"### Path metrics ({spread}; 95 % bootstrap interval over replicates and evaluation examples)",
         "",
@@ -186,6 +185,7 @@ def plane_lines(run: RunDir) -> list[str]:
 
 def write_report(run: RunDir, spec: Spec, title: str, sections: list[Section], notes: list[str]) -> Path:
     lines = [f"# linpath report: {title}", "", run_line(run, spec, sections), ""]
+    notes = [*running_notes(run), *notes]
     lines += [f"- Note: {n}" for n in notes] + ([""] if notes else [])
     for section in sections:
         lines += section_lines(run, section)
@@ -196,7 +196,7 @@ def write_report(run: RunDir, spec: Spec, title: str, sections: list[Section], n
 
 def run_line(run: RunDir, spec: Spec, sections: list[Section]) -> str:
     """The report's first sentence: the run, its training and seeds, how many settings."""
-    replicates = sections[0].curves.replicates if sections else []
+    replicates = expected_replicates(sections[0].curves) if sections else []
     if run.is_grid:
         training = (
             f"{grid_sentence(run)} of `{spec.model_class}`, {spec.total_steps} steps, "

@@ -118,7 +118,13 @@
       return `${k} ${fmt(c[k][best])}` + (sd === null ? "" : ` ± ${fmt(sd)}`);
     });
     document.getElementById("readout").textContent =
-      `t = ${state.setting.steps[state.index]}, x = ${fmt(c.x[best])}: ${parts.join(", ")}`;
+      `t = ${state.setting.steps[state.index]}${shortfall(state.setting, state.index)}, x = ${fmt(c.x[best])}: ${parts.join(", ")}`;
+  }
+
+  // " (1 of 2 replicates)" where fewer than the setting's replicates are averaged at the i-th t.
+  function shortfall(s, i) {
+    const n = s.counts ? s.counts[i] : s.replicates;
+    return n < s.replicates ? ` (${n} of ${s.replicates} replicates)` : "";
   }
 
   // t is drawn on log2(1 + t), so that 0, 1, 2, 4, ... and the thousands are all readable.
@@ -142,7 +148,7 @@
     s.steps.forEach((t, i) => {
       if (f.mean[i] === null) return;
       const dot = el("circle", { class: q, cx: sx(tpos(t)), cy: sy(f.mean[i]), r: 3.5 }, plot);
-      el("title", {}, dot, `t = ${t}: ${fmt(f.mean[i])} [${fmt(f.ci_low[i])}, ${fmt(f.ci_high[i])}]`);
+      el("title", {}, dot, `t = ${t}${shortfall(s, i)}: ${fmt(f.mean[i])} [${fmt(f.ci_low[i])}, ${fmt(f.ci_high[i])}]`);
       dot.style.cursor = "pointer";
       dot.onclick = () => selectStep(i);
     });
@@ -171,7 +177,7 @@
   function selectStep(i) {
     state.index = i;
     document.getElementById("slider").value = i;
-    document.getElementById("t-value").textContent = state.setting.steps[i];
+    document.getElementById("t-value").textContent = state.setting.steps[i] + shortfall(state.setting, i);
     document.getElementById("readout").textContent = "hover over a curve for its values";
     QUANTITIES.forEach(drawCurves);
     QUANTITIES.forEach(drawFigure3);

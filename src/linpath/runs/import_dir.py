@@ -11,7 +11,8 @@ safetensors file, or a torch.save pickle of tensors; a wrapper such as Lightning
 copied as replicate-<r>/checkpoints/iter-<t>.pt: the source folders are only read, never moved
 or linked (a link would change with them). The import is written to a temporary folder and
 renamed into place, so a refused import (no match, two files for one step, a file that is not
-a checkpoint) leaves nothing behind; an import that exists is reused. As openlth.py does for
+a checkpoint) leaves nothing behind, and one killed leaves only its temporary folder, which the
+next import into the same folder removes (io/scratch.py); an import that exists is reused. As openlth.py does for
 OpenLTH folders, the result sweeps and reports like any run, given --model and --data.
 """
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 from linpath.config.external import ExternalSpec
@@ -28,9 +28,12 @@ from linpath.config.spec import write_spec
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
+from linpath.io.scratch import publish, scratch_folder
 from linpath.io.tensors import load_state_dict, save_tensors
 
 HF_PATTERN = "checkpoint-{t}"
+# the run folders imports make (here and in openlth.py): a killed import's scratch folder is removed
+IMPORT_KINDS = ("import-", "openlth-")
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -54,6 +57,8 @@ def weights_file(match: Path) -> Path:
     """The file holding the weights: the match itself, or a Hugging Face checkpoint folder's."""
     if match.is_file():
         return match
+    if not match.is_dir():
+        raise LinpathError(f"{match} is neither a file nor a folder (a pipe, a socket or a broken link?)")
     for name in HF_WEIGHTS:
         if (match / name).is_file():
             return match / name
@@ -122,6 +127,14 @@ def import_folders(
 ) -> tuple[RunDir, list[str]]:
     """Import checkpoint folders (one per replicate); returns the run folder and notes."""
     sources = [Path(s) for s in sources]
+    twice = next(
+        (s for i, s in enumerate(sources) if s.resolve() in {p.resolve() for p in sources[:i]}), None
+    )
+    if twice is not None:
+        raise LinpathError(
+            f"{twice} is named twice: each folder is one replicate, and one training given twice would "
+            "count as two replicates"
+        )
     pattern = pattern or HF_PATTERN
     found = [find_checkpoints(s, pattern) for s in sources]
     spec = import_spec(sources, found, pattern)
@@ -132,12 +145,10 @@ def import_folders(
         return run, [f"already imported: {run.root} (remove it to import again)"]
     if run.root.exists():
         raise LinpathError(f"{run.root} exists and is not a finished import; move it away and import again")
-    scratch = RunDir(run.root.with_name(f".{run.root.name}.{os.getpid()}.tmp"))
-    try:
-        _write(scratch, spec, sources, found, key)
-        os.replace(scratch.root, run.root)
-    finally:
-        shutil.rmtree(scratch.root, ignore_errors=True)
+    with scratch_folder(run.root, IMPORT_KINDS) as scratch:
+        _write(RunDir(scratch), spec, sources, found, key)
+        if not publish(scratch, run.root):
+            return run, [f"already imported: {run.root} (by another process, meanwhile)"]
     return run, notes
 
 

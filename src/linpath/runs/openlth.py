@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 from pathlib import Path
 
 import torch
@@ -38,8 +37,10 @@ from linpath.data import DATASETS
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
+from linpath.io.scratch import publish, scratch_folder
 from linpath.io.tables import write_csv
 from linpath.io.tensors import load_state_dict, save_tensors
+from linpath.runs.import_dir import IMPORT_KINDS
 from linpath.train.log import LOG_COLUMNS
 
 MODEL_FILE = re.compile(r"^model_ep(\d+)_it(\d+)\.pth$")
@@ -312,13 +313,13 @@ def import_run(
         for path in files.values():
             map_state(load_state_dict(path), ours, str(path))
     run = RunDir(Path(out) / f"openlth-{spec.run_name}")
-    existed = run.root.exists()
-    try:
+    if run.root.exists():  # imported before: written again in place, under its lock
         _write_import(run, spec, source, folders, files_of, ours, total, ipe, hparams, notes)
-    except BaseException:
-        if not existed:
-            shutil.rmtree(run.root, ignore_errors=True)
-        raise
+        return run, notes
+    with scratch_folder(run.root, IMPORT_KINDS) as scratch:  # a new one appears whole or not at all
+        _write_import(RunDir(scratch), spec, source, folders, files_of, ours, total, ipe, hparams, notes)
+        if not publish(scratch, run.root):
+            notes.append(f"{run.root} was imported by another process meanwhile; that import is kept")
     return run, notes
 
 

@@ -19,7 +19,7 @@ the difference recorded). `momentum_state="reset"` restarts the momentum at zero
       <setting>/            the children's paths under one sweep setting (its key, as the sweep's):
         path-c<i>-c<j>.csv  the path between children i and j (paths.csv's columns; replicate r, t T)
         path-c<i>-c<j>.png
-        instability.csv     one row per pair
+        instability.csv     one row per pair (digests/instability.sha256: reused only as written)
     RUN_DIR/spawn/instability.csv, instability.png   every spawn of the run: barrier vs T, per setting
 
 Instability to a perturbation (Altıntaş, Kwok et al. 2025) instead of SGD noise:
@@ -40,8 +40,10 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import json
 import shutil
+import sys
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -60,17 +62,19 @@ from linpath.engine.align import align_states
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir, SpawnDir
-from linpath.io.tables import write_csv
+from linpath.io.tables import csv_text, write_csv
 from linpath.io.tensors import load_state_dict, load_tensors, save_tensors
 from linpath.runtime.device import resolve_device
 from linpath.runtime.seeds import derived_seed
 from linpath.sweep.grids import Grid
+from linpath.sweep.items import digest_problem, write_item_bytes
 from linpath.sweep.run import setting_job
 from linpath.sweep.setting import SweepSetting
 from linpath.train.loop import Branch, train_replicate
 from linpath.train.perturb import check_eps, parameter_names, perturb_state
 
 MOMENTUM_STATES = ("replay", "reset")
+MAX_CHILDREN = 32  # children per spawn: each trains to the end of the schedule; 496 pairs are evaluated
 INSTABILITY_COLUMNS = [
     "setting",
     "replicate",
@@ -164,7 +168,8 @@ def parent_state(
 
 
 def spawn_steps(run: RunDir, text: str, source) -> list[int]:
-    """--at: comma-separated steps ("0,100,1000", "2ep") in iterations, ascending."""
+    """--at: comma-separated steps ("0,100,1000", "2ep") in iterations, ascending, each a kept
+    step (a checkpoint of some replicate) before the end, all checked before any spawn trains."""
     schedule = Schedule.of(read_spec(run), source.num_train_examples)
     steps = sorted(
         {
@@ -175,6 +180,13 @@ def spawn_steps(run: RunDir, text: str, source) -> list[int]:
     )
     if not steps:
         raise LinpathError(f"--at needs at least one step, got {text!r}")
+    kept = sorted(set().union(*(run.saved_steps(r) for r in run.started_replicates())))
+    wrong = [t for t in steps if t not in kept or t >= schedule.total]
+    if wrong:  # all checked before the first spawn trains anything
+        raise LinpathError(
+            f"--at {wrong[0]} is not a kept step before the end of training ({schedule.total}); "
+            f"spawns start from a kept state: {', '.join(map(str, [t for t in kept if t < schedule.total]))}"
+        )
     return steps
 
 
@@ -269,8 +281,13 @@ def perturb_seed(parent_seed: int, k: int) -> int:
 
 def _check_spawn(run: RunDir, t: int, options: SpawnOptions, total: int) -> None:
     replicate, children, momentum_state = options.replicate, options.children, options.momentum_state
-    if children < 2:
-        raise LinpathError(f"--children must be at least 2 (a path needs two endpoints), got {children}")
+    if isinstance(children, bool) or not isinstance(children, int) or children < 2:
+        raise LinpathError(f"--children must be at least 2 (a path needs two endpoints), got {children!r}")
+    if children > MAX_CHILDREN:
+        raise LinpathError(
+            f"--children {children} is more than {MAX_CHILDREN}: each child is a full training to the end "
+            f"of the schedule and every pair a path ({children * (children - 1) // 2} of them)"
+        )
     if momentum_state not in MOMENTUM_STATES:
         raise LinpathError(f"unknown momentum state {momentum_state!r} (known: {', '.join(MOMENTUM_STATES)})")
     saved = run.saved_steps(replicate)
@@ -289,7 +306,7 @@ def _parent(job: _Spawn) -> dict:
     sdir, momentum_state, r, t = job.sdir, job.options.momentum_state, job.options.replicate, job.t
     if sdir.parent_file.exists():
         start = load_tensors(sdir.parent_file)
-        info = json.loads(sdir.info_file.read_text())
+        info = _spawn_info(sdir)
     else:
         start, how = parent_state(job.spec, job.run, r, t, job.source, sdir, job.options)
         save_tensors(sdir.parent_file, start)
@@ -316,25 +333,64 @@ def _parent(job: _Spawn) -> dict:
     return start
 
 
+def _spawn_info(sdir: SpawnDir) -> dict:
+    """spawn.json of an earlier spawn, checked (one line for a damaged one)."""
+    try:
+        info = json.loads(sdir.info_file.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        info = f"unreadable: {type(e).__name__}"
+    if not isinstance(info, dict):
+        raise LinpathError(
+            f"{sdir.info_file} is damaged ({info if isinstance(info, str) else 'not a JSON object'}); "
+            f"delete {sdir.root} to spawn again"
+        )
+    return info
+
+
 def _finished_rows(
     sdir: SpawnDir, children: int, setting: SweepSetting, noise: SpawnNoise
 ) -> list[dict] | None:
-    """The rows of an earlier evaluation of the same setting, children and alignment, else None."""
+    """The rows of an earlier evaluation of the same setting, children and alignment, else None
+    (also for rows damaged or edited since they were written: they are evaluated again)."""
     path = sdir.instability(setting.key)
-    if not path.is_file():
+    rows = _rows_of(path, "evaluated again") if path.is_file() else None
+    pairs = [(a, b, al) for a, b in combinations(range(children), 2) for al in _alignments(noise)]
+    if rows is None or [(d["child_a"], d["child_b"], d["aligned"]) for d in rows] != pairs:
         return None
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    pairs = [(str(a), str(b), al) for a, b in combinations(range(children), 2) for al in _alignments(noise)]
-    if [(d["child_a"], d["child_b"], d.get("aligned") or "0") for d in rows] != pairs:
-        return None
-    ints = ("replicate", "t", "child_a", "child_b", "points", "aligned")
-    text = ("setting", "split", "bn", "noise")
-    return [{k: int(v) if k in ints else v if k in text else float(v) for k, v in d.items()} for d in rows]
+    return rows
 
 
-def _alignments(noise: SpawnNoise) -> list[str]:
-    return ["0", "1"] if noise.align else ["0"]
+def _rows_of(path: Path, then: str) -> list[dict] | None:
+    """The typed rows of a spawn's instability.csv; None, with a warning ending in `then`, for
+    one that is damaged or was changed after it was written (its digest)."""
+    try:
+        data = path.read_bytes()
+        problem = digest_problem(path, data)
+        rows = list(csv.DictReader(io.StringIO(data.decode())))
+        if problem is None and (
+            not rows or list(rows[0]) not in (INSTABILITY_COLUMNS, INSTABILITY_COLUMNS[:-2])
+        ):
+            problem = "its columns are not instability.csv's"
+        typed = [_typed(d) for d in rows] if problem is None else None
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as e:
+        problem, typed = f"unreadable ({type(e).__name__}: {e})", None
+    if problem is not None:
+        print(f"linpath: warning: {path}: {problem}; {then}", file=sys.stderr)
+    return typed
+
+
+def _typed(d: dict) -> dict:
+    """A row with its numbers read (rows written before perturbations: SGD noise, not aligned)."""
+    d = {"noise": "sgd", "aligned": "0", **d}
+    ints, text = (
+        ("replicate", "t", "child_a", "child_b", "points", "aligned"),
+        ("setting", "split", "bn", "noise"),
+    )
+    return {k: int(v) if k in ints else v if k in text else float(v) for k, v in d.items()}
+
+
+def _alignments(noise: SpawnNoise) -> list[int]:
+    return [0, 1] if noise.align else [0]
 
 
 def _evaluate_pairs(job: _Spawn, setting: SweepSetting) -> list[dict]:
@@ -390,7 +446,8 @@ def _row(curve: PathCurve, key: str, r: int, t: int, a: int, b: int) -> dict:
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
-    write_csv(path, INSTABILITY_COLUMNS, rows)
+    """A spawn's instability.csv, with its digest (so that a later call reuses only its own rows)."""
+    write_item_bytes(path, csv_text(INSTABILITY_COLUMNS, rows).encode())
 
 
 def write_summary(run: RunDir) -> Path | None:
@@ -398,11 +455,7 @@ def write_summary(run: RunDir) -> Path | None:
     stability.csv (analysis/instability.py) and instability.png (the curve with its intervals)."""
     rows = []
     for path in [p for folder in run.spawn_dirs() for p in SpawnDir(folder).instability_tables()]:
-        with open(path, newline="") as f:
-            rows += [
-                {**d, "noise": d.get("noise") or "sgd", "aligned": d.get("aligned") or "0"}
-                for d in csv.DictReader(f)
-            ]
+        rows += _rows_of(path, f"left out of {run.instability_csv}") or []
     if not rows:
         return None
     rows.sort(

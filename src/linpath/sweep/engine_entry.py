@@ -17,6 +17,7 @@ from linpath.engine.evaluator import PathEvaluator
 from linpath.engine.params import restrict, select
 from linpath.engine.scoring import Result, classification_score
 from linpath.engine.subsets import class_counts, stratified_subset
+from linpath.errors import LinpathError
 from linpath.runtime.device import check_fits
 from linpath.sweep.grids import Grid
 
@@ -25,7 +26,13 @@ PROGRESS_STEP = 10  # points per progress report
 
 def evaluation_subset(evalset: EvalSet, eval_examples: int) -> tuple[EvalSet, torch.Tensor | None]:
     """(the evaluated set, the split's examples per class) for --eval-examples N; the whole
-    split and None when N is 0 or at least the split's size (no sampling, no standard error)."""
+    split and None when N is 0 or the split's size (no sampling, no standard error). More than
+    the split holds is refused: its setting would be named for N examples and hold fewer."""
+    if eval_examples > len(evalset):
+        raise LinpathError(
+            f"--eval-examples {eval_examples} is more than the split holds ({len(evalset)} examples); "
+            "leave the flag out to evaluate the whole split"
+        )
     if not eval_examples or eval_examples >= len(evalset):
         return evalset, None
     population = class_counts(evalset.labels)

@@ -73,8 +73,10 @@ def check_same_data(run: RunDir, key: str, inputs: ExternalInputs) -> None:
     if record.is_file():
         try:
             was = json.loads(record.read_text())
-        except (OSError, ValueError) as e:
-            raise LinpathError(f"cannot read {record}: {e}") from None
+        except (OSError, ValueError, RecursionError) as e:
+            raise LinpathError(f"cannot read {record}: {type(e).__name__}") from None
+        if not isinstance(was, dict):
+            raise LinpathError(f"{record} is not a data record (edited by hand?); move sweep/{key} away")
         if was.get("sha256") != digest:
             raise LinpathError(
                 f"sweep/{key} of {run.root} was evaluated on other data ({was.get('data')}, "

@@ -19,7 +19,6 @@ from linpath.config.schedule import Schedule
 from linpath.config.spec import build_model, read_spec
 from linpath.errors import LinpathError
 from linpath.io.checkpoints import match_keys
-from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
 from linpath.io.tensors import check_finite, load_state_dict
 from linpath.runtime.device import resolve_device
@@ -28,9 +27,9 @@ from linpath.runtime.progress import Progress
 from linpath.sweep.engine_entry import LineJob, bn_batches, line_job, setting_subset
 from linpath.sweep.external import ExternalInputs
 from linpath.sweep.grid_sweep import GridData
-from linpath.sweep.items import item_problem
+from linpath.sweep.items import item_problem, write_item
 from linpath.sweep.setting import SweepSetting
-from linpath.sweep.tables import format_rows, rebuild_tables
+from linpath.sweep.tables import rebuild_tables
 
 MERGE_EVERY_S = 30.0  # how often a single-process sweep refreshes paths.csv from the finished items
 
@@ -224,7 +223,7 @@ def _evaluate_items(run: RunDir, setting: SweepSetting, job: LineJob, todo, tota
             rows = _item_rows(job, setting, start, finals[r], r, t)
         except LinpathError as e:
             raise LinpathError(f"{run.checkpoint(r, t)} and {run.checkpoint(r, total)}: {e}") from None
-        atomic_write_text(run.item_file(setting.key, r, t), format_rows(rows))
+        write_item(run, setting.key, r, t, rows)
         bar.update(len(setting.grid.xs()), f"sweep {where}{done}/{len(todo)}: replicate {r} t={t} done")
         if not world.active and time.monotonic() - last_merge > MERGE_EVERY_S:
             rebuild_tables(run)

@@ -95,6 +95,7 @@ class SweepSetting:
             "evaluate a fixed class-stratified subset of N examples, with standard errors "
             "(default: the whole split)",
             type=int,
+            flag_default=None,  # left out: the whole split; 0 given is refused (from_args)
         ),
     )
     params: str = field(  # a parameter subset (engine/params.py); "": every tensor moves
@@ -220,8 +221,8 @@ class SweepSetting:
             if f.name == "grid":
                 _add_grid_flags(group, f.metadata, defaults.get("points", Grid().points))
                 continue
-            meta = {k: v for k, v in f.metadata.items() if k not in ("flag", "help", "dest")}
-            default = defaults.get(f.name, f.default)
+            meta = {k: v for k, v in f.metadata.items() if k not in ("flag", "help", "dest", "flag_default")}
+            default = defaults.get(f.name, f.metadata.get("flag_default", f.default))
             group.add_argument(
                 f.metadata["flag"], dest=_dest(f), default=default, help=f.metadata["help"], **meta
             )
@@ -238,7 +239,14 @@ class SweepSetting:
                 values["grid"] = parse_grid(text) if text is not None else Grid(points=args.points)
             elif hasattr(args, _dest(f)):
                 value = getattr(args, _dest(f))
-                values[f.name] = f.default if value is None and f.name == "params" else value
+                if f.name == "eval_examples" and value == 0:
+                    raise LinpathError(
+                        "--eval-examples 0 would evaluate no example: give a positive number, or leave "
+                        "the flag out to evaluate the whole split"
+                    )
+                values[f.name] = (
+                    f.default if value is None and f.name in ("params", "eval_examples") else value
+                )
         return cls(**values)
 
 

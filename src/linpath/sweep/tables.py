@@ -10,20 +10,37 @@ from pathlib import Path
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
 from linpath.io.tables import csv_text, read_csv_rows
-from linpath.sweep.items import LM_COLUMNS, PATH_COLUMNS, format_rows, item_problem
+from linpath.sweep.items import (
+    LM_COLUMNS,
+    PATH_COLUMNS,
+    format_rows,
+    item_problem,
+    odd_examples,
+    recorded_examples,
+)
 
 __all__ = ["PATH_COLUMNS", "format_rows", "rebuild_tables", "setting_columns", "setting_rows", "valid_items"]
 
 
 def valid_items(run: RunDir, setting: str) -> list[Path]:
-    """The setting's item files that pass sweep.items.item_problem; the others are named in a warning."""
-    good = []
+    """The setting's item files that pass sweep.items.item_problem and hold the setting's
+    examples (sweep.items.odd_examples), in a merged study only those of replicates the merge
+    finished copying (their DONE mark); the others are named in a warning."""
+    good, problems = [], {}
+    copied = set(run.replicates()) if run.is_merged else None
     for path in run.item_files(setting):
         if problem := item_problem(path):
-            print(f"linpath: warning: left out of the tables: {path}: {problem}", file=sys.stderr)
+            problems[path] = problem
+        elif copied is not None and RunDir.item_of(path)[0] not in copied:
+            problems[path] = (
+                "its replicate has no DONE mark in this study (an interrupted merge: run it again)"
+            )
         else:
             good.append(path)
-    return good
+    problems.update(odd_examples(good, recorded_examples(run, setting)))
+    for path, problem in sorted(problems.items()):
+        print(f"linpath: warning: left out of the tables: {path}: {problem}", file=sys.stderr)
+    return [path for path in good if path not in problems]
 
 
 def setting_rows(run: RunDir, setting: str, columns: list[str] = PATH_COLUMNS) -> list[list]:
