@@ -45,6 +45,7 @@ from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
 from linpath.io.tables import write_csv
+from linpath.io.jsonfile import read_json
 from linpath.io.tensors import load_state_dict, load_tensors, save_tensors
 from linpath.runtime.device import resolve_device
 from linpath.runtime.seeds import derived_seed
@@ -218,9 +219,9 @@ def _parent(
     spec, run: RunDir, r: int, t: int, source, sdir: SpawnDir, device, momentum_state, progress, seeds
 ):
     """The state every child starts from (made once, then read back) and spawn.json."""
-    if sdir.parent_file.exists():
+    if sdir.parent_file.exists() and sdir.info_file.exists():  # else killed between the two: made again
         start = load_tensors(sdir.parent_file)
-        info = json.loads(sdir.info_file.read_text())
+        info = read_json(sdir.info_file, dict)
     else:
         start, how = parent_state(spec, run, r, t, source, sdir, device, momentum_state, progress)
         save_tensors(sdir.parent_file, start)
