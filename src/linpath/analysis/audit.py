@@ -174,7 +174,12 @@ def file_facts(kept: Kept, final: FinalState | None, cache: AuditCache) -> Kept:
         except LinpathError as e:
             facts.update(error=str(e), digest="", signature="", nonfinite=None)
         if entry is None:
-            facts["sha256"] = file_sha256(kept.path)
+            try:
+                facts["sha256"] = file_sha256(kept.path)
+            except OSError as e:  # a folder named iter-<t>.pt, a file unreadable to this user
+                facts.update(
+                    sha256="", error=f"cannot read {kept.path}: {e.strerror or e}", digest="", signature=""
+                )
         entry = cache.put(kept.path, facts)
     kept.sha256, kept.digest, kept.signature = entry["sha256"], entry["digest"], entry["signature"]
     kept.nonfinite, kept.error = entry["nonfinite"], entry["error"]
