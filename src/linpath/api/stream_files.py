@@ -33,6 +33,7 @@ from linpath.engine.streamed import MIN_EXAMPLES
 from linpath.engine.tasks import TASKS
 from linpath.errors import LinpathError
 from linpath.io.hf_folder import is_model_folder
+from linpath.io.tensors import folder_refusal
 from linpath.models.hf import from_folder
 from linpath.runtime import distributed
 from linpath.runtime.device import resolve_device
@@ -83,7 +84,12 @@ def _model(start, model: str | None, task: str, num_classes: int | None):
     if model is not None:
         return resolve_model(model, num_classes)
     if not is_model_folder(start):
-        raise LinpathError(f"--model is needed: {start} is not a model folder with a config.json")
+        what = (
+            folder_refusal(Path(start))
+            if Path(start).is_dir()
+            else f"{start} is not a model folder with a config.json"
+        )
+        raise LinpathError(f"--model is needed: {what}")
     return from_folder(start, task)
 
 
