@@ -19,7 +19,13 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-FILES = ["tests/test_faults.py", "tests/test_bad_input.py"]
+FILES = [
+    "tests/test_faults.py",
+    "tests/test_bad_input.py",
+    "tests/test_full_disk.py",
+    "tests/test_hostile_runs.py",
+    "tests/test_hostile_files.py",
+]
 TITLES = {
     "fault": "Faults injected",
     "check": "Results after the faults",
