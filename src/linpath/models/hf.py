@@ -16,6 +16,7 @@ from torch import nn
 
 from linpath.errors import LinpathError
 from linpath.io.hf_folder import CONFIG_FILE, ModelFolder, is_model_folder
+from linpath.io.jsonfile import read_json
 
 
 def from_folder(folder: str | Path, task: str = "causal-lm") -> nn.Module:
@@ -24,6 +25,9 @@ def from_folder(folder: str | Path, task: str = "causal-lm") -> nn.Module:
     folder = Path(folder)
     if not (folder / CONFIG_FILE).is_file():
         raise LinpathError(f"{folder} has no {CONFIG_FILE} to build the model from: pass the model (--model)")
+    read_json(
+        folder / CONFIG_FILE, dict
+    )  # damaged or nested too deeply: one line naming it, before transformers
     try:
         import transformers
     except ImportError:
