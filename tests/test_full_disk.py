@@ -179,3 +179,71 @@ def test_a_full_disk_during_training(tmp_path, monkeypatch, capsys, data_root):
         f"disk full during `linpath train` (3 MB {how})",
         f"exit 2: {line}; files written whole",
     )
+
+
+def fill(disk: Path, leave: int = 0) -> None:
+    """Fill the file system at `disk` but `leave` bytes (a real tmpfs only)."""
+    st = os.statvfs(disk)
+    with open(disk / "filler", "wb") as f:
+        f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - leave))
+
+
+@pytest.fixture
+def full_tmpfs(tmp_path, monkeypatch):
+    """A 1 MB tmpfs filled to the brim (skipped where none can be mounted: these cases need
+    a real file system's ENOSPC, which the injection above does not give for small writes)."""
+    disk = tmp_path / "disk"
+    with small_disk(disk, "1m", monkeypatch, budget=0) as how:
+        if how != "tmpfs":
+            pytest.skip("no tmpfs can be mounted here")
+        yield disk
+
+
+def test_a_keeper_on_a_full_disk_from_the_start(full_tmpfs):
+    fill(full_tmpfs)
+    torch.manual_seed(0)
+    with pytest.raises(LinpathError, match="cannot write .*spec.json: No space left on device") as e:
+        Keeper(full_tmpfs / "run", Wide(), 40)
+    assert not temporaries(full_tmpfs) and "\n" not in str(e.value)
+    record("fault", "a Keeper's first write (spec.json) on a full disk", f"LinpathError: {e.value}")
+
+
+def test_a_full_disk_at_the_optimizer_state(full_tmpfs):
+    """Room for the state at t = 0 but not its optimizer state: one line; restore_state at 0
+    then says no optimizer state was kept there, in one line."""
+    torch.manual_seed(0)
+    model = Wide()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(2, 256)).sum().backward()
+    optimizer.step()  # a momentum buffer to keep
+    fill(full_tmpfs, leave=300_000)
+    with pytest.raises(LinpathError, match="training-state/iter-0000000.pt: No space left") as e:
+        Keeper(full_tmpfs / "run", model, 40, optimizer=optimizer)
+    assert not temporaries(full_tmpfs)
+    run = RunDir(full_tmpfs / "run")
+    assert torch.load(run.checkpoint(0, 0), weights_only=True).keys() == model.state_dict().keys()
+    with pytest.raises(LinpathError, match="no optimizer state was kept at step 0"):
+        restore_state(run.root, 0, Wide(), torch.optim.SGD(Wide().parameters(), lr=0.1))
+    record(
+        "fault",
+        "disk full at the Keeper's optimizer state",
+        f"LinpathError: {e.value}; the state itself whole",
+    )
+
+
+def test_the_audit_on_a_full_disk(full_tmpfs):
+    """The audit cannot save its cache: it says what it found all the same."""
+    from linpath.analysis.audit import audit_run
+    from tests.kept_runs import train
+
+    train(full_tmpfs / "run", 8)
+    run = RunDir(full_tmpfs / "run")
+    run.checkpoint(0, 4).write_bytes(run.checkpoint(0, 2).read_bytes())
+    fill(full_tmpfs)
+    assert [f.kind for f in audit_run(run)] == ["duplicate-file"]
+    assert not run.audit_cache.exists() and not temporaries(full_tmpfs)
+    record(
+        "fault",
+        "`linpath audit` on a full disk (its cache cannot be written)",
+        "findings complete, no cache, no temporary",
+    )

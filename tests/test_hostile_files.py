@@ -354,3 +354,83 @@ def test_trajectory_of_two_widths(kept, tmp_path, capsys):
     torch.save(torch.load(run.checkpoint(0, 2), weights_only=True), run.checkpoint(0, 8))
     line = one_line_error(capsys, ["trajectory", str(run.root)])
     assert "the state at t=4" in line and "'net.0.extra'" in line
+
+
+# --- more model folders --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "config,match",
+    [
+        (DEEP, "config.json: not valid JSON \\(nested too deeply\\)"),
+        ('{"n_embd": 16}', "Should have a `model_type` key"),
+        ("[]", "config.json: not a JSON object"),
+    ],
+)
+def test_odd_configs(tmp_path, config, match):
+    folder = lm_folder(tmp_path / "lm", "gpt2", 0)
+    (folder / "config.json").write_text(config)
+    ids = torch.zeros(1, 4, dtype=torch.long)
+    run = lambda: linpath.path(
+        str(folder), str(folder), str(folder), (ids, ids), grid=[0.0], task="causal-lm"
+    )  # noqa: E731
+    refused(run, match, f"config.json {config[:24]!r}")
+
+
+@pytest.mark.parametrize("held", ["head only", "both, equal"])
+def test_other_tied_layouts_as_transformers_reads_them(tmp_path, held):
+    """A file holding only lm_head.weight (no embeddings), or both equal: transformers ties
+    them (to the one held); the path's loss at its end equals from_pretrained's."""
+    folder = lm_folder(tmp_path / "lm", "gpt2", 0)
+    tensors = load_file(folder / "model.safetensors")
+    embed = (
+        tensors.pop("transformer.wte.weight") if held == "head only" else tensors["transformer.wte.weight"]
+    )
+    tensors["lm_head.weight"] = embed.clone()
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(str(folder))
+    assert loaded.lm_head.weight.data_ptr() == loaded.transformer.wte.weight.data_ptr()
+    ids = torch.randint(0, 64, (4, 10), generator=torch.Generator().manual_seed(1))
+    curve = linpath.path(str(folder), str(folder), str(folder), (ids, ids), grid=[1.0], task="causal-lm")
+    with torch.no_grad():
+        want = float(loaded(ids, labels=ids).loss)
+    assert abs(float(curve.loss[0]) - want) < 1e-4
+    record(
+        "bad-input",
+        f"a tied GPT-2 folder holding {held}",
+        f"read as from_pretrained reads it (loss {want:.4f})",
+    )
+
+
+def lying_header(raw: bytes, edit) -> bytes:
+    import struct
+
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = edit(json.loads(raw[8 : 8 + n]))
+    text = header if isinstance(header, bytes) else json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + raw[8 + n :]
+
+
+def shape_lie(h):
+    h["transformer.wte.weight"]["shape"] = [50_000_000, 16]
+    return h
+
+
+SHARD_DAMAGE = {
+    "cut in half": lambda raw: raw[: len(raw) // 2],
+    "a header claiming 50,000,000 rows": lambda raw: lying_header(raw, shape_lie),
+    "a header nested 100,000 deep": lambda raw: lying_header(
+        raw, lambda h: b'{"__metadata__":' + DEEP.encode() + b"}"
+    ),
+    "a header length of 2**62": lambda raw: (2**62).to_bytes(8, "little") + b"{}",
+}
+
+
+@pytest.mark.parametrize("case", list(SHARD_DAMAGE))
+def test_damaged_shards(tmp_path, case):
+    folder = lm_folder(tmp_path / "lm", "gpt2", 0)
+    shard = folder / "model.safetensors"
+    shard.write_bytes(SHARD_DAMAGE[case](shard.read_bytes()))
+    refused(
+        lambda: ModelFolder(folder),
+        "corrupt or truncated safetensors file",
+        f"a model folder's shard: {case}",
+    )

@@ -402,3 +402,151 @@ def test_a_hand_edited_kept_state_under_a_resume(tmp_path):
         "a kept state replaced by hand with another model's, training resumed from it",
         f"audit: {sorted(kinds)}",
     )
+
+
+# --- more of the same classes: reopened Keepers, hand-edited kept states, caches --------------------
+def test_two_keepers_on_one_replicate(tmp_path):
+    model, _ = fresh()
+    first = Keeper(tmp_path / "r", model, 40)
+    message = refused_line(lambda: Keeper(tmp_path / "r", model, 40), "is in use by another linpath process")
+    first.close()
+    record("bad-input", "two Keepers on one replicate at once", f"the second refused: {message}")
+
+
+def refused_line(make, match: str) -> str:
+    with pytest.raises(LinpathError, match=match) as e:
+        make()
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+
+def test_a_keeper_on_odd_folders(tmp_path, reference):
+    model, _ = fresh()
+    root = tmp_path / "run"
+    shutil.copytree(reference.root, root, ignore=shutil.ignore_patterns(".*lock"))
+    (root / "replicate-1").mkdir()
+    (root / "replicate-1" / "checkpoints").write_text("a file where the folder goes")
+    message = refused_line(lambda: Keeper(root, model, STEPS, replicate=1), "cannot write")
+    record("bad-input", "a Keeper whose replicate's checkpoints/ is a file", message)
+    (tmp_path / "deep").mkdir()
+    (tmp_path / "deep" / "spec.json").write_text("[" * 100_000 + "]" * 100_000)
+    message = refused_line(lambda: Keeper(tmp_path / "deep", model, 40), "nested too deeply")
+    record("bad-input", "a Keeper on a folder whose spec.json is nested 100,000 deep", message)
+    spec = json.loads((root / "spec.json").read_text())
+    (root / "spec.json").write_text(json.dumps({**spec, "kept_steps": [0, 10**12]}))
+    message = refused_line(lambda: Keeper(root, model, STEPS), "kept_steps must lie in 0..300")
+    record("bad-input", "a Keeper on a folder whose spec.json kept_steps were edited past the end", message)
+
+
+def test_a_truncated_kept_file_under_a_resume(tmp_path, reference):
+    """The newest kept file (64) truncated by hand, the model restored from 32: the resume is
+    inferred at 32 (the truncated file matches nothing), and at 64 the truncated file is moved
+    to superseded/ and the state written anew: the files end as the uninterrupted run's."""
+    folder = tmp_path / "run"
+    killed_at(folder, 100, own_checkpoint_at=100)
+    run = RunDir(folder)
+    run.checkpoint(0, 64).write_bytes(run.checkpoint(0, 64).read_bytes()[:100])
+    model, optimizer = fresh(seed=7)
+    restore_state(folder, 32, model, optimizer)
+    keeper = Keeper(folder, model, STEPS, optimizer=optimizer)
+    assert keeper.start_step == 32
+    with pytest.warns(UserWarning, match="reached step 64 with other weights"):
+        advance(model, optimizer, keeper, range(33, STEPS + 1))
+    keeper.finish()
+    assert_same_files(run, reference)
+    assert len((folder / "replicate-0" / "superseded" / "iter-0000064.1.pt").read_bytes()) == 100
+    record(
+        "fault",
+        "a truncated kept file, then a resume from the state before it",
+        "replaced, the truncated one moved aside",
+    )
+
+
+def planted(reference: RunDir, tmp_path, plant) -> tuple[RunDir, list]:
+    root = tmp_path / "run"
+    shutil.copytree(reference.root, root, ignore=shutil.ignore_patterns(".*lock", "audit"))
+    run = RunDir(root)
+    plant(run)
+    return run, audit_run(run)
+
+
+def a_folder_named_like_a_state(run):
+    run.checkpoint(0, 8).unlink()
+    run.checkpoint(0, 8).mkdir()
+
+
+def a_symlinked_duplicate(run):
+    run.checkpoint(0, 8).unlink()
+    run.checkpoint(0, 8).symlink_to(run.checkpoint(0, 4))
+
+
+def an_empty_file(run):
+    run.checkpoint(0, 8).write_bytes(b"")
+
+
+def safetensors_renamed(run):
+    from safetensors.torch import save_file
+
+    save_file(torch.load(run.checkpoint(0, 4), weights_only=True), str(run.checkpoint(0, 8)))
+
+
+def a_garbage_done_mark(run):
+    run.done_marker(0).write_bytes(b"\x00garbage")
+
+
+PLANTS = {
+    a_folder_named_like_a_state: ("unreadable", (8,)),
+    a_symlinked_duplicate: ("duplicate-file", (4, 8)),
+    an_empty_file: ("unreadable", (8,)),
+    safetensors_renamed: ("equal-tensors", (4, 8)),
+    a_garbage_done_mark: (None, None),
+}
+
+
+@pytest.mark.parametrize("plant", list(PLANTS), ids=lambda p: p.__name__)
+def test_hand_edited_kept_states(reference, tmp_path, plant):
+    run, findings = planted(reference, tmp_path, plant)
+    kind, steps = PLANTS[plant]
+    found = [(f.kind, f.steps) for f in findings]
+    assert found[:1] == ([(kind, steps)] if kind else []), [f.message for f in findings]
+    assert all("\n" not in f.message for f in findings)
+    outcome = findings[0].message if findings else "audit clean (the last kept state is the final one)"
+    record("fault", f"audit of a hand-edited run: {plant.__name__.replace('_', ' ')}", outcome)
+
+
+def test_odd_caches(reference, tmp_path):
+    """cache.json a folder (never written, the audit still complete); a cache copied from
+    another run (its entries match none of this run's files: read again, the duplicate found)."""
+    root = tmp_path / "run"
+    shutil.copytree(reference.root, root, ignore=shutil.ignore_patterns(".*lock", "audit"))
+    run = RunDir(root)
+    run.audit_cache.mkdir(parents=True)
+    assert audit_run(run) == [] and run.audit_cache.is_dir()
+    other = tmp_path / "other"
+    shutil.copytree(reference.root, other, ignore=shutil.ignore_patterns(".*lock", "audit"))
+    assert audit_run(other) == []
+    shutil.rmtree(run.audit_cache)
+    shutil.copy(RunDir(other).audit_cache, run.audit_cache)
+    run.checkpoint(0, 16).write_bytes(run.checkpoint(0, 8).read_bytes())
+    assert [f.kind for f in audit_run(run)][:1] == ["duplicate-file"]
+    record(
+        "bad-input",
+        "audit/cache.json a folder; a cache copied from another run",
+        "no cache / read again; findings complete",
+    )
+
+
+@pytest.mark.slow
+def test_the_lineage_signal_on_real_lenet_states(small_run):
+    """LeNet-300-100 trained on real MNIST (two replicates, 300 steps): every pair of
+    consecutive kept states of a replicate is far from independent; the two replicates' final
+    states are independent trainings, and the signal says so."""
+    for r in (0, 1):
+        steps = small_run.saved_steps(r)
+        states = {t: torch.load(small_run.checkpoint(r, t), weights_only=True) for t in steps}
+        pairs = [weight_correlation(states[a], states[b]) for a, b in zip(steps, steps[1:])]
+        assert all(not c.independent and c.value > 0.9 for c in pairs), [c.value for c in pairs]
+    finals = [torch.load(small_run.checkpoint(r, 300), weights_only=True) for r in (0, 1)]
+    across = weight_correlation(*finals)
+    assert across.independent and abs(across.value) < INDEPENDENCE_Z * across.noise, across
+    assert audit_run(small_run, save=False) == []
