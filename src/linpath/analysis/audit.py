@@ -82,6 +82,8 @@ class Kept:
     nonfinite: str | None = None
     error: str | None = None
     distance: float | None = None
+    previous: Kept | None = None  # the kept state before it that the lineage compares it with
+    lineage: Correlation | None = None
 
 
 class AuditCache:
@@ -159,14 +161,29 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def file_facts(kept: Kept, final: FinalState | None, cache: AuditCache) -> Kept:
+class RecentStates:
+    """load_state_dict with the last two states kept in memory: the audit reads the kept files
+    in t order, and the lineage compares each with the one before."""
+
+    def __init__(self):
+        self.states: dict[Path, dict] = {}
+
+    def load(self, path: Path) -> dict:
+        if path not in self.states:
+            if len(self.states) == 2:
+                self.states.pop(next(iter(self.states)))
+            self.states[path] = load_state_dict(path)
+        return self.states[path]
+
+
+def file_facts(kept: Kept, final: FinalState | None, cache: AuditCache, load=load_state_dict) -> Kept:
     """Fill `kept` from the cache, else from the file (read once, loaded weights-only)."""
     entry = cache.get(kept.path)
     need_distance = final is not None and (entry is None or final.digest not in entry.get("distance", {}))
     if entry is None or need_distance:
         facts = dict(entry or {"distance": {}})
         try:
-            state = load_state_dict(kept.path)
+            state = load(kept.path)
             facts.update(error=None, digest=tensor_digest(state), signature=signature(state))
             facts["nonfinite"] = nonfinite_problem(state)
             if final is not None:
@@ -242,7 +259,13 @@ def audit_replicate(
         )
         findings.append(Finding("missing", r, tuple(lost), (run.checkpoint_dir(r),), message))
     final = _final(run, r, last, saved, cache)
-    kept = [file_facts(Kept(t, run.checkpoint(r, t)), final, cache) for t in saved]
+    recent, kept, previous = RecentStates(), [], None
+    for t in saved:  # in t order, each state loaded once for its facts and its lineage
+        k = file_facts(Kept(t, run.checkpoint(r, t)), final, cache, recent.load)
+        if not k.error and not k.nonfinite:
+            k.previous, k.lineage = previous, pair_lineage(previous, k, cache, recent.load)
+            previous = k
+        kept.append(k)
     findings += [
         Finding("unreadable", r, (k.t,), (k.path,), f"replicate {r}: {k.error}") for k in kept if k.error
     ]
@@ -256,7 +279,7 @@ def audit_replicate(
     ]
     measured = [k for k in readable if k.distance is not None and not k.nonfinite]
     findings += distance_findings(run, r, measured, tolerance)
-    return findings + lineage_findings(run, r, [k for k in readable if not k.nonfinite], cache)
+    return findings + lineage_findings(run, r, kept)
 
 
 class FinalState:
@@ -396,38 +419,36 @@ def distance_findings(
     return out
 
 
-def lineage_findings(run: RunDir, r: int, kept: list[Kept], cache: AuditCache) -> list[Finding]:
-    """Consecutive kept states (by t) whose weight matrices correlate below LINEAGE_FLOOR: two
-    trainings in one replicate (train/lineage.py). A pair's correlation is cached in the later
-    file's entry under the earlier file's digest; at most two states are loaded at a time."""
-    kept = sorted(kept, key=lambda k: k.t)
-    loaded: dict[Path, dict] = {}
+def pair_lineage(a: Kept | None, b: Kept, cache: AuditCache, load) -> Correlation | None:
+    """The lineage correlation of two consecutive kept states (train/lineage.py), cached in the
+    later file's entry under the earlier file's digest."""
+    if a is None:
+        return None
+    known = (cache.get(b.path) or {}).setdefault("lineage", {})
+    if a.digest not in known:
+        try:
+            c = weight_correlation(load(a.path), load(b.path))
+        except LinpathError:
+            c = None
+        known[a.digest] = None if c is None else [c.value, c.noise]
+    return None if known[a.digest] is None else Correlation(*known[a.digest])
 
-    def state(k: Kept) -> dict:
-        if k.path not in loaded:
-            if len(loaded) == 2:
-                loaded.pop(next(iter(loaded)))
-            loaded[k.path] = load_state_dict(k.path)
-        return loaded[k.path]
 
+def lineage_findings(run: RunDir, r: int, kept: list[Kept]) -> list[Finding]:
+    """Consecutive kept states whose weight matrices correlate as independent trainings' do:
+    two trainings in one replicate (see train/lineage.py)."""
     out = []
-    for a, b in zip(kept, kept[1:]):
-        known = (cache.get(b.path) or {}).setdefault("lineage", {})
-        if a.digest not in known:
-            try:
-                c = weight_correlation(state(a), state(b))
-            except LinpathError:
-                c = None
-            known[a.digest] = None if c is None else [c.value, c.noise]
-        c = None if known[a.digest] is None else Correlation(*known[a.digest])
-        if c is not None and c.independent:
-            message = (
-                f"replicate {r}: {_name(run, a.path)} and {_name(run, b.path)} are not states of one training: "
-                f"their weight matrices correlate {c.value:.2f}, as two independent trainings' do (0 ± "
-                f"{c.noise:.2f}; consecutive states of one training correlate far above): a training resumed "
-                f"from another model between t = {a.t} and t = {b.t}?"
-            )
-            out.append(Finding("lineage", r, (a.t, b.t), (a.path, b.path), message))
+    for b in kept:
+        a, c = b.previous, b.lineage
+        if a is None or c is None or not c.independent:
+            continue
+        message = (
+            f"replicate {r}: {_name(run, a.path)} and {_name(run, b.path)} are not states of one training: "
+            f"their weight matrices correlate {c.value:.2f}, as two independent trainings' do (0 ± "
+            f"{c.noise:.2f}; consecutive states of one training correlate far above): a training resumed "
+            f"from another model between t = {a.t} and t = {b.t}?"
+        )
+        out.append(Finding("lineage", r, (a.t, b.t), (a.path, b.path), message))
     return out
 
 
