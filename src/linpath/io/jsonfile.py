@@ -28,7 +28,7 @@ def parse_json(text: str | bytes, where: str) -> object:
     try:
         return json.loads(text)
     except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
-        raise LinpathError(f"{where}: not valid JSON ({_reason(e)})") from None
+        raise LinpathError(f"cannot read {where}: not valid JSON ({_reason(e)})") from None
 
 
 def read_json(path: str | Path, expect: type | None = None) -> object:
