@@ -88,7 +88,7 @@ def test_provenance_and_merged_json(kept, tmp_path):
         run.merged_record.write_text(text)
         assert recorded_versions(run, 0) == {}
     record(
-        "bad-input",
+        "fault",
         "provenance.json, merged.json nested 100,000 deep or of the wrong types",
         "read as not recorded",
     )
@@ -210,9 +210,9 @@ def test_tied_weights_as_transformers_reads_them(tmp_path, kind):
     ]
     assert abs(tied[0] - hf_losses(start, start, ids, [1.0])[0]) < 1e-4  # a tied folder as before
     record(
-        "bad-input",
-        f"{kind} folder: config ties the head, the file holds another",
-        f"path equals from_pretrained's: {[round(v, 4) for v in curve.loss]}",
+        "check",
+        f"{kind} folder: config ties the head, the file holds another (issue 30 #4)",
+        f"path equals from_pretrained's: {[round(float(v), 4) for v in curve.loss]}",
     )
 
 
@@ -332,10 +332,14 @@ class Plain:
 )
 def test_a_pickle_refusal_keeps_the_reason_without_the_advice(tmp_path, obj, reason):
     torch.save({"w": torch.zeros(2), "x": obj}, tmp_path / "bad.pt")
-    message = refused(
-        lambda: load_tensors(tmp_path / "bad.pt"),
-        "refusing to load",
-        f"a checkpoint holding {type(obj).__name__} (issue 30 #17)",
+    with pytest.raises(LinpathError, match="refusing to load") as e:
+        load_tensors(tmp_path / "bad.pt")
+    message = str(e.value)
+    kind = "security" if isinstance(obj, Payload) else "bad-input"
+    record(
+        kind,
+        f"a pickle holding {type(obj).__name__} (issue 30 #17: the reason kept)",
+        f"LinpathError: {message}",
     )
     assert reason in message and "weights_only=False" not in message and "add_safe_globals" not in message
 
@@ -369,9 +373,10 @@ def test_odd_configs(tmp_path, config, match):
     folder = lm_folder(tmp_path / "lm", "gpt2", 0)
     (folder / "config.json").write_text(config)
     ids = torch.zeros(1, 4, dtype=torch.long)
-    run = lambda: linpath.path(
-        str(folder), str(folder), str(folder), (ids, ids), grid=[0.0], task="causal-lm"
-    )  # noqa: E731
+
+    def run():
+        return linpath.path(str(folder), str(folder), str(folder), (ids, ids), grid=[0.0], task="causal-lm")
+
     refused(run, match, f"config.json {config[:24]!r}")
 
 
@@ -394,7 +399,7 @@ def test_other_tied_layouts_as_transformers_reads_them(tmp_path, held):
         want = float(loaded(ids, labels=ids).loss)
     assert abs(float(curve.loss[0]) - want) < 1e-4
     record(
-        "bad-input",
+        "check",
         f"a tied GPT-2 folder holding {held}",
         f"read as from_pretrained reads it (loss {want:.4f})",
     )
