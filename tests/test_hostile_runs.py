@@ -550,3 +550,42 @@ def test_the_lineage_signal_on_real_lenet_states(small_run):
     across = weight_correlation(*finals)
     assert across.independent and abs(across.value) < INDEPENDENCE_Z * across.noise, across
     assert audit_run(small_run, save=False) == []
+
+
+@pytest.fixture(scope="module")
+def momentum_run(tmp_path_factory, data_root):
+    """LeNet with momentum 0.9 on real MNIST, 40 iterations (as tests/test_spawn.py's)."""
+    from linpath.config.presets import preset
+    from linpath.runs import stages
+
+    spec = preset("mnist_lenet_300_100").with_overrides(
+        {"training_steps": "40it", "momentum": 0.9, "replicates": 1}
+    )
+    return stages.train(spec, tmp_path_factory.mktemp("spawnruns"), data_root, device="cpu", progress=False)
+
+
+def test_a_spawn_killed_between_its_parent_and_spawn_json(momentum_run, mnist, tmp_path):
+    """parent.pt written, spawn.json not (a kill between the two writes): the next spawn makes
+    both again and gives the same rows; spawn.json nested 100,000 deep is one line."""
+    from linpath.runs.spawn import spawn, spawn_dir
+    from linpath.sweep.grids import Grid
+    from linpath.sweep.setting import SweepSetting
+
+    root = tmp_path / "run"
+    shutil.copytree(momentum_run.root, root, ignore=shutil.ignore_patterns(".*lock", "spawn"))
+    setting = SweepSetting(grid=Grid(points=3))
+    rows = spawn(root, 16, mnist, children=2, setting=setting, progress=False)
+    sdir = spawn_dir(RunDir(root), 0, 16)
+    for child in (0, 1):
+        shutil.rmtree(sdir.replicate_dir(child))
+    sdir.info_file.unlink()
+    assert spawn(root, 16, mnist, children=2, setting=setting, progress=False) == rows
+    sdir.info_file.write_text("[" * 100_000 + "]" * 100_000)
+    message = refused_line(
+        lambda: spawn(root, 16, mnist, children=2, setting=setting, progress=False), "nested too deeply"
+    )
+    record(
+        "fault",
+        "`linpath spawn` killed between parent.pt and spawn.json; spawn.json nested deep",
+        f"made again, same rows; {message}",
+    )
