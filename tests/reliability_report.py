@@ -27,6 +27,9 @@ FILES = [
     "tests/test_merge_trust.py",
     "tests/test_concurrency.py",
     "tests/test_hostile.py",
+    "tests/test_full_disk.py",
+    "tests/test_hostile_runs.py",
+    "tests/test_hostile_files.py",
 ]
 TITLES = {
     "fault": "Faults injected",

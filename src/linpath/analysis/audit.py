@@ -12,9 +12,11 @@ each replicate-<r>/checkpoints/iter-<t>.pt (weights-only) and finds, as one Find
   architecture    a state whose keys or shapes are not the final state's
   nonfinite       a state holding NaN or inf
   distance        ‖θ_T − θ_t‖ not roughly decreasing in t (see DISTANCE_TOLERANCE)
+  lineage         consecutive kept states whose weight matrices do not correlate: states of two
+                  trainings in one replicate (a crash resumed from a fresh model; train/lineage.py)
 The sweep refuses duplicates (pipeline.sweep, unless --allow-duplicates); report.md notes every
-finding. What a file gave is cached in <run>/audit/cache.json under its size, mtime and inode,
-so a second audit reads only new or rewritten files.
+finding. What a file gave is cached in <run>/audit/cache.json under its size, mtime, ctime and
+inode, so a second audit reads only new or rewritten files.
 """
 
 from __future__ import annotations
@@ -33,11 +35,22 @@ from linpath.config.spec import read_spec
 from linpath.engine.interpolate import check_compatible
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
+from linpath.io.jsonfile import read_json
 from linpath.io.rundir import RunDir
 from linpath.io.tensors import load_state_dict, nonfinite_problem, tensor_bytes
 from linpath.sweep.run import missing_checkpoints
+from linpath.train.lineage import Correlation, weight_correlation
 
-KINDS = ("unreadable", "duplicate-file", "equal-tensors", "missing", "architecture", "nonfinite", "distance")
+KINDS = (
+    "unreadable",
+    "duplicate-file",
+    "equal-tensors",
+    "missing",
+    "architecture",
+    "nonfinite",
+    "distance",
+    "lineage",
+)
 DUPLICATES = ("duplicate-file", "equal-tensors")
 # d_t = ‖θ_T − θ_t‖ over the trained weights (float entries but BatchNorm's running statistics),
 # D = max_t d_t. A step t_j is out of order when d_j exceeds the smallest distance of an earlier
@@ -70,23 +83,31 @@ class Kept:
     nonfinite: str | None = None
     error: str | None = None
     distance: float | None = None
+    previous: Kept | None = None  # the kept state before it that the lineage compares it with
+    lineage: Correlation | None = None
 
 
 class AuditCache:
-    """<run>/audit/cache.json: each file's facts under its (size, mtime_ns, inode); distances
-    under the final state's digest. Saved only where the folder can be written."""
+    """<run>/audit/cache.json: each file's facts under its (size, mtime_ns, ctime_ns, inode);
+    distances under the final state's digest. ctime changes with every write and cannot be set
+    back by a user (touch -d, os.utime set mtime only), so a file rewritten in place with its
+    mtime restored is read again. A damaged cache (not an object, an entry of another form) is
+    no cache: its entries are read again. Saved only where the folder can be written."""
 
     def __init__(self, run: RunDir):
         self.path = run.audit_cache
         self.root = run.root
         try:
-            self.entries = json.loads(self.path.read_text()) if self.path.is_file() else {}
-        except (OSError, ValueError):
-            self.entries = {}
+            entries = read_json(self.path) if self.path.is_file() else {}
+        except LinpathError:
+            entries = {}
+        self.entries = (
+            {k: v for k, v in entries.items() if valid_entry(v)} if isinstance(entries, dict) else {}
+        )
 
     def _key(self, path: Path) -> tuple[str, list[int]]:
         st = path.stat()
-        return path.relative_to(self.root).as_posix(), [st.st_size, st.st_mtime_ns, st.st_ino]
+        return path.relative_to(self.root).as_posix(), [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
     def get(self, path: Path) -> dict | None:
         name, stat = self._key(path)
@@ -101,6 +122,23 @@ class AuditCache:
     def save(self) -> None:
         with contextlib.suppress(LinpathError, OSError):
             atomic_write_text(self.path, json.dumps(self.entries, sort_keys=True) + "\n")
+
+
+ENTRY_TEXTS = ("sha256", "digest", "signature")  # a cache entry's fields that are strings
+
+
+def valid_entry(entry: object) -> bool:
+    """Whether a cache entry has the form file_facts writes (else it is read again)."""
+    if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ENTRY_TEXTS):
+        return False
+    if not all(entry.get(k) is None or isinstance(entry.get(k), str) for k in ("nonfinite", "error")):
+        return False
+    distance, lineage, stat = entry.get("distance"), entry.get("lineage", {}), entry.get("stat")
+    if not isinstance(distance, dict) or not isinstance(lineage, dict) or not isinstance(stat, list):
+        return False
+    number = lambda v: type(v) in (int, float)  # noqa: E731 (not bool, not a string)
+    pair = lambda p: p is None or (isinstance(p, list) and len(p) == 2 and all(map(number, p)))  # noqa: E731
+    return all(d is None or number(d) for d in distance.values()) and all(map(pair, lineage.values()))
 
 
 def tensor_digest(state: dict[str, torch.Tensor]) -> str:
@@ -124,14 +162,29 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def file_facts(kept: Kept, final: FinalState | None, cache: AuditCache) -> Kept:
+class RecentStates:
+    """load_state_dict with the last two states kept in memory: the audit reads the kept files
+    in t order, and the lineage compares each with the one before."""
+
+    def __init__(self):
+        self.states: dict[Path, dict] = {}
+
+    def load(self, path: Path) -> dict:
+        if path not in self.states:
+            if len(self.states) == 2:
+                self.states.pop(next(iter(self.states)))
+            self.states[path] = load_state_dict(path)
+        return self.states[path]
+
+
+def file_facts(kept: Kept, final: FinalState | None, cache: AuditCache, load=load_state_dict) -> Kept:
     """Fill `kept` from the cache, else from the file (read once, loaded weights-only)."""
     entry = cache.get(kept.path)
     need_distance = final is not None and (entry is None or final.digest not in entry.get("distance", {}))
     if entry is None or need_distance:
         facts = dict(entry or {"distance": {}})
         try:
-            state = load_state_dict(kept.path)
+            state = load(kept.path)
             facts.update(error=None, digest=tensor_digest(state), signature=signature(state))
             facts["nonfinite"] = nonfinite_problem(state)
             if final is not None:
@@ -139,7 +192,12 @@ def file_facts(kept: Kept, final: FinalState | None, cache: AuditCache) -> Kept:
         except LinpathError as e:
             facts.update(error=str(e), digest="", signature="", nonfinite=None)
         if entry is None:
-            facts["sha256"] = file_sha256(kept.path)
+            try:
+                facts["sha256"] = file_sha256(kept.path)
+            except OSError as e:  # a folder named iter-<t>.pt, a file unreadable to this user
+                facts.update(
+                    sha256="", error=f"cannot read {kept.path}: {e.strerror or e}", digest="", signature=""
+                )
         entry = cache.put(kept.path, facts)
     kept.sha256, kept.digest, kept.signature = entry["sha256"], entry["digest"], entry["signature"]
     kept.nonfinite, kept.error = entry["nonfinite"], entry["error"]
@@ -204,7 +262,13 @@ def audit_replicate(
         )
         findings.append(Finding("missing", r, tuple(lost), (run.checkpoint_dir(r),), message))
     final = _final(run, r, last, saved, cache)
-    kept = [file_facts(Kept(t, run.checkpoint(r, t)), final, cache) for t in saved]
+    recent, kept, previous = RecentStates(), [], None
+    for t in saved:  # in t order, each state loaded once for its facts and its lineage
+        k = file_facts(Kept(t, run.checkpoint(r, t)), final, cache, recent.load)
+        if not k.error and not k.nonfinite:
+            k.previous, k.lineage = previous, pair_lineage(previous, k, cache, recent.load)
+            previous = k
+        kept.append(k)
     findings += [
         Finding("unreadable", r, (k.t,), (k.path,), f"replicate {r}: {k.error}") for k in kept if k.error
     ]
@@ -217,7 +281,8 @@ def audit_replicate(
         if k.nonfinite
     ]
     measured = [k for k in readable if k.distance is not None and not k.nonfinite]
-    return findings + distance_findings(run, r, measured, tolerance)
+    findings += distance_findings(run, r, measured, tolerance)
+    return findings + lineage_findings(run, r, kept)
 
 
 class FinalState:
@@ -302,8 +367,10 @@ def architecture_findings(run: RunDir, r: int, kept: list[Kept], last: int | Non
     for k in kept:
         if k.signature == ref.signature:
             continue
-        try:
-            check_compatible(load_state_dict(ref.path), load_state_dict(k.path), "the reference", "this one")
+        try:  # this file first, as the message names it: "shape (this) vs (the reference's)"
+            check_compatible(
+                load_state_dict(k.path), load_state_dict(ref.path), _name(run, k.path), _name(run, ref.path)
+            )
             detail = "the same keys and shapes in another order"
         except LinpathError as e:
             detail = str(e).split(": ", 1)[-1]
@@ -352,6 +419,39 @@ def distance_findings(
                 f"distance; tolerance {tolerance}·D): a state from another time?",
             )
         )
+    return out
+
+
+def pair_lineage(a: Kept | None, b: Kept, cache: AuditCache, load) -> Correlation | None:
+    """The lineage correlation of two consecutive kept states (train/lineage.py), cached in the
+    later file's entry under the earlier file's digest."""
+    if a is None:
+        return None
+    known = (cache.get(b.path) or {}).setdefault("lineage", {})
+    if a.digest not in known:
+        try:
+            c = weight_correlation(load(a.path), load(b.path))
+        except LinpathError:
+            c = None
+        known[a.digest] = None if c is None else [c.value, c.noise]
+    return None if known[a.digest] is None else Correlation(*known[a.digest])
+
+
+def lineage_findings(run: RunDir, r: int, kept: list[Kept]) -> list[Finding]:
+    """Consecutive kept states whose weight matrices correlate as independent trainings' do:
+    two trainings in one replicate (see train/lineage.py)."""
+    out = []
+    for b in kept:
+        a, c = b.previous, b.lineage
+        if a is None or c is None or not c.independent:
+            continue
+        message = (
+            f"replicate {r}: {_name(run, a.path)} and {_name(run, b.path)} are not states of one training: "
+            f"their weight matrices correlate {c.value:.2f}, as two independent trainings' do (0 ± "
+            f"{c.noise:.2f}; consecutive states of one training correlate far above): a training resumed "
+            f"from another model between t = {a.t} and t = {b.t}?"
+        )
+        out.append(Finding("lineage", r, (a.t, b.t), (a.path, b.path), message))
     return out
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
+from linpath.io.jsonfile import read_json
 from linpath.io.tables import csv_text, read_csv_rows
 
 PLANE_COLUMNS = ["alpha", "beta", "loss", "error"]
@@ -143,8 +144,8 @@ class PlaneRows:
 
     def _check_identity(self) -> None:
         try:
-            identity = json.loads(self.sidecar.read_text())
-        except (OSError, ValueError):
+            identity = read_json(self.sidecar)
+        except LinpathError:
             identity = None
         if identity != self.identity:
             raise LinpathError(
@@ -257,9 +258,9 @@ def read_surface(csv_path: str | os.PathLike) -> Surface:
     sidecar = Path(csv_path).with_suffix(".json")  # the grid a plane of PlaneRows is to fill
     if sidecar.is_file():
         try:
-            grid = json.loads(sidecar.read_text())
+            grid = read_json(sidecar)
             alpha, beta = np.array(grid["alpha"], dtype=float), np.array(grid["beta"], dtype=float)
-        except (OSError, ValueError, KeyError, TypeError):
+        except (LinpathError, ValueError, KeyError, TypeError):
             raise LinpathError(f"{sidecar}: damaged (not the plane's grid)") from None
     complete = all((a, b) in values for a in alpha for b in beta)
     if not complete or len(values) != len(rows) or len(values) != alpha.size * beta.size or not len(values):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from linpath.engine.interpolate import check_compatible
 from linpath.errors import LinpathError
 from linpath.io.rundir import OutDir, RunDir
 from linpath.io.tables import write_csv
@@ -37,6 +38,9 @@ def weight_vector(state: dict) -> torch.Tensor:
 
 def trajectory(states: dict[int, dict], init: dict, final: dict) -> list[dict]:
     """One row (TRAJECTORY_COLUMNS) per state, by t ascending; see the module docstring."""
+    for t in sorted(states):  # every state the initial one's keys and shapes (one line, never a traceback)
+        check_compatible(states[t], init, f"the state at t={t}", "the initial state")
+    check_compatible(final, init, "the final state", "the initial state")
     v0, vT = weight_vector(init), weight_vector(final)
     u = vT - v0
     uu = float(u @ u)
@@ -120,6 +124,10 @@ def plane_coordinates(states: dict[int, dict], origin: dict, d_a: dict, d_b: dic
     weights, in float64): its (α, β), and its distance from the plane, also relative to ‖d_a‖.
     One row (PLANE_TRAJECTORY_COLUMNS) per state, by t ascending."""
     v0, a, b = weight_vector(origin), weight_vector(d_a), weight_vector(d_b)
+    if not v0.shape == a.shape == b.shape:
+        raise LinpathError(
+            f"the plane's origin and directions differ in size ({v0.numel()}, {a.numel()}, {b.numel()} weights)"
+        )
     gram = torch.tensor([[a @ a, a @ b], [a @ b, b @ b]], dtype=torch.float64)
     if float(torch.linalg.det(gram)) <= 1e-12 * float(a @ a) * float(b @ b):
         raise LinpathError(
@@ -127,9 +135,10 @@ def plane_coordinates(states: dict[int, dict], origin: dict, d_a: dict, d_b: dic
         )
     rows = []
     for t in sorted(states):
-        w = weight_vector(states[t]) - v0
+        w = weight_vector(states[t])
         if w.shape != a.shape:
-            raise LinpathError(f"the state at t={t} has {w.numel() + 0} weights, the plane {a.numel()}")
+            raise LinpathError(f"the state at t={t} has {w.numel()} weights, the plane {a.numel()}")
+        w = w - v0
         alpha, beta = torch.linalg.solve(gram, torch.stack([a @ w, b @ w])).tolist()
         off = float((w - alpha * a - beta * b).norm())
         rows.append(

@@ -40,7 +40,7 @@ from linpath.errors import LinpathError
 from linpath.io.grid_record import GridRecord
 from linpath.io.hf_folder import is_model_folder
 from linpath.io.rundir import RunDir
-from linpath.io.tensors import load_tensors
+from linpath.io.tensors import folder_refusal, load_tensors
 from linpath.models.hf import from_folder
 from linpath.runtime.device import resolve_device
 from linpath.sweep.external import ExternalInputs
@@ -297,6 +297,8 @@ def _names(args: PathArgs) -> tuple[str | None, str, object]:
             raise LinpathError("--data is needed: a text file (.jsonl, .txt), a .pt file or a data set name")
         return None, args.data, None
     spec = find_run_spec(args.start, needed=args.model is None or args.data is None)
+    if args.model is None and spec is None and Path(args.start).is_dir():
+        raise LinpathError(f"--model is needed: {folder_refusal(Path(args.start))}")
     for value, flag in ((args.model, "--model"), (args.data, "--data")):
         if value is None and spec is None:
             raise LinpathError(f"{flag} is needed: {args.start} is not inside a linpath run folder")

@@ -1,7 +1,5 @@
 """linpath path: the path between any two saved states, of a run's model or your own."""
 
-import json
-
 from linpath.cli import common
 from linpath.cli.registry import Command
 from linpath.sweep.setting import SweepSetting
@@ -140,6 +138,7 @@ def run(args) -> int:
     the ranks share a streamed job's batches and rank 0 writes and prints."""
     from linpath.api.path_folder import summary_lines, write_path_folder
     from linpath.api.resolve import PathArgs, path_inputs
+    from linpath.io.jsonfile import read_json
     from linpath.runtime import distributed
 
     setting = SweepSetting.from_args(args, bn=args.bn or "interpolate")
@@ -152,7 +151,7 @@ def run(args) -> int:
     inputs = path_inputs(path_args, setting)
     curve, files = write_path_folder(inputs, args.out, write=world.is_main)
     if files:
-        print("\n".join(summary_lines(curve, json.loads(files[1].read_text()))))
+        print("\n".join(summary_lines(curve, read_json(files[1], dict))))
         if args.align:
             print(f"aligned {args.end} to {args.start} by weight matching; BatchNorm policy: {curve.bn}")
         print(f"wrote: {', '.join(str(f) for f in files)}")

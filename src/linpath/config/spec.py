@@ -22,6 +22,7 @@ from linpath.config.steps import Step, parse_step_list
 from linpath.data import DATASETS
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
+from linpath.io.jsonfile import read_json
 from linpath.io.rundir import RunDir
 from linpath.models import MODELS
 from linpath.runtime.device import check_precision
@@ -237,10 +238,7 @@ def read_spec(run: RunDir, external_ok: bool = False) -> Spec | ExternalSpec:
     (`external_ok`); the others get one line saying what it needs (--model and --data)."""
     if not run.spec_path.is_file():
         raise LinpathError(f"{run.root} is not a linpath run folder (no spec.json)")
-    try:
-        d = json.loads(run.spec_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise LinpathError(f"cannot read {run.spec_path}: {e}") from None
+    d = read_json(run.spec_path)
     if not isinstance(d, dict):
         raise LinpathError(f"{run.spec_path} is not a linpath spec (not a JSON object)")
     if "external" in d:  # kept from the researcher's own training

@@ -20,7 +20,6 @@ share a stream, and their shares together are the whole.
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler
 
 from linpath.data.source import EvalSet, SourceSplit
 from linpath.errors import LinpathError
+from linpath.io.jsonfile import parse_json
 
 IGNORE_INDEX = -100  # a target position that is not scored (padding), as in Hugging Face
 
@@ -221,31 +221,47 @@ class TextBlocks:
 
     def documents(self) -> Iterator[tuple[str, str]]:
         """(where, text) for each document, read line by line."""
-        with open(self.path, encoding="utf-8") as f:
-            if self.path.suffix == ".jsonl":
-                for number, line in enumerate(f, 1):
-                    if line.strip():
-                        yield f"{self.path.name}:{number}", self._json_text(line, number)
-                return
-            lines, first = [], 1
-            for number, line in enumerate(f, 1):
+        if self.path.suffix == ".jsonl":
+            for number, line in self._lines():
                 if line.strip():
-                    lines.append(line)
-                    continue
-                if lines:
-                    yield f"{self.path.name}:{first}", "".join(lines).rstrip("\n")
-                lines, first = [], number + 1
+                    yield f"{self.path.name}:{number}", self._json_text(line, number)
+            return
+        lines, first = [], 1
+        for number, line in self._lines():
+            if line.strip():
+                lines.append(line)
+                continue
             if lines:
                 yield f"{self.path.name}:{first}", "".join(lines).rstrip("\n")
+            lines, first = [], number + 1
+        if lines:
+            yield f"{self.path.name}:{first}", "".join(lines).rstrip("\n")
+
+    def _lines(self) -> Iterator[tuple[int, str]]:
+        """(number, line) of the file, each decoded as UTF-8 on its own (so that bytes that are
+        not UTF-8 are named by their line, in one line), a Windows line end read as "\\n"."""
+        with open(self.path, "rb") as f:
+            for number, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise LinpathError(
+                        f"{self.path}:{number}: not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1})"
+                    ) from None
+                yield number, line[:-2] + "\n" if line.endswith("\r\n") else line
 
     def _json_text(self, line: str, number: int) -> str:
-        try:
-            record = json.loads(line)
-        except ValueError as e:
-            raise LinpathError(f"{self.path}:{number}: not JSON ({str(e).splitlines()[0]})") from None
+        record = parse_json(line, f"{self.path}:{number}")
         text = record.get(self.text_field) if isinstance(record, dict) else record
         if not isinstance(text, str):
             raise LinpathError(f"{self.path}:{number}: no text under {self.text_field!r} (--text-field)")
+        try:  # JSON's "\ud800" escapes decode to lone surrogates, which no UTF-8 text holds
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise LinpathError(
+                f"{self.path}:{number}: the text holds {text[e.start]!r}, a lone UTF-16 surrogate (an "
+                "escape such as \\ud800 without its pair), which is not a character: fix or drop the line"
+            ) from None
         return text
 
     def windows(self) -> Iterator[tuple[list[int], float]]:

@@ -8,8 +8,11 @@ dtype, mixed and written into the model's own tensor, then dropped. The extra me
 tensors of the largest size and one mapped shard per state, however many points are evaluated.
 
 Keys are matched once (`write_plan`), a model folder's under the names transformers loads them
-by (under_model_names: Pythia's embed_out.weight is transformers 5's lm_head.weight): a model tensor tied to another (GPT-2's lm_head.weight is
-transformer.wte.weight) is written through its partner when the files hold only one of them;
+by (under_model_names: Pythia's embed_out.weight is transformers 5's lm_head.weight): a model
+tensor tied to another (GPT-2's lm_head.weight is transformer.wte.weight) is written through its
+partner when the files hold only one of them, and untied in the model when a state holds both
+with different values (what transformers' from_pretrained does with such a folder: each keeps
+the file's tensor, see untie_differing);
 a persistent buffer the files lack keeps the model's own value (as from_pretrained does), and
 non-persistent buffers (not in the state dict) are never touched; a parameter the files lack,
 a tensor the model lacks or a shape that differs is one line. Integer entries take the last
@@ -127,13 +130,18 @@ def _source(group: list[str], held: dict, name: str, buffers: set[str]) -> str |
     raise LinpathError(f"{name} lacks the model's {group[0]!r}{tied}")
 
 
-def write_plan(model: nn.Module, metas: Sequence[dict], names: Sequence[str]) -> list[tuple[str, tuple]]:
+def write_plan(
+    model: nn.Module, metas: Sequence[dict], names: Sequence[str], ties: dict[str, list[str]] | None = None
+) -> list[tuple[str, tuple]]:
     """[(model key to write, the key to read in each state)], one per distinct model tensor the
-    states hold; raises one line for any mismatch (see the module's docstring)."""
+    states hold; raises one line for any mismatch (see the module's docstring). `ties`: each
+    key's tie group before untie_differing untied some (a state holding one key of a group
+    gives it to all, as from_pretrained ties them in that state)."""
     targets = model_targets(model)
     buffers = {k for k, _ in model.named_buffers()}
     plan, matched = [], [set() for _ in metas]  # matched[i]: state i's keys that name a model tensor
-    for group in alias_groups(targets):
+    for own in alias_groups(targets):
+        group = own + [k for k in (ties or {}).get(own[0], ()) if k not in own]
         sources = tuple(_source(group, meta, name, buffers) for meta, name in zip(metas, names))
         if None in sources and any(s is not None for s in sources):
             raise LinpathError(
@@ -153,11 +161,60 @@ def write_plan(model: nn.Module, metas: Sequence[dict], names: Sequence[str]) ->
     return plan
 
 
+def tie_groups(model: nn.Module) -> dict[str, list[str]]:
+    """{key: every key of its tie group} for the model's tied tensors (GPT-2's lm_head.weight and
+    transformer.wte.weight)."""
+    return {k: group for group in alias_groups(model_targets(model)) if len(group) > 1 for k in group}
+
+
+def differing_ties(model: nn.Module, states: Sequence[LazyState], names: Sequence[str]) -> list[tuple]:
+    """(tie group, state name) for each group of tied model keys that a state holds twice or more
+    with different values (a folder whose config ties lm_head to the embeddings while its file
+    holds another lm_head.weight)."""
+    found = []
+    for group in {id(g): g for g in tie_groups(model).values()}.values():
+        for state, name in zip(states, names):
+            held = [k for k in group if k in state.meta()]
+            if len(held) < 2:
+                continue
+            with state.reader() as reader:
+                first = reader.get(held[0])
+                if any(not torch.equal(first, reader.get(k)) for k in held[1:]):
+                    found.append((held, name))
+                    break
+    return found
+
+
+def untie_differing(model: nn.Module, states: Sequence[LazyState], names: Sequence[str]) -> dict:
+    """Untie, in `model`, the tied keys a state holds with different values, as transformers'
+    from_pretrained does with such a folder (it warns "... so we will NOT tie them" and keeps
+    each tensor the file holds); returns the tie groups from before (write_plan's `ties`)."""
+    ties = tie_groups(model)
+    for held, _ in differing_ties(model, states, names):
+        for key in held[1:]:
+            path, _, attr = key.rpartition(".")
+            module = model.get_submodule(path)
+            old = getattr(module, attr)
+            setattr(module, attr, nn.Parameter(old.detach().clone(), requires_grad=old.requires_grad))
+        config = getattr(model, "config", None)
+        if getattr(config, "tie_word_embeddings", None):
+            config.tie_word_embeddings = False  # nothing ties them again (model.tie_weights())
+    return ties
+
+
 def full_state(model: nn.Module, state: LazyState, name: str) -> dict[str, torch.Tensor]:
     """A model folder read whole into a state dict keyed like the model's: tied keys the files
     leave out filled from their partners, persistent buffers they lack taken from the model
-    (for callers that hold whole states, such as planes; see write_plan for the checks)."""
+    (for callers that hold whole states, such as planes; see write_plan for the checks). Tied
+    keys the folder holds with different values are refused in one line: a whole state is
+    loaded into the model as it is, tied (untie_differing serves paths)."""
     state = under_model_names(model, state)
+    for held, where in differing_ties(model, [state], [name]):
+        raise LinpathError(
+            f"{where} holds {held[1]!r} and {held[0]!r} with different values, though the model ties them "
+            "(tie_word_embeddings in config.json); transformers unties them for such a folder: set "
+            '"tie_word_embeddings": false in its config.json (or give a model built so) to use both'
+        )
     plan = {key: sources[0] for key, sources in write_plan(model, [state.meta()], [name])}
     targets = model_targets(model)
     out = {}
@@ -183,8 +240,9 @@ class StateMix:
 
     def __init__(self, model: nn.Module, states: Sequence[LazyState], names: Sequence[str]):
         self.states, self.names = [under_model_names(model, s) for s in states], list(names)
+        ties = untie_differing(model, self.states, self.names)
         self.targets = model_targets(model)
-        plan = write_plan(model, [s.meta() for s in self.states], self.names)
+        plan = write_plan(model, [s.meta() for s in self.states], self.names, ties)
         self.plan = sorted(
             plan, key=lambda p: (_shard_of(self.states[0], p[1][0]), p[1][0])
         )  # a shard at a time

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Callable
@@ -34,23 +35,41 @@ def atomic_write(path: Path, write: Callable[[object], None], mode: str = "wb") 
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
+        reason = _write_failure(e, path.parent)  # before the temporary goes: it holds the space
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        reason = _write_failure(e)
         if reason is None:
             raise
         raise LinpathError(f"cannot write {path}: {reason}") from None
 
 
-def _write_failure(e: BaseException) -> str | None:
-    """The reason a write failed when it is the disk or the folder's fault (None for bugs).
-    torch.save reports a full disk as a RuntimeError naming the failed write."""
+# torch.save's own writer (inline_container.cc) reports a failed write as a RuntimeError: "file
+# write failed", or on a full disk "[enforce fail at inline_container.cc:672] . unexpected pos
+# 704 vs 598" (torch 2.x), which names neither the disk nor the file.
+TORCH_WRITER = ("write", "file", "inline_container", "unexpected pos")
+FULL_BELOW = 1 << 20  # bytes left on the file system under which a failed write is a full disk
+
+
+def _write_failure(e: BaseException, folder: Path) -> str | None:
+    """The reason a write failed when it is the disk or the folder's fault (None for bugs)."""
     if isinstance(e, OSError):
         return e.strerror or str(e)
-    if isinstance(e, RuntimeError) and ("write" in str(e).lower() or "file" in str(e).lower()):
-        return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return None
+    if not isinstance(e, RuntimeError) or not any(w in str(e).lower() for w in TORCH_WRITER):
+        return None
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    free = _free_bytes(folder)
+    if free is not None and free < FULL_BELOW:
+        return f"{os.strerror(errno.ENOSPC)} ({free} bytes free; torch.save: {first})"
+    return f"torch.save failed: {first}"
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -10,7 +10,6 @@ shard mapped per state, however large the model. Nothing here unpickles anything
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from linpath.errors import LinpathError
+from linpath.io.jsonfile import read_json
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -68,13 +68,20 @@ def _shard_files(folder: Path) -> dict[str, Path]:
     index = folder / INDEX_FILE
     if not index.is_file():
         return {"": folder / SINGLE_FILE}
-    try:
-        weight_map = json.loads(index.read_text())["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise LinpathError(f"model folder {folder}: unreadable {INDEX_FILE} ({_first_line(e)})") from None
+    weight_map = read_json(index, dict).get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise LinpathError(f"model folder {folder}: {INDEX_FILE} has no weight_map entries")
-    return {name: folder / file for name, file in weight_map.items()}
+    return {name: shard_path(folder, file) for name, file in weight_map.items()}
+
+
+def shard_path(folder: Path, file: object) -> Path:
+    """A shard the index names: a plain file name inside the folder (an index naming
+    "../other.safetensors", a sub-folder or a non-string is refused in one line)."""
+    if not isinstance(file, str) or not file or Path(file).name != file or file in (".", ".."):
+        raise LinpathError(
+            f"model folder {folder}: {INDEX_FILE} names the shard {file!r}, not a file name inside the folder"
+        )
+    return folder / file
 
 
 def _header(file: Path) -> dict[str, TensorEntry]:

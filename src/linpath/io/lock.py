@@ -89,11 +89,15 @@ def folder_lock(folder: Path, name: str = "run") -> Iterator[None]:
             )
         f.seek(0)
         f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
+        with contextlib.suppress(OSError):  # the pid only names the holder; a full disk is no reason to fail
+            f.write(str(os.getpid()))
+            f.flush()
         yield
     finally:
-        f.close()
+        with contextlib.suppress(
+            OSError
+        ):  # close() flushes what a full disk refused: never mask the real error
+            f.close()
 
 
 @contextlib.contextmanager

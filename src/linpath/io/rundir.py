@@ -9,6 +9,7 @@ runs/<preset>-<hash>/
   replicate-<r>/DONE              the replicate's last step, written when it finished
   replicate-<r>/provenance.json   where the replicate was trained (device, versions, date)
   replicate-<r>/training-state/iter-<t>.pt   optimizer and generator states a Keeper kept (optional)
+  replicate-<r>/superseded/iter-<t>.<n>.pt   a state a resumed Keeper training replaced (kept, never read)
   sweep/<key>/r<r>-t<t>.csv       one finished path (replicate, t) of one sweep setting
   sweep/<key>/digests/r<r>-t<t>.sha256   that file's sha256 as it was written (a hand edit is found)
   results/<key>/paths.csv, metrics.csv, summary.csv, figures/   (written by linpath report)
@@ -108,6 +109,15 @@ class RunDir:
     def training_state(self, r: int, t: int) -> Path:
         """The optimizer's and generators' states a Keeper kept beside the checkpoint at t."""
         return self.replicate_dir(r) / "training-state" / f"iter-{t:07d}.pt"
+
+    def superseded_file(self, r: int, t: int) -> Path:
+        """A free name for a state a Keeper kept at t and a resumed training replaced (never
+        read by linpath; kept so that nothing kept is lost): superseded/iter-<t>.<n>.pt."""
+        folder = self.replicate_dir(r) / "superseded"
+        n = 1
+        while (folder / f"iter-{t:07d}.{n}.pt").exists():
+            n += 1
+        return folder / f"iter-{t:07d}.{n}.pt"
 
     def started_replicates(self) -> list[int]:
         """Every replicate with a folder, finished or not."""

@@ -4,6 +4,7 @@ containers, never code)."""
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -21,6 +22,8 @@ def save_tensors(path: Path, obj) -> None:
 def load_tensors(path: Path) -> object:
     """torch.load with weights_only=True, with one-line errors for missing, corrupt or unsafe files."""
     path = Path(path)
+    if path.is_dir():
+        raise LinpathError(folder_refusal(path))
     if not path.is_file():
         raise LinpathError(f"checkpoint not found: {path}")
     with open(path, "rb") as f:
@@ -30,15 +33,43 @@ def load_tensors(path: Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        # torch's message: a paragraph of advice, then the reason ("Unsupported global: ...")
-        first = next(
-            (line for line in lines if "Unsupported" in line), lines[0] if lines else "unsafe content"
-        )
-        raise LinpathError(f"refusing to load {path}: it is not plain tensor data ({first})") from None
+        raise LinpathError(
+            f"refusing to load {path}: it is not plain tensor data ({pickle_reason(str(e))}); linpath loads "
+            "checkpoints weights-only and never runs code from one: save the weights alone (a state dict, or safetensors)"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise LinpathError(f"corrupt or truncated checkpoint {path}: {first}") from None
+
+
+def folder_refusal(folder: Path) -> str:
+    """What to say of a folder given where a checkpoint file is expected (a model folder is read
+    as one only from safetensors: hf_folder.py)."""
+    if (folder / "pytorch_model.bin").is_file() or any(folder.glob("pytorch_model*.bin")):
+        return (
+            f"{folder} holds a pickle-based pytorch_model.bin, which linpath does not read as a model folder "
+            "(it reads model.safetensors, or shards listed in model.safetensors.index.json): convert it to "
+            "safetensors, e.g. with transformers' AutoModelForCausalLM.from_pretrained(folder).save_pretrained(folder)"
+        )
+    return f"{folder} is a folder, not a checkpoint file (and holds no model.safetensors)"
+
+
+_GLOBAL = re.compile(
+    r"unsupported (?:global: )?GLOBAL ([\w.]+)(?: whose module ([\w.]+) is blocked)?", re.IGNORECASE
+)
+
+
+def pickle_reason(message: str) -> str:
+    """The reason in torch's weights-only refusal, without its advice (re-running with
+    weights_only=False, allowlisting the global): "unsupported global posix.system (module
+    posix blocked)"; else its first line that is not advice."""
+    found = _GLOBAL.search(message)
+    if found:
+        blocked = f" (module {found.group(2)} blocked)" if found.group(2) else ""
+        return f"unsupported global {found.group(1)}{blocked}"
+    advice = ("weights_only", "safe_globals", "trust", "documentation", "two options", "loaded")
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return next((line for line in lines if not any(a in line for a in advice)), "unsafe content")
 
 
 def load_state_dict(path: Path, key: str | None = None) -> dict[str, torch.Tensor]:

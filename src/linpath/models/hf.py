@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from linpath.errors import LinpathError
-from linpath.io.hf_folder import CONFIG_FILE
+from linpath.io.hf_folder import CONFIG_FILE, ModelFolder, is_model_folder
+from linpath.io.jsonfile import read_json
 
 
 def from_folder(folder: str | Path, task: str = "causal-lm", trust_remote_code: bool = False) -> nn.Module:
@@ -24,6 +26,9 @@ def from_folder(folder: str | Path, task: str = "causal-lm", trust_remote_code: 
     folder = Path(folder)
     if not (folder / CONFIG_FILE).is_file():
         raise LinpathError(f"{folder} has no {CONFIG_FILE} to build the model from: pass the model (--model)")
+    read_json(
+        folder / CONFIG_FILE, dict
+    )  # damaged or nested too deeply: one line naming it, before transformers
     try:
         import transformers
     except ImportError:
@@ -40,6 +45,8 @@ def from_folder(folder: str | Path, task: str = "causal-lm", trust_remote_code: 
             if task == "causal-lm"
             else transformers.AutoModelForSequenceClassification
         )
+        if is_model_folder(folder):
+            check_config(folder, kind, config)
         model = kind.from_config(config, trust_remote_code=trust_remote_code)
     except (ValueError, OSError, KeyError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -80,3 +87,39 @@ def checkpoint_names(model: nn.Module, keys) -> dict[str, str]:
         if name != key:
             out[key] = name
     return out
+
+
+def check_config(folder: Path, kind, config) -> None:
+    """Refuse, before any memory is allocated, a config.json that does not describe the folder's
+    own shards (a "vocab_size": 50000000 over shards of 256 rows would allocate gigabytes): the
+    model is built on the meta device (shapes only) and its tensors compared with the shards'
+    headers. A model that cannot be built on the meta device is left to the real build."""
+    try:
+        with torch.device("meta"):
+            meta = kind.from_config(config)
+    except (RuntimeError, NotImplementedError, ValueError, TypeError, AttributeError):
+        return
+    held = ModelFolder(folder).entries
+    named = list(meta.named_parameters(remove_duplicate=False)) + list(
+        meta.named_buffers(remove_duplicate=False)
+    )
+    groups: dict[int, list[tuple[str, torch.Tensor]]] = {}
+    for key, tensor in named:
+        groups.setdefault(id(tensor), []).append((key, tensor))
+    for group in groups.values():
+        for key, tensor in group:
+            if key in held and tuple(held[key].shape) != tuple(tensor.shape):
+                raise LinpathError(
+                    f"{folder / CONFIG_FILE} does not describe the weights in {folder}: it makes {key!r} of "
+                    f"shape {tuple(tensor.shape)}, the shards hold {tuple(held[key].shape)}"
+                )
+    lacking = [
+        g[0][0]
+        for g in groups.values()
+        if isinstance(g[0][1], nn.Parameter) and not any(k in held for k, _ in g)
+    ]
+    if lacking:
+        raise LinpathError(
+            f"{folder / CONFIG_FILE} does not describe the weights in {folder}: the shards hold none of "
+            f"{len(lacking)} of its model's parameters (the first: {lacking[0]!r})"
+        )

@@ -27,6 +27,7 @@ from linpath.config.external import ExternalSpec
 from linpath.config.spec import write_spec
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
+from linpath.io.jsonfile import read_json
 from linpath.io.rundir import RunDir
 from linpath.io.scratch import publish, scratch_folder
 from linpath.io.tensors import load_state_dict, save_tensors
@@ -100,9 +101,9 @@ def model_class(files: dict[int, Path]) -> str:
     """The class a Hugging Face checkpoint names (config.json's architectures), else ''."""
     config = next(iter(files.values())).parent / "config.json"
     try:
-        names = json.loads(config.read_text()).get("architectures") or [""]
+        names = read_json(config, dict).get("architectures") or [""]
         return str(names[0])
-    except (OSError, ValueError, AttributeError):
+    except (LinpathError, LookupError, TypeError):
         return ""
 
 

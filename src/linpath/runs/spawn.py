@@ -304,7 +304,7 @@ def _check_spawn(run: RunDir, t: int, options: SpawnOptions, total: int) -> None
 def _parent(job: _Spawn) -> dict:
     """The state every child starts from (made once, then read back) and spawn.json."""
     sdir, momentum_state, r, t = job.sdir, job.options.momentum_state, job.options.replicate, job.t
-    if sdir.parent_file.exists():
+    if sdir.parent_file.exists() and sdir.info_file.exists():  # else killed between the two: made again
         start = load_tensors(sdir.parent_file)
         info = _spawn_info(sdir)
     else:

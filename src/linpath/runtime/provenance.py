@@ -16,7 +16,9 @@ import platform
 import torch
 
 from linpath._version import __version__
+from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
+from linpath.io.jsonfile import read_json
 from linpath.io.rundir import RunDir
 
 
@@ -57,8 +59,8 @@ def _json_object(path) -> dict | None:
     """The JSON object in `path`, or None when it is absent or not one (a damaged file is not
     worth failing a report over: its replicate reads as "not recorded")."""
     try:
-        d = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        d = read_json(path) if path.is_file() else None
+    except LinpathError:
         return None
     return d if isinstance(d, dict) else None
 
@@ -73,9 +75,12 @@ def recorded_versions(run: RunDir, r: int) -> dict:
     trained under: in a merged study its source's (merged.json), else the run's own ({} if none)."""
     merged = _json_object(run.merged_record)
     if merged is not None:
-        for source in merged.get("sources", []):
-            if isinstance(source, dict) and r in source.get("replicates", []):
-                return source.get("versions") or {}
+        sources = merged.get("sources")
+        for source in sources if isinstance(sources, list) else []:
+            held = source.get("replicates") if isinstance(source, dict) else None
+            if isinstance(held, list) and r in held:
+                versions = source.get("versions")
+                return versions if isinstance(versions, dict) else {}
         return {}
     return spec_versions(run) or {}
 

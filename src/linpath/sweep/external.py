@@ -19,6 +19,7 @@ from linpath.config.external import is_external
 from linpath.data.source import EvalSet
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
+from linpath.io.jsonfile import read_json
 from linpath.io.rundir import RunDir
 from linpath.io.tensors import tensor_bytes
 
@@ -71,12 +72,7 @@ def check_same_data(run: RunDir, key: str, inputs: ExternalInputs) -> None:
     record = run.setting_data(key)
     digest = data_digest(inputs.evalset)
     if record.is_file():
-        try:
-            was = json.loads(record.read_text())
-        except (OSError, ValueError, RecursionError) as e:
-            raise LinpathError(f"cannot read {record}: {type(e).__name__}") from None
-        if not isinstance(was, dict):
-            raise LinpathError(f"{record} is not a data record (edited by hand?); move sweep/{key} away")
+        was = read_json(record, dict)
         if was.get("sha256") != digest:
             raise LinpathError(
                 f"sweep/{key} of {run.root} was evaluated on other data ({was.get('data')}, "

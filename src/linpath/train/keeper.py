@@ -10,9 +10,16 @@ The model's state at construction is step `start_step` (0: the initialization) a
 once. Kept states are copied to the CPU only at kept steps and written atomically as
 replicate-<r>/checkpoints/iter-<t>.pt, so the folder is a linpath run folder (spec.json marked
 external, see config/external.py) that `linpath sweep`, `report`, `plane`, `trajectory`,
-`audit` and linpath.load read like a preset's. Resumable: a Keeper on the folder of the same
-spec continues (a resumed training rewrites the steps it passes again); another spec, a
-finished replicate or a foreign folder is refused in one line. Under DDP only rank 0 writes.
+`audit` and linpath.load read like a preset's. Another spec, a finished replicate or a foreign
+folder is refused in one line. Under DDP only rank 0 writes.
+
+Resumable, and a kept state is never overwritten by another: a Keeper on a replicate that
+already kept states takes start_step= as the step the model's weights are from, and checks it
+(the model must be the state kept there, or continue the last state kept before it: see
+train/lineage.py); without start_step it finds the kept state the model is (as after
+restore_state) or refuses in one line. A resumed training that passes a kept step again with
+the same weights leaves the file as it is; with other weights (a nondeterministic rerun) it
+keeps its own and moves the earlier one to replicate-<r>/superseded/, with a warning.
 
 With `optimizer=` (and `rng=True`) each kept step also gets replicate-<r>/training-state/
 iter-<t>.pt, holding the optimizer's state and the random generators' states, so that children
@@ -40,6 +47,7 @@ from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
 from linpath.io.rundir import RunDir
 from linpath.io.tensors import load_state_dict, load_tensors, save_tensors
+from linpath.train.lineage import weight_correlation
 from linpath.train.replicate import cpu_state
 
 
@@ -109,7 +117,7 @@ class Keeper:
         steps_per_epoch: int | None = None,
         optimizer: torch.optim.Optimizer | None = None,
         rng: bool = False,
-        start_step: int = 0,
+        start_step: int | None = None,
         kept_by: str = "keeper",
     ):
         self.model = unwrap(model)
@@ -117,6 +125,14 @@ class Keeper:
             raise LinpathError(f"replicate must be a whole number >= 0, got {replicate!r}")
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0:
             raise LinpathError(f"total_steps must be a positive whole number, got {total_steps!r}")
+        if start_step is not None and (
+            isinstance(start_step, bool)
+            or not isinstance(start_step, int)
+            or not 0 <= start_step <= total_steps
+        ):
+            raise LinpathError(
+                f"start_step must be a step in 0..{total_steps} (total_steps), got {start_step!r}"
+            )
         grid = resolve_grid(keep, total_steps, steps_per_epoch)
         self.spec = ExternalSpec(
             class_name(self.model), json_value(hparams or {}), total_steps, grid, replicate + 1, kept_by
@@ -129,9 +145,14 @@ class Keeper:
         self._warned = False
         self._stack = contextlib.ExitStack()
         self.active = is_rank_zero()
-        if self.active:
-            self._open()
-        self.step(start_step)
+        try:
+            if self.active:
+                self._open()
+            self.start_step = resume_step(self.run, replicate, self.model, start_step)
+            self.step(self.start_step)
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def total_steps(self) -> int:
@@ -194,13 +215,37 @@ class Keeper:
             )
 
     def _save(self, t: int) -> None:
-        save_tensors(self.run.checkpoint(self.replicate, t), cpu_state(self.model))
+        state = cpu_state(self.model)
+        path = self.run.checkpoint(self.replicate, t)
+        if path.is_file() and same_state(state, path):
+            self._written.add(t)  # a resumed training passed t again with the same weights: kept as it was
+            return
+        if path.is_file():
+            self._supersede(t)
+        save_tensors(path, state)
         if self.optimizer is not None or self.rng:
             state = {"step": t, "rng": rng_state() if self.rng else None}
             if self.optimizer is not None:
                 state["optimizer"] = _to_cpu(self.optimizer.state_dict())
             save_tensors(self.run.training_state(self.replicate, t), state)
         self._written.add(t)
+
+    def _supersede(self, t: int) -> None:
+        """Move the state kept at t by an earlier, abandoned continuation (and its training
+        state) to replicate-<r>/superseded/, so that no kept state is ever overwritten."""
+        run, r = self.run, self.replicate
+        kept = run.superseded_file(r, t)
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(run.checkpoint(r, t), kept)
+        if run.training_state(r, t).is_file():
+            os.replace(
+                run.training_state(r, t), kept.with_name(kept.name.replace("iter-", "training-state-"))
+            )
+        warnings.warn(
+            f"linpath.Keeper: the resumed training (from step {self.start_step}) reached step {t} with other "
+            f"weights than the state kept there before, which is moved to {kept}",
+            stacklevel=4,
+        )
 
     def finish(self, step: int | None = None) -> RunDir:
         """The end of training: the final state kept (if step() has not), DONE written, the
@@ -235,6 +280,66 @@ class Keeper:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def same_state(state: dict[str, torch.Tensor], path) -> bool:
+    """Whether the kept file at `path` holds exactly `state` (keys, dtypes and values)."""
+    try:
+        kept = load_state_dict(path)
+    except LinpathError:
+        return False
+    return kept.keys() == state.keys() and all(
+        kept[k].dtype == v.dtype and kept[k].shape == v.shape and torch.equal(kept[k], v)
+        for k, v in state.items()
+    )
+
+
+def resume_step(run: RunDir, r: int, model: nn.Module, start_step: int | None) -> int:
+    """The step the model's state is: `start_step`, checked against what replicate r already
+    kept, or (None) inferred from it. A kept state is never overwritten by another: a model that
+    is not the state kept at start_step, or not a continuation of the last state kept before it
+    (train/lineage.py), or (no start_step) none of the kept states, is refused in one line."""
+    saved = run.saved_steps(r)
+    again = (
+        f"restore_state(run_dir, {saved[-1] if saved else 0}, model, optimizer) resumes from the last kept state; "
+        f"a new training is kept as replicate={r + 1} or in another folder"
+    )
+    if start_step is None:
+        state = cpu_state(model)
+        match = next((t for t in reversed(saved) if same_state(state, run.checkpoint(r, t))), None)
+        if saved and match is None:
+            raise LinpathError(
+                f"replicate {r} of {run.root} already holds kept states (steps {_steps(saved)}) and the model "
+                f"is none of them: say where this training resumes, start_step=<the step of its weights>; {again}"
+            )
+        return match or 0
+    if start_step in saved:
+        if not same_state(cpu_state(model), run.checkpoint(r, start_step)):
+            raise LinpathError(
+                f"the model is not the state kept at step {start_step} in {run.checkpoint(r, start_step)}: "
+                f"resuming from another state would mix two trainings in replicate {r}; {again}"
+            )
+        return start_step
+    before = [t for t in saved if t < start_step]
+    if before:
+        check_continues(run, r, model, before[-1], start_step, again)
+    return start_step
+
+
+def check_continues(run: RunDir, r: int, model: nn.Module, before: int, start_step: int, again: str) -> None:
+    """Refuse a resume at start_step whose model's weights do not correlate with the last state
+    kept before it (a fresh or another training's model; see train/lineage.py)."""
+    c = weight_correlation(cpu_state(model), load_state_dict(run.checkpoint(r, before)))
+    if c is not None and c.independent:
+        raise LinpathError(
+            f"the model resumed at step {start_step} does not continue the training kept in replicate {r} of "
+            f"{run.root}: its weights correlate {c.value:.2f} with the state kept at step {before}, as "
+            f"independent trainings' do (0 ± {c.noise:.2f}): a fresh model? {again}"
+        )
+
+
+def _steps(steps: list[int]) -> str:
+    return ", ".join(map(str, steps[:8])) + (f" ... {steps[-1]}" if len(steps) > 8 else "")
 
 
 def _to_cpu(obj):
