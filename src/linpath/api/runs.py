@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from linpath.analysis.curves import REPLICATE_COLUMNS, SUMMARY_COLUMNS, settings_of
+from linpath.analysis.decisions import DECISION_COLUMNS
 from linpath.config.external import ExternalSpec
 from linpath.config.spec import Spec, read_spec
 from linpath.io.rundir import RunDir
@@ -26,6 +27,7 @@ class RunTables:
     metrics: object  # per replicate, t, quantity: results/<setting>/metrics.csv, all settings
     summary: object  # aggregates over replicates: results/<setting>/summary.csv, all settings
     train_log: object  # replicate + train_log.csv's columns, all replicates
+    decisions: object = None  # barrier onset, vanishing and equivalence: results/<setting>/decisions.csv
 
 
 def _concat(frames: list, columns: list[str]):
@@ -69,4 +71,5 @@ def load(run_dir: str | os.PathLike) -> RunTables:
         _setting_tables(run, run.metrics_csv, REPLICATE_COLUMNS),
         _setting_tables(run, run.summary_csv, SUMMARY_COLUMNS),
         train_log,
+        _setting_tables(run, run.decisions_csv, DECISION_COLUMNS),
     )

@@ -150,6 +150,13 @@ def add_report_options(p: argparse.ArgumentParser) -> None:
         default="rise_over_start",
         help="the metric of Figure 3 (default rise_over_start, the paper's)",
     )
+    p.add_argument(
+        "--delta",
+        type=float,
+        default=None,
+        help="the barrier decisions' equivalence margin: 'no barrier larger than DELTA' in error units "
+        "(default 0.005, the verdicts' barrier threshold)",
+    )
     add_tensorboard(p)
 
 

@@ -13,13 +13,16 @@ def arguments(p) -> None:
         help="report only this sweep setting (a folder name under sweep/; repeatable); default: every one",
     )
     common.add_report_options(p)
+    p.add_argument(
+        "--quiet", action="store_true", help="accepted as on every command (report shows no progress)"
+    )
 
 
 def run(args) -> int:
     from linpath.runs import stages
 
     common.run_folder(args.run_dir)
-    common.print_report(stages.report(args.run_dir, args.metric, args.setting, args.tensorboard))
+    common.print_report(stages.report(args.run_dir, args.metric, args.setting, args.tensorboard, args.delta))
     return 0
 
 

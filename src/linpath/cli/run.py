@@ -29,7 +29,9 @@ def run(args) -> int:
     stages.sweep(run_dir.root, setting, common.sweep_options(args, world))
     say(f"swept: {run_dir.paths_csv}")
     if world.is_main:
-        common.print_report(stages.report(run_dir.root, args.metric, tensorboard=args.tensorboard))
+        common.print_report(
+            stages.report(run_dir.root, args.metric, tensorboard=args.tensorboard, delta=args.delta)
+        )
     return 0
 
 

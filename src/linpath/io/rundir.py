@@ -12,7 +12,8 @@ runs/<preset>-<hash>/
   replicate-<r>/superseded/iter-<t>.<n>.pt   a state a resumed Keeper training replaced (kept, never read)
   sweep/<key>/r<r>-t<t>.csv       one finished path (replicate, t) of one sweep setting
   sweep/<key>/digests/r<r>-t<t>.sha256   that file's sha256 as it was written (a hand edit is found)
-  results/<key>/paths.csv, metrics.csv, summary.csv, figures/   (written by linpath report)
+  results/<key>/paths.csv, metrics.csv, summary.csv, decisions.csv, figures/   (linpath report)
+  results/compare/<a>--<b>.csv    linpath compare: setting a minus setting b per t, with intervals
   paths.csv, report.md, report.html   every setting's points; the report, and its interactive page
   tensorboard/                    only with --tensorboard: per-epoch training and per-setting path metrics
   layers/<key>-hold<H>/layers.csv, figures/      the per-layer mode's table and figures
@@ -224,6 +225,14 @@ class RunDir:
     def summary_csv(self, setting: str) -> Path:
         """One setting's metrics over replicates, with their intervals."""
         return self.results_dir(setting) / "summary.csv"
+
+    def decisions_csv(self, setting: str) -> Path:
+        """One setting's barrier decisions: onset, vanishing, equivalence, per t (analysis/decisions.py)."""
+        return self.results_dir(setting) / "decisions.csv"
+
+    def comparison_csv(self, a: str, b: str) -> Path:
+        """Setting a minus setting b on the same states, per t (linpath compare)."""
+        return self.root / "results" / "compare" / f"{a}--{b}.csv"
 
     def figures_dir(self, setting: str) -> Path:
         return self.results_dir(setting) / "figures"

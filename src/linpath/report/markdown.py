@@ -4,7 +4,7 @@ figures and the metrics table. The numbers come from analysis/; this module only
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,20 @@ class Section:
     summary: list[dict]
     verdicts: list[str]
     figures: list[Path]
+    decisions: list[str] = field(
+        default_factory=list
+    )  # barrier onset, vanishing, equivalence (decisions.csv)
+
+
+def _decision_block(section: Section) -> list[str]:
+    """The setting's barrier decisions with their statistics (analysis/decisions.py), if any."""
+    if not section.decisions:
+        return []
+    head = (
+        "Barrier decisions (error rise above both ends; 95 % t intervals over replicates; "
+        f"equivalence by two one-sided tests; decisions.csv in results/{section.curves.setting}/):"
+    )
+    return ["", head, "", *section.decisions]
 
 
 def describe(curves: Curves) -> str:
@@ -112,6 +126,7 @@ def section_lines(run: RunDir, section: Section) -> list[str]:
         "### Verdicts on the paper's claims",
         "",
         *section.verdicts,
+        *_decision_block(section),
         "",
         "### Figures",
         "",

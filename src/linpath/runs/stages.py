@@ -7,13 +7,22 @@ each can be run alone, re-run, or resumed.
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 import linpath.data as datasets
 from linpath.analysis.audit import AuditCache, audit_notes, audit_run, duplicates_refusal
+from linpath.analysis.coverage import incomplete_text
 from linpath.analysis.curves import REPLICATE_COLUMNS, SUMMARY_COLUMNS, load_curves, metric_rows, settings_of
+from linpath.analysis.decisions import (
+    DEFAULT_DELTA,
+    decision_lines,
+    decision_rows,
+    heights_from_curves,
+    write_decisions,
+)
 from linpath.analysis.figures import all_figures
 from linpath.analysis.intervals import summary_rows
 from linpath.analysis.layers import LAYER_COLUMNS, layer_figure, layer_rows
@@ -214,8 +223,11 @@ def other_split(run: RunDir, setting: str):
     return load_curves(run, key) if key in settings_of(run) else None
 
 
-def report_setting(run: RunDir, spec: Spec, setting: str, metric: str = "rise_over_start") -> Section:
-    """One sweep setting's tables, figures and verdicts, in results/<setting>/."""
+def report_setting(
+    run: RunDir, spec: Spec, setting: str, metric: str = "rise_over_start", delta: float = DEFAULT_DELTA
+) -> Section:
+    """One sweep setting's tables, figures, verdicts and barrier decisions (equivalence margin
+    `delta`), in results/<setting>/."""
     curves = load_curves(run, setting)
     rows = metric_rows(curves)
     summary = summary_rows(curves, rows)
@@ -237,7 +249,24 @@ def report_setting(run: RunDir, spec: Spec, setting: str, metric: str = "rise_ov
     )
     accuracies = final_accuracies(run, curves.replicates)
     steps = f"{spec.total_steps}it" if is_external(spec) else spec.train.training_steps
-    return Section(curves, summary, verdicts(curves, summary, claims, accuracies, steps), figures)
+    judged = verdicts(curves, summary, claims, accuracies, steps)
+    return Section(curves, summary, judged, figures, barrier_decisions(run, curves, delta))
+
+
+def barrier_decisions(run: RunDir, curves, delta: float) -> list[str]:
+    """decisions.csv of a setting (analysis/decisions.py) and its lines for the report; withheld,
+    and the table removed, where the setting is incomplete or has no t every replicate holds."""
+    table = run.decisions_csv(curves.setting)
+    missing = incomplete_text(curves)
+    try:
+        if missing:
+            raise LinpathError(f"the setting is incomplete ({missing})")
+        rows = decision_rows(heights_from_curves(curves), delta=delta)
+    except LinpathError as e:
+        table.unlink(missing_ok=True)
+        return [f"- Barrier decisions withheld: {e}."]
+    write_decisions(table, rows)
+    return decision_lines(rows)
 
 
 def report(
@@ -245,12 +274,16 @@ def report(
     metric: str = "rise_over_start",
     settings: list[str] | None = None,
     tensorboard: bool = False,
+    delta: float | None = None,
 ) -> Path:
     """report.md with one section per sweep setting (the paper's first), and report.html, the
     same numbers interactive; each setting's tables and figures in results/<setting>/, so no
     setting's report overwrites another's. With `tensorboard` (or a run that asked for it in
     training) the path metrics also go to TensorBoard. The audit's findings (analysis/audit.py:
-    missing, duplicate, non-finite states, ...) are the report's notes."""
+    missing, duplicate, non-finite states, ...) are the report's notes. `delta` is the barrier
+    decisions' equivalence margin ("no barrier larger than delta", in error units; default
+    analysis.decisions.DEFAULT_DELTA)."""
+    delta = DEFAULT_DELTA if delta is None else _check_delta(delta)
     run = RunDir(run_dir)
     spec = read_spec(run, external_ok=True)
     if tensorboard:
@@ -261,18 +294,26 @@ def report(
         raise LinpathError(
             f"{run.root} has no finished sweep to report; run 'linpath sweep {run.root}' first"
         )
-    sections = [report_setting(run, spec, s, metric) for s in settings]
+    sections = [report_setting(run, spec, s, metric, delta) for s in settings]
     claims = claims_of(spec.preset)
     title, notes = claims.setting if claims else spec.preset, audit_notes(run)
     path = write_report(run, spec, title, sections, notes)
     pages = [
-        setting_data(s.curves, s.summary, s.verdicts, describe_with_origins(run, s.curves), metric)
+        setting_data(
+            s.curves, s.summary, s.verdicts + s.decisions, describe_with_origins(run, s.curves), metric
+        )
         for s in sections
     ]
     write_html(run, title, run_line(run, spec, sections), pages, notes)
     for section in sections:
         board_path_metrics(run, section)
     return path
+
+
+def _check_delta(delta: float) -> float:
+    if not (isinstance(delta, (int, float)) and math.isfinite(delta) and delta > 0):
+        raise LinpathError(f"--delta must be a positive number (error units), got {delta}")
+    return float(delta)
 
 
 def describe_with_origins(run: RunDir, curves) -> str:
