@@ -400,7 +400,10 @@ def test_a_killed_sweep_resumes_and_other_data_is_refused(swept, tmp_path):
         sweep_grid_run(run.root, setting, options(grid_data(other), progress=False))
     stopped = lm_setting("values:0,0.5,1", se_target=0.5)  # another setting: a table of its own
     sweep_grid_run(run.root, stopped, options(grid_data(text), from_steps=[0], progress=False))
-    assert stopped.key == setting.key + "-se0.5" and sorted(read_items(run, stopped.key)) == [(0, 0), (1, 0)]
+    assert stopped.key == setting.key + "-se0.5-min4" and sorted(read_items(run, stopped.key)) == [
+        (0, 0),
+        (1, 0),
+    ]
 
 
 @pytest.mark.slow

@@ -62,7 +62,8 @@ def test_the_dry_run_trains_the_next_replicate_and_packs_the_run(tmp_path, data_
     run = timings["run"]
     for name in ["spec.json", "replicate-1/train_log.csv", "replicate-1/DONE", "report.md", "paths.csv"]:
         assert f"{run}/{name}" in names, name
-    assert sum(n.startswith(f"{run}/sweep/") for n in names) == 2  # t = 0 and 16
+    items = [n for n in names if n.startswith(f"{run}/sweep/") and n.endswith(".csv")]
+    assert len(items) == 2 and sum(n.endswith(".sha256") for n in names) == 2  # t = 0 and 16, with digests
     assert not [n for n in names if n.endswith(".pt") or "checkpoints" in n or "lock" in n]
     assert list(work.rglob("replicate-1/checkpoints/*.pt"))  # the run had them; the tar does not
 

@@ -549,7 +549,7 @@ def test_an_external_settings_data_record_edited_to_a_list_is_one_line(tmp_path)
     given = ExternalInputs(kept_runs.TinyMLP, EvalSet(inputs, labels), 3, "x.pt")
     with pytest.raises(LinpathError) as e:
         check_same_data(run, "test-interpolate-uniform3-fp32", given)
-    assert "is not a data record" in str(e.value)
+    assert "data.json: not a JSON object (it holds a list)" in str(e.value)
     record("bad-input", "sweep of an external run whose data.json was edited to []", f"exit 2: {e.value}")
 
 

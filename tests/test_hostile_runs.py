@@ -567,22 +567,22 @@ def momentum_run(tmp_path_factory, data_root):
 def test_a_spawn_killed_between_its_parent_and_spawn_json(momentum_run, mnist, tmp_path):
     """parent.pt written, spawn.json not (a kill between the two writes): the next spawn makes
     both again and gives the same rows; spawn.json nested 100,000 deep is one line."""
-    from linpath.runs.spawn import spawn, spawn_dir
+    from linpath.runs.spawn import SpawnOptions, spawn, spawn_dir
     from linpath.sweep.grids import Grid
     from linpath.sweep.setting import SweepSetting
 
     root = tmp_path / "run"
     shutil.copytree(momentum_run.root, root, ignore=shutil.ignore_patterns(".*lock", "spawn"))
     setting = SweepSetting(grid=Grid(points=3))
-    rows = spawn(root, 16, mnist, children=2, setting=setting, progress=False)
+    rows = spawn(root, 16, mnist, setting, SpawnOptions(children=2, progress=False))
     sdir = spawn_dir(RunDir(root), 0, 16)
     for child in (0, 1):
         shutil.rmtree(sdir.replicate_dir(child))
     sdir.info_file.unlink()
-    assert spawn(root, 16, mnist, children=2, setting=setting, progress=False) == rows
+    assert spawn(root, 16, mnist, setting, SpawnOptions(children=2, progress=False)) == rows
     sdir.info_file.write_text("[" * 100_000 + "]" * 100_000)
     message = refused_line(
-        lambda: spawn(root, 16, mnist, children=2, setting=setting, progress=False), "nested too deeply"
+        lambda: spawn(root, 16, mnist, setting, SpawnOptions(children=2, progress=False)), "nested too deeply"
     )
     record(
         "fault",

@@ -99,7 +99,9 @@ def check_config(folder: Path, kind, config) -> None:
             meta = kind.from_config(config)
     except (RuntimeError, NotImplementedError, ValueError, TypeError, AttributeError):
         return
-    held = ModelFolder(folder).entries
+    entries = ModelFolder(folder).entries
+    renamed = checkpoint_names(meta, list(entries))  # the names transformers loads them by
+    held = {renamed.get(k, k): v for k, v in entries.items()}
     named = list(meta.named_parameters(remove_duplicate=False)) + list(
         meta.named_buffers(remove_duplicate=False)
     )

@@ -61,6 +61,7 @@ from linpath.config.steps import Step
 from linpath.engine.align import align_states
 from linpath.errors import LinpathError
 from linpath.io.files import atomic_write_text
+from linpath.io.jsonfile import read_json
 from linpath.io.rundir import RunDir, SpawnDir
 from linpath.io.tables import csv_text, write_csv
 from linpath.io.tensors import load_state_dict, load_tensors, save_tensors
@@ -334,17 +335,11 @@ def _parent(job: _Spawn) -> dict:
 
 
 def _spawn_info(sdir: SpawnDir) -> dict:
-    """spawn.json of an earlier spawn, checked (one line for a damaged one)."""
+    """spawn.json of an earlier spawn, checked (one line for a damaged one, with the remedy)."""
     try:
-        info = json.loads(sdir.info_file.read_text())
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
-        info = f"unreadable: {type(e).__name__}"
-    if not isinstance(info, dict):
-        raise LinpathError(
-            f"{sdir.info_file} is damaged ({info if isinstance(info, str) else 'not a JSON object'}); "
-            f"delete {sdir.root} to spawn again"
-        )
-    return info
+        return read_json(sdir.info_file, dict)
+    except LinpathError as e:
+        raise LinpathError(f"{e}; delete {sdir.root} to spawn again") from None
 
 
 def _finished_rows(

@@ -101,7 +101,7 @@ def _rows_problem(rows: list[dict], item: tuple[int, int], expected: KeyFields |
         if problem:
             return problem
         xs.append(float(d["x"]))
-    if len({d["examples"] for d in rows}) > 1:
+    if len({d["examples"] for d in rows}) > 1 and not _stopped(expected):
         return "its rows hold different numbers of examples"
     if any(b <= a for a, b in zip(xs, xs[1:])):
         return "its x values are not strictly increasing (a row repeated or out of order)"
@@ -188,12 +188,22 @@ def _range_problem(d: dict, number: int, expected: KeyFields | None) -> str | No
     if examples < 1 or (wanted and examples != wanted):
         said = f", the setting's subset -n{wanted}" if wanted else ""
         return f"line {number} has examples {examples}{said}"
-    if wanted == 0 and any(v > 0 for _, v in ses):
+    if wanted == 0 and any(v > 0 for _, v in ses) and not _streamed(expected):
         return (
             f"line {number} has a standard error ({d['loss_se']}): a subset's item, and this setting "
             "evaluates the whole split"
         )
     return None
+
+
+def _stopped(expected: KeyFields | None) -> bool:
+    """Whether the setting stops each point by a standard-error target (its points' examples vary)."""
+    return expected is not None and expected.se_target is not None
+
+
+def _streamed(expected: KeyFields | None) -> bool:
+    """Whether the setting is the streamed evaluator's, whose whole-split points carry standard errors."""
+    return _stopped(expected) or (expected is not None and expected.task != "classification")
 
 
 def item_examples(path: Path) -> int:
@@ -220,8 +230,8 @@ def odd_examples(items: list[Path], recorded: int | None = None) -> dict[Path, s
     the setting's are `recorded` (an external run's data.json) where known, else the largest
     the items hold (a subset never holds more examples than the whole split)."""
     held = {path: item_examples(path) for path in items}
-    if not held:
-        return {}
+    if not held or any(_stopped(parse_key(path.parent.name)) for path in held):
+        return {}  # a stopping rule: each point read as many examples as it needed
     expected = recorded if recorded is not None else max(held.values())
     return {
         path: f"it holds {n} examples, the setting's other items {expected}"
