@@ -34,7 +34,7 @@ from linpath.analysis.trajectory import weight_vector
 from linpath.config.spec import read_spec
 from linpath.engine.interpolate import check_compatible
 from linpath.errors import LinpathError
-from linpath.io.files import atomic_write_text
+from linpath.io.files import atomic_write_text, file_sha256
 from linpath.io.jsonfile import read_json
 from linpath.io.rundir import RunDir
 from linpath.io.tensors import load_state_dict, nonfinite_problem, tensor_bytes
@@ -152,14 +152,6 @@ def tensor_digest(state: dict[str, torch.Tensor]) -> str:
 def signature(state: dict[str, torch.Tensor]) -> str:
     text = json.dumps(sorted((k, list(v.shape)) for k, v in state.items()))
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class RecentStates:

@@ -36,6 +36,14 @@ def weight_vector(state: dict) -> torch.Tensor:
     return torch.cat([state[k].detach().reshape(-1).to("cpu", torch.float64) for k in keys])
 
 
+def _weights_like(state: dict, like: torch.Tensor, t: int, other: str) -> torch.Tensor:
+    """weight_vector of the state at t, refused in one line where its size is not `like`'s."""
+    v = weight_vector(state)
+    if v.shape != like.shape:
+        raise LinpathError(f"the state at t={t} has {v.numel()} weights, {other} {like.numel()}")
+    return v
+
+
 def trajectory(states: dict[int, dict], init: dict, final: dict) -> list[dict]:
     """One row (TRAJECTORY_COLUMNS) per state, by t ascending; see the module docstring."""
     for t in sorted(states):  # every state the initial one's keys and shapes (one line, never a traceback)
@@ -49,9 +57,7 @@ def trajectory(states: dict[int, dict], init: dict, final: dict) -> list[dict]:
     norm_u, norm_T = math.sqrt(uu), float(vT.norm())
     rows = []
     for t in sorted(states):
-        v = weight_vector(states[t])
-        if v.shape != v0.shape:
-            raise LinpathError(f"the state at t={t} has {v.numel()} weights, the initial one {v0.numel()}")
+        v = _weights_like(states[t], v0, t, "the initial one")
         w = v - v0
         progress = float(w @ u) / uu
         distance = float((w - progress * u).norm())
@@ -135,10 +141,7 @@ def plane_coordinates(states: dict[int, dict], origin: dict, d_a: dict, d_b: dic
         )
     rows = []
     for t in sorted(states):
-        w = weight_vector(states[t])
-        if w.shape != a.shape:
-            raise LinpathError(f"the state at t={t} has {w.numel()} weights, the plane {a.numel()}")
-        w = w - v0
+        w = _weights_like(states[t], a, t, "the plane") - v0
         alpha, beta = torch.linalg.solve(gram, torch.stack([a @ w, b @ w])).tolist()
         off = float((w - alpha * a - beta * b).norm())
         rows.append(

@@ -18,6 +18,7 @@ class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage dump)."""
 
     def error(self, message):
+        message = message.replace("\r", "\\r").replace("\n", "\\n")  # an argument's own line breaks, shown
         self.exit(2, f"linpath: error: {message} (see '{self.prog} --help')\n")
 
 

@@ -13,10 +13,6 @@ def arguments(p) -> None:
         help="how far (a share of the largest distance) a later state may lie farther from the final state "
         "than an earlier one (default 0.1)",
     )
-    _add_fetch(p)
-
-
-def _add_fetch(p) -> None:
     p.add_argument(
         "--fetch",
         action="store_true",

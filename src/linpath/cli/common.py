@@ -134,6 +134,22 @@ def add_sweep_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_text_options(g) -> None:
+    """How a text file (.jsonl, .txt) becomes a causal language model's blocks of tokens."""
+    g.add_argument(
+        "--tokenizer",
+        default=None,
+        help="bytes (UTF-8 bytes as ids) or module:callable / file.py:callable mapping a text to token ids",
+    )
+    g.add_argument(
+        "--seq-len",
+        type=int,
+        default=None,
+        help="tokens per block (default: the model's maximum positions, at most 1024)",
+    )
+    g.add_argument("--text-field", default="text", help="a .jsonl record's text field (default text)")
+
+
 def add_tensorboard(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tensorboard",

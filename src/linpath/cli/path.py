@@ -118,19 +118,7 @@ def _add_stream_options(p) -> None:
         "language models and streamed data (a model folder as START/END, --task causal-lm, a text "
         "--data or --se-target: the states stay on disk and the data is read a batch at a time)"
     )
-    g.add_argument(
-        "--tokenizer",
-        default=None,
-        help="text --data (.jsonl, .txt): bytes (UTF-8 bytes as ids) or module:callable / file.py:callable "
-        "mapping a text to token ids",
-    )
-    g.add_argument(
-        "--seq-len",
-        type=int,
-        default=None,
-        help="tokens per block of text --data (default: the model's maximum positions, at most 1024)",
-    )
-    g.add_argument("--text-field", default="text", help="a .jsonl record's text field (default text)")
+    common.add_text_options(g)
 
 
 def run(args) -> int:

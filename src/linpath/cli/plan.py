@@ -30,14 +30,15 @@ def arguments(p) -> None:
 
 
 def run(args) -> int:
-    from linpath.runs.decide import plan
+    from linpath.analysis.planner import plan_rows
+    from linpath.runs.decide import pilot
 
     try:
         examples = [int(n) for n in args.examples.split(",") if n.strip()] if args.examples else None
     except ValueError:
         raise LinpathError(f"--examples takes numbers separated by commas, got {args.examples!r}") from None
-    rows = plan(common.run_folder(args.run_dir), args.setting, args.claim, args.delta, args.power, examples,
-                args.population)  # fmt: skip
+    heights, pilot_examples = pilot(common.run_folder(args.run_dir), args.setting)
+    rows = plan_rows(heights, args.claim, args.delta, args.power, examples, pilot_examples, args.population)
     for row in rows:
         needed = "more than 1000" if row["replicates"] != row["replicates"] else int(row["replicates"])
         print(

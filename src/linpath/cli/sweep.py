@@ -40,14 +40,7 @@ def _add_grid_options(p) -> None:
     (the setting's streamed fields), its text, and its audit."""
     g = p.add_argument_group("checkpoint grids ('linpath import hf://ORG/NAME', a folder of revisions)")
     SweepSetting.add_flags(g, omit=tuple(f for f in SETTING_FIELDS if f not in STREAM_FIELDS))
-    g.add_argument("--tokenizer", default=None, help="bytes, or module:callable mapping a text to token ids")
-    g.add_argument(
-        "--seq-len",
-        type=int,
-        default=None,
-        help="tokens per block (default: the model's maximum, at most 1024)",
-    )
-    g.add_argument("--text-field", default="text", help="a .jsonl record's text field (default text)")
+    common.add_text_options(g)
     g.add_argument(
         "--allow-findings",
         action="store_true",

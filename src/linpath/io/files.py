@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -85,3 +86,12 @@ def remove_stale_temporaries(folder: Path) -> int:
             p.unlink()
             removed += 1
     return removed
+
+
+def file_sha256(path: Path) -> str:
+    """A file's sha256 (hex), read in blocks of 1 MiB."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

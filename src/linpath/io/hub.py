@@ -22,13 +22,13 @@ and only when the Hub is used (it comes with linpath[hf]).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from linpath.errors import LinpathError
+from linpath.io.files import file_sha256
 from linpath.io.hf_folder import CONFIG_FILE, INDEX_FILE
 
 HUB_SCHEME = "hf://"
@@ -69,14 +69,6 @@ def check_safetensors_only(names: list[str], where: str) -> None:
             "(a pickle can run code when loaded); convert them with safetensors' convert script first"
         )
     raise LinpathError(f"{where} holds no weights (no *.safetensors file)")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def blob_sha256(path: Path) -> str | None:

@@ -7,8 +7,7 @@ from __future__ import annotations
 import os
 
 from linpath.analysis.curves import load_curves, settings_of
-from linpath.analysis.decisions import DEFAULT_DELTA, heights_from_curves, paired_rows, write_decisions
-from linpath.analysis.planner import DEFAULT_POWER, plan_rows
+from linpath.analysis.decisions import heights_from_curves, paired_rows, write_decisions
 from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
 from linpath.sweep.setting import parse_key
@@ -35,21 +34,9 @@ def compare(
     return rows, table
 
 
-def plan(
-    run_dir: str | os.PathLike,
-    key: str,
-    claim: str = "no-barrier",
-    delta: float = DEFAULT_DELTA,
-    power: float = DEFAULT_POWER,
-    examples: list[int] | None = None,
-    population: int | None = None,
-) -> list[dict]:
-    """The run's setting `key` as a pilot: for each number of evaluation examples (default the
-    pilot's), the fewest replicates whose power to decide `claim` ("no-barrier": no barrier
-    larger than delta; "barrier": one above the threshold) reaches `power`. A pilot on a subset
-    (-nN) needs the split's size, `population`, to scale its example variance."""
-    run = RunDir(run_dir)
+def pilot(run_dir: str | os.PathLike, key: str):
+    """The run's setting `key` as a pilot for the planner (analysis/planner.py's plan_rows): its
+    error heights, and its number of evaluation examples where it is a subset (-nN), else None."""
     fields = parse_key(key)
-    pilot_examples = fields.eval_examples if fields and fields.eval_examples else None
-    heights = _heights(run, key, "error", "rise_over_endpoints")
-    return plan_rows(heights, claim, delta, power, examples, pilot_examples, population)
+    examples = fields.eval_examples if fields and fields.eval_examples else None
+    return _heights(RunDir(run_dir), key, "error", "rise_over_endpoints"), examples

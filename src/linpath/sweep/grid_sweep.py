@@ -39,7 +39,7 @@ from linpath.io.rundir import RunDir
 from linpath.models.hf import from_folder
 from linpath.runtime.device import resolve_device
 from linpath.runtime.progress import Progress
-from linpath.sweep.items import LM_PATH_COLUMNS, format_rows, item_problem
+from linpath.sweep.items import LM_PATH_COLUMNS, format_rows, item_problem, result_rows
 from linpath.sweep.setting import SweepSetting
 
 
@@ -127,25 +127,7 @@ def unfinished(run: RunDir, setting: SweepSetting, items: list[tuple[int, int]],
 
 def item_rows(r: int, t: int, setting: SweepSetting, xs, results: list[StreamResult]) -> list[list]:
     """An item file's rows: the sweep's columns, then perplexity, bits per byte and tokens."""
-    return [
-        [
-            r,
-            t,
-            repr(float(x)),
-            setting.split,
-            setting.bn,
-            res.examples,
-            setting.precision,
-            repr(res.loss),
-            repr(res.error),
-            repr(res.loss_se),
-            repr(res.error_se),
-            repr(res.perplexity),
-            repr(res.bits_per_byte),
-            res.targets,
-        ]  # fmt: skip
-        for x, res in zip(xs, results)
-    ]
+    return result_rows(r, t, setting, xs, results, ("perplexity", "bits_per_byte", "targets"))
 
 
 @dataclass

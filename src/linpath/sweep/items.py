@@ -263,3 +263,19 @@ def _grid_problem(xs: list[float], grid: Grid, exact: bool) -> str | None:
     if bad is not None:
         return f"x = {xs[bad]!r} at row {bad + 1} is not the grid's {expected[bad]!r}"
     return None
+
+
+def result_rows(r: int, t: int, setting, xs, results, extra: tuple[str, ...] = ()) -> list[list]:
+    """An item file's rows: the sweep's columns (PATH_COLUMNS) from the engine's results at xs,
+    then the attributes `extra` of each result (a language model's perplexity, bits_per_byte and
+    token count: LM_COLUMNS)."""
+    rows = []
+    for x, res in zip(xs, results):
+        row = [r, t, repr(float(x)), setting.split, setting.bn, res.examples, setting.precision]
+        row += [repr(res.loss), repr(res.error), repr(res.loss_se), repr(res.error_se)]
+        rows.append(row + [_cell(getattr(res, name)) for name in extra])
+    return rows
+
+
+def _cell(value):
+    return repr(float(value)) if isinstance(value, float) else value

@@ -27,7 +27,7 @@ from linpath.runtime.progress import Progress
 from linpath.sweep.engine_entry import LineJob, bn_batches, line_job, setting_subset
 from linpath.sweep.external import ExternalInputs
 from linpath.sweep.grid_sweep import GridData
-from linpath.sweep.items import item_problem, write_item
+from linpath.sweep.items import item_problem, result_rows, write_item
 from linpath.sweep.setting import SweepSetting
 from linpath.sweep.tables import rebuild_tables
 
@@ -161,22 +161,7 @@ def setting_job(spec, setting: SweepSetting, source, dev, make_model=None, **opt
 
 def _item_rows(job: LineJob, setting: SweepSetting, start: dict, final: dict, r: int, t: int) -> list[list]:
     item_xs, results = job.curve(start, final, setting.grid)
-    return [
-        [
-            r,
-            t,
-            repr(x),
-            setting.split,
-            setting.bn,
-            res.examples,
-            setting.precision,
-            repr(res.loss),
-            repr(res.error),
-            repr(res.loss_se),
-            repr(res.error_se),
-        ]
-        for x, res in zip(item_xs, results)
-    ]
+    return result_rows(r, t, setting, item_xs, results)
 
 
 def run_sweep(run: RunDir, setting: SweepSetting, source, options: SweepOptions = SweepOptions()) -> int:
