@@ -29,6 +29,7 @@ def random_perms(state, seed):
     ]
 
 
+@pytest.mark.slow
 def test_permuted_copy_computes_the_same():
     model = lenet(1)
     state = model.state_dict()
@@ -141,6 +142,7 @@ def outputs_gap(name, state, other_state):
     return float((out_f - out_g).abs().max() / out_f.abs().max())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["vgg16", "resnet20"])
 def test_a_permutation_through_the_spec_keeps_the_function(name):
     model = convnet(name, 1)

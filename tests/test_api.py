@@ -282,6 +282,7 @@ def test_hugging_face_and_lightning_example(tmp_path):
 # --- linpath path ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_path_in_a_run_folder(lenet_run, data_root, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(
@@ -401,6 +402,7 @@ def test_cli_path_errors(tmp_path, capsys, lenet_run):
     assert "neither a preset or model" in line
 
 
+@pytest.mark.slow
 def test_curvature_along_a_path_equals_finite_differences_of_its_own_loss(tmp_path, capsys):
     """linpath.path(curvature=...) gives dL/dx and d²L/dx² = uᵀHu equal to the central differences
     of the curve itself at spacing 1e-3 (float64 model, BatchNorm statistics moving with x as the

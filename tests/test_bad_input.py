@@ -446,6 +446,7 @@ FLAGS = ["--" + f.name.replace("_", "-") for f in override_fields()] + ["--repli
 @given(
     st.lists(st.tuples(st.sampled_from(FLAGS), st.one_of(st.text(max_size=8), VALUES.map(str))), max_size=3)
 )
+@pytest.mark.slow
 def test_fuzz_the_command_line_overrides(pairs):
     _count("the CLI parser (train overrides)")
     argv = TRAIN + [

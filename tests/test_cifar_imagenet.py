@@ -37,6 +37,7 @@ def test_real_cifar10_counts_and_statistics(cifar):
     torch.testing.assert_close(mean, torch.tensor([0.4913, 0.4821, 0.4465]), atol=5e-3, rtol=0)
 
 
+@pytest.mark.slow
 def test_cifar_augmentation_is_a_function_of_seed_and_step(cifar):
     def batch(seed, start, skip=0):
         it = cifar.train_batches(seed, 64, start_step=start, augment=True)
@@ -175,6 +176,7 @@ def test_cli_run_cifar_resnet_20(tmp_path, data_root, cifar, capsys):
     }
 
 
+@pytest.mark.slow
 def test_imagenet_pipeline_reads_tiny_imagenet(tiny_imagenet, data_root):
     source = load("imagenet", data_root, image_size=32)
     assert (source.num_classes, source.num_train_examples) == (10, 5000)

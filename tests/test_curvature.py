@@ -93,6 +93,7 @@ def flat(state: dict, names: list[str]) -> torch.Tensor:
     return torch.cat([state[k].reshape(-1) for k in names])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make,shape", [(mlp, (12,)), (bn_convnet, (2, 6, 6))])
 def test_curvature_matches_the_dense_hessian(make, shape):
     start, end = states(make, 0)
@@ -134,6 +135,7 @@ def smooth_mlp():
     return mlp(nn.GELU)
 
 
+@pytest.mark.slow
 def test_path_curvature_is_the_second_difference_of_the_sweeps_loss():
     """With BatchNorm's statistics moving (the sweep's interpolate policy), L'' is the second
     derivative of the engine's own curve: its central differences (the engine scores float32

@@ -33,6 +33,7 @@ def rows_of(path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_the_report_writes_decisions_and_states_them(run, capsys):
     assert main(["report", str(run.root), "--delta", "0.01"]) == 0, capsys.readouterr().err
     rows = rows_of(run.decisions_csv(WHOLE))
@@ -44,6 +45,7 @@ def test_the_report_writes_decisions_and_states_them(run, capsys):
     assert "Barrier decisions" in report and "equivalence_all" in report
 
 
+@pytest.mark.slow
 def test_decisions_are_withheld_over_an_incomplete_setting(run, capsys):
     (run.sweep_dir / WHOLE / "r1-t64.csv").unlink()  # the synthetic run names items without zero padding
     assert main(["report", str(run.root)]) == 0, capsys.readouterr().err

@@ -50,7 +50,11 @@ CASES = {
 }
 
 
-@pytest.fixture(scope="module", params=list(CASES))
+# ResNet-20's cases are in the slow tier (each several times LeNet's); LeNet's stay fast
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param(n, marks=pytest.mark.slow) if n == "cifar_resnet_20" else n for n in CASES],
+)
 def case(request):
     name = request.param
     shape, n = CASES[name]
@@ -122,6 +126,7 @@ def test_a_path_reuses_its_stem_outputs_across_calls(case):
         assert res.loss == pytest.approx(loss, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_paths_sharing_an_end_compute_its_stem_outputs_once(case, monkeypatch):
     """A sweep's paths share their end; its stem outputs are reused while its stem entries are
     unchanged, and recomputed when they change (here: the end's stem weight edited in place)."""

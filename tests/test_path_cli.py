@@ -32,6 +32,7 @@ def rows_of(out) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_grid_subset_setting_and_normalization(lenet_run, mnist, data_root, tmp_path, capsys):
     out = tmp_path / "out"
     a, b = lenet_run.checkpoint(0, 0), lenet_run.checkpoint(1, 0)
@@ -82,6 +83,7 @@ class BNNet(nn.Module):
         return self.head(torch.relu(self.norm(self.conv(x))).flatten(1))
 
 
+@pytest.mark.slow
 def test_bn_recompute_from_named_training_batches(mnist, data_root, tmp_path, capsys):
     torch.manual_seed(0)
     states = [BNNet().state_dict() for _ in range(2)]

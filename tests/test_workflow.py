@@ -279,6 +279,7 @@ def test_keep_steps_are_kept_besides_the_papers_and_usable(tmp_path, data_root):
 # --- 5. pandas -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_curve_as_a_data_frame(data, states):
     pytest.importorskip("pandas")
     curve = linpath.path(mlp(), *states, data, grid=5)
