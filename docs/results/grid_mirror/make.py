@@ -5,11 +5,12 @@ tables, figures, report and audit of docs/results/grid_mirror/, no weights.
 
 examples/tiny_pythia_grid.py trains its two seeds (a 190,000-parameter GPT-NeoX, 600 steps each,
 saved at the paper's grid as revisions step0 ... step600) and plants three defects (--plant);
-then, through linpath's own functions (the command line is `linpath import MIRROR
---replicate-pattern 'MIRROR-seed{r}'`, `linpath audit`, `linpath sweep RUN --task causal-lm
---data valid.txt --tokenizer bytes --seq-len 64 --allow-findings`, `linpath report`): import,
-audit (audit.txt), sweep on the paper's 100 points, report. The work folder's path is written
-MIRROR in the published files.
+then the command line, as a user runs it:
+    linpath import MIRROR --replicate-pattern 'MIRROR-seed{r}' --out RUNS
+    linpath audit RUN                                                   (audit.txt)
+    linpath sweep RUN --task causal-lm --data valid.txt --tokenizer bytes --seq-len 64 --allow-findings
+    linpath report RUN
+The work folder's path is written MIRROR in the published files.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
-
-import torch
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
@@ -35,30 +36,25 @@ def example():
     return module
 
 
-def run_all(work: Path, points: int) -> Path:
-    from linpath.analysis.audit import audit_run
-    from linpath.data.stream import TextBlocks, bytes_tokenizer
-    from linpath.runs import stages
-    from linpath.runs.grid_sweep import sweep_grid_run
-    from linpath.runs.import_grid import import_grid
-    from linpath.sweep.grid_sweep import GridData
-    from linpath.sweep.grids import Grid
-    from linpath.sweep.setting import SweepSetting
+def linpath(*argv: str) -> str:
+    """One linpath command, run as a user runs it; its output (exit codes 0 and 1 of the audit)."""
+    done = subprocess.run([sys.executable, "-m", "linpath", *argv], capture_output=True, text=True)
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"linpath {' '.join(argv)} failed: {done.stderr.strip()}")
+    return done.stdout
 
+
+def run_all(work: Path, points: int) -> Path:
     base, seed1 = example().build(work / "mirror", steps=600, seeds=2)
     example().plant(base, seed1)
-    run, notes = import_grid(base, work / "runs", replicate_pattern=str(base) + "-seed{r}")
-    findings = audit_run(run)
-    lines = [f"{f.kind}: {f.message}" for f in findings] + [f"audit: {len(findings)} findings"]
-    (work / "audit.txt").write_text("\n".join(lines) + "\n")
-    data = GridData(
-        TextBlocks(work / "mirror" / "valid.txt", bytes_tokenizer, seq_len=64, batch_size=8), "bytes"
-    )
-    sweep_grid_run(
-        run.root, SweepSetting(grid=Grid(points=points)), data, allow_findings=True, progress=False
-    )
-    stages.report(run.root)
-    return run.root
+    linpath("import", str(base), "--replicate-pattern", f"{base}-seed{{r}}", "--out", str(work / "runs"))
+    run = next((work / "runs").glob("grid-*"))
+    (work / "audit.txt").write_text(linpath("audit", str(run)))
+    text = work / "mirror" / "valid.txt"
+    linpath("sweep", str(run), "--task", "causal-lm", "--data", str(text), "--tokenizer", "bytes", "--seq-len", "64",
+            "--points", str(points), "--allow-findings", "--quiet")  # fmt: skip
+    linpath("report", str(run))
+    return run
 
 
 def publish(run: Path, work: Path) -> None:
@@ -76,7 +72,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=100, help="points per path (default 100, the paper's)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         publish(run_all(work, args.points), work)
