@@ -22,9 +22,9 @@ done
 linpath train mnist_lenet_300_100 --training-steps 5ep --data-root "$data" --out "$work/short" --quiet
 short=$(ls -d "$work"/short/mnist_lenet_300_100-*)
 for r in 0 1 2; do
-  linpath spawn "$short" --at 0,16,128,512,1000,2000 --replicate "$r" --children 2 --points 25 --align \
+  linpath spawn "$short" --at 0,16,128,512,1024,2000 --replicate "$r" --children 2 --points 25 --align \
     --data-root "$data" --quiet
-  linpath spawn "$short" --at 0,16,128,512,1000,2000 --replicate "$r" --children 2 --points 25 --align \
+  linpath spawn "$short" --at 0,16,128,512,1024,2000 --replicate "$r" --children 2 --points 25 --align \
     --perturb 0.001 --data-root "$data" --quiet
 done
 python "$here/summarize.py" "$work" "$short" "$here"
