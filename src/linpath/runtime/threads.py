@@ -14,10 +14,14 @@ The count, the first of these that applies:
   3. OMP_NUM_THREADS, which torch reads itself: left alone (under torchrun, "1" is what torchrun
      sets when it is unset, not a user's choice, and counts as unset);
   4. the usable CPUs (the affinity mask, capped by a cgroup v1 or v2 CPU quota) divided among
-     torchrun's local ranks (LOCAL_WORLD_SIZE), at least 1.
-Before torch is imported (the command line applies this first thing), waiting OpenMP threads
-are also told to sleep rather than spin (OMP_WAIT_POLICY=PASSIVE, unless the environment says
-how they wait): OpenMP reads it once, when torch loads it. And a small model (no convolution,
+     torchrun's local ranks (LOCAL_WORLD_SIZE), and no more than the CPUs other work leaves
+     idle when the command starts (the machine's busy time over SAMPLE_S seconds, /proc/stat),
+     at least 1.
+Before torch is imported (the command line applies this first thing), where other work keeps
+at least half a CPU busy, waiting OpenMP threads are also told to sleep rather than spin
+(OMP_WAIT_POLICY=PASSIVE, unless the environment says how they wait): OpenMP reads it once,
+when torch loads it. On a quiet machine they spin as OpenMP's default has them: sleeping costs
+a small model's training 1.8x there (benchmarks/README.md). And a small model (no convolution,
 under SMALL_MODEL_PARAMETERS parameters) is evaluated on one thread unless the count was chosen
 (1-3 above): its products are too small to split, and two threads only wait on each other.
 """
@@ -28,6 +32,7 @@ import contextlib
 import math
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,20 +42,23 @@ ENV = "LINPATH_THREADS"
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")  # how OpenMP threads wait
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 SELF_CGROUP = Path("/proc/self/cgroup")
+PROC_STAT = Path("/proc/stat")
+SAMPLE_S = 0.2  # how long the command line samples the machine's busy time at its start
+BUSY_CPUS = 0.5  # other work keeping this much busy makes waiting threads sleep
 SMALL_MODEL_PARAMETERS = 100_000  # LeNet-300-100 has 266,610; examples/own_model.py's MLP 5,699
 
 
 @dataclass(frozen=True)
 class Choice:
     """A thread count and where it came from: "threads", LINPATH_THREADS, OMP_NUM_THREADS (count
-    None: torch's own reading of it stands) or "usable CPUs"."""
+    None: torch's own reading of it stands), "usable CPUs" or "idle CPUs" (fewer: a busy machine)."""
 
     count: int | None
     source: str
 
     @property
     def explicit(self) -> bool:
-        return self.source != "usable CPUs"
+        return self.source not in ("usable CPUs", "idle CPUs")
 
 
 _applied: Choice | None = None  # the last apply()'s choice in this process
@@ -143,8 +151,27 @@ def usable_threads(environ=os.environ, cpus: float | None = None) -> int:
     return max(1, math.floor(cpus / local_ranks(environ)))
 
 
-def choose(threads: int | None = None, environ=os.environ) -> Choice:
-    """The thread count to use, and where it came from (see the module's docstring)."""
+def busy_cpus(sample: float = SAMPLE_S, stat: Path = PROC_STAT) -> float:
+    """The CPUs other work keeps busy now: the machine's non-idle share of its CPU time over
+    `sample` seconds (this process sleeps meanwhile), in CPUs; 0 where /proc/stat cannot be read."""
+
+    def totals() -> tuple[int, int]:
+        fields = [int(v) for v in (_read(stat) or "").splitlines()[0].split()[1:9]]
+        return sum(fields), fields[3] + fields[4]  # all time, idle + iowait
+
+    try:
+        total, idle = totals()
+        time.sleep(sample)
+        total2, idle2 = totals()
+    except (IndexError, ValueError):
+        return 0.0
+    elapsed = total2 - total
+    return 0.0 if elapsed <= 0 else max(0.0, 1 - (idle2 - idle) / elapsed) * (os.cpu_count() or 1)
+
+
+def choose(threads: int | None = None, environ=os.environ, busy: float | None = None) -> Choice:
+    """The thread count to use, and where it came from (see the module's docstring); `busy`:
+    the CPUs other work keeps busy (default: sampled now, where the count is linpath's choice)."""
     if threads is not None:
         return Choice(positive_count(threads, "threads"), "threads")
     if environ.get(ENV, "").strip():
@@ -152,19 +179,24 @@ def choose(threads: int | None = None, environ=os.environ) -> Choice:
     omp = environ.get("OMP_NUM_THREADS", "").strip()
     if omp and not (omp == "1" and "LOCAL_WORLD_SIZE" in environ):
         return Choice(None, "OMP_NUM_THREADS")
-    return Choice(usable_threads(environ), "usable CPUs")
+    usable = usable_threads(environ)
+    busy = busy_cpus() if busy is None else busy
+    idle = max(1, round(((os.cpu_count() or 1) - busy) / local_ranks(environ)))
+    return Choice(usable, "usable CPUs") if idle >= usable else Choice(idle, "idle CPUs")
 
 
 def apply(threads: int | None = None, environ=os.environ) -> Choice:
     """Set torch's intra-op thread count from choose(threads). Before torch is imported, through
     the environment torch reads when it starts (OMP_NUM_THREADS), with OMP_WAIT_POLICY=PASSIVE
-    unless the environment already says how OpenMP threads wait; after, torch.set_num_threads.
+    where other work keeps the machine busy and the environment does not say how OpenMP threads
+    wait; after, torch.set_num_threads.
     The command line's --threads calls this (the API's threads= keyword: using())."""
     global _applied
-    choice = choose(threads, environ)
+    busy = busy_cpus()
+    choice = choose(threads, environ, busy)
     torch = sys.modules.get("torch")
     if torch is None:
-        if not any(environ.get(v) for v in WAIT_VARIABLES):
+        if busy >= BUSY_CPUS and not any(environ.get(v) for v in WAIT_VARIABLES):
             environ["OMP_WAIT_POLICY"] = "PASSIVE"
         if choice.count is not None:
             environ["OMP_NUM_THREADS"] = str(choice.count)
@@ -199,7 +231,7 @@ def chosen_explicitly(environ=os.environ) -> bool:
     """Whether the user chose the count: by apply(threads) or in the environment."""
     if _applied is not None:
         return _applied.explicit
-    return choose(None, environ).explicit
+    return choose(None, environ, busy=0.0).explicit
 
 
 def is_small_model(model) -> bool:
