@@ -17,8 +17,8 @@ from linpath.engine.interpolate import interpolate_state
 from linpath.errors import LinpathError
 from linpath.models import build
 from linpath.sweep.grids import Grid
+from linpath.sweep.paths_tables import PATH_COLUMNS
 from linpath.sweep.setting import SweepSetting
-from linpath.sweep.tables import PATH_COLUMNS
 from tests.oracle import plain_path
 
 REPO = Path(__file__).resolve().parents[1]

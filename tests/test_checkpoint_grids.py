@@ -327,7 +327,7 @@ def read_items(run: RunDir, key: str) -> dict:
 @pytest.fixture(scope="module")
 def swept(mirror, tmp_path_factory):
     """The two seeds imported with the paper's grid, swept at x = 0, 0.5, 1 on a few paragraphs."""
-    from linpath.runs.grid_sweep import sweep_grid_run
+    from linpath.runs.stages import sweep_grid_run
     from tests.grid_helpers import example
 
     out = tmp_path_factory.mktemp("swept")
@@ -362,7 +362,7 @@ def test_the_sweep_equals_a_plain_hugging_face_loop(swept, mirror):
 
 
 def test_a_grid_with_findings_is_refused_then_swept_when_allowed(mirror, tmp_path, capsys):
-    from linpath.runs.grid_sweep import sweep_grid_run
+    from linpath.runs.stages import sweep_grid_run
     from tests.grid_helpers import example
 
     m = copy_mirror(mirror, tmp_path)
@@ -385,7 +385,7 @@ def test_a_grid_with_findings_is_refused_then_swept_when_allowed(mirror, tmp_pat
 
 
 def test_a_killed_sweep_resumes_and_other_data_is_refused(swept, tmp_path):
-    from linpath.runs.grid_sweep import sweep_grid_run
+    from linpath.runs.stages import sweep_grid_run
     from linpath.sweep.grid_sweep import sweep_grid
     from tests.grid_helpers import example
 
@@ -442,7 +442,7 @@ def test_import_audit_sweep_report_of_a_trained_mirror(trained_mirror, tmp_path)
     """The issue's flow on a trained grid with three plants: the audit finds exactly them, the
     sweep (allowed) equals the plain loop, the report lists the findings and every quantity."""
     from linpath.runs import stages
-    from linpath.runs.grid_sweep import sweep_grid_run
+    from linpath.runs.stages import sweep_grid_run
     from tests.grid_helpers import documents, plain_loop
 
     m = copy_mirror(trained_mirror, tmp_path)
@@ -479,7 +479,7 @@ RANKS_SCRIPT = r"""
 import sys, torch
 from pathlib import Path
 from linpath.data.stream import TextBlocks, bytes_tokenizer
-from linpath.runs.grid_sweep import sweep_grid_run
+from linpath.runs.stages import sweep_grid_run
 from linpath.runtime import distributed
 from linpath.sweep.grid_sweep import GridData
 from linpath.sweep.grids import parse_grid

@@ -34,7 +34,7 @@ from linpath.runs import stages
 from linpath.runs.merge import merge_runs
 from linpath.sweep.grids import Grid
 from linpath.sweep.items import write_item
-from linpath.sweep.tables import rebuild_tables
+from linpath.sweep.paths_tables import rebuild_tables
 
 from ._reliability import record
 from .synthetic_run import curve

@@ -330,8 +330,7 @@ def test_auto_falls_back_to_reverse_where_forward_twice_is_not_exact():
 def test_a_settings_parameter_subset_moves_only_its_tensors():
     """line_curvature with --params '1.*': uᵀHu with u zero outside layer 1 (the dense Hessian's
     block), and the spectrum over layer 1's parameters only."""
-    from linpath.sweep.curvature import line_curvature
-    from linpath.sweep.engine_entry import line_job
+    from linpath.sweep.engine_entry import line_curvature, line_job
 
     start, end = states(mlp, 9)
     evalset = data((12,))

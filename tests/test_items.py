@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from linpath.analysis.curves import load_curves
 from linpath.io.rundir import RunDir
 from linpath.sweep.items import format_rows, item_problem, write_item
+from linpath.sweep.paths_tables import rebuild_tables
 from linpath.sweep.run import SweepOptions, item_check, run_sweep
 from linpath.sweep.setting import SweepSetting
-from linpath.sweep.tables import rebuild_tables
 
 from ._reliability import record
 from .hostile_runs import SETTING, STEPS, rows_of, set_cell, untrained_run

@@ -16,8 +16,8 @@ from linpath.io.tensors import load_state_dict
 from linpath.runs import stages
 from linpath.runs.spawn import SpawnNoise, SpawnOptions, child_seed, parent_state, spawn, spawn_dir
 from linpath.sweep.grids import Grid
+from linpath.sweep.paths_tables import PATH_COLUMNS
 from linpath.sweep.setting import SweepSetting
-from linpath.sweep.tables import PATH_COLUMNS
 from linpath.train.loop import Branch, train_replicate
 
 pytestmark = pytest.mark.slow  # trains runs, runs subprocesses or torchrun

@@ -203,7 +203,7 @@ def test_a_sweep_with_recompute_an_adaptive_grid_and_a_subset(small_run, data_ro
 
 def _item(run, setting, r, t, rows):
     from linpath.io.files import atomic_write_text
-    from linpath.sweep.tables import format_rows
+    from linpath.sweep.paths_tables import format_rows
 
     atomic_write_text(run.sweep_dir / setting / f"r{r}-t{t:07d}.csv", format_rows(rows))
 
@@ -232,7 +232,7 @@ def test_a_second_sweep_setting_never_enters_the_papers_curve(tmp_path):
 
 def test_each_setting_has_its_own_table_and_the_union_names_it(tmp_path):
     from linpath.io.rundir import RunDir
-    from linpath.sweep.tables import PATH_COLUMNS, rebuild_tables
+    from linpath.sweep.paths_tables import PATH_COLUMNS, rebuild_tables
 
     run = RunDir(tmp_path)
     _item(run, "a", 0, 0, [[0, 0, "0.0", "test", "interpolate", 5, "fp32", "1.0", "0.5", "0.1", "0.1"]])

@@ -27,9 +27,9 @@ from linpath.runs import stages
 from linpath.runs.openlth import import_run
 from linpath.sweep.grids import Grid
 from linpath.sweep.items import item_problem
+from linpath.sweep.paths_tables import format_rows, rebuild_tables
 from linpath.sweep.run import SweepOptions, item_check, missing_checkpoints, run_sweep
 from linpath.sweep.setting import SweepSetting
-from linpath.sweep.tables import format_rows, rebuild_tables
 from tests.runs import copy_trained
 
 from .test_cli import one_line_error

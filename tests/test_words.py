@@ -123,7 +123,7 @@ def dead_names(text: str, known: set[str]) -> list[str]:
 
 
 def dead_dotted(text: str) -> list[str]:
-    """Dotted names (`linpath.sweep.tables.rebuild_tables`) that do not import."""
+    """Dotted names (`linpath.sweep.paths_tables.rebuild_tables`) that do not import."""
     import importlib
 
     dead = []
@@ -146,8 +146,8 @@ def test_every_named_file_exists(pages_and_docstrings):
     known = {
         p.name for d in ("src", "tests", "benchmarks", "examples", "docs") for p in (REPO / d).rglob("*")
     }
-    assert dead_names("see api.py and tables.py", known) == ["api.py"]
-    assert dead_dotted("linpath.sweep.tables.rebuild_tables, linpath.sweep.merge.PATH_COLUMNS") == [
+    assert dead_names("see api.py and paths_tables.py", known) == ["api.py"]
+    assert dead_dotted("linpath.sweep.paths_tables.rebuild_tables, linpath.sweep.merge.PATH_COLUMNS") == [
         "linpath.sweep.merge.PATH_COLUMNS"
     ]
     dead = []

@@ -23,7 +23,7 @@ from linpath.config.spec import write_spec
 from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
 from linpath.io.tables import write_csv
-from linpath.sweep.tables import PATH_COLUMNS, format_rows
+from linpath.sweep.paths_tables import PATH_COLUMNS, format_rows
 from linpath.train.log import LOG_COLUMNS
 
 # --- small models and data ------------------------------------------------------------------

@@ -17,7 +17,7 @@ from linpath.analysis.metrics import TABLE_METRICS, path_metrics
 from linpath.errors import LinpathError
 from linpath.io.rundir import RunDir
 from linpath.io.tables import read_csv_rows
-from linpath.sweep.tables import valid_items
+from linpath.sweep.paths_tables import valid_items
 
 QUANTITIES = ("loss", "error")
 # a causal language model's sweep (sweep/grid_sweep.py) adds bits per byte: its standard error

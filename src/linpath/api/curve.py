@@ -39,6 +39,15 @@ class PathCurve:
     # with their residuals, and its trace with its standard error
     spectra: dict[float, dict] | None = None
 
+    def with_curvature(self, points, spectra: dict | None = None) -> PathCurve:
+        """The same curve with the slope and the directional curvature at each x as two more
+        columns (engine/curvature.py's CurvaturePoint) and, where measured, Hessian spectra."""
+        extra = {
+            "slope": np.array([p.slope for p in points], dtype=float),
+            "curvature": np.array([p.curvature for p in points], dtype=float),
+        }
+        return dataclasses.replace(self, quantities={**(self.quantities or {}), **extra}, spectra=spectra)
+
     def with_population(self, population: int | None) -> PathCurve:
         """The same curve, stating the size of the data its examples were drawn from."""
         return dataclasses.replace(self, population=population)

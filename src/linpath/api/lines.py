@@ -23,7 +23,6 @@ import torch
 from torch import nn
 
 from linpath.api.alignment import align
-from linpath.api.curvature import with_curvature
 from linpath.api.curve import PathCurve
 from linpath.api.inputs import (
     BatchFn,
@@ -45,7 +44,7 @@ from linpath.engine.streamed import MIN_EXAMPLES
 from linpath.errors import LinpathError
 from linpath.runtime.device import resolve_device
 from linpath.runtime.threads import using
-from linpath.sweep.engine_entry import bn_batches, line_job, setting_subset
+from linpath.sweep.engine_entry import bn_batches, line_curvature, line_job, setting_subset
 from linpath.sweep.grids import Grid
 from linpath.sweep.setting import SweepSetting
 
@@ -209,3 +208,23 @@ def _recompute_inputs(setting: SweepSetting, options: PathOptions, evalset: Eval
     elif not hasattr(data, "train_batches"):  # a data Source is read as the sweep reads it
         data = as_evalset(data, dev, options.batch_size or 1000)
     return bn_batches(data, setting.bn_batches, options.bn_batch_size, options.bn_seed, dev)
+
+
+def with_curvature(curve: PathCurve, job, start: dict, end: dict, request: CurvatureRequest) -> PathCurve:
+    """`curve` with the slope and the directional curvature at every x and, at request.at, the
+    Hessian's top eigenvalues and trace, on the path job's own engine, subset and BatchNorm policy."""
+    along = line_curvature(job, start, end, request.moving, request.examples)
+    points = along.points([float(x) for x in curve.x])
+    spectra = {}
+    for x in request.at:
+        spectrum, trace = along.spectrum(x, request.k, request.steps), along.trace(x, request.matvecs)
+        spectra[float(x)] = {
+            "eigenvalues": spectrum.eigenvalues,
+            "residuals": spectrum.residuals,
+            "lanczos_steps": spectrum.steps,
+            "trace": trace.trace,
+            "trace_se": trace.se,
+            "trace_matvecs": trace.matvecs,
+            "trace_method": trace.method,
+        }
+    return curve.with_curvature(points, spectra or None)

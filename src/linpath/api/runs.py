@@ -13,7 +13,7 @@ from linpath.config.spec import Spec, read_spec
 from linpath.io.rundir import RunDir
 from linpath.io.tables import csv_frame, csv_text, import_pandas
 from linpath.sweep.items import PATH_COLUMNS, format_rows
-from linpath.sweep.tables import setting_columns, setting_rows
+from linpath.sweep.paths_tables import setting_columns, setting_rows
 from linpath.train.log import LOG_COLUMNS
 
 

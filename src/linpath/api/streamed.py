@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from linpath.api.curvature import with_streamed_curvature
 from linpath.api.curve import PathCurve
 from linpath.api.inputs import default_device, is_classification
 from linpath.api.options import PathOptions
 from linpath.api.states import StateLike, endpoints, load_state
 from linpath.data.stream import as_stream, is_stream
+from linpath.engine.curvature import streamed_points
 from linpath.engine.lazy_states import DictState, StateMix, check_finite_states
 from linpath.engine.streamed import StreamedEvaluator
 from linpath.engine.tasks import Task, make_task
@@ -81,7 +81,10 @@ def evaluate_streamed(
     xs, results = setting.grid.run(lambda chunk: evaluator.evaluate_path(mix, chunk, on_point))
     curve = stream_curve(xs, results, scorer, stream.name, setting.precision)
     if options.curvature is not None:
-        curve = with_streamed_curvature(curve, evaluator, mix, options.curvature)
+        if options.curvature.at:
+            raise LinpathError("eigenvalues and traces (--curvature-at) are not supported on streamed paths")
+        moving = options.curvature.moving or "path"
+        curve = curve.with_curvature(streamed_points(evaluator, mix, [float(x) for x in curve.x], moving))
     return curve.with_population(stream.length)
 
 

@@ -5,7 +5,7 @@ it was made.
 STUDY receives spec.json, each finished replicate's DONE mark, train_log.csv and provenance.json,
 and every sweep item file (each checked with sweep.items.item_problem first) with its digest,
 and an external run's data record per setting, but no checkpoint and no resume file: `linpath
-report STUDY` reads only those. The tables are then rebuilt from the items (sweep.tables.rebuild_tables)
+report STUDY` reads only those. The tables are then rebuilt from the items (sweep.paths_tables.rebuild_tables)
 in the fixed order that makes them byte for byte those of one run that trained and swept the
 same replicates itself. Runs of linpath's presets, Keeper and callback runs and `linpath import`
 runs merge alike: their spec hashes must agree.
@@ -58,7 +58,7 @@ from linpath.runs.holdings import (
     missing_paths,
 )
 from linpath.sweep.items import digest, write_item_bytes
-from linpath.sweep.tables import rebuild_tables
+from linpath.sweep.paths_tables import rebuild_tables
 
 _HASH_SUFFIX = re.compile(r"-([0-9a-f]{10})$")
 

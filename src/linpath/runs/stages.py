@@ -24,6 +24,7 @@ from linpath.analysis.decisions import (
     write_decisions,
 )
 from linpath.analysis.figures import all_figures
+from linpath.analysis.grid_audit import GridAudit, grid_audit, unread_note
 from linpath.analysis.intervals import summary_rows
 from linpath.analysis.layers import LAYER_COLUMNS, layer_figure, layer_rows
 from linpath.analysis.verdicts import verdicts
@@ -39,15 +40,16 @@ from linpath.models import has_batchnorm
 from linpath.report.html import setting_data, write_html
 from linpath.report.markdown import Section, describe, run_line, write_report
 from linpath.report.origins import origins_sentence
-from linpath.runs.grid_sweep import sweep_grid_run
 from linpath.runtime import tensorboard as tb
 from linpath.runtime.device import resolve_device
 from linpath.runtime.distributed import World
 from linpath.runtime.provenance import device_facts, write_provenance
 from linpath.sweep.external import check_same_data, external_source
+from linpath.sweep.grid_sweep import GridData, sweep_grid
+from linpath.sweep.grid_sweep import check_same_data as check_same_text
+from linpath.sweep.paths_tables import rebuild_tables
 from linpath.sweep.run import SweepOptions, run_sweep
 from linpath.sweep.setting import SweepSetting, parse_key
-from linpath.sweep.tables import rebuild_tables
 from linpath.train.log import read_log
 from linpath.train.together import train_replicates
 
@@ -172,6 +174,62 @@ def _audit_gate(run: RunDir, cache: AuditCache, allow_duplicates: bool) -> str |
         print(f"linpath: warning: {refusal.split('; pass --allow-duplicates')[0]}", file=sys.stderr)
         return None
     return refusal
+
+
+# --- a checkpoint grid's sweep (`linpath import hf://...`): its own audit, the streamed evaluator
+
+
+def _say_warning(message: str) -> None:
+    print(f"linpath: warning: {message}", file=sys.stderr, flush=True)
+
+
+def grid_audit_gate(run: RunDir, audit: GridAudit, allow_findings: bool) -> str | None:
+    """The sweep's one-line refusal of a grid with findings (None: none, or allowed: warnings)."""
+    if note := unread_note(audit):
+        _say_warning(note)
+    if not audit.findings:
+        return None
+    if allow_findings:
+        for finding in audit.findings:
+            _say_warning(f"{finding.kind}: {finding.message}")
+        return None
+    first, n = audit.findings[0], len(audit.findings)
+    more = f" (and {n - 1} more finding{'s' * (n > 2)})" if n > 1 else ""
+    return (
+        f"the audit of {run.root} found {first.kind}: {first.message}{more}; 'linpath audit {run.root}' "
+        "lists every finding; pass --allow-findings to sweep anyway"
+    )
+
+
+def sweep_grid_run(run_dir: str | Path, setting: SweepSetting, options: SweepOptions) -> RunDir:
+    """Audit, sweep and rebuild the tables of a grid run: options.inputs is its GridData (the
+    text and tokenizer), options.allow_findings sweeps despite the audit's findings (each then
+    a warning), options.fetch_audit downloads every revision to audit its tensors first."""
+    run, world, data = RunDir(run_dir), options.world, options.inputs
+    if not run.is_grid:
+        raise LinpathError(
+            f"{run.root} is not a checkpoint grid imported by revision (no {run.grid_record.name})"
+        )
+    if not isinstance(data, GridData):
+        raise LinpathError(f"{run.root} is a checkpoint grid: give its evaluation text (--data, --tokenizer)")
+    refusal, audit = None, None
+    if world.is_main:
+        audit = grid_audit(run, fetch=options.fetch_audit, save=False, **options.hub)
+        refusal = grid_audit_gate(run, audit, options.allow_findings)
+    refusal = world.broadcast(refusal)
+    if refusal:
+        raise LinpathError(refusal)
+    with run.lock(f"sweep-rank{world.rank}"):
+        if world.is_main:
+            run.remove_stale_temporaries(run.setting_dir(setting.key))
+            check_same_text(run, setting.key, data)
+        world.barrier()
+        sweep_grid(run, setting, data, replace(options, device=world.device(options.device)))
+    world.barrier()
+    if world.is_main:
+        rebuild_tables(run)
+        audit.cache.save()  # only now: a refused sweep writes nothing
+    return run
 
 
 def layer_settings(run_dir: str | Path, setting: SweepSetting, hold: str = "end") -> dict[str, SweepSetting]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from linpath.data.source import EvalSet
+from linpath.engine.curvature import PathCurvature
 from linpath.engine.evaluator import PathEvaluator
 from linpath.engine.params import restrict, select
 from linpath.engine.scoring import Result, classification_score
@@ -122,3 +123,16 @@ def line_job(
     selected = select(setting.params, model) if setting.params else None
     engine = open_engine(model, evalset, setting.precision, score=score, **options)
     return LineJob(engine, setting.bn, bn_inputs, selected, setting.hold)
+
+
+def line_curvature(
+    job: LineJob, start: dict, end: dict, moving: str | None = None, limit=None
+) -> PathCurvature:
+    """PathCurvature of θ(x) = (1 − x)·start + x·end as `job` evaluates it: its parameter subset
+    (held tensors do not move, so u is 0 on them), BatchNorm policy and recompute batches;
+    spectra and traces are then over the moving parameters only."""
+    if job.selected is not None:
+        start, end = restrict(start, end, job.selected, job.hold)
+    curve = PathCurvature(job.engine, start, end, job.bn, job.bn_batches, moving, limit)
+    curve.subset = job.selected
+    return curve

@@ -183,7 +183,7 @@ def sweep_grid(run_dir, setting: SweepSetting, data: GridData, options) -> int:
     SweepOptions (sweep/run.py: device, from_steps, replicates, progress, world,
     allow_nonfinite, the Hub's cache_dir and token); returns the number evaluated. The caller
     holds the run's lock and checks the data (check_same_data) and the audit first
-    (runs/grid_sweep.py)."""
+    (runs/stages.py)."""
     run, world = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir), options.world
     check_setting(setting)
     record = GridRecord.read(run.grid_record)

@@ -28,8 +28,8 @@ from linpath.sweep.engine_entry import LineJob, bn_batches, line_job, setting_su
 from linpath.sweep.external import ExternalInputs
 from linpath.sweep.grid_sweep import GridData
 from linpath.sweep.items import item_problem, result_rows, write_item
+from linpath.sweep.paths_tables import rebuild_tables
 from linpath.sweep.setting import SweepSetting
-from linpath.sweep.tables import rebuild_tables
 
 MERGE_EVERY_S = 30.0  # how often a single-process sweep refreshes paths.csv from the finished items
 
