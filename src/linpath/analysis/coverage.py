@@ -4,7 +4,9 @@ is complete.
 A setting's curves at t are averaged over the replicates whose item file at t is valid; an item
 deleted, damaged or not swept yet leaves fewer. The replicates a setting should hold are the
 run's finished ones (their DONE marks) and any other it holds paths of; a setting is complete
-when every one of them holds a path at every t the setting holds. The report states the count
+when every one of them holds a path at every t the setting holds, but where a checkpoint grid
+does not publish that replicate's revision (a gap of the grid, which the audit reports: no sweep
+can fill it). The report states the count
 wherever it is short of that, and withholds its verdicts on an incomplete setting.
 """
 
@@ -23,9 +25,13 @@ def expected_replicates(curves: Curves) -> list[int]:
     return sorted(set(curves.finished) | set(curves.replicates))
 
 
+def expected_at(curves: Curves, t: int) -> list[int]:
+    """The replicates the setting should hold at t: those expected whose source publishes t."""
+    return [r for r in expected_replicates(curves) if (r, t) not in curves.unpublished]
+
+
 def is_complete(curves: Curves) -> bool:
-    expected = len(expected_replicates(curves))
-    return all(len(replicates_at(curves, t)) == expected for t in curves.steps)
+    return all(set(expected_at(curves, t)) <= set(replicates_at(curves, t)) for t in curves.steps)
 
 
 def count_text(curves: Curves, t: int) -> str:
@@ -40,7 +46,7 @@ def incomplete_text(curves: Curves) -> str | None:
     expected = expected_replicates(curves)
     by_missing: dict[tuple[int, ...], list[int]] = {}
     for t in curves.steps:
-        missing = tuple(r for r in expected if r not in replicates_at(curves, t))
+        missing = tuple(r for r in expected_at(curves, t) if r not in replicates_at(curves, t))
         if missing:
             by_missing.setdefault(missing, []).append(t)
     if not by_missing:

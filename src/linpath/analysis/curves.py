@@ -15,6 +15,7 @@ import numpy as np
 
 from linpath.analysis.metrics import TABLE_METRICS, path_metrics
 from linpath.errors import LinpathError
+from linpath.io.grid_record import GridRecord
 from linpath.io.rundir import RunDir
 from linpath.io.tables import read_csv_rows
 from linpath.sweep.paths_tables import valid_items
@@ -51,6 +52,8 @@ class Curves:
     by_item: dict[tuple[int, int], dict[str, np.ndarray]] = field(default_factory=dict)
     quantities: tuple[str, ...] = QUANTITIES  # LM_QUANTITIES for a causal language model's sweep
     finished: list[int] = field(default_factory=list)  # the run's finished replicates (analysis/coverage.py)
+    # (replicate, t) a checkpoint grid does not publish: missing from the grid (the audit says so), not from the sweep
+    unpublished: set = field(default_factory=set)
 
     @property
     def is_lm(self) -> bool:
@@ -107,7 +110,16 @@ def load_curves(run: RunDir, setting: str) -> Curves:
     if curves is None:
         raise LinpathError(f"the item files of {folder} are empty; sweep it again")
     curves.finished = run.replicates()
+    curves.unpublished = _unpublished(run, curves.steps)
     return curves
+
+
+def _unpublished(run: RunDir, steps: list[int]) -> set[tuple[int, int]]:
+    """The (replicate, t) of `steps` whose revision a checkpoint grid lacks (none elsewhere)."""
+    if not run.is_grid:
+        return set()
+    record = GridRecord.read(run.grid_record)
+    return {(r, t) for r in record.replicates for t in steps if t not in record.steps(r)}
 
 
 def _item_curve(rows: list[dict], quantities: tuple[str, ...]) -> dict[str, np.ndarray]:
