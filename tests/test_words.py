@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "src" / "linpath"
 PATH = re.compile(r"(?<![\w./<-])((?:[\w.-]+/)+[\w-]+\.(?:py|md|sh|ipynb|toml|txt|js|html))(?![\w/])")
 FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)")
-COMMAND = re.compile(r"\blinpath ([a-z][a-z-]+)\b((?:(?!linpath )[^`\n|;&#])*)")
+COMMAND = re.compile(r"\blinpath ([a-z][a-z-]+)\b((?:(?!linpath )[^`\n|;&#'])*)")  # a quote ends a command
 SCRIPT = re.compile(r"\b((?:benchmarks|examples|docs/results|tests)/[\w/-]+\.(?:py|sh))\b([^`\n|;&]*)")
 # flags of other tools that the pages quote (pip, pytest, torchrun, make, git)
 OTHER_TOOLS = {
