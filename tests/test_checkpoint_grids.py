@@ -473,7 +473,9 @@ def test_import_audit_sweep_report_of_a_trained_mirror(trained_mirror, tmp_path)
     for finding in audit_run(run):
         assert f"- Note: {finding.message}" in report
     assert "| 16 (1 of 2 replicates) |" in report and "### Bits per byte" in report
-    assert "withheld" not in report  # a revision the grid lacks is its gap (the audit says so), not an unfinished sweep
+    assert (
+        "withheld" not in report
+    )  # a revision the grid lacks is its gap (the audit says so), not an unfinished sweep
 
 
 RANKS_SCRIPT = r"""

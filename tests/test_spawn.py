@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import linpath
 from linpath.analysis.metrics import metric
 from linpath.cli import main
 from linpath.config.presets import preset
@@ -175,5 +176,8 @@ def test_perturbed_and_aligned_barriers_against_a_plain_loop(momentum_run, mnist
         ("sgd", "0"),
     }
     assert (momentum_run.root / "spawn" / "stability.csv").is_file()
+    loaded = linpath.load(momentum_run.root).instability  # the API's view: the same rows
+    assert [str(v) for v in loaded["noise"]] == [d["noise"] for d in curve]
+    assert list(loaded["mean"]) == pytest.approx([float(d["mean"]) for d in curve], abs=1e-15)
     again = spawn(momentum_run.root, T, mnist, setting, SpawnOptions(children=2, progress=False, noise=noise))
     assert again == rows  # read back, not evaluated again

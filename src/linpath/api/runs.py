@@ -8,6 +8,7 @@ from pathlib import Path
 
 from linpath.analysis.curves import REPLICATE_COLUMNS, SUMMARY_COLUMNS, settings_of
 from linpath.analysis.decisions import DECISION_COLUMNS
+from linpath.analysis.instability import CURVE_COLUMNS
 from linpath.config.external import ExternalSpec
 from linpath.config.spec import Spec, read_spec
 from linpath.io.rundir import RunDir
@@ -28,6 +29,9 @@ class RunTables:
     summary: object  # aggregates over replicates: results/<setting>/summary.csv, all settings
     train_log: object  # replicate + train_log.csv's columns, all replicates
     decisions: object = None  # barrier onset, vanishing and equivalence: results/<setting>/decisions.csv
+    instability: object = (
+        None  # linpath spawn's curve against T with 95 % intervals: spawn/instability_curve.csv
+    )
 
 
 def _concat(frames: list, columns: list[str]):
@@ -55,7 +59,8 @@ def load(run_dir: str | os.PathLike) -> RunTables:
 
     paths is rebuilt from the finished item files of every sweep setting (as paths.csv is),
     so it is complete even while a sweep runs; metrics and summary are those the last
-    `linpath report` wrote; train_log holds every replicate's per-epoch log."""
+    `linpath report` wrote (decisions too); train_log holds every replicate's per-epoch log;
+    instability the curve of the run's spawns (linpath spawn), empty without one."""
     run = RunDir(run_dir)
     spec = read_spec(run, external_ok=True)  # an external run's ExternalSpec (config/external.py)
     paths = _concat(
@@ -72,4 +77,8 @@ def load(run_dir: str | os.PathLike) -> RunTables:
         _setting_tables(run, run.summary_csv, SUMMARY_COLUMNS),
         train_log,
         _setting_tables(run, run.decisions_csv, DECISION_COLUMNS),
+        _concat(
+            [csv_frame(run.instability_curve_csv.read_text())] if run.instability_curve_csv.is_file() else [],
+            CURVE_COLUMNS,
+        ),
     )
