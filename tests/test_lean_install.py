@@ -25,6 +25,7 @@ MODULES = {
     "nbformat": "nbformat",
     "ipykernel": "ipykernel",
     "transformers": "transformers",
+    "huggingface_hub": "huggingface_hub",
     "tensorboard": "tensorboard",
     "lightning": "lightning",
     "accelerate": "accelerate",
