@@ -10,8 +10,9 @@ data set's first test images instead), timed in the same run, best of --repeats:
   forward      one plain forward pass over the examples at θ(x) (model(inputs) in the engine's
                batches, no_grad, eval mode): the unit of cost, "one forward-pass equivalent";
   engine       the sweep's own point (PathEvaluator: LeNet's stem mixed, BatchNorm folded);
-  curvature    PathCurvature.points at one x: L, L' and L'' = uᵀHu, by forward mode twice
-               ("forward", the default where it is exact) and by forward over reverse ("reverse");
+  curvature    PathCurvature.points at one x: L, L' and L'' = uᵀHu, by the Taylor pass
+               ("taylor", engine/taylor.py: the default where the model traces and it is exact),
+               by forward mode twice ("forward") and by forward over reverse ("reverse");
   spectrum     the top --k Hessian eigenvalues at x = 0.5 (Lanczos, --steps products) and the
                trace (Hutch++, --matvecs products), in Hessian-vector products and seconds.
 Printed: seconds per point, the curvature's cost in forward-pass equivalents (the goal is at most
@@ -68,7 +69,7 @@ def best(fn, repeats: int) -> tuple[float, object]:
 
 
 def costs(name: str, evalset: EvalSet, start: dict, end: dict, repeats: int) -> PathCurvature:
-    engine = PathEvaluator(build(name, 10), evalset)
+    engine = PathEvaluator(build(name, 10).to(evalset.inputs.dtype), evalset)
     segment = engine.path(start, end)
     curve = PathCurvature(engine, start, end)
 
@@ -81,14 +82,14 @@ def costs(name: str, evalset: EvalSet, start: dict, end: dict, repeats: int) -> 
     t_forward, _ = best(forward, repeats)
     t_engine, _ = best(lambda: segment.evaluate([0.5]), repeats)
     rows = [("forward pass", t_forward), ("engine point", t_engine)]
-    for method in ("forward", "reverse"):
+    for method in ("taylor", "forward", "reverse"):
         curve.method = method
         t, (point,) = best(lambda: curve.points([0.5]), repeats)
         rows.append((f"curvature ({method})", t))
         print(f"  L''(0.5) by {method}: {point.curvature:.6g}")
     for label, t in rows:
         print(f"  {label:22s} {t * 1e3:10.1f} ms   {t / t_forward:6.2f} forward-pass equivalents")
-    curve.method = "forward"
+    curve.method = "taylor"
     return curve
 
 
@@ -186,6 +187,10 @@ def main() -> None:
     p.add_argument("--k", type=int, default=3, help="top eigenvalues (default 3)")
     p.add_argument("--steps", type=int, default=40, help="Lanczos steps (default 40)")
     p.add_argument("--matvecs", type=int, default=60, help="trace products (default 60)")
+    p.add_argument("--float64", action="store_true", help="model, data and states in float64")
+    p.add_argument(
+        "--costs-only", action="store_true", help="the cost per point only (no spectra, no anchors)"
+    )
     p.add_argument("--tiny", action="store_true", help="200 examples, 1 repeat, k 2, 10 steps, 9 products")
     args = p.parse_args()
     if args.tiny:
@@ -194,8 +199,15 @@ def main() -> None:
     for name in args.models.split(","):
         evalset = images(name, args.examples or DEFAULTS[name], args.data_root)
         start, end = endpoint(name, 0), endpoint(name, 1)
+        if args.float64:  # the methods' agreement without float32's rounding
+            evalset = EvalSet(evalset.inputs.double(), evalset.labels)
+            start, end = (
+                {k: v.double() if v.is_floating_point() else v for k, v in s.items()} for s in (start, end)
+            )
         print(f"{name} on {len(evalset)} examples:")
         curve = costs(name, evalset, start, end, args.repeats)
+        if args.costs_only:
+            continue
         ours = spectra(curve, args.k, args.steps, args.matvecs)
         anchors(name, evalset, start, end, ours, args.k, args.steps, args.matvecs)
 

@@ -102,7 +102,7 @@ def test_curvature_matches_the_dense_hessian(make, shape):
     names, H = dense_hessian(make, mix(start, end, x), evalset)
     u = flat(end, names) - flat(start, names)
     curve = PathCurvature(engine(make, evalset, batch_size=64), start, end, moving="weights")
-    for method in ("forward", "reverse"):
+    for method in ("taylor", "forward", "reverse"):
         curve.method = method
         (point,) = curve.points([x])
         assert point.curvature == pytest.approx(float(u @ H @ u), rel=1e-9, abs=1e-12)
@@ -146,6 +146,8 @@ def test_path_curvature_is_the_second_difference_of_the_sweeps_loss():
     assert e.folds_bn  # the sweep's own path: BatchNorm folded into the convolutions
     curve = PathCurvature(e, start, end)
     assert curve.moving == "path"
+    curve.points([0.0])
+    assert curve.method == "taylor"  # auto chose the Taylor pass: the statistics' jets are checked here
     h = 5e-2
     for x in (0.0, 0.4, 1.0):
         (p,) = curve.points([x])
@@ -356,3 +358,127 @@ def test_a_settings_parameter_subset_moves_only_its_tensors():
     size = sum(start[k].numel() for k in names if k.startswith("1."))
     top = curve.spectrum(0.5, k=1, steps=size)
     assert top.eigenvalues[0] == pytest.approx(float(torch.linalg.eigvalsh(H[:size, :size])[-1]), rel=1e-8)
+
+
+class Residual(nn.Module):
+    """A ResNet-like block with every kind of node the Taylor pass meets: functional ReLU, a sum,
+    pooling, BatchNorm without affine, a parameter used directly (get_attr), a view and a GELU
+    (lifted)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.plain_bn = nn.BatchNorm2d(4, affine=False)
+        self.skip = nn.Conv2d(2, 4, 1, bias=False)
+        self.head = nn.Linear(4 * 3 * 3, 3)
+        self.scale = nn.Parameter(torch.ones(3))
+
+    def forward(self, inputs):
+        h = F.relu(self.bn(self.conv(inputs)))
+        h = self.plain_bn(h) + self.skip(inputs)
+        h = F.max_pool2d(F.gelu(h), 2)
+        return self.head(h.view(h.shape[0], -1)) * self.scale
+
+
+class Untraceable(nn.Module):
+    """Control flow on a tensor's value: torch.fx cannot trace it."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(12, 3)
+
+    def forward(self, inputs):
+        out = self.linear(inputs.flatten(1))
+        return out if float(out.sum()) > -1e9 else -out
+
+
+def randomized(make, seed):
+    torch.manual_seed(seed)
+    model = make().double()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("moving", ["path", "weights"])
+def test_the_taylor_pass_equals_forward_over_reverse_on_every_kind_of_node(moving):
+    """The Taylor pass (rules for convolutions, Linear, ReLU, sums and BatchNorm with its
+    statistics moving; nested jvp for the rest) against forward over reverse, and its L'' against
+    a plain float64 loop's second difference (the statistics moving)."""
+    start, end = randomized(Residual, 0), randomized(Residual, 1)
+    evalset = data((2, 6, 6))
+    e = engine(Residual, evalset, use_stem=False)
+    curve = PathCurvature(e, start, end, moving=moving)
+    x = 0.35
+    points = {}
+    for method in ("taylor", "reverse"):
+        curve.method = method
+        (points[method],) = curve.points([x])
+    taylor, reverse = points["taylor"], points["reverse"]
+    assert taylor.loss == pytest.approx(reverse.loss, rel=1e-12)
+    assert taylor.slope == pytest.approx(reverse.slope, rel=1e-9)
+    assert taylor.curvature == pytest.approx(reverse.curvature, rel=1e-9)
+    if moving == "path":
+        model = Residual().double().eval()
+
+        def plain(t):
+            model.load_state_dict(mix(start, end, t))
+            with torch.no_grad():
+                return float(F.cross_entropy(model(evalset.inputs), evalset.labels))
+
+        h = 1e-4
+        second = (plain(x - h) - 2 * plain(x) + plain(x + h)) / h**2
+        assert taylor.curvature == pytest.approx(second, rel=1e-5)
+
+
+@pytest.mark.parametrize("moved", ["conv.bias", "skip.weight", "bn.running_var", "scale"])
+def test_the_taylor_pass_with_one_tensor_moving(moved):
+    """Only one tensor moves (a parameter subset): zero derivatives elsewhere, a bias's derivative
+    broadcast over the batch before the next convolution."""
+    start, end = randomized(Residual, 2), randomized(Residual, 3)
+    curve = PathCurvature(engine(Residual, data((2, 6, 6)), use_stem=False), start, end)
+    curve.tangent = {moved: curve.tangent[moved]}
+    points = {}
+    for method in ("taylor", "reverse"):
+        curve.method = method
+        (points[method],) = curve.points([0.6])
+    assert points["taylor"].slope == pytest.approx(points["reverse"].slope, rel=1e-9, abs=1e-14)
+    assert points["taylor"].curvature == pytest.approx(points["reverse"].curvature, rel=1e-9, abs=1e-14)
+    assert points["taylor"].curvature != 0.0
+
+
+def test_auto_uses_forward_twice_where_the_model_cannot_be_traced():
+    torch.manual_seed(0)
+    start, end = ({k: v.double() for k, v in Untraceable().state_dict().items()} for _ in range(2))
+    e = PathEvaluator(Untraceable().double(), data((12,)), batch_size=64, layout=Layout(use_stem=False))
+    curve = PathCurvature(e, start, end)
+    (point,) = curve.points([0.5])
+    assert curve.method == "forward"
+    assert math.isfinite(point.curvature)
+
+
+@pytest.mark.parametrize(
+    "name,shape", [("mnist_lenet_300_100", (1, 28, 28)), ("cifar_resnet_20", (3, 32, 32))]
+)
+def test_the_presets_take_the_taylor_pass_and_it_equals_forward_over_reverse(name, shape):
+    from linpath.models import build
+
+    def make():
+        return build(name, 10)
+
+    start, end = randomized(make, 0), randomized(make, 1)
+    evalset = data(shape, n=6)
+    e = engine(make, evalset, use_stem=False)
+    curve = PathCurvature(e, start, end)
+    (taylor,) = curve.points([0.5])
+    assert curve.method == "taylor"
+    curve.method = "reverse"
+    (reverse,) = curve.points([0.5])
+    assert taylor.slope == pytest.approx(reverse.slope, rel=1e-9)
+    assert taylor.curvature == pytest.approx(reverse.curvature, rel=1e-9)

@@ -3,9 +3,11 @@
 Along θ(x) = (1 − x)·θ_start + x·θ_end the loss L(x) has the derivatives
     L'(x) = ∇L(θ(x))·u,   L''(x) = uᵀ H(θ(x)) u,   u = θ_end − θ_start,
 so the directional curvature is the second derivative of the very loss the sweep plots, in
-the same units. It is computed exactly by forward-mode differentiation twice along u
-(torch.func.jvp of a jvp through functional_call: one pass over the data gives L, L' and L''),
-batch by batch over the evaluation data with the sweep's weighting (the summed loss of each
+the same units. One pass over the data gives L, L' and L'' exactly, batch by batch, by the
+first of three methods that agrees with the last on the first batch (`choose_method`): the Taylor
+pass (taylor.py: jets through the model's torch.fx graph, the cheapest), forward-mode
+differentiation twice along u (torch.func.jvp of a jvp through functional_call), or forward over
+reverse. Batch by batch over the evaluation data with the sweep's weighting (the summed loss of each
 batch over the number of units: examples, or tokens for a causal LM).
 
 What moves along the path (`moving`):
@@ -39,6 +41,7 @@ from torch import nn
 from torch.func import functional_call, grad, jvp
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_map
 
 from linpath.data.stream import shard
 from linpath.engine.bn_stats import check_bn_policy, recompute_bn_statistics
@@ -46,10 +49,11 @@ from linpath.engine.interpolate import assign_interpolation, check_compatible
 from linpath.engine.lazy_states import StateMix, alias_groups, model_targets
 from linpath.engine.outputs import to_logits
 from linpath.engine.spectrum import DEFAULT_MATVECS, Spectrum, TraceEstimate, hutchpp, lanczos
+from linpath.engine.taylor import Jet, NoTaylor, TaylorPass, lifted
 from linpath.errors import LinpathError
 
 MOVING = ("path", "weights")
-METHODS = ("forward", "reverse")
+METHODS = ("taylor", "forward", "reverse")
 
 # one batch: (positional inputs, keyword inputs, targets)
 Batch = tuple[tuple, dict, torch.Tensor]
@@ -124,6 +128,32 @@ class Objective:
         targets = model_targets(model)
         self.groups = {g[0]: g for g in alias_groups(targets)}  # one variable per tied group
         self.targets = targets
+        self._taylor: TaylorPass | None | bool = False  # traced on first use (None: untraceable)
+
+    def taylor(self) -> TaylorPass | None:
+        """The model's Taylor pass (taylor.py), None where torch.fx cannot trace it."""
+        if self._taylor is False:
+            self._taylor = TaylorPass.build(self.model)
+        return self._taylor
+
+    def _taylor_terms(self, tangent: dict, batch: Batch) -> torch.Tensor:
+        """terms() by the Taylor pass: every name of a tied group moves with its variable."""
+        taylor = self.taylor()
+        if taylor is None:
+            raise NoTaylor("torch.fx cannot trace the model")
+        names = {alias: u for k, u in tangent.items() for alias in self.groups.get(k, [k])}
+        args, kwargs, target = batch
+        with torch.no_grad():
+            out = taylor.output(args, kwargs, names)
+            jet = lifted(lambda o: self.batch_loss(o, target)[0], (out,), {})
+            units = self.batch_loss(tree_map(lambda j: j.value if isinstance(j, Jet) else j, out), target)[1]
+        parts = (
+            jet.value,
+            jet.d1 if jet.d1 is not None else 0.0,
+            jet.d2 if jet.d2 is not None else 0.0,
+            units,
+        )
+        return torch.tensor([float(v) for v in parts], dtype=torch.float64)
 
     def _loss(self, variables: dict, batch: Batch):
         args, kwargs, target = batch
@@ -135,7 +165,10 @@ class Objective:
 
     def terms(self, primals: dict, tangent: dict, batch: Batch, method: str) -> torch.Tensor:
         """One batch's summed loss, its first and second derivatives along `tangent`, its units
-        (float64): by forward mode twice ("forward") or forward over reverse ("reverse")."""
+        (float64): by the Taylor pass ("taylor"), forward mode twice ("forward") or forward over
+        reverse ("reverse")."""
+        if method == "taylor":
+            return self._taylor_terms(tangent, batch)
         f = lambda q: self._loss(q, batch)  # noqa: E731
         if method == "forward":
 
@@ -165,16 +198,24 @@ class Objective:
         loss, slope, curvature = (sums[:3] / sums[3]).tolist()
         return loss, slope, curvature, float(sums[3])
 
-    def forward_agrees(self, tangent: dict[str, torch.Tensor], tolerance: float = 1e-4) -> bool:
-        """Whether forward mode twice gives forward-over-reverse's L'' on the first batch: an op
-        whose forward derivative is not itself differentiable exactly would make them differ."""
+    def agrees(self, tangent: dict[str, torch.Tensor], method: str, tolerance: float = 1e-4) -> bool:
+        """Whether `method` gives forward-over-reverse's L' and L'' on the first batch: an op whose
+        forward derivative is not itself differentiable exactly would make them differ, and a
+        model the Taylor pass cannot carry has none."""
         batch = next(iter(self.batches()), None)
         if batch is None:
             return True
         primals = {k: self.targets[k] for k in tangent}
         with differentiable():
-            a, b = (self.terms(primals, tangent, batch, m)[2] for m in METHODS)
-        return bool(abs(a - b) <= tolerance * max(abs(a), abs(b), 1e-12) + 1e-12)
+            try:
+                a = self.terms(primals, tangent, batch, method)
+            except Exception:  # the Taylor pass on a model it cannot carry  # noqa: BLE001
+                if method != "taylor":
+                    raise
+                return False
+            b = self.terms(primals, tangent, batch, "reverse")
+        close = (a[1:3] - b[1:3]).abs() <= tolerance * torch.maximum(a[1:3].abs(), b[1:3].abs()) + 1e-12
+        return bool(close.all())
 
     def _loss_units(self, batch: Batch) -> float:
         with torch.no_grad():
@@ -263,12 +304,14 @@ def moving_keys(model: nn.Module, moving: str, tangent_keys: Iterable[str]) -> l
 
 
 def choose_method(objective: Objective, tangent: dict, method: str) -> str:
-    """ "auto": forward mode twice (the cheaper) where it agrees with forward over reverse on
-    the first batch at the first point, else forward over reverse, with a warning."""
+    """ "auto": the Taylor pass (the cheapest), else forward mode twice, whichever first agrees
+    with forward over reverse on the first batch at the first point; else forward over reverse,
+    with a warning."""
     if method != "auto":
         return method
-    if objective.forward_agrees(tangent):
-        return "forward"
+    for cheaper in ("taylor", "forward"):
+        if objective.agrees(tangent, cheaper):
+            return cheaper
     warnings.warn(
         "the model has an operation whose second forward derivative is not exact: the curvature "
         "uses forward-over-reverse products instead (about twice the cost)",
