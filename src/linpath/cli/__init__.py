@@ -43,9 +43,12 @@ def _os_error(e: OSError) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    clean = False
     try:
         threads.apply(args.threads)  # before torch is imported: see runtime/threads.py
-        return args.run(args)
+        code = args.run(args)
+        clean = True
+        return code
     except LinpathError as e:
         rank = os.environ.get("RANK", "0")
         where = f" (rank {rank})" if rank != "0" else ""  # under torchrun, say which rank failed
@@ -64,4 +67,4 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         if "linpath.runtime.distributed" in sys.modules:  # loaded by the commands that train, sweep or plane
-            sys.modules["linpath.runtime.distributed"].shutdown()
+            sys.modules["linpath.runtime.distributed"].shutdown(clean)

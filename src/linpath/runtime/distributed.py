@@ -7,8 +7,10 @@ Backend: nccl on GPUs, gloo on CPUs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -78,6 +80,16 @@ def broadcast_if_initialized(obj):
     return obj
 
 
-def shutdown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(clean: bool = False) -> None:
+    """Leave the process group. After a clean run every rank first waits for the others (gloo: at
+    most a minute), so that none tears its connections down while a peer still uses them; after
+    an error it leaves at once (the others are told by the closed connections)."""
+    if not dist.is_initialized():
+        return
+    if clean:
+        with contextlib.suppress(Exception):  # a peer that failed meanwhile: leave all the same
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=timedelta(seconds=60))
+            else:
+                dist.barrier()
+    dist.destroy_process_group()
