@@ -6,7 +6,8 @@ Here the model is traced by torch.fx and every value is a jet (h, h', h''): its 
 along θ(x) = θ + x·u. Linear and convolution layers are linear in their input and their weight
 (W' = U, W'' = 0), so
     y = W·h + b,   y' = W·h' + U·h + V,   y'' = W·h'' + 2·U·h'
-with one product by W over the jet's terms stacked on the batch and one by U. ReLU masks, sums
+five products in all (three by W, two by U; two for a first layer fed by the data, whose h' and
+h'' are zero), each run on its own and summed in place. ReLU masks, sums
 add, eval-mode BatchNorm has its formula's derivatives; any other node gets its jet by nested jvp
 of that node alone along s ↦ h + s·h' + s²/2·h'' (exact to second order, and cheap where the node
 is elementwise). A model torch.fx cannot trace, or a node that returns neither tensors nor
