@@ -274,3 +274,17 @@ def test_a_busy_machine_gets_the_idle_cpus_and_sleeping_threads(monkeypatch):
         assert threads.apply(None, env) == Choice(count, source)
         assert env.get("OMP_WAIT_POLICY") == wait and env["OMP_NUM_THREADS"] == str(count)
     assert threads.apply(2, env := {}) == Choice(2, "threads") and env["OMP_NUM_THREADS"] == "2"
+
+
+def test_only_commands_that_do_tensor_work_sample_the_machine(monkeypatch, capsys):
+    """`linpath presets` does no tensor work: the command line does not spend SAMPLE_S seconds
+    reading /proc/stat for it (its --threads is still checked); a command that computes does."""
+    from linpath.cli import main
+
+    sampled = []
+    monkeypatch.setattr(threads, "busy_cpus", lambda *a: sampled.append(1) or 0.0)
+    monkeypatch.setattr(threads, "_applied", None)
+    assert main(["presets"]) == 0 and sampled == []
+    assert main(["presets", "--threads", "0"]) == 2 and sampled == []
+    capsys.readouterr()
+    assert main(["sweep", "/nonexistent/run"]) == 2 and sampled == [1]

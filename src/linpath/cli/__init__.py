@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(command.name, help=command.help)
         command.arguments(p)
         add_threads(p)
-        p.set_defaults(run=command.run)
+        p.set_defaults(run=command.run, tensors=command.tensors)
     return parser
 
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     clean = False
     try:
-        threads.apply(args.threads)  # before torch is imported: see runtime/threads.py
+        threads.apply(args.threads, sample=args.tensors)  # before torch is imported: runtime/threads.py
         code = args.run(args)
         clean = True
         return code

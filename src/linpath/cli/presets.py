@@ -14,4 +14,4 @@ def run(args) -> int:
     return 0
 
 
-COMMAND = Command("presets", "list the presets", lambda p: None, run, order=0)
+COMMAND = Command("presets", "list the presets", lambda p: None, run, order=0, tensors=False)

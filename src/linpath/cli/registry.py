@@ -20,13 +20,15 @@ NOT_COMMANDS = {"registry", "common"}  # this package's modules that hold no com
 class Command:
     """A subcommand: its name and one-line help, a function adding its arguments to its parser,
     and the function that runs it (parsed arguments -> exit code). `order` places it in the
-    help's list (the paper's stages first)."""
+    help's list (the paper's stages first); `tensors` False for a command that does no tensor
+    work, for which the command line does not sample the machine's load (runtime/threads.py)."""
 
     name: str
     help: str
     arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
     order: int = 50
+    tensors: bool = True
 
 
 def commands() -> list[Command]:

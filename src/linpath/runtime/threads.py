@@ -185,14 +185,15 @@ def choose(threads: int | None = None, environ=os.environ, busy: float | None = 
     return Choice(usable, "usable CPUs") if idle >= usable else Choice(idle, "idle CPUs")
 
 
-def apply(threads: int | None = None, environ=os.environ) -> Choice:
+def apply(threads: int | None = None, environ=os.environ, sample: bool = True) -> Choice:
     """Set torch's intra-op thread count from choose(threads). Before torch is imported, through
     the environment torch reads when it starts (OMP_NUM_THREADS), with OMP_WAIT_POLICY=PASSIVE
     where other work keeps the machine busy and the environment does not say how OpenMP threads
     wait; after, torch.set_num_threads.
-    The command line's --threads calls this (the API's threads= keyword: using())."""
+    The command line's --threads calls this (the API's threads= keyword: using()); a command that
+    does no tensor work passes sample=False: the machine is taken as idle, not sampled (0.2 s)."""
     global _applied
-    busy = busy_cpus()
+    busy = busy_cpus() if sample else 0.0
     choice = choose(threads, environ, busy)
     torch = sys.modules.get("torch")
     if torch is None:
