@@ -29,9 +29,8 @@ class RunTables:
     summary: object  # aggregates over replicates: results/<setting>/summary.csv, all settings
     train_log: object  # replicate + train_log.csv's columns, all replicates
     decisions: object = None  # barrier onset, vanishing and equivalence: results/<setting>/decisions.csv
-    instability: object = (
-        None  # linpath spawn's curve against T with 95 % intervals: spawn/instability_curve.csv
-    )
+    # linpath spawn's curve against T with 95 % intervals: spawn/instability_curve.csv
+    instability: object = None
 
 
 def _concat(frames: list, columns: list[str]):
