@@ -475,3 +475,96 @@ def test_the_presets_take_the_taylor_pass_and_it_equals_forward_over_reverse(nam
     (reverse,) = curve.points([0.5])
     assert taylor.slope == pytest.approx(reverse.slope, rel=1e-9)
     assert taylor.curvature == pytest.approx(reverse.curvature, rel=1e-9)
+
+
+class InplaceResidual(nn.Module):
+    """An in-place ReLU on a tensor that is read again afterwards, and an in-place sum: the Taylor
+    pass must give later readers the changed tensor, as eager does."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(12, 8), nn.Linear(8, 3)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, inputs):
+        h = self.fc1(inputs.flatten(1))
+        g = self.act(h)  # h itself is changed: g and h are one tensor from here on
+        s = 2.0 * h
+        s += g
+        return self.fc2(s + h)
+
+
+class TupleShared(nn.Module):
+    """A (logits, features) output, one Linear used twice, jets multiplied and concatenated."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.shared, self.head = nn.Linear(12, 6), nn.Linear(6, 6), nn.Linear(12, 3)
+
+    def forward(self, inputs, scale: float = 0.5):
+        h = torch.tanh(self.fc(inputs.flatten(1)))
+        a = self.shared(self.shared(h))
+        return self.head(torch.cat([a * h, scale * torch.sigmoid(a)], dim=1)), h
+
+
+class OddConvs(nn.Module):
+    """Grouped, strided and dilated convolutions, BatchNorm1d, average pooling, a layer norm."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 4, 3, stride=2, padding=1)
+        self.c2 = nn.Conv2d(4, 4, 3, padding=2, dilation=2, groups=2, bias=False)
+        self.bn = nn.BatchNorm1d(16)
+        self.norm = nn.LayerNorm(16)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, inputs):
+        h = F.avg_pool2d(F.relu(self.c2(self.c1(inputs))), 1).flatten(1)[:, :16]
+        return self.head(self.norm(self.bn(h)))
+
+
+class Sequence(nn.Module):
+    """A Linear over a (batch, positions, features) input, averaged over positions."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.head = nn.Linear(4, 5), nn.Linear(5, 3)
+
+    def forward(self, inputs):
+        return self.head(F.gelu(self.fc(inputs.view(inputs.shape[0], 3, 4))).mean(1))
+
+
+def _bn1d_states(make, seed):
+    start, end = states(make, seed, noise=0.3)
+    for i, s in enumerate((start, end)):
+        g = torch.Generator().manual_seed(seed + i)
+        for k in [k for k in s if k.endswith("running_var")]:
+            s[k] = torch.rand(s[k].shape, generator=g, dtype=torch.float64) + 0.5
+            s[k.replace("running_var", "running_mean")] = torch.randn(
+                s[k].shape, generator=g, dtype=torch.float64
+            )
+    return start, end
+
+
+@pytest.mark.parametrize(
+    "make,shape", [(InplaceResidual, (12,)), (TupleShared, (12,)), (OddConvs, (2, 6, 6)), (Sequence, (12,))]
+)
+def test_auto_curvature_on_hostile_models_equals_forward_over_reverse(make, shape):
+    """Whatever method "auto" picks on models built to trip the Taylor pass, L' and L'' are
+    forward over reverse's (float64) and L is the plain model's."""
+    start, end = _bn1d_states(make, 11)
+    evalset = data(shape)
+    curve = PathCurvature(engine(make, evalset, use_stem=False), start, end)
+    (auto,) = curve.points([0.4])
+    chosen = curve.method
+    curve.method = "reverse"
+    (reverse,) = curve.points([0.4])
+    assert auto.slope == pytest.approx(reverse.slope, rel=1e-8), chosen
+    assert auto.curvature == pytest.approx(reverse.curvature, rel=1e-8), chosen
+    model = make().double().eval()
+    model.load_state_dict(mix(start, end, 0.4))
+    with torch.no_grad():
+        out = model(evalset.inputs)
+    logits = out[0] if isinstance(out, tuple) else out
+    assert auto.loss == pytest.approx(float(F.cross_entropy(logits, evalset.labels)), rel=1e-10)
+    assert chosen == "taylor"  # each of these is one the Taylor pass carries

@@ -167,6 +167,7 @@ def _zip_jets(value, slope, curvature):
 CONVOLUTIONS = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
 RELUS = {F.relu, torch.relu}
 ADDS = {operator.add, torch.add}
+IN_PLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv}
 
 
 def layer_jet(module: nn.Module, h: Jet, own: dict[str, Jet]) -> Jet | None:
@@ -266,4 +267,15 @@ class TaylorPass:
             if node.op == "output":
                 return args[0]
             env[node] = self._node(node, args, kw, tangent)
+            if self._in_place(node) and node.args and isinstance(node.args[0], fx.Node):
+                env[node.args[0]] = env[node]  # later readers of the input see it changed, as in eager
         raise NoTaylor("the graph has no output")
+
+    def _in_place(self, node: fx.Node) -> bool:
+        """Whether the node changes its first input in place (an inplace=True ReLU, x += y, x.add_(y)):
+        the jets are new tensors, so the input's later readers must be given the result."""
+        if node.op == "call_module":
+            return bool(getattr(self.model.get_submodule(node.target), "inplace", False))
+        if node.op == "call_function":
+            return bool(node.kwargs.get("inplace")) or node.target in IN_PLACE_OPERATORS
+        return node.op == "call_method" and node.target.endswith("_") and not node.target.endswith("__")
