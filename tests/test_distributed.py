@@ -2,16 +2,19 @@
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from linpath.io.rundir import RunDir
 
+REPO_SRC = Path(__file__).resolve().parents[1] / "src"
 pytestmark = pytest.mark.slow  # trains runs, runs subprocesses or torchrun
 
 COMMON = ["--training-steps", "60it", "--replicates", "1", "--quiet", "--device", "cpu"]
@@ -86,3 +89,39 @@ def test_two_process_sweep_gives_the_identical_table(runs, tmp_path):
     files = sorted(p.name for p in (copy / "sweep").glob("*/*.csv"))
     assert len(files) == 3
     assert (copy / "paths.csv").read_text() == single.paths_csv.read_text()
+
+
+SHUTDOWN = """
+import os, sys, time
+import torch.distributed as dist
+from linpath.runtime.distributed import shutdown
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+if rank == 1 and sys.argv[1] == "fails":
+    shutdown(False)  # its command failed: it leaves at once
+    sys.exit(2)
+start = time.monotonic()
+shutdown(True)
+print(f"rank {rank} left after {time.monotonic() - start:.1f} s", flush=True)
+"""
+
+
+@pytest.mark.parametrize("case", ["clean", "fails"])
+def test_ranks_leave_together_and_a_failed_peer_does_not_hold_the_others(tmp_path, case):
+    """shutdown(clean=True) waits for the other ranks before leaving the process group; when a
+    peer's command failed (it leaves at once), the clean rank still leaves well within the
+    barrier's 60 s bound instead of hanging."""
+    script = tmp_path / "shutdown.py"
+    script.write_text(SHUTDOWN)
+    env = {**os.environ, "PYTHONPATH": str(REPO_SRC), "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--nnodes=1"]
+    launcher += ["--master-addr=127.0.0.1", f"--master-port={free_port()}", str(script), case]
+    done = subprocess.run(launcher, env=env, capture_output=True, text=True, timeout=120)
+    left = re.findall(r"rank (\d) left after ([\d.]+) s", done.stdout)  # the ranks' lines may interleave
+    if case == "clean":
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert sorted(rank for rank, _ in left) == ["0", "1"]
+    else:
+        assert done.returncode != 0  # rank 1's exit status 2
+        assert [rank for rank, _ in left] == ["0"]
+    assert all(float(seconds) < 30 for _, seconds in left), left
